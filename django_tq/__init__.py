@@ -1,0 +1,41 @@
+"""django_tq: a distributed task queue that is a reusable Django app.
+
+The public API is re-exported here and loaded lazily, so importing ``django_tq`` (as Django does
+while reading ``INSTALLED_APPS``) has no side effects.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "task": "django_tq.tasks",
+    "shared_task": "django_tq.tasks",
+    "send_task": "django_tq.tasks",
+    "Task": "django_tq.tasks",
+    "AsyncResult": "django_tq.result",
+    "EagerResult": "django_tq.result",
+    "get_task_logger": "django_tq.log",
+    "states": "django_tq",
+    "exceptions": "django_tq",
+}
+
+if TYPE_CHECKING:
+    from django_tq import exceptions, states
+    from django_tq.log import get_task_logger
+    from django_tq.result import AsyncResult, EagerResult
+    from django_tq.tasks import Task, send_task, shared_task, task
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'django_tq' has no attribute {name!r}")
+    if module == "django_tq":
+        return import_module(f"django_tq.{name}")
+    return getattr(import_module(module), name)

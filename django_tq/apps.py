@@ -1,0 +1,28 @@
+"""The Django app: autodiscovers every installed app's ``tasks.py`` and wires settings reloads."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from django.apps import AppConfig
+from django.core.signals import setting_changed
+from django.utils.module_loading import autodiscover_modules
+from django.utils.translation import gettext_lazy as _
+
+
+class DjangoTQConfig(AppConfig):
+    """django_tq's app config."""
+
+    name = "django_tq"
+    label = "django_tq"
+    verbose_name = _("Task queue")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_tq import checks  # noqa: F401 - registers the system checks
+        from django_tq.conf import reload_on_setting_changed, tq_settings
+
+        setting_changed.connect(reload_on_setting_changed, dispatch_uid="django_tq.conf.reload")
+        autodiscover_modules("tasks")
+        for module in tq_settings.IMPORTS:
+            import_module(module)

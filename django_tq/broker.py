@@ -1,0 +1,377 @@
+"""The one door to kombu: publish messages, and hand a consumer its deliveries.
+
+``Broker`` turns ``TQ["BROKER_URL"]`` into kombu connections (``django://`` and ``redis://`` are
+django_tq's leased transports, ``amqp://`` is kombu's py-amqp with publisher confirms), keeps one
+publishing connection per thread and process, and bounds every publish by
+``BROKER_CONNECTION_TIMEOUT``. The worker sees :class:`Delivery` and :class:`Subscription`, never
+a kombu object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.utils.objects import cached_property
+
+from django_tq.conf import on_reload, tq_settings
+from django_tq.exceptions import PublishError
+from django_tq.message import WireMessage
+from django_tq.transport import TRANSPORTS
+from django_tq.transport.leased import owner_prefix
+
+logger = logging.getLogger("django_tq.broker")
+
+#: AMQP queues are declared with this many priority levels (0-9, 9 highest).
+MAX_PRIORITY = 10
+
+
+def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
+    """Return ``(URL for kombu, transport, transport options from a django:// query string)``."""
+    parts = urlsplit(url)
+    if parts.scheme not in TRANSPORTS:
+        raise ImproperlyConfigured(
+            f"Unknown broker URL scheme {parts.scheme!r} in TQ['BROKER_URL']: "
+            f"use one of {', '.join(sorted(TRANSPORTS))}."
+        )
+    if parts.scheme == "django":
+        return "django://", TRANSPORTS["django"], dict(parse_qsl(parts.query))
+    return url, TRANSPORTS[parts.scheme], {}
+
+
+class Delivery:
+    """One message handed to a consumer: headers, raw body, and how to settle it."""
+
+    __slots__ = ("_message", "queue", "received_at")
+
+    def __init__(self, message: Any, queue: str) -> None:
+        self._message = message
+        self.queue = queue
+        self.received_at = time.monotonic()
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """Return the message headers (metadata readable even when the body is not)."""
+        return self._message.headers or {}
+
+    @property
+    def body(self) -> str | bytes:
+        """Return the undecoded body."""
+        return self._message.body
+
+    @property
+    def content_type(self) -> str:
+        """Return the body's content type."""
+        return self._message.content_type or ""
+
+    @property
+    def delivery_count(self) -> int:
+        """Return how many times this message was delivered, this time included (best known)."""
+        count = self._message.properties.get("delivery_count")
+        if count:
+            return int(count)
+        return 2 if self._message.delivery_info.get("redelivered") else 1
+
+    @property
+    def tag(self) -> Any:
+        """Return the transport's delivery tag."""
+        return self._message.delivery_tag
+
+    @property
+    def raw_payload(self) -> str:
+        """Return the message as text for a dead-letter record."""
+        body = self.body
+        return body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
+
+    def ack(self) -> None:
+        """Settle: the message is done and never comes back."""
+        self._message.ack()
+
+    def requeue(self) -> None:
+        """Put the message back on its queue at once."""
+        self._message.reject(requeue=True)
+
+
+class Subscription:
+    """A consumer's open connection: drain deliveries, renew leases, give messages back."""
+
+    def __init__(
+        self, broker: Broker, queues: list[str], prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> None:
+        self.broker = broker
+        self.queue_names = queues
+        self.prefetch = prefetch
+        self.on_delivery = on_delivery
+        self.connection: Any = None
+        self.consumer: Any = None
+        self.connect()
+
+    def connect(self) -> None:
+        """Open (or reopen) the connection and start consuming."""
+        self.close()
+        connection = self.broker.connection()
+        connection.ensure_connection(max_retries=1)
+        channel = connection.default_channel
+        queues = [self.broker.queue(name) for name in self.queue_names]
+        consumer = Consumer(channel, queues=queues, callbacks=[self._on_message], accept=None, no_ack=False)
+        consumer.qos(prefetch_count=self.prefetch)
+        consumer.consume()
+        self.connection, self.consumer = connection, consumer
+
+    def _on_message(self, body: Any, message: Any) -> None:
+        queue = message.delivery_info.get("routing_key") or self.queue_names[0]
+        self.on_delivery(Delivery(message, queue))
+
+    def drain(self, timeout: float) -> None:
+        """Deliver available messages to ``on_delivery``; wait up to ``timeout`` for one."""
+        try:
+            self.connection.drain_events(timeout=timeout)
+        except TimeoutError:
+            pass
+
+    @property
+    def channel(self) -> Any:
+        """Return the consuming channel."""
+        return self.consumer.channel if self.consumer is not None else None
+
+    @property
+    def supports_leases(self) -> bool:
+        """Return whether the transport leases messages (``django://``, ``redis://``)."""
+        return hasattr(self.channel, "renew_leases")
+
+    def renew_leases(self) -> int:
+        """Extend the leases of every message held; return how many (0 without leases)."""
+        if self.supports_leases:
+            return int(self.channel.renew_leases())
+        return 0
+
+    def release_unstarted(self) -> int:
+        """Give back messages prefetched but not delivered yet (warm shutdown)."""
+        if self.supports_leases:
+            return int(self.channel.release_buffered())
+        return 0
+
+    def cancel(self) -> None:
+        """Stop receiving new messages (prefetched AMQP messages go back when we close)."""
+        if self.consumer is not None:
+            try:
+                self.consumer.cancel()
+            except self.broker.connection_errors:
+                pass
+
+    def close(self) -> None:
+        """Close the connection; messages held and not acked go back to the queue."""
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:  # closing a dead connection may raise anything
+                logger.debug("closing the consumer connection failed", exc_info=True)
+        self.connection, self.consumer = None, None
+
+
+class Broker:
+    """The broker named by a URL: publishing, consuming and queue administration."""
+
+    def __init__(
+        self, url: str, *, transport_options: dict[str, Any] | None = None, connect_timeout: float = 4.0
+    ) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._kombu_url, self._transport, url_options = _transport_for(url)
+        self.transport_options = {**url_options, **(transport_options or {})}
+        self.scheme = urlsplit(url).scheme
+        if self.scheme in ("amqp", "pyamqp", "amqps"):
+            self.transport_options.setdefault("confirm_publish", True)
+        self._local = threading.local()
+        self._declared: set[str] = set()
+
+    # -- connections ----------------------------------------------------------------------
+    def connection(self) -> Any:
+        """Return a new kombu connection to this broker."""
+        transport = self._transport
+        if isinstance(transport, str) and ":" in transport:
+            module, _, name = transport.partition(":")
+            transport = getattr(__import__(module, fromlist=[name]), name)
+        return Connection(
+            self._kombu_url,
+            transport=transport,
+            transport_options=dict(self.transport_options),
+            connect_timeout=self.connect_timeout,
+        )
+
+    @cached_property
+    def connection_errors(self) -> tuple[type[BaseException], ...]:
+        """Return the exceptions that mean the connection to the broker is lost."""
+        conn = self.connection()
+        try:
+            return tuple(conn.connection_errors) + (OSError, socket.timeout)
+        finally:
+            conn.release()
+
+    @property
+    def is_database(self) -> bool:
+        """Return whether the queue lives in a Django database (``django://``)."""
+        return self.scheme == "django"
+
+    @property
+    def database_alias(self) -> str | None:
+        """Return the Django alias of a ``django://`` queue, else ``None``."""
+        return str(self.transport_options.get("alias", "default")) if self.is_database else None
+
+    def queue(self, name: str) -> Any:
+        """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
+        arguments = {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
+        return Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments, durable=True)
+
+    # -- publishing -----------------------------------------------------------------------
+    def _producer(self) -> Any:
+        state = self._local
+        if getattr(state, "pid", None) != os.getpid() or state.producer is None:
+            state.pid = os.getpid()
+            state.connection = self.connection()
+            state.producer = Producer(state.connection)
+            state.declared = set()
+        return state.producer
+
+    def _reset_producer(self) -> None:
+        state = self._local
+        connection = getattr(state, "connection", None)
+        state.producer = None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:
+                logger.debug("releasing a broken publishing connection failed", exc_info=True)
+
+    def publish(
+        self,
+        wire: WireMessage,
+        *,
+        queue: str,
+        priority: int | None = None,
+        not_before: str | None = None,
+        routing_key: str | None = None,
+    ) -> None:
+        """Hand ``wire`` to the broker or raise :class:`PublishError` within the connect timeout."""
+        deadline = time.monotonic() + self.connect_timeout
+        last_error: BaseException | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                producer = self._producer()
+                self._publish_once(producer, wire, queue, priority, not_before, routing_key)
+                return
+            except self.connection_errors as exc:
+                last_error = exc
+                self._reset_producer()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or attempt >= 3:
+                raise PublishError(
+                    f"Could not publish to {self.safe_url} (queue {queue!r}): {last_error!r}"
+                ) from last_error
+            time.sleep(min(0.2 * attempt, remaining))
+
+    def _publish_once(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        queue: str,
+        priority: int | None,
+        not_before: str | None,
+        routing_key: str | None,
+    ) -> None:
+        declared: set[str] = self._local.declared
+        declare = []
+        if queue not in declared:
+            declare = [self.queue(queue)]
+        properties = {"not_before": not_before} if not_before else {}
+        producer.publish(
+            wire.body,
+            exchange="",
+            routing_key=routing_key or queue,
+            headers=wire.headers,
+            content_type=wire.content_type,
+            content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
+            priority=priority,
+            delivery_mode=2,
+            declare=declare,
+            retry=False,
+            timeout=self.connect_timeout,
+            **properties,
+        )
+        declared.add(queue)
+
+    @property
+    def safe_url(self) -> str:
+        """Return the URL with any password masked."""
+        parts = urlsplit(self.url)
+        if parts.password:
+            return self.url.replace(f":{parts.password}@", ":***@")
+        return self.url
+
+    # -- consuming and administration ------------------------------------------------------
+    def subscribe(self, queues: list[str], *, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Subscription:
+        """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``."""
+        return Subscription(self, queues, prefetch, on_delivery)
+
+    def release_leases_of(self, pid: int, hostname: str | None = None) -> int:
+        """Make every message leased by process ``pid`` visible again (it died); return how many."""
+        with self.connection() as conn:
+            channel = conn.default_channel
+            release = getattr(channel, "release_owner_prefix", None)
+            if release is None:
+                return 0  # AMQP gives a dead consumer's messages back by itself
+            return int(release(owner_prefix(pid, hostname)))
+
+    def purge(self, queues: list[str]) -> int:
+        """Delete every waiting message in ``queues``; return how many."""
+        with self.connection() as conn:
+            channel = conn.default_channel
+            total = 0
+            for name in queues:
+                self.queue(name)(channel).declare()
+                total += channel.queue_purge(name) or 0
+            return total
+
+    def depth(self, queue: str) -> int:
+        """Return the number of messages in ``queue`` (waiting and leased)."""
+        with self.connection() as conn:
+            channel = conn.default_channel
+            _, count, _ = self.queue(queue)(channel).queue_declare(passive=False)
+            return int(count or 0)
+
+
+_broker: Broker | None = None
+_broker_lock = threading.Lock()
+
+
+def get_broker() -> Broker:
+    """Return the broker named by ``TQ["BROKER_URL"]`` (built once per settings load)."""
+    global _broker
+    if _broker is None:
+        with _broker_lock:
+            if _broker is None:
+                _broker = Broker(
+                    tq_settings.BROKER_URL,
+                    transport_options={
+                        "lease_seconds": tq_settings.LEASE_SECONDS,
+                        **tq_settings.BROKER_TRANSPORT_OPTIONS,
+                    },
+                    connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
+                )
+    return _broker
+
+
+@on_reload
+def _drop_broker() -> None:
+    global _broker
+    _broker = None

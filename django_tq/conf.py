@@ -1,0 +1,218 @@
+"""One settings object for django_tq: the ``TQ`` dict, read with defaults and validated.
+
+Like Django REST framework's ``api_settings``: nothing reads ``django.conf.settings`` at import
+time, values are resolved on first access, and the cache is dropped on ``setting_changed`` (the
+receiver is connected in ``apps.py``) so tests can use ``override_settings(TQ=...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+MiB = 1024 * 1024
+
+DEFAULTS: dict[str, Any] = {
+    "BROKER_URL": "django://",
+    "BROKER_TRANSPORT_OPTIONS": {},
+    "BROKER_CONNECTION_TIMEOUT": 4.0,
+    "RESULT_BACKEND": "django-db",
+    "RESULT_EXPIRES": timedelta(days=7),
+    "TRACK_ENQUEUED": True,
+    "TRACK_STARTED": True,
+    "PUBLISH_ON_COMMIT": True,
+    "DEFAULT_QUEUE": "default",
+    "IMPORTS": [],
+    "TASK_ROUTES": {},
+    "TASK_SERIALIZER": "json",
+    "ACCEPT_CONTENT": ["json"],
+    "SIGNING": False,
+    "MAX_PAYLOAD_BYTES": MiB,
+    "ACKS_LATE": True,
+    "MAX_DELIVERIES": 4,
+    "REJECT_ON_WORKER_LOST": True,
+    "TASK_TIME_LIMIT": None,
+    "TASK_SOFT_TIME_LIMIT": None,
+    "DEFAULT_RETRY_DELAY": 180,
+    "MAX_RETRIES": 3,
+    "WORKER_CONCURRENCY": None,  # None: number of CPUs
+    "WORKER_POOL": "prefork",
+    "WORKER_PREFETCH_MULTIPLIER": 4,
+    "WORKER_MAX_TASKS_PER_CHILD": None,
+    "WORKER_MAX_MEMORY_PER_CHILD": None,
+    "WORKER_DB_CONN_MAX_AGE": 300,
+    "LEASE_SECONDS": 60,
+    "ETA_HORIZON_SECONDS": 30,
+    "BEAT_SCHEDULE": {},
+    "BEAT_MAX_LOOP_INTERVAL": 5,
+    "TIMEZONE": None,  # None: Django's TIME_ZONE
+    "ALWAYS_EAGER": False,
+    "EAGER_PROPAGATES": True,
+    "API_PERMISSION_CLASSES": ["django_tq.api.permissions.IsStaffOrOwner"],
+    "API_ENQUEUE_ALLOWLIST": [],
+    "OUTBOX": False,
+}
+
+POOLS = ("prefork", "threads", "solo")
+
+
+def _number(minimum: float, *, allow_none: bool = False) -> Callable[[str, Any], None]:
+    def check(key: str, value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise ImproperlyConfigured(f"TQ[{key!r}] must be a number >= {minimum}, got {value!r}.")
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str, Any], None]:
+    def check(key: str, value: Any) -> None:
+        if value not in choices:
+            raise ImproperlyConfigured(f"TQ[{key!r}] must be one of {choices}, got {value!r}.")
+
+    return check
+
+
+def _of_type(*types: type, allow_none: bool = False) -> Callable[[str, Any], None]:
+    def check(key: str, value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ImproperlyConfigured(f"TQ[{key!r}] must be a {names}, got {value!r}.")
+
+    return check
+
+
+def _result_backend(key: str, value: Any) -> None:
+    if value is None or value in ("django-db", "django-cache"):
+        return
+    if isinstance(value, str) and value.startswith("django-cache://") and value[15:]:
+        return
+    raise ImproperlyConfigured(
+        f'TQ[{key!r}] must be "django-db", "django-cache", "django-cache://<alias>" or None, '
+        f"got {value!r}."
+    )
+
+
+def _routes(key: str, value: Any) -> None:
+    if not (isinstance(value, Mapping) or callable(value) or isinstance(value, list | tuple)):
+        raise ImproperlyConfigured(
+            f"TQ[{key!r}] must be a dict of pattern -> options, a callable router, or a list of them."
+        )
+
+
+VALIDATORS: dict[str, Callable[[str, Any], None]] = {
+    "BROKER_URL": _of_type(str),
+    "BROKER_TRANSPORT_OPTIONS": _of_type(dict),
+    "BROKER_CONNECTION_TIMEOUT": _number(0.1),
+    "RESULT_BACKEND": _result_backend,
+    "RESULT_EXPIRES": _of_type(timedelta, int, float, allow_none=True),
+    "TRACK_ENQUEUED": _of_type(bool),
+    "TRACK_STARTED": _of_type(bool),
+    "PUBLISH_ON_COMMIT": _of_type(bool),
+    "DEFAULT_QUEUE": _of_type(str),
+    "IMPORTS": _of_type(list, tuple),
+    "TASK_ROUTES": _routes,
+    "TASK_SERIALIZER": _one_of("json", "pickle"),
+    "ACCEPT_CONTENT": _of_type(list, tuple),
+    "SIGNING": _of_type(bool),
+    "MAX_PAYLOAD_BYTES": _number(1024),
+    "ACKS_LATE": _of_type(bool),
+    "MAX_DELIVERIES": _number(1),
+    "REJECT_ON_WORKER_LOST": _of_type(bool),
+    "TASK_TIME_LIMIT": _number(0, allow_none=True),
+    "TASK_SOFT_TIME_LIMIT": _number(0, allow_none=True),
+    "DEFAULT_RETRY_DELAY": _number(0),
+    "MAX_RETRIES": _number(0, allow_none=True),
+    "WORKER_CONCURRENCY": _number(1, allow_none=True),
+    "WORKER_POOL": _one_of(*POOLS),
+    "WORKER_PREFETCH_MULTIPLIER": _number(1),
+    "WORKER_MAX_TASKS_PER_CHILD": _number(1, allow_none=True),
+    "WORKER_MAX_MEMORY_PER_CHILD": _number(1, allow_none=True),
+    "WORKER_DB_CONN_MAX_AGE": _number(0, allow_none=True),
+    "LEASE_SECONDS": _number(1),
+    "ETA_HORIZON_SECONDS": _number(0),
+    "BEAT_SCHEDULE": _of_type(dict),
+    "BEAT_MAX_LOOP_INTERVAL": _number(0.1),
+    "TIMEZONE": _of_type(str, allow_none=True),
+    "ALWAYS_EAGER": _of_type(bool),
+    "EAGER_PROPAGATES": _of_type(bool),
+    "API_PERMISSION_CLASSES": _of_type(list, tuple),
+    "API_ENQUEUE_ALLOWLIST": _of_type(list, tuple),
+    "OUTBOX": _of_type(bool),
+}
+
+
+class TQSettings:
+    """The ``TQ`` settings dict with defaults, validated on first access.
+
+    Attribute access (``tq_settings.BROKER_URL``) returns the user's value or the default. An
+    unknown key in ``TQ`` raises ``ImproperlyConfigured`` naming it, as does a bad value.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        user = getattr(settings, "TQ", {}) or {}
+        if not isinstance(user, Mapping):
+            raise ImproperlyConfigured("The TQ setting must be a dict.")
+        unknown = sorted(set(user) - set(DEFAULTS))
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown key(s) in the TQ setting: {', '.join(unknown)}. "
+                f"Valid keys: {', '.join(sorted(DEFAULTS))}."
+            )
+        values = {**DEFAULTS, **user}
+        for key, value in values.items():
+            VALIDATORS[key](key, value)
+        if values["WORKER_CONCURRENCY"] is None:
+            values["WORKER_CONCURRENCY"] = os.cpu_count() or 1
+        if values["TIMEZONE"] is None:
+            values["TIMEZONE"] = settings.TIME_ZONE or "UTC"
+        if isinstance(values["RESULT_EXPIRES"], int | float):
+            values["RESULT_EXPIRES"] = timedelta(seconds=values["RESULT_EXPIRES"])
+        return values
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key not in DEFAULTS:
+            raise AttributeError(f"Invalid django_tq setting: {key!r}")
+        if self._values is None:
+            self._values = self._load()
+        return self._values[key]
+
+    def check(self) -> None:
+        """Load and validate every key now (raises ``ImproperlyConfigured``)."""
+        self._values = self._load()
+
+    def reload(self) -> None:
+        """Forget cached values; the next access reads ``settings.TQ`` again."""
+        self._values = None
+        for hook in _reload_hooks:
+            hook()
+
+
+_reload_hooks: list[Callable[[], None]] = []
+
+
+def on_reload(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register ``hook`` to run when the settings are reloaded (drop caches derived from them)."""
+    _reload_hooks.append(hook)
+    return hook
+
+
+def reload_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """``setting_changed`` receiver: reload when ``TQ`` (or a setting it derives from) changes."""
+    if setting in ("TQ", "TIME_ZONE", "SECRET_KEY", "CACHES", "DATABASES"):
+        tq_settings.reload()
+
+
+tq_settings = TQSettings()

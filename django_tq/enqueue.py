@@ -1,0 +1,113 @@
+"""The one place that publishes a task message.
+
+``enqueue(message)`` serializes (so bad arguments fail at the call site), enforces the size
+limit, records the QUEUED result row, and publishes — at once, or when the caller's outermost
+``transaction.atomic()`` on the alias commits (``PUBLISH_ON_COMMIT``), never on rollback. With the
+``django://`` transport on the caller's alias the message row itself is written inside the
+caller's transaction, which gives the same guarantee without waiting for the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from django_tq import message as wire_format
+from django_tq import serialization, signals, states
+from django_tq.broker import Broker, get_broker
+from django_tq.conf import tq_settings
+from django_tq.exceptions import PayloadTooLarge, PublishError
+from django_tq.message import TaskMessage, WireMessage
+from django_tq.result_backends import get_backend
+
+logger = logging.getLogger("django_tq.enqueue")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPublish:
+    """A publish waiting for the commit of an atomic block (an ``on_commit`` callback)."""
+
+    message: TaskMessage
+    wire: WireMessage
+    broker: Broker
+
+    def __call__(self) -> None:
+        try:
+            publish_now(self.message, self.wire, self.broker)
+        except PublishError as exc:
+            logger.error("Task %s[%s] was not published after commit: %s", self.message.task, self.message.id, exc)
+            get_backend().set_state(
+                self.message.id,
+                states.FAILURE,
+                result=serialization.exception_to_data(exc),
+                traceback=tb.format_exc(),
+            )
+
+
+def default_alias(broker: Broker | None = None) -> str:
+    """Return the alias whose transaction a publish follows when ``using=`` is not given."""
+    broker = broker or get_broker()
+    return broker.database_alias or "default"
+
+
+def encode(message: TaskMessage) -> WireMessage:
+    """Serialize ``message`` and enforce ``MAX_PAYLOAD_BYTES``."""
+    wire = wire_format.encode(message)
+    limit = tq_settings.MAX_PAYLOAD_BYTES
+    if wire.size > limit:
+        raise PayloadTooLarge(
+            f"Task {message.task} message is {wire.size} bytes, over TQ['MAX_PAYLOAD_BYTES'] ({limit}). "
+            "Pass an id and load the data in the task instead."
+        )
+    return wire
+
+
+def enqueue(message: TaskMessage, *, using: str | None = None, owner_id: Any = None) -> None:
+    """Record and publish ``message`` (see the module docstring for when it is published)."""
+    broker = get_broker()
+    alias = using or default_alias(broker)
+    wire = encode(message)
+    if tq_settings.TRACK_ENQUEUED and not message.ignore_result:
+        get_backend().mark_queued(message, owner_id=owner_id, using=alias)
+    in_transaction = connections[alias].in_atomic_block
+    if broker.database_alias == alias:
+        # The message row is written by the caller's connection: it commits with the caller.
+        publish_now(message, wire, broker)
+    elif in_transaction and tq_settings.PUBLISH_ON_COMMIT:
+        transaction.on_commit(PendingPublish(message, wire, broker), using=alias)
+    else:
+        try:
+            publish_now(message, wire, broker)
+        except PublishError as exc:
+            if tq_settings.TRACK_ENQUEUED and not in_transaction:
+                get_backend().set_state(
+                    message.id, states.FAILURE, result=serialization.exception_to_data(exc)
+                )
+            raise
+    signals.send(signals.task_enqueued, sender=message.task, message=message)
+
+
+def publish_now(message: TaskMessage, wire: WireMessage, broker: Broker) -> None:
+    """Hand ``wire`` to the broker now (raises ``PublishError``)."""
+    signals.send(signals.before_task_publish, sender=message.task, message=message, headers=wire.headers)
+    not_before = None
+    if message.eta is not None and message.eta > timezone.now():
+        not_before = message.eta.isoformat()
+    broker.publish(wire, queue=message.queue, priority=message.priority, not_before=not_before)
+    signals.send(signals.after_task_publish, sender=message.task, message=message)
+
+
+def is_waiting_for_commit(task_id: str, using: str | None = None) -> bool:
+    """Return whether ``task_id``'s publish is waiting for an atomic block to commit."""
+    connection = connections[using or default_alias()]
+    if not connection.in_atomic_block:
+        return False
+    return any(
+        isinstance(func, PendingPublish) and func.message.id == task_id
+        for _sids, func, *_ in connection.run_on_commit
+    )

@@ -1,0 +1,95 @@
+"""Exceptions raised by django_tq, and the ones tasks raise to steer their own execution."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class TQError(Exception):
+    """Base class of every django_tq error."""
+
+
+class NotRegistered(TQError, KeyError):
+    """No task is registered under this name."""
+
+    def __str__(self) -> str:
+        return f"Task {self.args[0]!r} is not registered." if self.args else "Task not registered."
+
+
+class AlreadyRegistered(TQError):
+    """Another task is already registered under this name."""
+
+
+class PublishError(TQError):
+    """The message could not be handed to the broker (unreachable, refused, or not confirmed)."""
+
+
+class PayloadTooLarge(TQError, ValueError):
+    """The serialized message is larger than ``TQ["MAX_PAYLOAD_BYTES"]``."""
+
+
+class EncodeError(TQError, TypeError):
+    """Arguments or a return value cannot be serialized with the task's serializer."""
+
+
+class DecodeError(TQError, ValueError):
+    """A message body cannot be decoded (malformed, or a content type that is not accepted)."""
+
+
+class TimeoutError(TQError, TimeoutError):
+    """``AsyncResult.get()`` did not see the task finish in time."""
+
+
+class TaskError(TQError):
+    """A stored task failure whose exception class cannot be re-created safely."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+class TaskRevokedError(TQError):
+    """The task was revoked before or while it ran."""
+
+
+class WorkerLostError(TQError):
+    """The worker process running the task died."""
+
+
+class TimeLimitExceeded(TQError):
+    """The task ran past its hard time limit and its process was killed."""
+
+
+class SoftTimeLimitExceeded(TQError):
+    """The task ran past its soft time limit (raised inside the task, which may clean up)."""
+
+
+class MaxRetriesExceededError(TQError):
+    """``self.retry()`` was called after ``max_retries`` retries."""
+
+
+class Retry(TQError):
+    """Raised by ``self.retry()``: the task is scheduled to run again."""
+
+    def __init__(
+        self, message: str | None = None, exc: BaseException | None = None, when: datetime | None = None
+    ) -> None:
+        super().__init__(message or (f"Retry in {when}" if when else "Retry"))
+        self.exc = exc
+        self.when = when
+        self.queue: str | None = None
+
+
+class Ignore(TQError):
+    """Raised by a task to stop without recording a state (the message is acked)."""
+
+
+class Reject(TQError):
+    """Raised by a task to reject its message; ``requeue=True`` puts it back on the queue."""
+
+    def __init__(self, reason: Any = None, requeue: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.requeue = requeue

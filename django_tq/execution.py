@@ -1,0 +1,277 @@
+"""Run one task message in this process and describe what happened as an :class:`Outcome`.
+
+The worker, eager mode (``ALWAYS_EAGER``, ``Task.apply``) and ``django_tq.testing`` all use
+:func:`execute` and :func:`record`, so a task behaves the same in tests as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+import traceback as tb
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from django_tq import message as wire_format
+from django_tq import serialization, signals, states
+from django_tq.conf import tq_settings
+from django_tq.context import Request, current_request
+from django_tq.enqueue import enqueue
+from django_tq.exceptions import EncodeError, Ignore, Reject, Retry
+from django_tq.message import TaskMessage
+from django_tq.registry import registry
+from django_tq.result_backends import get_backend
+
+if TYPE_CHECKING:
+    from django_tq.result import EagerResult
+    from django_tq.tasks import Task
+
+logger = logging.getLogger("django_tq.execution")
+
+IGNORED = "IGNORED"
+REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    """What one execution of a task message came to."""
+
+    state: str  #: SUCCESS, FAILURE, RETRY, REVOKED, a custom state, IGNORED or REJECTED
+    result: Any = None  #: the return value, or the exception as data
+    exception: BaseException | None = None
+    traceback: str = ""
+    retry: TaskMessage | None = None  #: the next attempt, for RETRY
+    requeue: bool = False  #: ``Reject(requeue=True)``
+    runtime: float = 0.0
+
+
+def _call(task: Task[Any, Any], message: TaskMessage) -> Any:
+    args, kwargs = message.args, message.kwargs
+    if task.bind:
+        args = (task, *args)
+    if task.is_async:
+        return asyncio.run(task.run(*args, **kwargs))
+    return task.run(*args, **kwargs)
+
+
+def _retry_message(task: Task[Any, Any], message: TaskMessage, retry: Retry) -> TaskMessage:
+    return message.with_changes(
+        retries=message.retries + 1,
+        eta=retry.when,
+        queue=retry.queue or message.queue,
+    )
+
+
+def _autoretry(task: Task[Any, Any], message: TaskMessage, exc: BaseException) -> Retry | None:
+    """Return the Retry ``autoretry_for`` asks for, or None (re-raise when retries run out)."""
+    if not task.autoretry_for or not isinstance(exc, task.autoretry_for):
+        return None
+    if task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for):
+        return None
+    options = dict(task.retry_kwargs)
+    limit = options.pop("max_retries", task.resolved_max_retries())
+    if limit is not None and message.retries >= limit:
+        return None
+    countdown = options.pop("countdown", None)
+    if countdown is None and task.retry_backoff:
+        factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
+        countdown = min(factor * (2**message.retries), task.retry_backoff_max)
+        if task.retry_jitter:
+            countdown = random.uniform(0, countdown)
+    if countdown is None:
+        countdown = task.resolved_retry_delay()
+    return Retry(exc=exc, when=timezone.now() + dt.timedelta(seconds=float(countdown)))
+
+
+def _robust(hook: Any, *args: Any) -> None:
+    try:
+        hook(*args)
+    except Exception:
+        logger.exception("Task handler %s failed", getattr(hook, "__qualname__", hook))
+
+
+def build_request(
+    message: TaskMessage, *, hostname: str = "", delivery_count: int = 1, is_eager: bool = False
+) -> Request:
+    """Return the ``self.request`` of an execution of ``message``."""
+    return Request(
+        id=message.id,
+        task=message.task,
+        args=message.args,
+        kwargs=message.kwargs,
+        retries=message.retries,
+        delivery_count=delivery_count,
+        eta=message.eta,
+        expires=message.expires,
+        root_id=message.root_id,
+        parent_id=message.parent_id,
+        group_id=message.group_id,
+        hostname=hostname,
+        queue=message.queue,
+        headers=message.headers,
+        ignore_result=message.ignore_result,
+        time_limit=message.time_limit,
+        soft_time_limit=message.soft_time_limit,
+        is_eager=is_eager,
+        called_directly=False,
+    )
+
+
+def _stores_result(task: Task[Any, Any], message: TaskMessage) -> bool:
+    return not message.ignore_result and tq_settings.RESULT_BACKEND is not None
+
+
+def execute(
+    message: TaskMessage, *, hostname: str = "", delivery_count: int = 1, is_eager: bool = False
+) -> Outcome:
+    """Run ``message``'s task here and return the :class:`Outcome` (never raises for task errors)."""
+    task = registry.get(message.task)
+    if message.expires is not None and message.expires <= timezone.now():
+        return Outcome(state=states.REVOKED, result={"reason": "expired"})
+    request = build_request(message, hostname=hostname, delivery_count=delivery_count, is_eager=is_eager)
+    token = current_request.set(request)
+    started = time.perf_counter()
+    signals.send(signals.task_prerun, sender=task, task_id=message.id, task=task, args=message.args, kwargs=message.kwargs)
+    try:
+        outcome = _run(task, message)
+    finally:
+        current_request.reset(token)
+    outcome = replace(outcome, runtime=time.perf_counter() - started)
+    _after(task, message, outcome)
+    return outcome
+
+
+def _run(task: Task[Any, Any], message: TaskMessage) -> Outcome:
+    try:
+        task.before_start(message.id, message.args, message.kwargs)
+        retval = _call(task, message)
+        if _stores_result(task, message) and message.serializer == "json":
+            serialization.to_json(retval)
+        return Outcome(state=states.SUCCESS, result=retval)
+    except Retry as retry:
+        return _retry_outcome(task, message, retry)
+    except Ignore:
+        return Outcome(state=IGNORED)
+    except Reject as reject:
+        return Outcome(state=REJECTED, result={"reason": str(reject.reason)}, requeue=reject.requeue)
+    except EncodeError as exc:
+        return _failure(exc, f"The return value of {task.name} cannot be stored: {exc}")
+    except Exception as exc:
+        retry = _autoretry(task, message, exc)
+        if retry is not None:
+            return _retry_outcome(task, message, retry)
+        return _failure(exc)
+
+
+def _retry_outcome(task: Task[Any, Any], message: TaskMessage, retry: Retry) -> Outcome:
+    error = retry.exc or retry
+    return Outcome(
+        state=states.RETRY,
+        result=serialization.exception_to_data(error),
+        exception=error,
+        traceback=tb.format_exc(),
+        retry=_retry_message(task, message, retry),
+    )
+
+
+def _failure(exc: BaseException, note: str | None = None) -> Outcome:
+    trace = tb.format_exc()
+    if note:
+        trace = f"{trace}\n{note}"
+    return Outcome(state=states.FAILURE, result=serialization.exception_to_data(exc), exception=exc, traceback=trace)
+
+
+def _after(task: Task[Any, Any], message: TaskMessage, outcome: Outcome) -> None:
+    """Run the task's handlers and send the outcome's signals (both observe, never raise)."""
+    args, kwargs, task_id = message.args, message.kwargs, message.id
+    if outcome.state == states.SUCCESS:
+        _robust(task.on_success, outcome.result, task_id, args, kwargs)
+        signals.send(signals.task_succeeded, sender=task, task_id=task_id, result=outcome.result)
+    elif outcome.state == states.FAILURE and outcome.exception is not None:
+        _robust(task.on_failure, outcome.exception, task_id, args, kwargs, outcome.traceback)
+        signals.send(
+            signals.task_failed,
+            sender=task,
+            task_id=task_id,
+            exception=outcome.exception,
+            traceback=outcome.traceback,
+        )
+    elif outcome.state == states.RETRY and outcome.exception is not None:
+        _robust(task.on_retry, outcome.exception, task_id, args, kwargs, outcome.traceback)
+        signals.send(signals.task_retried, sender=task, task_id=task_id, reason=outcome.exception)
+    elif outcome.state == states.REVOKED:
+        signals.send(signals.task_revoked, sender=task, task_id=task_id, expired=True, terminated=False)
+    _robust(task.after_return, outcome.state, outcome.result, task_id, args, kwargs, outcome.traceback)
+    signals.send(signals.task_postrun, sender=task, task_id=task_id, task=task, state=outcome.state, retval=outcome.result)
+
+
+def record(message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0) -> None:
+    """Store ``outcome`` and enqueue the next attempt of a retry (all side effects but the ack)."""
+    task = registry.get(message.task)
+    backend = get_backend()
+    keep = not message.ignore_result
+    if outcome.state == states.FAILURE:
+        keep = keep or task.store_errors_even_if_ignored
+    if keep and outcome.state not in (IGNORED, REJECTED):
+        backend.store(
+            message,
+            outcome.state,
+            result=outcome.result,
+            traceback=outcome.traceback,
+            worker=worker,
+            delivery_count=delivery_count,
+        )
+    if outcome.retry is not None:
+        enqueue(outcome.retry)
+    if outcome.state in states.READY_STATES:
+        signals.send(signals.task_finished, sender=task, task_id=message.id, state=outcome.state)
+
+
+def update_state(task: Task[Any, Any], state: str, meta: dict[str, Any] | None) -> None:
+    """Record a custom state for the running execution of ``task``."""
+    request = task.request
+    if request.called_directly or request.id is None:
+        raise RuntimeError(f"{task.name}.update_state() was called outside a task execution.")
+    message = TaskMessage(
+        id=request.id,
+        task=task.name,
+        args=request.args,
+        kwargs=request.kwargs,
+        queue=request.queue,
+        retries=request.retries,
+        root_id=request.root_id,
+        parent_id=request.parent_id,
+        group_id=request.group_id,
+    )
+    get_backend().store(message, state, result=meta, meta=meta, worker=request.hostname)
+
+
+def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
+    """Run ``message`` now, through serialization, retrying inline like Celery's eager mode."""
+    from django_tq.result import EagerResult
+
+    while True:
+        wire = wire_format.encode(message)
+        decoded = wire_format.decode(
+            wire.headers,
+            wire.body,
+            wire.content_type,
+            queue=message.queue,
+            accept=[message.serializer, *tq_settings.ACCEPT_CONTENT],
+        )
+        outcome = execute(decoded, is_eager=True)
+        if outcome.retry is None:
+            break
+        message = outcome.retry.with_changes(eta=None)
+    result = EagerResult(message.id, outcome)
+    if outcome.exception is not None and outcome.state == states.FAILURE and tq_settings.EAGER_PROPAGATES:
+        raise outcome.exception
+    return result
+
+
+__all__ = ["IGNORED", "REJECTED", "Outcome", "execute", "record", "run_eagerly"]

@@ -1,0 +1,138 @@
+"""The task message: what travels from ``enqueue()`` through the broker to ``execute()``.
+
+On the wire a message is kombu headers (metadata, always JSON-safe, readable even when the body
+is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's serializer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django_tq import serialization
+from django_tq.exceptions import DecodeError
+
+PROTOCOL = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskMessage:
+    """One call of a task: its identity, arguments and delivery options."""
+
+    id: str
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int | None = None
+    eta: dt.datetime | None = None
+    expires: dt.datetime | None = None
+    retries: int = 0
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
+    ignore_result: bool = False
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    serializer: str = "json"
+
+    def with_changes(self, **changes: Any) -> TaskMessage:
+        """Return a copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WireMessage:
+    """A message as the broker carries it."""
+
+    headers: dict[str, Any]
+    body: str | bytes
+    content_type: str
+
+    @property
+    def size(self) -> int:
+        """Return the approximate size in bytes (body plus headers)."""
+        body = len(self.body.encode("utf-8")) if isinstance(self.body, str) else len(self.body)
+        return body + len(serialization.to_json(self.headers))
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _datetime(value: Any, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"header {name!r} is not an ISO datetime: {value!r}") from exc
+
+
+def encode(message: TaskMessage) -> WireMessage:
+    """Serialize ``message`` (raises ``EncodeError`` for arguments the serializer cannot carry)."""
+    content_type, body = serialization.dumps(
+        {"args": list(message.args), "kwargs": message.kwargs}, message.serializer
+    )
+    headers: dict[str, Any] = {
+        "tq": PROTOCOL,
+        "id": message.id,
+        "task": message.task,
+        "retries": message.retries,
+        "root_id": message.root_id,
+        "parent_id": message.parent_id,
+        "group_id": message.group_id,
+        "eta": _iso(message.eta),
+        "expires": _iso(message.expires),
+        "ignore_result": message.ignore_result,
+        "timelimit": [message.time_limit, message.soft_time_limit],
+    }
+    if message.headers:
+        headers["custom"] = message.headers
+    return WireMessage(headers=headers, body=body, content_type=content_type)
+
+
+def read_id(headers: Any) -> str | None:
+    """Return the task id from raw headers if one can be read, else ``None``."""
+    if isinstance(headers, dict) and isinstance(headers.get("id"), str):
+        return str(headers["id"])
+    return None
+
+
+def decode(
+    headers: Any, body: str | bytes, content_type: str, *, queue: str, accept: list[str]
+) -> TaskMessage:
+    """Rebuild a :class:`TaskMessage` from the wire; raise ``DecodeError`` with the reason."""
+    if not isinstance(headers, dict) or headers.get("tq") != PROTOCOL:
+        raise DecodeError("not a django_tq message (missing or unknown 'tq' protocol header)")
+    task_id, name = headers.get("id"), headers.get("task")
+    if not isinstance(task_id, str) or not isinstance(name, str):
+        raise DecodeError("headers 'id' and 'task' must be strings")
+    payload = serialization.loads(body, content_type, accept)
+    if not isinstance(payload, dict):
+        raise DecodeError("body must be an object with 'args' and 'kwargs'")
+    args, kwargs = payload.get("args", []), payload.get("kwargs", {})
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise DecodeError("body 'args' must be a list and 'kwargs' an object")
+    limits = headers.get("timelimit") or [None, None]
+    custom = headers.get("custom") or {}
+    return TaskMessage(
+        id=task_id,
+        task=name,
+        args=tuple(args),
+        kwargs=kwargs,
+        queue=queue,
+        eta=_datetime(headers.get("eta"), "eta"),
+        expires=_datetime(headers.get("expires"), "expires"),
+        retries=int(headers.get("retries") or 0),
+        root_id=headers.get("root_id"),
+        parent_id=headers.get("parent_id"),
+        group_id=headers.get("group_id"),
+        ignore_result=bool(headers.get("ignore_result")),
+        time_limit=limits[0],
+        soft_time_limit=limits[1],
+        headers=custom if isinstance(custom, dict) else {},
+        serializer="pickle" if content_type == serialization.PICKLE else "json",
+    )

@@ -1,0 +1,79 @@
+"""``TaskResult``: one row per task id, from enqueue (QUEUED) to its final state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from django_tq import states
+
+
+class TaskResultQuerySet(models.QuerySet["TaskResult"]):
+    """Queries the admin, REST API and cleanup share."""
+
+    def ready(self) -> TaskResultQuerySet:
+        """Rows in a final state."""
+        return self.filter(state__in=states.READY_STATES)
+
+    def done_before(self, moment: Any) -> TaskResultQuerySet:
+        """Final rows finished before ``moment`` (what cleanup deletes)."""
+        return self.ready().filter(date_done__lt=moment)
+
+
+class TaskResult(models.Model):
+    """The state, arguments and outcome of one task call."""
+
+    task_id = models.CharField(_("task id"), max_length=255, unique=True)
+    task_name = models.CharField(_("task name"), max_length=255, db_index=True)
+    state = models.CharField(_("state"), max_length=50, default=states.QUEUED)
+    args = models.JSONField(_("positional arguments"), null=True, blank=True)
+    kwargs = models.JSONField(_("keyword arguments"), null=True, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    meta = models.JSONField(_("meta"), null=True, blank=True)
+    queue = models.CharField(_("queue"), max_length=200, blank=True, default="")
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    retries = models.PositiveIntegerField(_("retries"), default=0)
+    delivery_count = models.PositiveIntegerField(_("deliveries"), default=0)
+    eta = models.DateTimeField(_("ETA"), null=True, blank=True)
+    expires = models.DateTimeField(_("expires"), null=True, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+    )
+    parent_id = models.CharField(_("parent id"), max_length=255, null=True, blank=True)
+    root_id = models.CharField(_("root id"), max_length=255, null=True, blank=True)
+    group_id = models.CharField(_("group id"), max_length=255, null=True, blank=True)
+    date_created = models.DateTimeField(_("created"), auto_now_add=True)
+    date_started = models.DateTimeField(_("started"), null=True, blank=True)
+    date_done = models.DateTimeField(_("done"), null=True, blank=True)
+
+    objects = TaskResultQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("task result")
+        verbose_name_plural = _("task results")
+        ordering = ["-date_created", "-id"]
+        indexes = [
+            models.Index(fields=["state", "-date_created"], name="tq_result_state_created"),
+            models.Index(fields=["task_name", "-date_created"], name="tq_result_name_created"),
+            models.Index(fields=["queue", "-date_created"], name="tq_result_queue_created"),
+            models.Index(fields=["worker", "-date_created"], name="tq_result_worker_created"),
+            models.Index(fields=["-date_created", "-id"], name="tq_result_created"),
+            models.Index(fields=["date_done"], name="tq_result_done"),
+            models.Index(fields=["owner", "-date_created"], name="tq_result_owner_created"),
+            models.Index(fields=["group_id"], name="tq_result_group"),
+            models.Index(fields=["root_id"], name="tq_result_root"),
+            models.Index(fields=["parent_id"], name="tq_result_parent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] {self.state}"

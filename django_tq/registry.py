@@ -1,0 +1,59 @@
+"""The task registry: name -> task, filled as modules declaring tasks are imported."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from django_tq.exceptions import AlreadyRegistered, NotRegistered
+
+if TYPE_CHECKING:
+    from django_tq.tasks import Task
+
+
+class TaskRegistry:
+    """Registered tasks by name. Registering a second, different task under a name raises."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, task: Task[Any, Any]) -> None:
+        """Add ``task``; re-registering the same function (a module imported twice) replaces it."""
+        with self._lock:
+            existing = self._tasks.get(task.name)
+            if existing is not None and existing.origin != task.origin:
+                raise AlreadyRegistered(
+                    f"Task name {task.name!r} is already used by {existing.origin}; "
+                    f"{task.origin} cannot register it too. Pass name= to one of them."
+                )
+            self._tasks[task.name] = task
+
+    def unregister(self, name: str) -> None:
+        """Remove the task called ``name`` (tests use this)."""
+        with self._lock:
+            self._tasks.pop(name, None)
+
+    def get(self, name: str) -> Task[Any, Any]:
+        """Return the task called ``name`` or raise :class:`NotRegistered`."""
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise NotRegistered(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def items(self) -> list[tuple[str, Task[Any, Any]]]:
+        """Return ``(name, task)`` pairs sorted by name."""
+        return sorted(self._tasks.items())
+
+
+registry = TaskRegistry()

@@ -1,0 +1,231 @@
+"""Result handles: ``AsyncResult`` for an enqueued task, ``EagerResult`` for one run in-process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from django_tq import serialization, states
+from django_tq.context import current_request
+from django_tq.enqueue import is_waiting_for_commit
+from django_tq.exceptions import TaskRevokedError, TimeoutError
+from django_tq.result_backends import NullBackend, ResultBackend, ResultData, get_backend
+
+if TYPE_CHECKING:
+    from django_tq.execution import Outcome
+
+R = TypeVar("R")
+
+
+class AsyncResult(Generic[R]):
+    """The state and outcome of a task, read from the result backend.
+
+    Like Celery's, ``state``, ``result`` and friends read the backend on each access until the
+    task is ready; after that the final data is kept.
+    """
+
+    def __init__(self, id: str, *, task_name: str | None = None, backend: ResultBackend | None = None) -> None:
+        self.id = str(id)
+        self.task_name = task_name
+        self._backend = backend
+        self._final: ResultData | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def backend(self) -> ResultBackend:
+        """Return the result backend this handle reads."""
+        return self._backend or get_backend()
+
+    def _data(self) -> ResultData | None:
+        if self._final is not None:
+            return self._final
+        data = self.backend.get(self.id)
+        if data is not None and data.state in states.READY_STATES:
+            self._final = data
+        return data
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """Return the state: PENDING for an unknown id, QUEUED once recorded, …"""
+        data = self._data()
+        return data.state if data is not None else states.PENDING
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """Return the return value, the exception for a failure, or the meta of a custom state."""
+        data = self._data()
+        if data is None:
+            return None
+        if serialization.is_exception_data(data.result):
+            return serialization.exception_from_data(data.result)
+        return data.result
+
+    info = result
+
+    @property
+    def traceback(self) -> str:
+        """Return the traceback of a failure ('' otherwise)."""
+        data = self._data()
+        return data.traceback if data is not None else ""
+
+    @property
+    def date_done(self) -> dt.datetime | None:
+        """Return when the task reached a final state."""
+        data = self._data()
+        return data.date_done if data is not None else None
+
+    def _field(self, name: str, default: Any = None) -> Any:
+        data = self._data()
+        return getattr(data, name) if data is not None else default
+
+    @property
+    def name(self) -> str | None:
+        """Return the task's registered name."""
+        return self._field("task_name") or self.task_name
+
+    @property
+    def args(self) -> list[Any] | None:
+        """Return the positional arguments the task was called with."""
+        return self._field("args")
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        """Return the keyword arguments the task was called with."""
+        return self._field("kwargs")
+
+    @property
+    def retries(self) -> int:
+        """Return how many times the task was retried."""
+        return int(self._field("retries", 0))
+
+    @property
+    def worker(self) -> str:
+        """Return the name of the worker that ran the task."""
+        return str(self._field("worker", ""))
+
+    @property
+    def queue(self) -> str:
+        """Return the queue the task was sent to."""
+        return str(self._field("queue", ""))
+
+    def ready(self) -> bool:
+        """Return whether the task reached a final state."""
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        """Return whether the task succeeded."""
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        """Return whether the task failed (or was dead-lettered)."""
+        return self.state in (states.FAILURE, states.DEAD)
+
+    # -- waiting ----------------------------------------------------------------------------
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.1,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        """Wait for the task and return its value; raise its error when ``propagate``."""
+        if isinstance(self.backend, NullBackend):
+            raise RuntimeError("No result backend is configured (TQ['RESULT_BACKEND'] is None).")
+        if disable_sync_subtasks and current_request.get() is not None:
+            raise RuntimeError(
+                "Never call result.get() within a task: it can deadlock the worker. "
+                "Use a chain or chord, or pass disable_sync_subtasks=False."
+            )
+        if is_waiting_for_commit(self.id):
+            raise RuntimeError(
+                f"Task {self.id} is published when the current transaction commits; "
+                "waiting for it inside the transaction would never end."
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(interval, 0.005)
+        while True:
+            data = self._data()
+            if data is not None and data.state in states.READY_STATES:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Task {self.id} did not finish within {timeout} seconds.")
+            time.sleep(delay)
+            delay = min(delay * 2, interval)
+        return self._outcome(data, propagate)
+
+    wait = get
+
+    def _outcome(self, data: ResultData, propagate: bool) -> Any:
+        value = data.result
+        if data.state == states.SUCCESS:
+            return value
+        error: BaseException
+        if serialization.is_exception_data(value):
+            error = serialization.exception_from_data(value)
+        elif data.state == states.REVOKED:
+            error = TaskRevokedError(f"Task {self.id} was revoked.")
+        else:
+            error = RuntimeError(f"Task {self.id} ended in state {data.state}: {value!r}")
+        if propagate:
+            raise error
+        return error
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        self.backend.forget(self.id)
+        self._final = None
+
+    def as_tuple(self) -> tuple[str, None]:
+        """Return a tuple that :meth:`from_tuple` turns back into this handle."""
+        return (self.id, None)
+
+    @classmethod
+    def from_tuple(cls, value: tuple[str, Any]) -> AsyncResult[Any]:
+        """Rebuild a handle from :meth:`as_tuple`."""
+        return cls(value[0])
+
+
+class EagerResult(AsyncResult[R]):
+    """The outcome of a task run in this process (``apply()``, ``ALWAYS_EAGER``)."""
+
+    def __init__(self, id: str, outcome: Outcome) -> None:
+        super().__init__(id)
+        self.outcome = outcome
+
+    def _data(self) -> ResultData:
+        return ResultData(
+            task_id=self.id,
+            state=self.outcome.state,
+            result=serialization.exception_to_data(self.outcome.exception)
+            if self.outcome.exception is not None
+            else self.outcome.result,
+            traceback=self.outcome.traceback,
+        )
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.1,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        if self.outcome.exception is not None:
+            if propagate:
+                raise self.outcome.exception
+            return self.outcome.exception  # type: ignore[return-value]
+        return self.outcome.result  # type: ignore[no-any-return]
+
+    def forget(self) -> None:
+        """Nothing is stored for an eager result."""

@@ -1,0 +1,363 @@
+"""Where task states and return values live: the database, a Django cache, or nowhere.
+
+``TQ["RESULT_BACKEND"]`` picks one: ``"django-db"`` (the ``TaskResult`` model), ``"django-cache"``
+or ``"django-cache://<alias>"`` (a Django cache such as django-redis), or ``None``. Every backend
+has the same small contract; capability flags say what the admin and REST API can rely on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.core.cache import caches
+from django.db import IntegrityError, router, transaction
+from django.utils import timezone
+
+from django_tq import serialization, states
+from django_tq.conf import on_reload, tq_settings
+from django_tq.message import TaskMessage
+from django_tq.models import TaskResult
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResultData:
+    """What a backend knows about one task id."""
+
+    task_id: str
+    state: str
+    task_name: str = ""
+    result: Any = None
+    traceback: str = ""
+    meta: dict[str, Any] | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    queue: str = ""
+    worker: str = ""
+    retries: int = 0
+    delivery_count: int = 0
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    eta: dt.datetime | None = None
+    date_created: dt.datetime | None = None
+    date_started: dt.datetime | None = None
+    date_done: dt.datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ResultBackend:
+    """The contract every result backend fills."""
+
+    #: results can be listed and filtered (admin, REST lists)
+    supports_listing = False
+    #: results survive restarts
+    is_persistent = False
+
+    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None) -> None:
+        """Record that ``message`` was enqueued (state QUEUED), in the caller's transaction."""
+
+    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
+        """Record that a worker started ``message``."""
+
+    def store(
+        self,
+        message: TaskMessage,
+        state: str,
+        *,
+        result: Any = None,
+        traceback: str = "",
+        meta: dict[str, Any] | None = None,
+        worker: str = "",
+        delivery_count: int = 0,
+    ) -> None:
+        """Record ``state`` (and the result or error data) for ``message``."""
+
+    def set_state(self, task_id: str, state: str, *, result: Any = None, traceback: str = "") -> None:
+        """Set the state of a known id without a message (publish failures, dead letters)."""
+
+    def get(self, task_id: str) -> ResultData | None:
+        """Return what is known about ``task_id``, or ``None`` for an unknown id."""
+        return None
+
+    def forget(self, task_id: str) -> None:
+        """Delete what is stored for ``task_id``."""
+
+    def cleanup(self, expired_before: dt.datetime, *, batch_size: int = 1000) -> int:
+        """Delete up to ``batch_size`` final results done before ``expired_before``; return count."""
+        return 0
+
+
+def _json(value: Any) -> Any:
+    return serialization.to_jsonable(value)
+
+
+class DatabaseBackend(ResultBackend):
+    """Results in the ``TaskResult`` model (the default)."""
+
+    supports_listing = True
+    is_persistent = True
+
+    def _alias(self) -> str:
+        return router.db_for_write(TaskResult) or "default"
+
+    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None) -> None:
+        alias = self._alias()
+        row = TaskResult(
+            task_id=message.id,
+            task_name=message.task,
+            state=states.QUEUED,
+            args=_json(list(message.args)),
+            kwargs=_json(message.kwargs),
+            queue=message.queue,
+            retries=message.retries,
+            eta=message.eta,
+            expires=message.expires,
+            owner_id=owner_id,
+            parent_id=message.parent_id,
+            root_id=message.root_id,
+            group_id=message.group_id,
+        )
+        if message.retries:
+            # A retry reuses its id: the row exists and goes back to QUEUED.
+            TaskResult.objects.using(alias).filter(task_id=message.id).update(
+                state=states.QUEUED, eta=message.eta, retries=message.retries, date_done=None
+            )
+            return
+        row.save(using=alias, force_insert=True)
+
+    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
+        values = {
+            "state": states.STARTED,
+            "worker": worker,
+            "delivery_count": delivery_count,
+            "date_started": timezone.now(),
+        }
+        self._upsert(message, values)
+
+    def store(
+        self,
+        message: TaskMessage,
+        state: str,
+        *,
+        result: Any = None,
+        traceback: str = "",
+        meta: dict[str, Any] | None = None,
+        worker: str = "",
+        delivery_count: int = 0,
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": state,
+            "result": _json(result),
+            "traceback": traceback,
+            "meta": _json(meta) if meta is not None else None,
+            "retries": message.retries,
+        }
+        if worker:
+            values["worker"] = worker
+        if delivery_count:
+            values["delivery_count"] = delivery_count
+        if state in states.READY_STATES:
+            values["date_done"] = timezone.now()
+        self._upsert(message, values)
+
+    def _upsert(self, message: TaskMessage, values: dict[str, Any]) -> None:
+        alias = self._alias()
+        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
+        if rows.update(**values):
+            return
+        create = {
+            "task_id": message.id,
+            "task_name": message.task,
+            "args": _json(list(message.args)),
+            "kwargs": _json(message.kwargs),
+            "queue": message.queue,
+            "parent_id": message.parent_id,
+            "root_id": message.root_id,
+            "group_id": message.group_id,
+            "eta": message.eta,
+            "expires": message.expires,
+            **values,
+        }
+        try:
+            with transaction.atomic(using=alias):
+                TaskResult.objects.using(alias).create(**create)
+        except IntegrityError:
+            rows.update(**values)
+
+    def set_state(self, task_id: str, state: str, *, result: Any = None, traceback: str = "") -> None:
+        values: dict[str, Any] = {"state": state, "result": _json(result), "traceback": traceback}
+        if state in states.READY_STATES:
+            values["date_done"] = timezone.now()
+        TaskResult.objects.using(self._alias()).filter(task_id=task_id).update(**values)
+
+    def get(self, task_id: str) -> ResultData | None:
+        row = TaskResult.objects.using(self._alias()).filter(task_id=task_id).first()
+        if row is None:
+            return None
+        return ResultData(
+            task_id=row.task_id,
+            state=row.state,
+            task_name=row.task_name,
+            result=serialization.from_jsonable(row.result),
+            traceback=row.traceback,
+            meta=serialization.from_jsonable(row.meta),
+            args=serialization.from_jsonable(row.args),
+            kwargs=serialization.from_jsonable(row.kwargs),
+            queue=row.queue,
+            worker=row.worker,
+            retries=row.retries,
+            delivery_count=row.delivery_count,
+            parent_id=row.parent_id,
+            root_id=row.root_id,
+            group_id=row.group_id,
+            eta=row.eta,
+            date_created=row.date_created,
+            date_started=row.date_started,
+            date_done=row.date_done,
+        )
+
+    def forget(self, task_id: str) -> None:
+        TaskResult.objects.using(self._alias()).filter(task_id=task_id).delete()
+
+    def cleanup(self, expired_before: dt.datetime, *, batch_size: int = 1000) -> int:
+        alias = self._alias()
+        ids = list(
+            TaskResult.objects.using(alias)
+            .done_before(expired_before)
+            .order_by("date_done")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return 0
+        deleted, _ = TaskResult.objects.using(alias).filter(pk__in=ids).delete()
+        return deleted
+
+
+class CacheBackend(ResultBackend):
+    """Results in a Django cache (e.g. django-redis): fast, expiring, not listable."""
+
+    is_persistent = True
+    prefix = "django_tq:result:"
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+
+    @property
+    def cache(self) -> Any:
+        """Return the Django cache this backend writes to."""
+        return caches[self.alias]
+
+    def _timeout(self) -> float | None:
+        expires = tq_settings.RESULT_EXPIRES
+        return expires.total_seconds() if expires is not None else None
+
+    def _write(self, data: ResultData) -> None:
+        record = asdict(data)
+        self.cache.set(self.prefix + data.task_id, serialization.to_json(record), self._timeout())
+
+    def get(self, task_id: str) -> ResultData | None:
+        raw = self.cache.get(self.prefix + task_id)
+        if raw is None:
+            return None
+        return ResultData(**serialization.from_json(raw))
+
+    def _message_data(self, message: TaskMessage, state: str, **values: Any) -> ResultData:
+        previous = self.get(message.id)
+        base = asdict(previous) if previous else {}
+        base.update(
+            task_id=message.id,
+            state=state,
+            task_name=message.task,
+            args=list(message.args),
+            kwargs=message.kwargs,
+            queue=message.queue,
+            retries=message.retries,
+            parent_id=message.parent_id,
+            root_id=message.root_id,
+            group_id=message.group_id,
+            eta=message.eta,
+            **values,
+        )
+        base.setdefault("date_created", timezone.now())
+        return ResultData(**base)
+
+    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None) -> None:
+        self._write(self._message_data(message, states.QUEUED, date_created=timezone.now()))
+
+    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
+        self._write(
+            self._message_data(
+                message,
+                states.STARTED,
+                worker=worker,
+                delivery_count=delivery_count,
+                date_started=timezone.now(),
+            )
+        )
+
+    def store(
+        self,
+        message: TaskMessage,
+        state: str,
+        *,
+        result: Any = None,
+        traceback: str = "",
+        meta: dict[str, Any] | None = None,
+        worker: str = "",
+        delivery_count: int = 0,
+    ) -> None:
+        values: dict[str, Any] = {"result": result, "traceback": traceback, "meta": meta}
+        if worker:
+            values["worker"] = worker
+        if delivery_count:
+            values["delivery_count"] = delivery_count
+        if state in states.READY_STATES:
+            values["date_done"] = timezone.now()
+        self._write(self._message_data(message, state, **values))
+
+    def set_state(self, task_id: str, state: str, *, result: Any = None, traceback: str = "") -> None:
+        previous = self.get(task_id)
+        if previous is None:
+            return
+        record = asdict(previous)
+        record.update(state=state, result=result, traceback=traceback)
+        if state in states.READY_STATES:
+            record["date_done"] = timezone.now()
+        self._write(ResultData(**record))
+
+    def forget(self, task_id: str) -> None:
+        self.cache.delete(self.prefix + task_id)
+
+
+class NullBackend(ResultBackend):
+    """No results at all (``RESULT_BACKEND = None``): fire-and-forget."""
+
+
+_backend: ResultBackend | None = None
+
+
+def get_backend() -> ResultBackend:
+    """Return the configured result backend (built once per settings load)."""
+    global _backend
+    if _backend is None:
+        _backend = build_backend(tq_settings.RESULT_BACKEND)
+    return _backend
+
+
+def build_backend(spec: str | None) -> ResultBackend:
+    """Build the backend named by a ``RESULT_BACKEND`` value."""
+    if spec is None:
+        return NullBackend()
+    if spec == "django-db":
+        return DatabaseBackend()
+    if spec == "django-cache":
+        return CacheBackend("default")
+    return CacheBackend(spec.removeprefix("django-cache://"))
+
+
+@on_reload
+def _drop_backend() -> None:
+    global _backend
+    _backend = None

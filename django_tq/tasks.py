@@ -1,0 +1,362 @@
+"""Declaring tasks: the ``@task`` decorator and the ``Task`` class it builds.
+
+``@task`` (also spelled ``shared_task``, to ease moving from Celery) wraps a function in a
+:class:`Task` and registers it under ``"<module>.<function>"`` (or ``name=``). Calling the task
+runs the function inline; ``delay``/``apply_async`` enqueue it; ``apply`` runs it eagerly through
+the same execution path a worker uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+
+from django.utils import timezone
+
+from django_tq import enqueue as enqueue_module
+from django_tq import routing
+from django_tq.conf import tq_settings
+from django_tq.context import DIRECT_CALL, Request, current_request
+from django_tq.exceptions import MaxRetriesExceededError, Retry
+from django_tq.message import TaskMessage
+from django_tq.registry import registry
+
+if TYPE_CHECKING:
+    from django_tq.result import AsyncResult, EagerResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: options ``@task(...)`` accepts, with their defaults (None: from settings or the broker)
+TASK_OPTIONS: dict[str, Any] = {
+    "queue": None,
+    "priority": None,
+    "routing_key": None,
+    "max_retries": None,
+    "default_retry_delay": None,
+    "autoretry_for": (),
+    "dont_autoretry_for": (),
+    "retry_kwargs": {},
+    "retry_backoff": False,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "acks_late": None,
+    "reject_on_worker_lost": None,
+    "time_limit": None,
+    "soft_time_limit": None,
+    "rate_limit": None,
+    "rate_limit_scope": "global",
+    "expires": None,
+    "ignore_result": False,
+    "store_errors_even_if_ignored": False,
+    "serializer": None,
+    "track_started": None,
+    "unique": None,
+    "unique_ttl": None,
+}
+
+#: options ``apply_async`` accepts
+CALL_OPTIONS = frozenset(
+    {
+        "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "link",
+        "link_error", "headers", "retry", "retry_policy", "using", "owner", "ignore_result",
+        "serializer", "unique_key", "time_limit", "soft_time_limit", "retries", "parent_id",
+        "root_id", "group_id",
+    }
+)  # fmt: skip
+
+
+def _as_datetime(value: dt.datetime | float | int | None, now: dt.datetime) -> dt.datetime | None:
+    """Read an ``eta``/``expires`` value: seconds from now, a naive (``TIME_ZONE``) or aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return now + dt.timedelta(seconds=value)
+    if isinstance(value, dt.timedelta):
+        return now + value
+    if timezone.is_naive(value):
+        return timezone.make_aware(value, timezone.get_default_timezone())
+    return value
+
+
+class Task(Generic[P, R]):
+    """A registered task: a function plus its options.
+
+    Subclass it for shared behaviour (``@task(base=MyTask)``) and override the handlers
+    ``before_start``, ``on_success``, ``on_failure``, ``on_retry`` and ``after_return``.
+    """
+
+    name: str
+    bind: bool = False
+    queue: str | None = None
+    priority: int | None = None
+    routing_key: str | None = None
+    max_retries: int | None = None
+    default_retry_delay: float | None = None
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: dict[str, Any] = {}
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    acks_late: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    rate_limit: str | None = None
+    rate_limit_scope: str = "global"
+    expires: float | dt.datetime | None = None
+    ignore_result: bool = False
+    store_errors_even_if_ignored: bool = False
+    serializer: str | None = None
+    track_started: bool | None = None
+    unique: tuple[str, ...] | None = None
+    unique_ttl: float | None = None
+
+    def __init__(self, func: Callable[..., R], *, name: str | None = None, **options: Any) -> None:
+        unknown = set(options) - set(TASK_OPTIONS) - {"bind"}
+        if unknown:
+            raise TypeError(f"Unknown task option(s) for {func.__qualname__}: {', '.join(sorted(unknown))}")
+        self.run = func
+        self.name = name or f"{func.__module__}.{func.__name__}"
+        self.origin = f"{func.__module__}.{func.__qualname__}"
+        for key, value in options.items():
+            setattr(self, key, value)
+        if self.priority is not None and not 0 <= int(self.priority) <= 9:
+            raise ValueError(f"priority must be 0-9 (9 highest), got {self.priority!r}")
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.__doc__ = func.__doc__
+        self.__name__ = func.__name__
+        self.__module__ = func.__module__
+        self.__qualname__ = func.__qualname__
+        self.__wrapped__ = func
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+    # -- calling ------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function inline, in this process (no queue, no result row)."""
+        if self.bind:
+            return self.run(self, *args, **kwargs)  # type: ignore[arg-type]
+        return self.run(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Enqueue the task with these arguments; return its result handle."""
+        return self.apply_async(args, kwargs)
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Enqueue when the current transaction commits (the id is usable at once)."""
+        return self.apply_async(args, kwargs, publish_on_commit=True)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        publish_on_commit: bool | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …)."""
+        from django_tq.result import AsyncResult
+
+        unknown = set(options) - CALL_OPTIONS
+        if unknown:
+            raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
+        message = self.build_message(args, kwargs, options)
+        if tq_settings.ALWAYS_EAGER:
+            return self._apply_message(message)  # type: ignore[return-value]
+        owner = options.get("owner")
+        owner_id = getattr(owner, "pk", owner)
+        enqueue_module.enqueue(message, using=options.get("using"), owner_id=owner_id)
+        return AsyncResult(message.id, task_name=self.name)
+
+    def build_message(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> TaskMessage:
+        """Resolve routing and options into the message that will be sent."""
+        now = timezone.now()
+        route = routing.route(self.name, tq_settings.TASK_ROUTES, args, kwargs) or {}
+        parent = current_request.get()
+        eta = _as_datetime(options.get("eta"), now)
+        if options.get("countdown") is not None:
+            eta = now + dt.timedelta(seconds=float(options["countdown"]))
+        expires = options.get("expires", self.expires)
+        priority = options.get("priority", route.get("priority", self.priority))
+        if priority is not None and not 0 <= int(priority) <= 9:
+            raise ValueError(f"priority must be 0-9 (9 highest), got {priority!r}")
+        task_id = str(options.get("task_id") or uuid.uuid4())
+        root_id = options.get("root_id") or (parent.root_id or parent.id if parent else None) or task_id
+        return TaskMessage(
+            id=task_id,
+            task=self.name,
+            args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
+            queue=options.get("queue") or route.get("queue") or self.queue or tq_settings.DEFAULT_QUEUE,
+            priority=priority,
+            eta=eta,
+            expires=_as_datetime(expires, now),
+            retries=int(options.get("retries", 0)),
+            root_id=root_id,
+            parent_id=options.get("parent_id") or (parent.id if parent else None),
+            group_id=options.get("group_id"),
+            ignore_result=bool(options.get("ignore_result", self.ignore_result)),
+            time_limit=options.get("time_limit", self.time_limit),
+            soft_time_limit=options.get("soft_time_limit", self.soft_time_limit),
+            headers=dict(options.get("headers") or {}),
+            serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
+        )
+
+    def apply(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """Run the task now, in this process, through serialization; return an EagerResult."""
+        return self._apply_message(self.build_message(args, kwargs, options))
+
+    def _apply_message(self, message: TaskMessage) -> EagerResult[R]:
+        from django_tq.execution import run_eagerly
+
+        return run_eagerly(message)
+
+    # -- inside a running task ---------------------------------------------------------------
+    @property
+    def request(self) -> Request:
+        """Return the request of this task's current execution (``called_directly`` outside one)."""
+        request = current_request.get()
+        if request is None or request.task != self.name:
+            return DIRECT_CALL
+        return request
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        *,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        max_retries: int | None = None,
+        queue: str | None = None,
+    ) -> NoReturn:
+        """Schedule another attempt of the running task and raise :class:`Retry`.
+
+        Raises ``exc`` (or :class:`MaxRetriesExceededError`) once ``max_retries`` is reached.
+        """
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError(f"{self.name}.retry() was called outside a task execution.")
+        limit = max_retries if max_retries is not None else self.resolved_max_retries()
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded."
+            )
+        if eta is None:
+            delay = countdown if countdown is not None else self.resolved_retry_delay()
+            eta = timezone.now() + dt.timedelta(seconds=float(delay))
+        retry = Retry(exc=exc, when=eta)
+        retry.queue = queue
+        raise retry
+
+    def resolved_max_retries(self) -> int | None:
+        """Return ``max_retries`` from the task, else from settings."""
+        return self.max_retries if self.max_retries is not None else tq_settings.MAX_RETRIES
+
+    def resolved_retry_delay(self) -> float:
+        """Return ``default_retry_delay`` from the task, else from settings."""
+        delay = self.default_retry_delay
+        return float(delay if delay is not None else tq_settings.DEFAULT_RETRY_DELAY)
+
+    def resolved_acks_late(self) -> bool:
+        """Return ``acks_late`` from the task, else from settings."""
+        return self.acks_late if self.acks_late is not None else bool(tq_settings.ACKS_LATE)
+
+    def update_state(self, state: str, meta: dict[str, Any] | None = None) -> None:
+        """Record a custom state (e.g. ``PROGRESS``) with ``meta`` for the running task."""
+        from django_tq.execution import update_state
+
+        update_state(self, state, meta)
+
+    # -- handlers (override in a base class) -------------------------------------------------
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run before the task body."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run after the task succeeded."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: str
+    ) -> None:
+        """Run after the task failed."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: str
+    ) -> None:
+        """Run when the task is retried."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: str,
+    ) -> None:
+        """Run after the task returned, whatever its state."""
+
+
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *, name: str | None = None, bind: bool = False, base: type[Task[Any, Any]] | None = None, **options: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    bind: bool = False,
+    base: type[Task[Any, Any]] | None = None,
+    **options: Any,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Declare a task: ``@task`` or ``@task(name=…, queue=…, bind=True, …)``."""
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        cls = base or Task
+        instance: Task[P, R] = cls(function, name=name, bind=bind, **options)
+        registry.register(instance)
+        return instance
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+shared_task = task
+
+
+def send_task(
+    name: str,
+    args: tuple[Any, ...] | list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult[Any]:
+    """Enqueue the task registered (on the worker) as ``name`` without importing its function."""
+    if name in registry:
+        return registry.get(name).apply_async(args, kwargs, **options)
+    placeholder: Task[..., Any] = Task(lambda *a, **k: None, name=name)
+    return placeholder.apply_async(args, kwargs, **options)

@@ -1,0 +1,285 @@
+"""``django://``: a kombu transport whose queue is the ``QueueMessage`` table.
+
+* Publishing inserts a row through the caller's own Django connection, so inside
+  ``transaction.atomic()`` the message commits or rolls back with the caller's data.
+* Consuming claims rows through a connection of its own (never the one task code uses): one
+  statement on PostgreSQL (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``)
+  and SQLite (``UPDATE … RETURNING``; SQLite has one writer), ``SELECT … FOR UPDATE SKIP LOCKED`` +
+  ``UPDATE`` in one short transaction on MySQL/MariaDB.
+* On PostgreSQL the insert sends ``NOTIFY django_tq`` (delivered at commit) and idle consumers
+  ``LISTEN``, so an idle worker wakes in about a round trip instead of a polling interval.
+
+``django://?alias=queue`` puts the queue in another database alias.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import select
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.utils import timezone
+
+from django_tq.models import QueueMessage
+from django_tq.transport.leased import LeasedChannel, LeasedTransport
+
+NOTIFY_CHANNEL = "django_tq"
+
+
+def _table() -> str:
+    return QueueMessage._meta.db_table
+
+
+class Channel(LeasedChannel):
+    """A channel over the queue table of one database alias."""
+
+    polling_interval = 0.05
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.alias: str = connection.alias
+        self._consumer_db: Any = None
+        self._listening = False
+        self._notified = False
+
+    # -- connections --------------------------------------------------------------------------
+    @property
+    def consumer_db(self) -> Any:
+        """Return this channel's own database connection (claims, acks, renewals, LISTEN)."""
+        if self._consumer_db is None:
+            db = connections.create_connection(self.alias)
+            db.inc_thread_sharing()  # the lease renewer runs in another thread, under self._lock
+            self._consumer_db = db
+            self._listening = False
+        return self._consumer_db
+
+    def _execute(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        db = self.consumer_db
+        try:
+            with db.cursor() as cursor:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall()) if cursor.description else []
+        except (OperationalError, InterfaceError):
+            self._drop_consumer_db()
+            raise
+
+    def _drop_consumer_db(self) -> None:
+        db, self._consumer_db = self._consumer_db, None
+        self._listening = False
+        if db is not None:
+            try:
+                db.close()
+            except DatabaseError:
+                pass
+
+    def _quote(self, name: str) -> str:
+        return self.consumer_db.ops.quote_name(name)
+
+    def _adapt(self, db: Any, value: dt.datetime) -> Any:
+        return db.ops.adapt_datetimefield_value(value)
+
+    # -- publishing (the caller's connection) ------------------------------------------------
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        db = connections[self.alias]
+        props = message.get("properties", {})
+        priority = self._get_message_priority(message)
+        not_before = props.get("not_before")
+        now = timezone.now()
+        when = dt.datetime.fromisoformat(not_before) if not_before else now
+        quote = db.ops.quote_name
+        columns = ", ".join(
+            quote(c)
+            for c in ("queue", "priority", "payload", "not_before", "delivery_count", "created_at")
+        )
+        insert = f"INSERT INTO {quote(_table())} ({columns}) VALUES (%s, %s, %s, %s, 0, %s)"
+        params = [queue, priority, json.dumps(message), self._adapt(db, when), self._adapt(db, now)]
+        with db.cursor() as cursor:
+            if db.vendor == "postgresql":
+                cursor.execute(
+                    f"WITH ins AS ({insert} RETURNING 1) SELECT pg_notify(%s, %s) FROM ins",
+                    [*params, NOTIFY_CHANNEL, queue],
+                )
+            else:
+                cursor.execute(insert, params)
+
+    def _size(self, queue: str) -> int:
+        return QueueMessage.objects.using(self.alias).filter(queue=queue).count()
+
+    def _purge(self, queue: str) -> int:
+        deleted, _ = (
+            QueueMessage.objects.using(self.alias)
+            .filter(queue=queue, lease_owner__isnull=True)
+            .delete()
+        )
+        return deleted
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        """Queues are rows; nothing to create."""
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return True
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        QueueMessage.objects.using(self.alias).filter(queue=queue).delete()
+
+    # -- claiming and leases (the channel's own connection) ----------------------------------
+    def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        db = self.consumer_db
+        now = timezone.now()
+        expires = now + dt.timedelta(seconds=self.lease_seconds)
+        q = self._quote
+        table = q(_table())
+        visible = (
+            f"{q('queue')} = %s AND {q('not_before')} <= %s "
+            f"AND ({q('lease_expires_at')} IS NULL OR {q('lease_expires_at')} < %s)"
+        )
+        order = f"ORDER BY {q('priority')} DESC, {q('id')}"
+        now_db = self._adapt(db, now)
+        lease = [self.owner, self._adapt(db, expires)]
+        if db.vendor in ("postgresql", "sqlite"):
+            lock = " FOR UPDATE SKIP LOCKED" if db.vendor == "postgresql" else ""
+            rows = self._execute(
+                f"UPDATE {table} SET {q('lease_owner')} = %s, {q('lease_expires_at')} = %s, "
+                f"{q('delivery_count')} = {q('delivery_count')} + 1 "
+                f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {visible} {order} "
+                f"LIMIT %s{lock}) "
+                f"RETURNING {q('id')}, {q('payload')}, {q('delivery_count')}, {q('priority')}",
+                [*lease, queue, now_db, now_db, limit],
+            )
+        else:
+            rows = self._claim_in_transaction(db, table, visible, order, [queue, now_db, now_db], lease, limit)
+        rows.sort(key=lambda row: (-row[3], row[0]))
+        return [self._payload(row[0], row[1], row[2]) for row in rows]
+
+    def _claim_in_transaction(
+        self, db: Any, table: str, visible: str, order: str, params: list[Any], lease: list[Any], limit: int
+    ) -> list[tuple[Any, ...]]:
+        q = self._quote
+        lock = " FOR UPDATE SKIP LOCKED" if db.features.has_select_for_update_skip_locked else " FOR UPDATE"
+        try:
+            with db.cursor() as cursor:
+                cursor.execute("BEGIN")
+                try:
+                    cursor.execute(
+                        f"SELECT {q('id')}, {q('payload')}, {q('delivery_count')}, {q('priority')} "
+                        f"FROM {table} WHERE {visible} {order} LIMIT %s{lock}",
+                        [*params, limit],
+                    )
+                    found = list(cursor.fetchall())
+                    if found:
+                        marks = ", ".join(["%s"] * len(found))
+                        cursor.execute(
+                            f"UPDATE {table} SET {q('lease_owner')} = %s, {q('lease_expires_at')} = %s, "
+                            f"{q('delivery_count')} = {q('delivery_count')} + 1 "
+                            f"WHERE {q('id')} IN ({marks})",
+                            [*lease, *(row[0] for row in found)],
+                        )
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+        except (OperationalError, InterfaceError):
+            self._drop_consumer_db()
+            raise
+        return [(row[0], row[1], row[2] + 1, row[3]) for row in found]
+
+    def _payload(self, row_id: int, payload: str, delivery_count: int) -> dict[str, Any]:
+        raw: dict[str, Any] = json.loads(payload)
+        props = raw.setdefault("properties", {})
+        props["delivery_tag"] = row_id
+        props["delivery_count"] = delivery_count
+        if delivery_count > 1:
+            raw["redelivered"] = True
+        return raw
+
+    def _in(self, tags: list[Any]) -> str:
+        return ", ".join(["%s"] * len(tags))
+
+    def _ack(self, tags: list[Any]) -> None:
+        q = self._quote
+        self._execute(f"DELETE FROM {q(_table())} WHERE {q('id')} IN ({self._in(tags)})", tags)
+
+    def _release(self, tags: list[Any], *, undeliver: bool) -> None:
+        q = self._quote
+        count = f", {q('delivery_count')} = {q('delivery_count')} - 1" if undeliver else ""
+        self._execute(
+            f"UPDATE {q(_table())} SET {q('lease_owner')} = NULL, {q('lease_expires_at')} = NULL{count} "
+            f"WHERE {q('id')} IN ({self._in(tags)}) AND {q('lease_owner')} = %s",
+            [*tags, self.owner],
+        )
+
+    def _renew(self, tags: list[Any]) -> None:
+        q = self._quote
+        expires = timezone.now() + dt.timedelta(seconds=self.lease_seconds)
+        self._execute(
+            f"UPDATE {q(_table())} SET {q('lease_expires_at')} = %s "
+            f"WHERE {q('id')} IN ({self._in(tags)}) AND {q('lease_owner')} = %s",
+            [self._adapt(self.consumer_db, expires), *tags, self.owner],
+        )
+
+    def release_owner_prefix(self, prefix: str) -> int:
+        return (
+            QueueMessage.objects.using(self.alias)
+            .filter(lease_owner__startswith=prefix)
+            .update(lease_owner=None, lease_expires_at=None)
+        )
+
+    # -- waiting -----------------------------------------------------------------------------
+    def wait(self, timeout: float) -> None:
+        db = self.consumer_db
+        if db.vendor != "postgresql":
+            super().wait(timeout)
+            return
+        with self._lock:
+            if not self._listening:
+                self._execute(f"LISTEN {NOTIFY_CHANNEL}")
+                db.connection.add_notify_handler(self._on_notify)
+                self._listening = True
+            if self._notified:
+                self._notified = False
+                return
+            raw = db.connection
+        try:
+            ready, _, _ = select.select([raw.fileno()], [], [], timeout)
+        except (OSError, ValueError):  # the connection was closed under us
+            self._drop_consumer_db()
+            return
+        if ready:
+            with self._lock:
+                self._execute("SELECT 1")  # reads pending notifications into the handler
+                self._notified = False
+
+    def _on_notify(self, notify: Any) -> None:
+        self._notified = True
+
+    def close(self) -> None:
+        super().close()
+        self._drop_consumer_db()
+
+
+class Transport(LeasedTransport):
+    """The ``django://`` transport."""
+
+    Channel = Channel
+    driver_type = "sql"
+    driver_name = "django"
+    connection_errors = (OperationalError, InterfaceError)
+    channel_errors = (DatabaseError,)
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.alias = self._alias_from(client)
+
+    @staticmethod
+    def _alias_from(client: Any) -> str:
+        return str(client.transport_options.get("alias") or "default")
+
+    def establish_connection(self) -> Any:
+        if self.alias not in connections:
+            raise OperationalError(f"django:// names database alias {self.alias!r}, which is not in DATABASES")
+        return super().establish_connection()
+
+    def driver_version(self) -> str:
+        return connections[self.alias].vendor

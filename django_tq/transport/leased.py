@@ -1,0 +1,223 @@
+"""The shared machinery of kombu virtual transports whose messages are leased, not held.
+
+kombu's virtual QoS keeps unacked messages in the consumer's memory and re-publishes them on
+close (duplicates), and its ``drain_events`` sleeps a fixed polling interval. Here the store
+(a table, or Redis) is the source of truth instead:
+
+* a claim takes up to the free prefetch window at once and leases each message to this channel
+  (``lease_owner`` + an expiry); claimed messages wait in a local buffer until delivered;
+* ``ack`` deletes the message from the store, ``reject(requeue=True)`` and ``close()`` release the
+  lease so the message is visible again at once;
+* :meth:`LeasedChannel.renew_leases` extends every lease the channel holds (buffered and running);
+  the worker calls it from a timer while tasks run, so a live worker's messages never come back;
+* a consumer that dies stops renewing: its messages come back when the lease expires;
+* idle consumers wait with :meth:`LeasedChannel.wait` (LISTEN/NOTIFY, a blocking pop, or a short
+  poll), not kombu's one-second sleep.
+
+Subclasses fill ``_claim``, ``_ack``, ``_release``, ``_renew``, ``wait`` and the usual
+``_put``/``_size``/``_purge``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from queue import Empty
+from time import monotonic
+from typing import Any
+
+from kombu.transport import virtual
+
+_owner_counter = itertools.count(1)
+
+
+def owner_prefix(pid: int | None = None, hostname: str | None = None) -> str:
+    """Return the prefix of every lease owner id of process ``pid`` on ``hostname``."""
+    return f"{hostname or socket.gethostname()}:{pid or os.getpid()}:"
+
+
+def new_owner_id() -> str:
+    """Return a lease owner id unique to this process and channel."""
+    return f"{owner_prefix()}{next(_owner_counter)}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaseQoS(virtual.QoS):
+    """QoS whose unacked messages live in the store under a lease, not in memory."""
+
+    restore_at_shutdown = True
+
+    def ack(self, delivery_tag: Any) -> None:
+        self.channel.ack_leases([delivery_tag])
+        self._delivered.pop(delivery_tag, None)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if requeue:
+            self.channel.release_leases([delivery_tag])
+        else:
+            self.channel.ack_leases([delivery_tag])
+        self._delivered.pop(delivery_tag, None)
+
+    def restore_unacked(self) -> None:
+        tags = list(self._delivered)
+        self._delivered.clear()
+        if tags:
+            self.channel.release_leases(tags)
+
+    def restore_unacked_once(self, stderr: Any = None) -> None:
+        if getattr(self._delivered, "restored", False):
+            return
+        try:
+            self.restore_unacked()
+        finally:
+            self._delivered.restored = True
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: expired leases are visible to every claim."""
+
+    def delivered_tags(self) -> list[Any]:
+        """Return the tags delivered to the consumer and not yet acked."""
+        return list(self._delivered)
+
+
+class LeasedChannel(virtual.Channel):
+    """A virtual channel over a store with leased claims, batch claims and a wake-up wait."""
+
+    QoS = LeaseQoS
+    do_restore = False
+    #: seconds a claim leases a message for (``transport_options["lease_seconds"]``)
+    lease_seconds: float = 60.0
+    #: the most messages one claim takes (``transport_options["claim_batch"]``)
+    claim_batch: int = 32
+    #: seconds between polls when the store has no wake-up signal
+    polling_interval: float = 0.1
+    from_transport_options = (
+        *virtual.Channel.from_transport_options,
+        "lease_seconds",
+        "claim_batch",
+        "polling_interval",
+    )
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.owner = new_owner_id()
+        self._buffers: dict[str, deque[dict[str, Any]]] = {}
+        self._lock = threading.RLock()
+
+    # -- the store contract -------------------------------------------------------------------
+    def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` visible messages of ``queue``; return their raw payloads.
+
+        Each payload's ``properties`` carries ``delivery_tag`` (the store's key) and
+        ``delivery_count`` (deliveries including this one).
+        """
+        raise NotImplementedError
+
+    def _ack(self, tags: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _release(self, tags: list[Any], *, undeliver: bool) -> None:
+        raise NotImplementedError
+
+    def _renew(self, tags: list[Any]) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until a message may be available."""
+        import time
+
+        time.sleep(min(timeout, self.polling_interval))
+
+    # -- kombu's channel contract ------------------------------------------------------------
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        buffer = self._buffers.get(queue)
+        if not buffer:
+            window = self.qos.can_consume_max_estimate()
+            limit = self.claim_batch if window is None else max(1, min(window, self.claim_batch))
+            with self._lock:
+                claimed = self._claim(queue, limit)
+            if not claimed:
+                raise Empty()
+            buffer = self._buffers.setdefault(queue, deque())
+            buffer.extend(claimed)
+        return buffer.popleft()
+
+    def _restore(self, message: Any) -> None:
+        self.release_leases([message.delivery_tag])
+
+    # -- lease operations used by QoS and the worker -----------------------------------------
+    def ack_leases(self, tags: Iterable[Any]) -> None:
+        """Delete acked messages from the store."""
+        tags = list(tags)
+        if tags:
+            with self._lock:
+                self._ack(tags)
+
+    def release_leases(self, tags: Iterable[Any]) -> None:
+        """Make delivered messages visible again at once (their delivery still counts)."""
+        tags = list(tags)
+        if tags:
+            with self._lock:
+                self._release(tags, undeliver=False)
+
+    def release_buffered(self) -> int:
+        """Give back claimed messages not yet delivered (they do not count as deliveries)."""
+        tags = [raw["properties"]["delivery_tag"] for b in self._buffers.values() for raw in b]
+        self._buffers.clear()
+        if tags:
+            with self._lock:
+                self._release(tags, undeliver=True)
+        return len(tags)
+
+    def held_tags(self) -> list[Any]:
+        """Return the tags of every message this channel holds a lease on."""
+        buffered = [raw["properties"]["delivery_tag"] for b in self._buffers.values() for raw in b]
+        return buffered + self.qos.delivered_tags()
+
+    def release_owner_prefix(self, prefix: str) -> int:
+        """Release every lease whose owner id starts with ``prefix`` (a dead process's)."""
+        raise NotImplementedError
+
+    def renew_leases(self) -> int:
+        """Extend the lease of every held message; return how many."""
+        tags = self.held_tags()
+        if tags:
+            with self._lock:
+                self._renew(tags)
+        return len(tags)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.release_buffered()
+            except Exception:  # the store may be gone; leases expire by themselves
+                pass
+        super().close()
+
+
+class LeasedTransport(virtual.Transport):
+    """A virtual transport that waits on its channel instead of sleeping a polling interval."""
+
+    Channel = LeasedChannel
+    polling_interval = None
+    implements = virtual.Transport.implements.extend(asynchronous=False, exchange_type=frozenset(["direct"]))
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                pass
+            remaining = 1.0 if deadline is None else deadline - monotonic()
+            if remaining <= 0:
+                raise TimeoutError()
+            consuming = [channel for channel in self.channels if channel._consumers]
+            if not consuming:
+                raise TimeoutError()
+            consuming[0].wait(remaining)

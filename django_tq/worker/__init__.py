@@ -1,0 +1,1 @@
+"""The worker: a supervising parent and consumers that claim, execute, record and ack."""

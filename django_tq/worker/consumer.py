@@ -1,0 +1,220 @@
+"""One consumer: claim messages, execute them, record the outcome, then ack.
+
+Every prefork child runs one ``Consumer`` with its own broker connection and prefetch window;
+the ``threads`` pool runs one per thread, ``solo`` one in the worker process. ``run()`` loops
+around ``tick()``; a ``LeaseKeeper`` thread renews the leases of held messages meanwhile.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from django_tq import message as wire_format
+from django_tq import signals, states
+from django_tq.broker import Broker, Delivery, Subscription
+from django_tq.conf import tq_settings
+from django_tq.exceptions import DecodeError, NotRegistered
+from django_tq.execution import REJECTED, execute, record
+from django_tq.message import TaskMessage
+from django_tq.registry import registry
+from django_tq.result_backends import get_backend
+from django_tq.worker.dead_letter import dead_letter
+
+logger = logging.getLogger("django_tq.worker")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConsumerConfig:
+    """How a consumer consumes."""
+
+    queues: tuple[str, ...]
+    prefetch: int
+    hostname: str
+    max_tasks: int | None = None  #: stop after this many tasks (``--max-tasks-per-child``)
+    drain_timeout: float = 1.0
+
+
+class LeaseKeeper(threading.Thread):
+    """Renew the leases of every message a subscription holds, every third of the lease."""
+
+    def __init__(self, subscription: Subscription, interval: float) -> None:
+        super().__init__(name="django_tq-lease-keeper", daemon=True)
+        self.subscription = subscription
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.subscription.renew_leases()
+            except Exception:
+                logger.warning("Renewing leases failed; will retry", exc_info=True)
+
+    def stop(self) -> None:
+        """Stop renewing."""
+        self.stopped.set()
+
+
+class Consumer:
+    """Claim, execute, record, ack — one message at a time, from a bounded prefetch window."""
+
+    def __init__(
+        self, broker: Broker, config: ConsumerConfig, *, stopping: Any = None, counter: Any = None
+    ) -> None:
+        self.broker = broker
+        self.config = config
+        #: set to stop after the running task (a ``threading.Event`` or billiard's ``Event``)
+        self.stopping = stopping if stopping is not None else threading.Event()
+        #: shared with the pool (``.value``), so the parent can report processed counts
+        self.counter = counter
+        self.processed = 0
+        self.subscription: Subscription | None = None
+        self._held: list[tuple[float, int, Delivery, TaskMessage]] = []  # ETA heap
+        self._sequence = itertools.count()
+        self.accept = list(tq_settings.ACCEPT_CONTENT)
+        self.track_started = bool(tq_settings.TRACK_STARTED)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until :meth:`stop` (or ``max_tasks``), then give back what was not started."""
+        keeper: LeaseKeeper | None = None
+        try:
+            self.subscription = self._subscribe()
+            keeper = LeaseKeeper(self.subscription, max(1.0, tq_settings.LEASE_SECONDS / 3))
+            keeper.start()
+            while not self.stopping.is_set():
+                self.tick()
+        finally:
+            if keeper is not None:
+                keeper.stop()
+            self._close()
+
+    def _subscribe(self) -> Subscription:
+        delay = 0.5
+        while True:
+            try:
+                return self.broker.subscribe(
+                    list(self.config.queues), prefetch=self.config.prefetch, on_delivery=self.on_delivery
+                )
+            except self.broker.connection_errors as exc:
+                if self.stopping.is_set():
+                    raise
+                logger.warning("Cannot reach the broker (%r); retrying in %.1fs", exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def tick(self) -> None:
+        """Run due held (ETA) messages, then wait up to ``drain_timeout`` for new ones."""
+        assert self.subscription is not None
+        self._run_due()
+        timeout = self.config.drain_timeout
+        if self._held:
+            timeout = max(0.0, min(timeout, self._held[0][0] - time.time()))
+        try:
+            self.subscription.drain(timeout)
+        except self.broker.connection_errors as exc:
+            if self.stopping.is_set():
+                return
+            logger.warning("Lost the broker connection (%r); reconnecting", exc)
+            self._held.clear()  # held messages come back by themselves (lease or redelivery)
+            self.subscription.close()
+            self.subscription = self._subscribe()
+
+    def stop(self) -> None:
+        """Finish the running task, then stop (warm shutdown)."""
+        self.stopping.set()
+
+    def _close(self) -> None:
+        subscription, self.subscription = self.subscription, None
+        if subscription is None:
+            return
+        try:
+            for _, _, delivery, _ in self._held:
+                delivery.requeue()
+            self._held.clear()
+            subscription.release_unstarted()
+        except Exception:
+            logger.warning("Giving back unstarted messages failed; their leases will expire", exc_info=True)
+        subscription.close()
+
+    # -- one message ----------------------------------------------------------------------------
+    def on_delivery(self, delivery: Delivery) -> None:
+        """Handle one delivered message (called from ``drain``)."""
+        if self.stopping.is_set():
+            delivery.requeue()
+            return
+        message = self._decode(delivery)
+        if message is None:
+            return
+        if message.eta is not None:
+            wait = (message.eta - timezone.now()).total_seconds()
+            if wait > 0:
+                heapq.heappush(self._held, (time.time() + wait, next(self._sequence), delivery, message))
+                return
+        self.handle(delivery, message)
+
+    def _run_due(self) -> None:
+        now = time.time()
+        while self._held and self._held[0][0] <= now and not self.stopping.is_set():
+            _, _, delivery, message = heapq.heappop(self._held)
+            self.handle(delivery, message)
+
+    def _decode(self, delivery: Delivery) -> TaskMessage | None:
+        try:
+            message = wire_format.decode(
+                delivery.headers,
+                delivery.body,
+                delivery.content_type,
+                queue=delivery.queue,
+                accept=self.accept,
+            )
+            registry.get(message.task)
+        except DecodeError as exc:
+            self._dead(delivery, f"undecodable message: {exc}")
+            return None
+        except NotRegistered as exc:
+            self._dead(delivery, f"unknown task: {exc}")
+            return None
+        return message
+
+    def _dead(self, delivery: Delivery, reason: str) -> None:
+        close_old_connections()
+        dead_letter(delivery, reason, worker=self.config.hostname)
+        delivery.ack()
+
+    def handle(self, delivery: Delivery, message: TaskMessage) -> None:
+        """Execute ``message``, record the outcome, then settle ``delivery``."""
+        task = registry.get(message.task)
+        acks_late = task.resolved_acks_late()
+        if not acks_late:
+            delivery.ack()
+        close_old_connections()
+        signals.send(signals.task_received, sender=task, message=message)
+        count = delivery.delivery_count
+        if self.track_started and not message.ignore_result and task.track_started is not False:
+            get_backend().mark_started(message, worker=self.config.hostname, delivery_count=count)
+        outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
+        record(message, outcome, worker=self.config.hostname, delivery_count=count)
+        close_old_connections()
+        if acks_late:
+            if outcome.state == REJECTED and outcome.requeue:
+                delivery.requeue()
+            else:
+                delivery.ack()
+        self.processed += 1
+        if self.counter is not None:
+            self.counter.value += 1
+        if outcome.state == states.FAILURE:
+            logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
+        if self.config.max_tasks and self.processed >= self.config.max_tasks:
+            self.stop()
+

@@ -1,0 +1,46 @@
+"""Keep a message that cannot run in the ``DeadLetter`` table, with the reason, instead of losing it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django_tq import message as wire_format
+from django_tq import states
+from django_tq.broker import Delivery
+from django_tq.message import TaskMessage
+from django_tq.models import DeadLetter
+from django_tq.result_backends import get_backend
+
+logger = logging.getLogger("django_tq.worker")
+
+
+def _jsonable_headers(headers: Any) -> Any:
+    try:
+        from django_tq.serialization import to_jsonable
+
+        return to_jsonable(headers)
+    except Exception:
+        return {"unreadable": repr(headers)[:2000]}
+
+
+def dead_letter(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
+    """Record ``delivery`` as dead with ``reason``; mark its result DEAD when its id is readable."""
+    headers = delivery.headers
+    task_id = wire_format.read_id(headers)
+    task_name = headers.get("task") if isinstance(headers, dict) else None
+    letter = DeadLetter.objects.create(
+        task_id=task_id,
+        task_name=str(task_name or "")[:255],
+        queue=delivery.queue,
+        reason=reason,
+        content_type=delivery.content_type[:200],
+        headers=_jsonable_headers(headers),
+        payload=delivery.raw_payload,
+        worker=worker,
+    )
+    if task_id:
+        message = TaskMessage(id=task_id, task=str(task_name or ""), queue=delivery.queue)
+        get_backend().store(message, states.DEAD, result={"reason": reason}, worker=worker)
+    logger.error("Dead-lettered message %s from queue %r: %s", task_id or "(no id)", delivery.queue, reason)
+    return letter

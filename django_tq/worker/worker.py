@@ -1,0 +1,251 @@
+"""The worker process: start a pool of consumers, supervise it, keep house, shut down cleanly.
+
+``Worker.run()`` loops around ``tick(now)``: reap and respawn dead children (releasing their
+leases at once), write the heartbeat row, delete expired results. SIGTERM/SIGINT ask for a warm
+shutdown (running tasks finish, unstarted prefetched messages go back), a second one — or
+SIGQUIT — for a cold one (running tasks are abandoned and their messages released). SIGHUP
+restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import faulthandler
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from django_tq import signals
+from django_tq.broker import Broker
+from django_tq.conf import tq_settings
+from django_tq.models import WorkerState
+from django_tq.result_backends import get_backend
+from django_tq.worker.consumer import Consumer, ConsumerConfig
+from django_tq.worker.pool import Pool, make_pool
+
+logger = logging.getLogger("django_tq.worker")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerConfig:
+    """How a worker runs."""
+
+    queues: tuple[str, ...]
+    concurrency: int
+    pool: str = "prefork"
+    hostname: str = ""
+    prefetch_multiplier: int = 4
+    max_tasks_per_child: int | None = None
+    purge: bool = False
+    heartbeat_interval: float = 5.0
+    cleanup_interval: float = 60.0
+    shutdown_timeout: float | None = None
+
+
+def default_hostname() -> str:
+    """Return ``tq@<host>``, the default worker name."""
+    return f"tq@{socket.gethostname()}"
+
+
+def run_consumer(broker: Broker, config: ConsumerConfig, index: int, stopping: Any, counter: Any) -> None:
+    """Run one consumer until ``stopping`` is set (the target every pool runs)."""
+    signals.send(signals.worker_process_init, sender=None, index=index)
+    try:
+        Consumer(broker, config, stopping=stopping, counter=counter).run()
+    finally:
+        signals.send(signals.worker_process_shutdown, sender=None, index=index)
+        connections.close_all()
+
+
+class Worker:
+    """A pool of consumers on ``queues`` plus the parent's housekeeping."""
+
+    def __init__(self, broker: Broker, config: WorkerConfig) -> None:
+        self.broker = broker
+        self.config = config
+        self.hostname = config.hostname or default_hostname()
+        consumer_config = ConsumerConfig(
+            queues=config.queues,
+            prefetch=max(1, config.prefetch_multiplier),
+            hostname=self.hostname,
+            max_tasks=config.max_tasks_per_child,
+        )
+        target = functools.partial(run_consumer, broker, consumer_config)
+        self.pool: Pool = make_pool(config.pool, target, config.concurrency)
+        self.stop_requested = threading.Event()
+        self.cold = False
+        self.started_at = timezone.now()
+        self._next_heartbeat = 0.0
+        self._next_cleanup = 0.0
+        self._restart_children = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until a shutdown signal; return the process exit code."""
+        configure_connections()
+        if self.config.purge:
+            purged = self.broker.purge(list(self.config.queues))
+            logger.info("Purged %d message(s) from %s", purged, ", ".join(self.config.queues))
+        self._install_signals()
+        self.tick(time.monotonic())
+        connections.close_all()
+        self.pool.start()
+        logger.info(
+            "Worker %s ready: pool=%s concurrency=%d queues=%s broker=%s",
+            self.hostname,
+            self.pool.name,
+            self.pool.concurrency,
+            ",".join(self.config.queues),
+            self.broker.safe_url,
+        )
+        signals.send(signals.worker_ready, sender=self)
+        try:
+            if self.pool.runs_in_main_thread:
+                housekeeping = threading.Thread(target=self._housekeeping, name="django_tq-housekeeping", daemon=True)
+                housekeeping.start()
+                self.pool.run_in_main_thread()
+            else:
+                while not self.stop_requested.is_set():
+                    self.tick(time.monotonic())
+                    self.stop_requested.wait(0.5)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _housekeeping(self) -> None:
+        while not self.stop_requested.wait(0.5):
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                logger.exception("Worker housekeeping failed")
+
+    def tick(self, now: float) -> None:
+        """Reap dead children, write the heartbeat, delete expired results (when due)."""
+        if self._restart_children:
+            self._restart_children = False
+            self.pool.stop()
+        for exit in self.pool.tick(respawn=not self.stop_requested.is_set()):
+            self._release(exit.pid)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval
+            self._guard(self.heartbeat)
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + self.config.cleanup_interval
+            self._guard(self.cleanup)
+        close_old_connections()
+
+    def _guard(self, step: Any) -> None:
+        try:
+            step()
+        except Exception:
+            logger.warning("Worker housekeeping step %s failed", step.__name__, exc_info=True)
+            connections.close_all()
+
+    def _release(self, pid: int) -> None:
+        try:
+            released = self.broker.release_leases_of(pid)
+        except Exception:
+            logger.warning("Could not release the leases of pid %d; they will expire", pid, exc_info=True)
+            return
+        if released:
+            logger.warning("Released %d message(s) held by ended child pid %d", released, pid)
+
+    def heartbeat(self, stopped: bool = False) -> None:
+        """Write this worker's ``WorkerState`` row."""
+        now = timezone.now()
+        WorkerState.objects.update_or_create(
+            hostname=self.hostname,
+            defaults={
+                "pid": os.getpid(),
+                "queues": list(self.config.queues),
+                "pool": self.pool.name,
+                "concurrency": self.pool.concurrency,
+                "processed": self.pool.processed(),
+                "started_at": self.started_at,
+                "last_heartbeat": now,
+                "stopped_at": now if stopped else None,
+            },
+        )
+
+    def cleanup(self, batches: int = 10) -> int:
+        """Delete results older than ``RESULT_EXPIRES``, a batch at a time; return how many."""
+        expires: dt.timedelta | None = tq_settings.RESULT_EXPIRES
+        if expires is None:
+            return 0
+        backend = get_backend()
+        total = 0
+        for _ in range(batches):
+            deleted = backend.cleanup(timezone.now() - expires)
+            total += deleted
+            if not deleted:
+                break
+        if total:
+            logger.info("Deleted %d expired result(s)", total)
+        return total
+
+    # -- signals and shutdown -------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGQUIT, self._on_cold_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_requested.is_set():
+            self._on_cold_signal(signum, frame)
+            return
+        logger.info("Warm shutdown: finishing running tasks (send the signal again to stop at once)")
+        self.stop_requested.set()
+        self.pool.stop()
+
+    def _on_cold_signal(self, signum: int, frame: Any) -> None:
+        logger.warning("Cold shutdown: abandoning running tasks; their messages go back to the queue")
+        self.cold = True
+        self.stop_requested.set()
+        self.pool.stop()
+        if self.pool.runs_in_main_thread:
+            raise SystemExit(1)
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        logger.info("SIGHUP: restarting children")
+        self._restart_children = True
+
+    def _shutdown(self) -> None:
+        self.stop_requested.set()
+        self.pool.stop()
+        if self.cold:
+            for exit in self.pool.kill():
+                self._release(exit.pid)
+        else:
+            while not self.pool.join(0.5):
+                if self.cold:
+                    for exit in self.pool.kill():
+                        self._release(exit.pid)
+                    break
+        for exit in self.pool.tick(respawn=False):
+            self._release(exit.pid)
+        if self.cold:
+            self._release(os.getpid())
+        self._guard(lambda: self.heartbeat(stopped=True))
+        signals.send(signals.worker_shutdown, sender=self)
+        connections.close_all()
+        logger.info("Worker %s stopped", self.hostname)
+
+
+def configure_connections() -> None:
+    """Keep healthy DB connections across tasks for ``WORKER_DB_CONN_MAX_AGE`` seconds."""
+    max_age = tq_settings.WORKER_DB_CONN_MAX_AGE
+    for alias in connections:
+        settings_dict = connections[alias].settings_dict
+        settings_dict["CONN_MAX_AGE"] = max_age
+        settings_dict["CONN_HEALTH_CHECKS"] = True

@@ -1,0 +1,152 @@
+"""Fixtures: real worker subprocesses, broker URLs for every transport that answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("TQ_REQUIRE_SERVICES") == "1"
+
+REDIS_URL = "redis://127.0.0.1:6379/5"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def service_answers(port: int) -> bool:
+    """Return whether something listens on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip (or fail, under TQ_REQUIRE_SERVICES=1) when the service does not answer."""
+    if not service_answers(port):
+        message = f"{name} is not answering on 127.0.0.1:{port}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + " (TQ_REQUIRE_SERVICES=1)")
+        pytest.skip(message)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A ``manage.py tqworker`` subprocess against the test database."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "tqworker", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
+        wait_for(lambda: "ready" in self.output() or self.process.poll() is not None, timeout, what="worker ready")
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited early ({self.process.returncode}):\n{self.output()}")
+        return self
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def kill_tree(self) -> None:
+        """SIGKILL the worker and all its children (its session)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill_tree()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def worker_env(settings: Any) -> dict[str, str]:
+    """The environment a worker subprocess needs to share this test's database and broker."""
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["TQ_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
+    env["TQ_BROKER_URL"] = settings.TQ["BROKER_URL"]
+    env["PYTHONPATH"] = str(ROOT)
+    env.setdefault("TQ_LOG_LEVEL", "INFO")
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``tqworker`` subprocesses; every one is stopped at the end of the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(workers)}.log"
+        worker = WorkerProcess(list(args), {**worker_env, **(env or {})}, log)
+        workers.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+        worker.kill_tree()
+
+
+@pytest.fixture(params=["django", "redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest, settings: Any) -> Iterator[str]:
+    """Each transport in turn (Redis and RabbitMQ when they answer), as TQ['BROKER_URL']."""
+    url = {"django": "django://", "redis": REDIS_URL, "amqp": AMQP_URL}[request.param]
+    if request.param == "redis":
+        require_service("Redis", 6379)
+    elif request.param == "amqp":
+        require_service("RabbitMQ", 5672)
+    settings.TQ = {**settings.TQ, "BROKER_URL": url}
+    yield url
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue name no other test uses."""
+    return f"q-{uuid.uuid4().hex[:10]}"

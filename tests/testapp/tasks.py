@@ -1,0 +1,76 @@
+"""Tasks the test suite runs in real workers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import time
+import uuid
+from typing import Any
+
+from django_tq import task
+from tests.testapp.models import Execution, Order
+
+
+@task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@task(bind=True)
+def who_am_i(self: Any) -> dict[str, Any]:
+    return {"id": self.request.id, "retries": self.request.retries, "queue": self.request.queue}
+
+
+@task(bind=True)
+def record(self: Any, label: str = "") -> str:
+    """Write one Execution row (the side effect tests count)."""
+    Execution.objects.create(task_id=self.request.id, label=label, pid=os.getpid())
+    return label
+
+
+@task(bind=True)
+def slow_record(self: Any, seconds: float, label: str = "") -> str:
+    """Sleep, then write an Execution row."""
+    Execution.objects.create(task_id=self.request.id, label=f"start:{label}", pid=os.getpid())
+    time.sleep(seconds)
+    Execution.objects.create(task_id=self.request.id, label=f"end:{label}", pid=os.getpid())
+    return label
+
+
+@task
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task
+def echo_types(value: Any) -> Any:
+    """Return the value and the names of the types it arrived as."""
+    types = {
+        dt.datetime: "datetime",
+        dt.date: "date",
+        dt.time: "time",
+        dt.timedelta: "timedelta",
+        decimal.Decimal: "decimal",
+        uuid.UUID: "uuid",
+        bytes: "bytes",
+    }
+    if isinstance(value, dict):
+        return {key: types.get(type(item), type(item).__name__) for key, item in value.items()}
+    return types.get(type(value), type(value).__name__)
+
+
+@task
+def order_exists(number: str) -> bool:
+    return Order.objects.filter(number=number).exists()
+
+
+@task
+def returns_unserialisable() -> object:
+    return object()
+
+
+@task(queue="other")
+def on_other_queue() -> str:
+    return "other"
