@@ -9,6 +9,7 @@ a kombu object.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
@@ -87,9 +88,17 @@ class Delivery:
 
     @property
     def raw_payload(self) -> str:
-        """Return the message as text for a dead-letter record."""
+        """Return the body as text for a dead-letter record (``base64:…`` when it is binary)."""
         body = self.body
-        return body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body)
+        if isinstance(body, bytes | bytearray):
+            try:
+                text = bytes(body).decode("utf-8")
+            except UnicodeDecodeError:
+                text = "\x00"
+            if "\x00" in text:
+                return "base64:" + base64.b64encode(bytes(body)).decode("ascii")
+            return text
+        return str(body).replace("\x00", "\\x00")
 
     def ack(self) -> None:
         """Settle: the message is done and never comes back."""
@@ -121,12 +130,13 @@ class Subscription:
         connection.ensure_connection(max_retries=1)
         channel = connection.default_channel
         queues = [self.broker.queue(name) for name in self.queue_names]
-        consumer = Consumer(channel, queues=queues, callbacks=[self._on_message], accept=None, no_ack=False)
+        # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
+        consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
         consumer.qos(prefetch_count=self.prefetch)
         consumer.consume()
         self.connection, self.consumer = connection, consumer
 
-    def _on_message(self, body: Any, message: Any) -> None:
+    def _on_message(self, message: Any) -> None:
         queue = message.delivery_info.get("routing_key") or self.queue_names[0]
         self.on_delivery(Delivery(message, queue))
 

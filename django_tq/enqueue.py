@@ -28,6 +28,29 @@ from django_tq.result_backends import get_backend
 logger = logging.getLogger("django_tq.enqueue")
 
 
+class Sink:
+    """Receives messages instead of the broker (``django_tq.testing.capture`` installs one)."""
+
+    def add(self, message: TaskMessage) -> None:
+        """Take a message that would have been published now."""
+
+    def pending(self, publish: PendingPublish) -> None:
+        """Note a publish that waits for a commit."""
+
+
+_sinks: list[Sink] = []
+
+
+def install_sink(sink: Sink) -> None:
+    """Route every publish of this process to ``sink`` until :func:`remove_sink`."""
+    _sinks.append(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    """Stop routing publishes to ``sink``."""
+    _sinks.remove(sink)
+
+
 @dataclass(frozen=True, slots=True)
 class PendingPublish:
     """A publish waiting for the commit of an atomic block (an ``on_commit`` callback)."""
@@ -75,11 +98,14 @@ def enqueue(message: TaskMessage, *, using: str | None = None, owner_id: Any = N
     if tq_settings.TRACK_ENQUEUED and not message.ignore_result:
         get_backend().mark_queued(message, owner_id=owner_id, using=alias)
     in_transaction = connections[alias].in_atomic_block
-    if broker.database_alias == alias:
+    if broker.database_alias == alias and not _sinks:
         # The message row is written by the caller's connection: it commits with the caller.
         publish_now(message, wire, broker)
     elif in_transaction and tq_settings.PUBLISH_ON_COMMIT:
-        transaction.on_commit(PendingPublish(message, wire, broker), using=alias)
+        pending = PendingPublish(message, wire, broker)
+        for sink in _sinks:
+            sink.pending(pending)
+        transaction.on_commit(pending, using=alias)
     else:
         try:
             publish_now(message, wire, broker)
@@ -95,6 +121,9 @@ def enqueue(message: TaskMessage, *, using: str | None = None, owner_id: Any = N
 def publish_now(message: TaskMessage, wire: WireMessage, broker: Broker) -> None:
     """Hand ``wire`` to the broker now (raises ``PublishError``)."""
     signals.send(signals.before_task_publish, sender=message.task, message=message, headers=wire.headers)
+    if _sinks:
+        _sinks[-1].add(message)
+        return
     not_before = None
     if message.eta is not None and message.eta > timezone.now():
         not_before = message.eta.isoformat()

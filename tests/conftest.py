@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +75,8 @@ class WorkerProcess:
         return self.process.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
@@ -105,45 +108,80 @@ class WorkerProcess:
         return self.process.returncode
 
 
-@pytest.fixture
-def worker_env(settings: Any) -> dict[str, str]:
-    """The environment a worker subprocess needs to share this test's database and broker."""
+def _json_settings(values: dict[str, Any]) -> str:
+    """Return the JSON-able part of a TQ dict (what a worker subprocess can be given)."""
+    plain = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        plain[key] = value
+    return json.dumps(plain)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment a worker subprocess needs to share this test's database and TQ settings."""
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env["TQ_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
-    env["TQ_BROKER_URL"] = settings.TQ["BROKER_URL"]
+    env["TQ_SETTINGS_JSON"] = _json_settings(django_settings.TQ)
     env["PYTHONPATH"] = str(ROOT)
     env.setdefault("TQ_LOG_LEVEL", "INFO")
     return env
 
 
 @pytest.fixture
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start ``tqworker`` subprocesses; every one is stopped at the end of the test."""
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``tqworker`` subprocesses with the test's current settings; all stop at the end."""
     workers: list[WorkerProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> WorkerProcess:
         log = tmp_path / f"worker-{len(workers)}.log"
-        worker = WorkerProcess(list(args), {**worker_env, **(env or {})}, log)
+        worker = WorkerProcess(list(args), {**worker_env(), **(env or {})}, log)
         workers.append(worker)
         return worker.wait_ready() if ready else worker
 
     yield start
-    for worker in workers:
+    for index, worker in enumerate(workers):
         worker.stop()
         worker.kill_tree()
+        print(f"--- worker {index} output ---\n{worker.output()[-5000:]}")  # shown when a test fails
 
 
-@pytest.fixture(params=["django", "redis", "amqp"])
-def broker_url(request: pytest.FixtureRequest, settings: Any) -> Iterator[str]:
-    """Each transport in turn (Redis and RabbitMQ when they answer), as TQ['BROKER_URL']."""
+TRANSPORTS = ["django", "redis", "amqp"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def broker_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -> Iterator[str]:
+    """Each transport in turn (Redis and RabbitMQ when they answer), on a queue of its own.
+
+    Sets TQ['BROKER_URL'] and TQ['DEFAULT_QUEUE'] (so tasks and workers use the test's queue), and
+    deletes the queue afterwards.
+    """
     url = {"django": "django://", "redis": REDIS_URL, "amqp": AMQP_URL}[request.param]
     if request.param == "redis":
         require_service("Redis", 6379)
     elif request.param == "amqp":
         require_service("RabbitMQ", 5672)
-    settings.TQ = {**settings.TQ, "BROKER_URL": url}
+    settings.TQ = {**settings.TQ, "BROKER_URL": url, "DEFAULT_QUEUE": queue_name}
     yield url
+    if request.param != "django":
+        delete_queues(url, [queue_name, f"{queue_name}-other"])
+
+
+def delete_queues(url: str, names: list[str]) -> None:
+    """Remove test queues from a real broker."""
+    from django_tq.broker import Broker
+
+    broker = Broker(url)
+    with broker.connection() as conn:
+        channel = conn.default_channel
+        for name in names:
+            try:
+                channel.queue_delete(name)
+            except Exception:
+                channel = conn.channel()
 
 
 @pytest.fixture

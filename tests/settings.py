@@ -5,6 +5,7 @@
 the test database the pytest process created.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -95,10 +96,7 @@ else:
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-TQ = {
-    "BROKER_URL": os.environ.get("TQ_BROKER_URL", "django://"),
-    "LEASE_SECONDS": float(os.environ.get("TQ_LEASE_SECONDS", "60")),
-}
+TQ = {"BROKER_URL": "django://", **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}"))}
 
 LOGGING = {
     "version": 1,

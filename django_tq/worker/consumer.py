@@ -188,7 +188,16 @@ class Consumer:
 
     def _dead(self, delivery: Delivery, reason: str) -> None:
         close_old_connections()
-        dead_letter(delivery, reason, worker=self.config.hostname)
+        try:
+            dead_letter(delivery, reason, worker=self.config.hostname)
+        except Exception:
+            # Never crash on bad input: the log line keeps the message when the table cannot.
+            logger.exception(
+                "Could not record a dead letter (%s); headers=%r payload=%r",
+                reason,
+                delivery.headers,
+                delivery.raw_payload[:10000],
+            )
         delivery.ack()
 
     def handle(self, delivery: Delivery, message: TaskMessage) -> None:

@@ -85,9 +85,7 @@ def _child_main(target: Target, index: int, stop_event: Any, counter: Any) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM
 
     def warm(signum: int, frame: Any) -> None:
-        if stop_event.is_set():
-            raise SystemExit(1)  # a second signal: cold shutdown, abandon the running task
-        stop_event.set()
+        stop_event.set()  # finish the running task, then stop (the parent sends SIGQUIT for cold)
 
     def cold(signum: int, frame: Any) -> None:
         raise SystemExit(1)
@@ -143,13 +141,9 @@ class PreforkPool(Pool):
         return exits
 
     def stop(self) -> None:
-        for child, event in zip(self.children, self.events, strict=True):
-            if child is not None and child.is_alive():
+        for event in self.events:
+            if event is not None:
                 event.set()
-                try:
-                    os.kill(child.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
 
     def kill(self) -> list[ChildExit]:
         for child in self.children:

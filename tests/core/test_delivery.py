@@ -1,0 +1,156 @@
+"""The whole path on every transport: enqueue, a real worker, results, bad input, crashes."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from django.db import transaction
+
+from django_tq import AsyncResult, states
+from django_tq.broker import get_broker
+from django_tq.message import TaskMessage, WireMessage, encode
+from django_tq.models import DeadLetter, TaskResult
+from tests.conftest import wait_for
+from tests.testapp.models import Execution, Order
+from tests.testapp.tasks import add, order_exists, record, slow_record, who_am_i
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_task_runs_and_its_result_is_stored(broker_url, start_worker):
+    start_worker("-P", "prefork", "-c", "2")
+    result = add.delay(20, 22)
+    assert result.get(timeout=20) == 42
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.state == states.SUCCESS
+    assert row.worker.startswith("tq@")
+    assert row.date_started is not None and row.date_done is not None
+
+
+def test_rollback_publishes_nothing_and_commit_publishes_once(broker_url, start_worker):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        rolled_back = record.delay("rolled-back")
+        raise RuntimeError("rollback")
+    with transaction.atomic():
+        Order.objects.create(number="A-1")
+        committed = order_exists.delay("A-1")
+        assert committed.id  # usable at once, before the commit
+    start_worker("-P", "solo")
+    assert committed.get(timeout=20) is True  # the row was visible: published after commit
+    marker = record.delay("after")
+    marker.get(timeout=20)
+    assert not Execution.objects.filter(label="rolled-back").exists()
+    assert AsyncResult(rolled_back.id).state == states.PENDING  # the QUEUED row rolled back too
+
+
+def test_known_id_is_queued_unknown_id_is_pending(broker_url):
+    result = add.delay(1, 1)
+    assert AsyncResult(result.id).state == states.QUEUED
+    assert AsyncResult("no-such-id").state == states.PENDING
+
+
+def test_warm_shutdown_finishes_the_running_task(broker_url, start_worker):
+    worker = start_worker("-P", "prefork", "-c", "1")
+    result = slow_record.delay(2.0, "warm")
+    wait_for(lambda: Execution.objects.filter(label="start:warm").exists(), what="task start")
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(20) == 0, worker.output()
+    assert Execution.objects.filter(label="end:warm").count() == 1
+    assert AsyncResult(result.id).state == states.SUCCESS
+
+
+def test_warm_shutdown_gives_back_prefetched_messages(broker_url, start_worker):
+    worker = start_worker("-P", "solo", "--prefetch-multiplier", "8")
+    first = slow_record.delay(1.5, "p0")
+    rest = [record.delay(f"p{i}") for i in range(1, 6)]
+    wait_for(lambda: Execution.objects.filter(label="start:p0").exists(), what="task start")
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(20) == 0, worker.output()
+    start_worker("-P", "solo")
+    for result in [first, *rest]:
+        result.get(timeout=30)
+    labels = list(Execution.objects.values_list("label", flat=True))
+    assert sorted(labels) == sorted(["start:p0", "end:p0", "p1", "p2", "p3", "p4", "p5"])
+
+
+def test_killed_worker_task_is_completed_by_another(broker_url, settings, start_worker):
+    settings.TQ = {**settings.TQ, "LEASE_SECONDS": 2}
+    victim = start_worker("-P", "prefork", "-c", "1")
+    result = slow_record.delay(1.0, "killed")
+    wait_for(lambda: Execution.objects.filter(label="start:killed").exists(), what="task start")
+    victim.kill_tree()
+    start_worker("-P", "solo")
+    assert result.get(timeout=30) == "killed"
+    assert Execution.objects.filter(label="end:killed").count() == 1
+    assert TaskResult.objects.get(task_id=result.id).delivery_count >= 2
+
+
+def test_acked_message_never_comes_back(broker_url, settings, start_worker):
+    settings.TQ = {**settings.TQ, "LEASE_SECONDS": 1}
+    start_worker("-P", "solo")
+    result = record.delay("once")
+    result.get(timeout=20)
+    time.sleep(2.5)  # past the lease: an unacked message would be redelivered by now
+    marker = record.delay("marker")
+    marker.get(timeout=20)
+    assert Execution.objects.filter(label="once").count() == 1
+
+
+def _publish_raw(wire: WireMessage, queue: str) -> None:
+    get_broker().publish(wire, queue=queue)
+
+
+def test_bad_messages_are_dead_lettered_and_the_worker_survives(broker_url, settings, start_worker):
+    queue = settings.TQ["DEFAULT_QUEUE"]
+    worker = start_worker("-P", "solo")
+    good = encode(TaskMessage(id="malformed-1", task="tests.testapp.tasks.add", args=(1, 2), queue=queue))
+    _publish_raw(WireMessage(headers=good.headers, body="{not json", content_type=good.content_type), queue)
+    unknown = encode(TaskMessage(id="unknown-1", task="tests.testapp.tasks.no_such_task", queue=queue))
+    _publish_raw(unknown, queue)
+    pickled = encode(TaskMessage(id="pickle-1", task="tests.testapp.tasks.add", args=(1, 2), queue=queue, serializer="pickle"))
+    _publish_raw(pickled, queue)
+    _publish_raw(WireMessage(headers={"not": "ours"}, body="hello", content_type="text/plain"), queue)
+    after = add.delay(2, 2)
+    assert after.get(timeout=20) == 4  # the worker is still consuming
+    wait_for(lambda: DeadLetter.objects.count() == 4, what="4 dead letters")
+    reasons = {letter.task_id: letter.reason for letter in DeadLetter.objects.all()}
+    assert "malformed JSON" in reasons["malformed-1"]
+    assert "unknown task" in reasons["unknown-1"]
+    assert "not accepted" in reasons["pickle-1"]
+    assert "not a django_tq message" in reasons[None]
+    for task_id in ("malformed-1", "unknown-1", "pickle-1"):
+        assert AsyncResult(task_id).state == states.DEAD
+    assert worker.process.poll() is None
+
+
+def test_routing_sends_tasks_to_their_queue(broker_url, settings, start_worker):
+    other = settings.TQ["DEFAULT_QUEUE"] + "-other"
+    settings.TQ = {**settings.TQ, "TASK_ROUTES": {"tests.testapp.tasks.who_*": {"queue": other}}}
+    routed = who_am_i.delay()
+    assert TaskResult.objects.get(task_id=routed.id).queue == other
+    default_worker = start_worker("-P", "solo")
+    plain = add.delay(1, 2)
+    assert plain.get(timeout=20) == 3
+    assert AsyncResult(routed.id).state == states.QUEUED  # nobody consumes `other` yet
+    default_worker.stop()
+    start_worker("-P", "solo", "-Q", other)
+    assert routed.get(timeout=20)["queue"] == other
+
+
+def test_priority_nine_runs_first(broker_url, start_worker):
+    low = [record.apply_async(("low",), priority=0) for _ in range(3)]
+    high = record.apply_async(("high",), priority=9)
+    start_worker("-P", "solo", "--prefetch-multiplier", "1")
+    for result in [*low, high]:
+        result.get(timeout=20)
+    assert Execution.objects.order_by("id").first().label == "high"
+
+
+def test_countdown_delays_the_task(broker_url, start_worker):
+    start_worker("-P", "solo")
+    sent = time.monotonic()
+    result = record.apply_async(("later",), countdown=1.5)
+    result.get(timeout=20)
+    assert time.monotonic() - sent >= 1.4
