@@ -29,7 +29,17 @@ if TYPE_CHECKING:
     from django_tq.result import AsyncResult, EagerResult
     from django_tq.tasks import Task, send_task, shared_task, task
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AsyncResult",
+    "EagerResult",
+    "Task",
+    "exceptions",
+    "get_task_logger",
+    "send_task",
+    "shared_task",
+    "states",
+    "task",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
 from django_tq.conf import on_reload, tq_settings
@@ -113,7 +114,11 @@ class Subscription:
     """A consumer's open connection: drain deliveries, renew leases, give messages back."""
 
     def __init__(
-        self, broker: Broker, queues: list[str], prefetch: int, on_delivery: Callable[[Delivery], None]
+        self,
+        broker: Broker,
+        queues: list[str],
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
     ) -> None:
         self.broker = broker
         self.queue_names = queues
@@ -191,7 +196,11 @@ class Broker:
     """The broker named by a URL: publishing, consuming and queue administration."""
 
     def __init__(
-        self, url: str, *, transport_options: dict[str, Any] | None = None, connect_timeout: float = 4.0
+        self,
+        url: str,
+        *,
+        transport_options: dict[str, Any] | None = None,
+        connect_timeout: float = 4.0,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
@@ -222,7 +231,7 @@ class Broker:
         """Return the exceptions that mean the connection to the broker is lost."""
         conn = self.connection()
         try:
-            return tuple(conn.connection_errors) + (OSError, socket.timeout)
+            return (*conn.connection_errors, KombuOperationalError, OSError, socket.timeout)
         finally:
             conn.release()
 
@@ -238,8 +247,16 @@ class Broker:
 
     def queue(self, name: str) -> Any:
         """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
-        arguments = {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
-        return Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments, durable=True)
+        arguments = (
+            {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
+        )
+        return Queue(
+            name,
+            Exchange(name, type="direct"),
+            routing_key=name,
+            queue_arguments=arguments,
+            durable=True,
+        )
 
     # -- publishing -----------------------------------------------------------------------
     def _producer(self) -> Any:
@@ -329,7 +346,9 @@ class Broker:
         return self.url
 
     # -- consuming and administration ------------------------------------------------------
-    def subscribe(self, queues: list[str], *, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Subscription:
+    def subscribe(
+        self, queues: list[str], *, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> Subscription:
         """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``."""
         return Subscription(self, queues, prefetch, on_delivery)
 

@@ -63,7 +63,12 @@ class PendingPublish:
         try:
             publish_now(self.message, self.wire, self.broker)
         except PublishError as exc:
-            logger.error("Task %s[%s] was not published after commit: %s", self.message.task, self.message.id, exc)
+            logger.error(
+                "Task %s[%s] was not published after commit: %s",
+                self.message.task,
+                self.message.id,
+                exc,
+            )
             get_backend().set_state(
                 self.message.id,
                 states.FAILURE,
@@ -120,7 +125,9 @@ def enqueue(message: TaskMessage, *, using: str | None = None, owner_id: Any = N
 
 def publish_now(message: TaskMessage, wire: WireMessage, broker: Broker) -> None:
     """Hand ``wire`` to the broker now (raises ``PublishError``)."""
-    signals.send(signals.before_task_publish, sender=message.task, message=message, headers=wire.headers)
+    signals.send(
+        signals.before_task_publish, sender=message.task, message=message, headers=wire.headers
+    )
     if _sinks:
         _sinks[-1].add(message)
         return

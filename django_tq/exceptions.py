@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
+
+_BuiltinTimeoutError = builtins.TimeoutError  # the base of our TimeoutError, which shadows it
 
 
 class TQError(Exception):
@@ -37,7 +40,7 @@ class DecodeError(TQError, ValueError):
     """A message body cannot be decoded (malformed, or a content type that is not accepted)."""
 
 
-class TimeoutError(TQError, TimeoutError):
+class TimeoutError(TQError, _BuiltinTimeoutError):
     """``AsyncResult.get()`` did not see the task finish in time."""
 
 
@@ -74,7 +77,10 @@ class Retry(TQError):
     """Raised by ``self.retry()``: the task is scheduled to run again."""
 
     def __init__(
-        self, message: str | None = None, exc: BaseException | None = None, when: datetime | None = None
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: datetime | None = None,
     ) -> None:
         super().__init__(message or (f"Retry in {when}" if when else "Retry"))
         self.exc = exc

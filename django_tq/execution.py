@@ -133,10 +133,19 @@ def execute(
     task = registry.get(message.task)
     if message.expires is not None and message.expires <= timezone.now():
         return Outcome(state=states.REVOKED, result={"reason": "expired"})
-    request = build_request(message, hostname=hostname, delivery_count=delivery_count, is_eager=is_eager)
+    request = build_request(
+        message, hostname=hostname, delivery_count=delivery_count, is_eager=is_eager
+    )
     token = current_request.set(request)
     started = time.perf_counter()
-    signals.send(signals.task_prerun, sender=task, task_id=message.id, task=task, args=message.args, kwargs=message.kwargs)
+    signals.send(
+        signals.task_prerun,
+        sender=task,
+        task_id=message.id,
+        task=task,
+        args=message.args,
+        kwargs=message.kwargs,
+    )
     try:
         outcome = _run(task, message)
     finally:
@@ -158,13 +167,15 @@ def _run(task: Task[Any, Any], message: TaskMessage) -> Outcome:
     except Ignore:
         return Outcome(state=IGNORED)
     except Reject as reject:
-        return Outcome(state=REJECTED, result={"reason": str(reject.reason)}, requeue=reject.requeue)
+        return Outcome(
+            state=REJECTED, result={"reason": str(reject.reason)}, requeue=reject.requeue
+        )
     except EncodeError as exc:
         return _failure(exc, f"The return value of {task.name} cannot be stored: {exc}")
     except Exception as exc:
-        retry = _autoretry(task, message, exc)
-        if retry is not None:
-            return _retry_outcome(task, message, retry)
+        automatic = _autoretry(task, message, exc)
+        if automatic is not None:
+            return _retry_outcome(task, message, automatic)
         return _failure(exc)
 
 
@@ -183,7 +194,12 @@ def _failure(exc: BaseException, note: str | None = None) -> Outcome:
     trace = tb.format_exc()
     if note:
         trace = f"{trace}\n{note}"
-    return Outcome(state=states.FAILURE, result=serialization.exception_to_data(exc), exception=exc, traceback=trace)
+    return Outcome(
+        state=states.FAILURE,
+        result=serialization.exception_to_data(exc),
+        exception=exc,
+        traceback=trace,
+    )
 
 
 def _after(task: Task[Any, Any], message: TaskMessage, outcome: Outcome) -> None:
@@ -205,12 +221,25 @@ def _after(task: Task[Any, Any], message: TaskMessage, outcome: Outcome) -> None
         _robust(task.on_retry, outcome.exception, task_id, args, kwargs, outcome.traceback)
         signals.send(signals.task_retried, sender=task, task_id=task_id, reason=outcome.exception)
     elif outcome.state == states.REVOKED:
-        signals.send(signals.task_revoked, sender=task, task_id=task_id, expired=True, terminated=False)
-    _robust(task.after_return, outcome.state, outcome.result, task_id, args, kwargs, outcome.traceback)
-    signals.send(signals.task_postrun, sender=task, task_id=task_id, task=task, state=outcome.state, retval=outcome.result)
+        signals.send(
+            signals.task_revoked, sender=task, task_id=task_id, expired=True, terminated=False
+        )
+    _robust(
+        task.after_return, outcome.state, outcome.result, task_id, args, kwargs, outcome.traceback
+    )
+    signals.send(
+        signals.task_postrun,
+        sender=task,
+        task_id=task_id,
+        task=task,
+        state=outcome.state,
+        retval=outcome.result,
+    )
 
 
-def record(message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0) -> None:
+def record(
+    message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0
+) -> None:
     """Store ``outcome`` and enqueue the next attempt of a retry (all side effects but the ack)."""
     task = registry.get(message.task)
     backend = get_backend()
@@ -268,8 +297,12 @@ def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
         if outcome.retry is None:
             break
         message = outcome.retry.with_changes(eta=None)
-    result = EagerResult(message.id, outcome)
-    if outcome.exception is not None and outcome.state == states.FAILURE and tq_settings.EAGER_PROPAGATES:
+    result: EagerResult[Any] = EagerResult(message.id, outcome)
+    if (
+        outcome.exception is not None
+        and outcome.state == states.FAILURE
+        and tq_settings.EAGER_PROPAGATES
+    ):
         raise outcome.exception
     return result
 

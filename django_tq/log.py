@@ -12,7 +12,9 @@ from django_tq.context import current_request
 class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
     """Prefix messages with ``task_name[task_id]`` and add both as record attributes."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         request = current_request.get()
         task_id = request.id if request else None
         task_name = request.task if request else None

@@ -25,7 +25,9 @@ class AsyncResult(Generic[R]):
     task is ready; after that the final data is kept.
     """
 
-    def __init__(self, id: str, *, task_name: str | None = None, backend: ResultBackend | None = None) -> None:
+    def __init__(
+        self, id: str, *, task_name: str | None = None, backend: ResultBackend | None = None
+    ) -> None:
         self.id = str(id)
         self.task_name = task_name
         self._backend = backend
@@ -148,17 +150,17 @@ class AsyncResult(Generic[R]):
                 "Never call result.get() within a task: it can deadlock the worker. "
                 "Use a chain or chord, or pass disable_sync_subtasks=False."
             )
-        if is_waiting_for_commit(self.id):
-            raise RuntimeError(
-                f"Task {self.id} is published when the current transaction commits; "
-                "waiting for it inside the transaction would never end."
-            )
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = min(interval, 0.005)
         while True:
             data = self._data()
             if data is not None and data.state in states.READY_STATES:
                 break
+            if delay == min(interval, 0.005) and is_waiting_for_commit(self.id):
+                raise RuntimeError(
+                    f"Task {self.id} is published when the current transaction commits; "
+                    "waiting for it inside the transaction would never end."
+                )
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"Task {self.id} did not finish within {timeout} seconds.")
             time.sleep(delay)
@@ -224,8 +226,8 @@ class EagerResult(AsyncResult[R]):
         if self.outcome.exception is not None:
             if propagate:
                 raise self.outcome.exception
-            return self.outcome.exception  # type: ignore[return-value]
-        return self.outcome.result  # type: ignore[no-any-return]
+            return self.outcome.exception  # type: ignore[return-value]  # Celery returns the error
+        return self.outcome.result
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

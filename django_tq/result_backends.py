@@ -55,7 +55,9 @@ class ResultBackend:
     #: results survive restarts
     is_persistent = False
 
-    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None) -> None:
+    def mark_queued(
+        self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
+    ) -> None:
         """Record that ``message`` was enqueued (state QUEUED), in the caller's transaction."""
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
@@ -74,7 +76,9 @@ class ResultBackend:
     ) -> None:
         """Record ``state`` (and the result or error data) for ``message``."""
 
-    def set_state(self, task_id: str, state: str, *, result: Any = None, traceback: str = "") -> None:
+    def set_state(
+        self, task_id: str, state: str, *, result: Any = None, traceback: str = ""
+    ) -> None:
         """Set the state of a known id without a message (publish failures, dead letters)."""
 
     def get(self, task_id: str) -> ResultData | None:
@@ -102,7 +106,9 @@ class DatabaseBackend(ResultBackend):
     def _alias(self) -> str:
         return router.db_for_write(TaskResult) or "default"
 
-    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None) -> None:
+    def mark_queued(
+        self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
+    ) -> None:
         alias = self._alias()
         row = TaskResult(
             task_id=message.id,
@@ -186,7 +192,9 @@ class DatabaseBackend(ResultBackend):
         except IntegrityError:
             rows.update(**values)
 
-    def set_state(self, task_id: str, state: str, *, result: Any = None, traceback: str = "") -> None:
+    def set_state(
+        self, task_id: str, state: str, *, result: Any = None, traceback: str = ""
+    ) -> None:
         values: dict[str, Any] = {"state": state, "result": _json(result), "traceback": traceback}
         if state in states.READY_STATES:
             values["date_done"] = timezone.now()
@@ -283,7 +291,9 @@ class CacheBackend(ResultBackend):
         base.setdefault("date_created", timezone.now())
         return ResultData(**base)
 
-    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None) -> None:
+    def mark_queued(
+        self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
+    ) -> None:
         self._write(self._message_data(message, states.QUEUED, date_created=timezone.now()))
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
@@ -317,7 +327,9 @@ class CacheBackend(ResultBackend):
             values["date_done"] = timezone.now()
         self._write(self._message_data(message, state, **values))
 
-    def set_state(self, task_id: str, state: str, *, result: Any = None, traceback: str = "") -> None:
+    def set_state(
+        self, task_id: str, state: str, *, result: Any = None, traceback: str = ""
+    ) -> None:
         previous = self.get(task_id)
         if previous is None:
             return

@@ -116,7 +116,9 @@ def loads(body: str | bytes, content_type: str, accept: Iterable[str]) -> Any:
     """Deserialize ``body`` if ``content_type`` is in ``accept`` (names like ``"json"``)."""
     accepted = {CONTENT_TYPES.get(name, name) for name in accept}
     if content_type not in accepted:
-        raise DecodeError(f"content type {content_type!r} is not accepted (accepted: {sorted(accepted)})")
+        raise DecodeError(
+            f"content type {content_type!r} is not accepted (accepted: {sorted(accepted)})"
+        )
     if content_type == JSON:
         return from_json(body)
     if content_type == PICKLE:

@@ -39,6 +39,4 @@ def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
     for receiver, response in signal.send_robust(sender, **kwargs):
         if isinstance(response, Exception):
             name = getattr(receiver, "__qualname__", repr(receiver))
-            logger.error(
-                "Signal receiver %s failed: %r", name, response, exc_info=response
-            )
+            logger.error("Signal receiver %s failed: %r", name, response, exc_info=response)

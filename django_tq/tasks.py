@@ -119,7 +119,9 @@ class Task(Generic[P, R]):
     def __init__(self, func: Callable[..., R], *, name: str | None = None, **options: Any) -> None:
         unknown = set(options) - set(TASK_OPTIONS) - {"bind"}
         if unknown:
-            raise TypeError(f"Unknown task option(s) for {func.__qualname__}: {', '.join(sorted(unknown))}")
+            raise TypeError(
+                f"Unknown task option(s) for {func.__qualname__}: {', '.join(sorted(unknown))}"
+            )
         self.run = func
         self.name = name or f"{func.__module__}.{func.__name__}"
         self.origin = f"{func.__module__}.{func.__qualname__}"
@@ -141,7 +143,7 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function inline, in this process (no queue, no result row)."""
         if self.bind:
-            return self.run(self, *args, **kwargs)  # type: ignore[arg-type]
+            return self.run(self, *args, **kwargs)
         return self.run(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
@@ -168,7 +170,7 @@ class Task(Generic[P, R]):
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
         message = self.build_message(args, kwargs, options)
         if tq_settings.ALWAYS_EAGER:
-            return self._apply_message(message)  # type: ignore[return-value]
+            return self._apply_message(message)
         owner = options.get("owner")
         owner_id = getattr(owner, "pk", owner)
         enqueue_module.enqueue(message, using=options.get("using"), owner_id=owner_id)
@@ -192,13 +194,18 @@ class Task(Generic[P, R]):
         if priority is not None and not 0 <= int(priority) <= 9:
             raise ValueError(f"priority must be 0-9 (9 highest), got {priority!r}")
         task_id = str(options.get("task_id") or uuid.uuid4())
-        root_id = options.get("root_id") or (parent.root_id or parent.id if parent else None) or task_id
+        root_id = (
+            options.get("root_id") or (parent.root_id or parent.id if parent else None) or task_id
+        )
         return TaskMessage(
             id=task_id,
             task=self.name,
             args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            queue=options.get("queue") or route.get("queue") or self.queue or tq_settings.DEFAULT_QUEUE,
+            queue=options.get("queue")
+            or route.get("queue")
+            or self.queue
+            or tq_settings.DEFAULT_QUEUE,
             priority=priority,
             eta=eta,
             expires=_as_datetime(expires, now),
@@ -289,16 +296,28 @@ class Task(Generic[P, R]):
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Run before the task body."""
 
-    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         """Run after the task succeeded."""
 
     def on_failure(
-        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: str
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: str,
     ) -> None:
         """Run after the task failed."""
 
     def on_retry(
-        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: str
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: str,
     ) -> None:
         """Run when the task is retried."""
 
@@ -320,7 +339,11 @@ def task(func: Callable[P, R], /) -> Task[P, R]: ...
 
 @overload
 def task(
-    *, name: str | None = None, bind: bool = False, base: type[Task[Any, Any]] | None = None, **options: Any
+    *,
+    name: str | None = None,
+    bind: bool = False,
+    base: type[Task[Any, Any]] | None = None,
+    **options: Any,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

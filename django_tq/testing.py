@@ -47,10 +47,16 @@ class CapturedQueue(Sink):
     def _waiting(self) -> list[TaskMessage]:
         """Messages whose commit is pending and whose savepoint was not rolled back."""
         registered = {
-            id(func) for connection in connections.all(initialized_only=True) for _, func, *_ in connection.run_on_commit
+            id(func)
+            for connection in connections.all(initialized_only=True)
+            for _, func, *_ in connection.run_on_commit
         }
         published = {id(m) for m in self._published}
-        return [p.message for p in self._pending if id(p) in registered and id(p.message) not in published]
+        return [
+            p.message
+            for p in self._pending
+            if id(p) in registered and id(p.message) not in published
+        ]
 
     @property
     def messages(self) -> list[TaskMessage]:
@@ -68,18 +74,24 @@ class CapturedQueue(Sink):
                 continue
             if "args" in fields and tuple(fields["args"]) != message.args:
                 continue
-            if any(getattr(message, key) != value for key, value in fields.items() if key != "args"):
+            if any(
+                getattr(message, key) != value for key, value in fields.items() if key != "args"
+            ):
                 continue
             found.append(message)
         return found
 
-    def assert_enqueued(self, task: Any, *, count: int | None = None, **fields: Any) -> list[TaskMessage]:
+    def assert_enqueued(
+        self, task: Any, *, count: int | None = None, **fields: Any
+    ) -> list[TaskMessage]:
         """Assert ``task`` was enqueued (``count`` times, with ``fields``); return the messages."""
         found = self.filter(task, **fields)
-        if count is None and not found or count is not None and len(found) != count:
+        if (count is None and not found) or (count is not None and len(found) != count):
             seen = [(m.task, m.args, m.kwargs) for m in self.messages]
             expected = "at least once" if count is None else f"{count} time(s)"
-            raise AssertionError(f"Expected {_name(task)} {fields or ''} enqueued {expected}; enqueued: {seen}")
+            raise AssertionError(
+                f"Expected {_name(task)} {fields or ''} enqueued {expected}; enqueued: {seen}"
+            )
         return found
 
     def assert_not_enqueued(self, task: Any, **fields: Any) -> None:

@@ -43,7 +43,9 @@ def require_service(name: str, port: int) -> None:
         pytest.skip(message)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -80,9 +82,15 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
-        wait_for(lambda: "ready" in self.output() or self.process.poll() is not None, timeout, what="worker ready")
+        wait_for(
+            lambda: "ready" in self.output() or self.process.poll() is not None,
+            timeout,
+            what="worker ready",
+        )
         if self.process.poll() is not None:
-            raise AssertionError(f"worker exited early ({self.process.returncode}):\n{self.output()}")
+            raise AssertionError(
+                f"worker exited early ({self.process.returncode}):\n{self.output()}"
+            )
         return self
 
     def signal(self, signum: int) -> None:
@@ -146,7 +154,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for index, worker in enumerate(workers):
         worker.stop()
         worker.kill_tree()
-        print(f"--- worker {index} output ---\n{worker.output()[-5000:]}")  # shown when a test fails
+        print(
+            f"--- worker {index} output ---\n{worker.output()[-5000:]}"
+        )  # shown when a test fails
 
 
 TRANSPORTS = ["django", "redis", "amqp"]

@@ -149,15 +149,28 @@ class Channel(LeasedChannel):
                 [*lease, queue, now_db, now_db, limit],
             )
         else:
-            rows = self._claim_in_transaction(db, table, visible, order, [queue, now_db, now_db], lease, limit)
+            rows = self._claim_in_transaction(
+                db, table, visible, order, [queue, now_db, now_db], lease, limit
+            )
         rows.sort(key=lambda row: (-row[3], row[0]))
         return [self._payload(row[0], row[1], row[2]) for row in rows]
 
     def _claim_in_transaction(
-        self, db: Any, table: str, visible: str, order: str, params: list[Any], lease: list[Any], limit: int
+        self,
+        db: Any,
+        table: str,
+        visible: str,
+        order: str,
+        params: list[Any],
+        lease: list[Any],
+        limit: int,
     ) -> list[tuple[Any, ...]]:
         q = self._quote
-        lock = " FOR UPDATE SKIP LOCKED" if db.features.has_select_for_update_skip_locked else " FOR UPDATE"
+        lock = (
+            " FOR UPDATE SKIP LOCKED"
+            if db.features.has_select_for_update_skip_locked
+            else " FOR UPDATE"
+        )
         try:
             with db.cursor() as cursor:
                 cursor.execute("BEGIN")
@@ -278,7 +291,9 @@ class Transport(LeasedTransport):
 
     def establish_connection(self) -> Any:
         if self.alias not in connections:
-            raise OperationalError(f"django:// names database alias {self.alias!r}, which is not in DATABASES")
+            raise OperationalError(
+                f"django:// names database alias {self.alias!r}, which is not in DATABASES"
+            )
         return super().establish_connection()
 
     def driver_version(self) -> str:

@@ -204,7 +204,9 @@ class LeasedTransport(virtual.Transport):
 
     Channel = LeasedChannel
     polling_interval = None
-    implements = virtual.Transport.implements.extend(asynchronous=False, exchange_type=frozenset(["direct"]))
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct"])
+    )
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         deadline = None if timeout is None else monotonic() + timeout

@@ -103,7 +103,9 @@ class Consumer:
         while True:
             try:
                 return self.broker.subscribe(
-                    list(self.config.queues), prefetch=self.config.prefetch, on_delivery=self.on_delivery
+                    list(self.config.queues),
+                    prefetch=self.config.prefetch,
+                    on_delivery=self.on_delivery,
                 )
             except self.broker.connection_errors as exc:
                 if self.stopping.is_set():
@@ -143,7 +145,9 @@ class Consumer:
             self._held.clear()
             subscription.release_unstarted()
         except Exception:
-            logger.warning("Giving back unstarted messages failed; their leases will expire", exc_info=True)
+            logger.warning(
+                "Giving back unstarted messages failed; their leases will expire", exc_info=True
+            )
         subscription.close()
 
     # -- one message ----------------------------------------------------------------------------
@@ -158,7 +162,9 @@ class Consumer:
         if message.eta is not None:
             wait = (message.eta - timezone.now()).total_seconds()
             if wait > 0:
-                heapq.heappush(self._held, (time.time() + wait, next(self._sequence), delivery, message))
+                heapq.heappush(
+                    self._held, (time.time() + wait, next(self._sequence), delivery, message)
+                )
                 return
         self.handle(delivery, message)
 
@@ -226,4 +232,3 @@ class Consumer:
             logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
         if self.config.max_tasks and self.processed >= self.config.max_tasks:
             self.stop()
-

@@ -42,5 +42,7 @@ def dead_letter(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
     if task_id:
         message = TaskMessage(id=task_id, task=str(task_name or ""), queue=delivery.queue)
         get_backend().store(message, states.DEAD, result={"reason": reason}, worker=worker)
-    logger.error("Dead-lettered message %s from queue %r: %s", task_id or "(no id)", delivery.queue, reason)
+    logger.error(
+        "Dead-lettered message %s from queue %r: %s", task_id or "(no id)", delivery.queue, reason
+    )
     return letter

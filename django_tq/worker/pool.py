@@ -136,7 +136,12 @@ class PreforkPool(Pool):
             self.children[index] = None
             if respawn:
                 if child.exitcode not in (0, None):
-                    logger.error("Child %d (pid %d) died with exit code %s; starting a new one", index, child.pid, child.exitcode)
+                    logger.error(
+                        "Child %d (pid %d) died with exit code %s; starting a new one",
+                        index,
+                        child.pid,
+                        child.exitcode,
+                    )
                 self._spawn(index)
         return exits
 

@@ -56,7 +56,9 @@ def default_hostname() -> str:
     return f"tq@{socket.gethostname()}"
 
 
-def run_consumer(broker: Broker, config: ConsumerConfig, index: int, stopping: Any, counter: Any) -> None:
+def run_consumer(
+    broker: Broker, config: ConsumerConfig, index: int, stopping: Any, counter: Any
+) -> None:
     """Run one consumer until ``stopping`` is set (the target every pool runs)."""
     signals.send(signals.worker_process_init, sender=None, index=index)
     try:
@@ -110,7 +112,9 @@ class Worker:
         signals.send(signals.worker_ready, sender=self)
         try:
             if self.pool.runs_in_main_thread:
-                housekeeping = threading.Thread(target=self._housekeeping, name="django_tq-housekeeping", daemon=True)
+                housekeeping = threading.Thread(
+                    target=self._housekeeping, name="django_tq-housekeeping", daemon=True
+                )
                 housekeeping.start()
                 self.pool.run_in_main_thread()
             else:
@@ -154,7 +158,9 @@ class Worker:
         try:
             released = self.broker.release_leases_of(pid)
         except Exception:
-            logger.warning("Could not release the leases of pid %d; they will expire", pid, exc_info=True)
+            logger.warning(
+                "Could not release the leases of pid %d; they will expire", pid, exc_info=True
+            )
             return
         if released:
             logger.warning("Released %d message(s) held by ended child pid %d", released, pid)
@@ -204,12 +210,16 @@ class Worker:
         if self.stop_requested.is_set():
             self._on_cold_signal(signum, frame)
             return
-        logger.info("Warm shutdown: finishing running tasks (send the signal again to stop at once)")
+        logger.info(
+            "Warm shutdown: finishing running tasks (send the signal again to stop at once)"
+        )
         self.stop_requested.set()
         self.pool.stop()
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
-        logger.warning("Cold shutdown: abandoning running tasks; their messages go back to the queue")
+        logger.warning(
+            "Cold shutdown: abandoning running tasks; their messages go back to the queue"
+        )
         self.cold = True
         self.stop_requested.set()
         self.pool.stop()

@@ -105,13 +105,29 @@ def _publish_raw(wire: WireMessage, queue: str) -> None:
 def test_bad_messages_are_dead_lettered_and_the_worker_survives(broker_url, settings, start_worker):
     queue = settings.TQ["DEFAULT_QUEUE"]
     worker = start_worker("-P", "solo")
-    good = encode(TaskMessage(id="malformed-1", task="tests.testapp.tasks.add", args=(1, 2), queue=queue))
-    _publish_raw(WireMessage(headers=good.headers, body="{not json", content_type=good.content_type), queue)
-    unknown = encode(TaskMessage(id="unknown-1", task="tests.testapp.tasks.no_such_task", queue=queue))
+    good = encode(
+        TaskMessage(id="malformed-1", task="tests.testapp.tasks.add", args=(1, 2), queue=queue)
+    )
+    _publish_raw(
+        WireMessage(headers=good.headers, body="{not json", content_type=good.content_type), queue
+    )
+    unknown = encode(
+        TaskMessage(id="unknown-1", task="tests.testapp.tasks.no_such_task", queue=queue)
+    )
     _publish_raw(unknown, queue)
-    pickled = encode(TaskMessage(id="pickle-1", task="tests.testapp.tasks.add", args=(1, 2), queue=queue, serializer="pickle"))
+    pickled = encode(
+        TaskMessage(
+            id="pickle-1",
+            task="tests.testapp.tasks.add",
+            args=(1, 2),
+            queue=queue,
+            serializer="pickle",
+        )
+    )
     _publish_raw(pickled, queue)
-    _publish_raw(WireMessage(headers={"not": "ours"}, body="hello", content_type="text/plain"), queue)
+    _publish_raw(
+        WireMessage(headers={"not": "ours"}, body="hello", content_type="text/plain"), queue
+    )
     after = add.delay(2, 2)
     assert after.get(timeout=20) == 4  # the worker is still consuming
     wait_for(lambda: DeadLetter.objects.count() == 4, what="4 dead letters")

@@ -11,8 +11,14 @@ class Execution(models.Model):
     pid = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.label}"
+
 
 class Order(models.Model):
     """A row created next to an enqueue in the same transaction."""
 
     number = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.number

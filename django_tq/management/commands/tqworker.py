@@ -19,7 +19,9 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+        )
         logger.addHandler(handler)
 
 
@@ -28,25 +30,41 @@ class Command(BaseCommand):
     requires_system_checks = ["django_tq"]
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("-Q", "--queues", help="comma-separated queues (default: TQ['DEFAULT_QUEUE'])")
-        parser.add_argument("-c", "--concurrency", type=int, help="consumers (default: TQ['WORKER_CONCURRENCY'])")
+        parser.add_argument(
+            "-Q", "--queues", help="comma-separated queues (default: TQ['DEFAULT_QUEUE'])"
+        )
+        parser.add_argument(
+            "-c", "--concurrency", type=int, help="consumers (default: TQ['WORKER_CONCURRENCY'])"
+        )
         parser.add_argument("-P", "--pool", choices=POOLS, help="pool (default: TQ['WORKER_POOL'])")
         parser.add_argument("-n", "--hostname", help="worker name (default: tq@<host>)")
         parser.add_argument("-l", "--loglevel", default="info", help="log level (default: info)")
-        parser.add_argument("--prefetch-multiplier", type=int, help="messages each consumer holds at once")
-        parser.add_argument("--max-tasks-per-child", type=int, help="restart a consumer after N tasks")
-        parser.add_argument("--purge", action="store_true", help="delete waiting messages before starting")
+        parser.add_argument(
+            "--prefetch-multiplier", type=int, help="messages each consumer holds at once"
+        )
+        parser.add_argument(
+            "--max-tasks-per-child", type=int, help="restart a consumer after N tasks"
+        )
+        parser.add_argument(
+            "--purge", action="store_true", help="delete waiting messages before starting"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["loglevel"])
-        queues = tuple(q.strip() for q in (options["queues"] or tq_settings.DEFAULT_QUEUE).split(",") if q.strip())
+        queues = tuple(
+            q.strip()
+            for q in (options["queues"] or tq_settings.DEFAULT_QUEUE).split(",")
+            if q.strip()
+        )
         config = WorkerConfig(
             queues=queues,
             concurrency=options["concurrency"] or tq_settings.WORKER_CONCURRENCY,
             pool=options["pool"] or tq_settings.WORKER_POOL,
             hostname=options["hostname"] or default_hostname(),
-            prefetch_multiplier=options["prefetch_multiplier"] or tq_settings.WORKER_PREFETCH_MULTIPLIER,
-            max_tasks_per_child=options["max_tasks_per_child"] or tq_settings.WORKER_MAX_TASKS_PER_CHILD,
+            prefetch_multiplier=options["prefetch_multiplier"]
+            or tq_settings.WORKER_PREFETCH_MULTIPLIER,
+            max_tasks_per_child=options["max_tasks_per_child"]
+            or tq_settings.WORKER_MAX_TASKS_PER_CHILD,
             purge=options["purge"],
         )
         sys.exit(Worker(get_broker(), config).run())

@@ -1,0 +1,145 @@
+"""The django:// transport's leases, on whichever database the suite runs against."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from django_tq.broker import Broker, Delivery
+from django_tq.message import TaskMessage, encode
+from django_tq.models import QueueMessage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _broker(lease_seconds: float = 30) -> Broker:
+    return Broker(
+        "django://", transport_options={"lease_seconds": lease_seconds, "polling_interval": 0.01}
+    )
+
+
+def _send(broker: Broker, queue: str, label: str, priority: int | None = None) -> None:
+    wire = encode(
+        TaskMessage(id=label, task="tests.testapp.tasks.record", args=(label,), queue=queue)
+    )
+    broker.publish(wire, queue=queue, priority=priority)
+
+
+def _collect(broker: Broker, queue: str, prefetch: int = 10, rounds: int = 5):
+    received: list[Delivery] = []
+    subscription = broker.subscribe([queue], prefetch=prefetch, on_delivery=received.append)
+    for _ in range(rounds):
+        subscription.drain(0.05)
+    return subscription, received
+
+
+def test_claim_leases_and_ack_deletes(queue_name):
+    broker = _broker()
+    for i in range(3):
+        _send(broker, queue_name, f"m{i}")
+    subscription, received = _collect(broker, queue_name)
+    assert [d.headers["id"] for d in received] == ["m0", "m1", "m2"]
+    assert all(d.delivery_count == 1 for d in received)
+    assert QueueMessage.objects.filter(lease_owner__isnull=False).count() == 3
+    for delivery in received:
+        delivery.ack()
+    assert QueueMessage.objects.count() == 0
+    subscription.close()
+
+
+def test_priority_then_fifo(queue_name):
+    broker = _broker()
+    _send(broker, queue_name, "low-1", 0)
+    _send(broker, queue_name, "high", 9)
+    _send(broker, queue_name, "low-2", 0)
+    _send(broker, queue_name, "mid", 5)
+    subscription, received = _collect(broker, queue_name)
+    assert [d.headers["id"] for d in received] == ["high", "mid", "low-1", "low-2"]
+    subscription.close()
+
+
+def test_expired_lease_is_redelivered_and_counted(queue_name):
+    broker = _broker(lease_seconds=0.5)
+    _send(broker, queue_name, "lost")
+    first, received = _collect(broker, queue_name)
+    assert len(received) == 1
+    time.sleep(0.7)  # the first consumer stays silent, as if it had died: no release, no renewal
+    second, again = _collect(broker, queue_name)
+    assert [d.delivery_count for d in again] == [2]
+    again[0].ack()
+    second.close()
+    first.close()
+
+
+def test_renewed_lease_is_not_redelivered(queue_name):
+    broker = _broker(lease_seconds=0.6)
+    _send(broker, queue_name, "long")
+    holder, received = _collect(broker, queue_name)
+    assert len(received) == 1
+    for _ in range(4):
+        time.sleep(0.3)
+        assert holder.renew_leases() == 1
+    other, stolen = _collect(broker, queue_name)
+    assert stolen == []
+    received[0].ack()
+    holder.close()
+    other.close()
+
+
+def test_requeue_and_close_release_at_once(queue_name):
+    broker = _broker()
+    for i in range(4):
+        _send(broker, queue_name, f"r{i}")
+    subscription, received = _collect(broker, queue_name, prefetch=4, rounds=1)
+    assert len(received) == 1  # the other three wait, leased, in the local buffer
+    assert QueueMessage.objects.filter(lease_owner__isnull=False).count() == 4
+    received[0].requeue()
+    subscription.close()  # gives back the buffered three without counting a delivery
+    assert QueueMessage.objects.filter(lease_owner__isnull=False).count() == 0
+    counts = dict(QueueMessage.objects.values_list("payload", "delivery_count").order_by("id"))
+    assert sorted(counts.values()) == [0, 0, 0, 1]
+
+
+def test_dead_process_leases_are_released_by_pid(queue_name):
+    broker = _broker()
+    _send(broker, queue_name, "orphan")
+    subscription, _ = _collect(broker, queue_name)
+    assert broker.release_leases_of(12345678) == 0
+    assert broker.release_leases_of(os.getpid()) == 1
+    assert QueueMessage.objects.get().lease_owner is None
+    subscription.close()
+
+
+def test_not_before_is_respected(queue_name):
+    from django.utils import timezone
+
+    broker = _broker()
+    wire = encode(TaskMessage(id="later", task="t", queue=queue_name))
+    later = (timezone.now() + timezone.timedelta(seconds=0.6)).isoformat()
+    broker.publish(wire, queue=queue_name, not_before=later)
+    subscription, received = _collect(broker, queue_name, rounds=2)
+    assert received == []
+    time.sleep(0.7)
+    subscription.drain(0.05)
+    assert [d.headers["id"] for d in received] == ["later"]
+    subscription.close()
+
+
+def test_idle_consumer_wakes_on_publish(queue_name):
+    """On PostgreSQL the wait is LISTEN/NOTIFY; elsewhere a short poll. Either wakes well before the timeout."""
+    broker = _broker()
+    received: list[Delivery] = []
+    subscription = broker.subscribe([queue_name], prefetch=1, on_delivery=received.append)
+    subscription.drain(0.05)  # LISTEN is issued on the first idle wait
+    timer = threading.Timer(0.2, lambda: (_send(broker, queue_name, "wake"), connection.close()))
+    timer.start()
+    started = time.monotonic()
+    subscription.drain(10)
+    timer.join()
+    assert [d.headers["id"] for d in received] == ["wake"]
+    assert time.monotonic() - started < 5
+    subscription.close()
