@@ -1,0 +1,126 @@
+"""Shared pieces of the admin screens: read-only base class, state badges, pretty JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+
+#: badge colours (background, text) by task state; custom states (e.g. PROGRESS) get ``OTHER``
+STATE_COLOURS: dict[str, tuple[str, str]] = {
+    "PENDING": ("#e4e7eb", "#3e4c59"),
+    "QUEUED": ("#e4e7eb", "#3e4c59"),
+    "RECEIVED": ("#e1effe", "#1e429f"),
+    "STARTED": ("#c3ddfd", "#1e429f"),
+    "SUCCESS": ("#def7ec", "#03543f"),
+    "FAILURE": ("#fde8e8", "#9b1c1c"),
+    "RETRY": ("#fdf6b2", "#8e4b10"),
+    "REVOKED": ("#edebfe", "#5521b5"),
+    "DEAD": ("#771d1d", "#ffffff"),
+}
+OTHER = ("#d5f5f6", "#014451")
+
+BADGE = (
+    '<span style="display:inline-block;padding:1px 8px;border-radius:9px;font-size:11px;'
+    'font-weight:600;letter-spacing:.02em;white-space:nowrap;background:{};color:{}">{}</span>'
+)
+
+PRE = (
+    '<pre style="margin:0;padding:6px 8px;max-height:32em;overflow:auto;white-space:pre-wrap;'
+    "word-break:break-word;font-size:12px;line-height:1.45;border-radius:4px;"
+    'background:var(--darkened-bg, #f8f8f8)">{}</pre>'
+)
+
+
+def changelist_url(model: str, **filters: str) -> str:
+    """Return the URL of django_tq's ``model`` changelist filtered by ``filters``."""
+    return reverse(f"admin:django_tq_{model}_changelist") + "?" + urlencode(filters)
+
+
+def results_url(**filters: str) -> str:
+    """Return the URL of the task results list filtered by ``filters`` (e.g. ``task_id=``)."""
+    return changelist_url("taskresult", **filters)
+
+
+def short_id(task_id: str | None, url: str = "") -> SafeString | str:
+    """Return the first 8 characters of an id, monospaced, with the full id as a tooltip."""
+    if not task_id:
+        return "-"
+    text = task_id if len(task_id) <= 12 else f"{task_id[:8]}…"
+    if url:
+        return format_html(
+            '<a href="{}" title="{}" style="font-family:monospace">{}</a>', url, task_id, text
+        )
+    return format_html('<span title="{}" style="font-family:monospace">{}</span>', task_id, text)
+
+
+def when(moment: datetime | None, same_day_as: datetime | None = None) -> SafeString | str:
+    """Return a compact local time (``2026-11-23 11:56:02``; only the time when on ``same_day_as``)."""
+    if moment is None:
+        return "-"
+    local = timezone.localtime(moment)
+    full = local.strftime("%Y-%m-%d %H:%M:%S")
+    text = full
+    if same_day_as is not None and timezone.localtime(same_day_as).date() == local.date():
+        text = local.strftime("%H:%M:%S")
+    return format_html('<span title="{}" style="white-space:nowrap">{}</span>', full, text)
+
+
+def badge(text: Any, colours: tuple[str, str]) -> SafeString:
+    """Return ``text`` (escaped) as a coloured badge."""
+    background, colour = colours
+    return format_html(BADGE, background, colour, text)
+
+
+def state_badge(state: str) -> SafeString:
+    """Return a task state as a coloured badge."""
+    return badge(state, STATE_COLOURS.get(state, OTHER))
+
+
+def pretty_json(value: Any) -> SafeString | str:
+    """Return JSON data pretty-printed in an escaped ``<pre>`` (``-`` for nothing)."""
+    if value is None or value == "":
+        return "-"
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html(PRE, text)
+
+
+def preformatted(text: str) -> SafeString | str:
+    """Return text (a traceback, a raw payload) escaped in a ``<pre>`` (``-`` for nothing)."""
+    if not text:
+        return "-"
+    return format_html(PRE, text)
+
+
+def pretty_json_text(text: str) -> SafeString | str:
+    """Return a JSON document stored as text pretty-printed (as is when it is not JSON)."""
+    try:
+        return pretty_json(json.loads(text))
+    except (TypeError, ValueError):
+        return preformatted(text)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """An admin whose rows are written by django_tq only: view (and delete where allowed)."""
+
+    #: rows may be deleted by users with the delete permission
+    allow_delete = True
+    show_full_result_count = False  # a COUNT(*) over a large table on every page is not worth it
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.allow_delete and super().has_delete_permission(request, obj)

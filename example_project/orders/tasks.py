@@ -1,0 +1,115 @@
+"""The shop's tasks. django_tq imports every installed app's ``tasks.py`` at start-up.
+
+* ``charge_order`` — bound (``self``): reports progress with ``update_state("PROGRESS")``, retries
+  by itself when the gateway is unavailable, fails for a declined card, then enqueues the receipt
+  in the same transaction that marks the order paid.
+* ``send_receipt`` — goes to the ``mail`` queue (start a worker with ``-Q default,mail``).
+* ``rebuild_report`` — recomputes the sales report; its return value is the task's result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from django_tq import get_task_logger, task
+from orders.models import PRODUCTS, Order, SalesReport
+from orders.payments import GatewayUnavailable, PaymentDeclined, charge_card
+
+logger = get_task_logger(__name__)
+
+CHARGE_STEPS = (
+    "Checking stock",
+    "Authorising the card",
+    "Capturing the payment",
+    "Writing the invoice",
+)
+
+
+@task(bind=True, autoretry_for=(GatewayUnavailable,), max_retries=3, default_retry_delay=2)
+def charge_order(self: Any, order_id: int) -> dict[str, Any]:
+    """Charge an order, step by step, and enqueue its receipt once it is paid."""
+    order = Order.objects.get(pk=order_id)
+    if order.status == Order.Status.PAID:
+        # A redelivered message (the worker died after charging) must not charge twice.
+        return {"order": order.pk, "transaction": order.transaction_id, "already_paid": True}
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.CHARGING)
+    transaction_id = ""
+    for number, label in enumerate(CHARGE_STEPS, start=1):
+        self.update_state(
+            state="PROGRESS",
+            meta={
+                "step": number,
+                "steps": len(CHARGE_STEPS),
+                "label": label,
+                "attempt": self.request.retries + 1,
+            },
+        )
+        time.sleep(settings.ORDERS_STEP_SECONDS)
+        if label == "Authorising the card":
+            try:
+                transaction_id = charge_card(order, attempt=self.request.retries)
+            except PaymentDeclined:
+                Order.objects.filter(pk=order.pk).update(status=Order.Status.DECLINED)
+                raise
+    with transaction.atomic():
+        order.status = Order.Status.PAID
+        order.transaction_id = transaction_id
+        order.paid_at = timezone.now()
+        order.save(update_fields=["status", "transaction_id", "paid_at"])
+        # Published with the commit of this block: the receipt never goes out for an order
+        # whose payment was not recorded.
+        send_receipt.delay(order.pk)
+    logger.info("Order #%s paid (%s)", order.pk, transaction_id)
+    return {"order": order.pk, "total": str(order.total), "transaction": transaction_id}
+
+
+@task(queue="mail")
+def send_receipt(order_id: int) -> str:
+    """Mail the customer a receipt (the console email backend prints it)."""
+    order = Order.objects.get(pk=order_id)
+    if order.receipt_sent_at is not None:
+        return f"receipt for order #{order.pk} was already sent"
+    name, price = PRODUCTS[order.product]
+    send_mail(
+        subject=f"Your receipt for order #{order.pk}",
+        message=f"{order.quantity} x {name} at {price} = {order.total}\nTransaction: {order.transaction_id}\n",
+        from_email=None,
+        recipient_list=[order.email],
+    )
+    Order.objects.filter(pk=order.pk).update(receipt_sent_at=timezone.now())
+    return f"receipt for order #{order.pk} sent to {order.email}"
+
+
+@task
+def rebuild_report() -> dict[str, Any]:
+    """Recompute the sales totals over every order; store and return them."""
+    orders = Order.objects.all()
+    paid = orders.filter(status=Order.Status.PAID)
+    revenue = (paid.aggregate(total=Sum("total"))["total"] or Decimal("0")).quantize(
+        Decimal("0.01")
+    )
+    units: Counter[str] = Counter()
+    for product, quantity in paid.values_list("product", "quantity"):
+        units[product] += quantity
+    report = SalesReport.objects.create(
+        orders=orders.count(),
+        paid_orders=paid.count(),
+        revenue=revenue,
+        by_product=dict(units),
+        task_id=rebuild_report.request.id or "",
+    )
+    return {
+        "orders": report.orders,
+        "paid_orders": report.paid_orders,
+        "revenue": str(report.revenue),
+        "by_product": report.by_product,
+    }

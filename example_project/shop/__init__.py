@@ -1,0 +1,1 @@
+"""The example project: a small shop whose orders are charged and mailed by django_tq tasks."""

@@ -1,0 +1,181 @@
+"""The example project: its checks pass, it migrates, and an order placed through its form is
+charged, and its receipt mailed, by a real worker. Everything runs in subprocesses with the
+example's own settings, against a temporary SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = ROOT / "example_project"
+MANAGE = PROJECT / "manage.py"
+
+
+@pytest.fixture
+def example_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for the example project's processes: its settings, a fresh database file."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        EXAMPLE_DB=str(tmp_path / "example.sqlite3"),
+        EXAMPLE_STEP_SECONDS="0",
+        PYTHONPATH=os.pathsep.join([str(PROJECT), str(ROOT)]),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """Run ``example_project/manage.py args``; fail with its output unless it exits 0."""
+    done = subprocess.run(
+        [sys.executable, str(MANAGE), *args],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def run_django(env: dict[str, str], code: str, timeout: float = 120) -> Any:
+    """Run ``code`` in a fresh process with the example's settings; return the JSON it prints last."""
+    script = "import django, json\ndjango.setup()\n" + textwrap.dedent(code)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"script failed:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_check_migrations_and_migrate(example_env: dict[str, str]) -> None:
+    manage(example_env, "check", "--fail-level", "WARNING")
+    manage(example_env, "makemigrations", "--check", "--dry-run")
+    manage(example_env, "migrate", "--noinput")
+    tables = run_django(
+        example_env,
+        """
+        from django.db import connection
+        print(json.dumps(sorted(connection.introspection.table_names())))
+        """,
+    )
+    assert {"orders_order", "django_tq_taskresult", "django_tq_queuemessage"} <= set(tables)
+
+
+PLACE_ORDERS = """
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from django.test import Client
+from django_tq.models import QueueMessage, TaskResult
+from orders.models import Order
+
+client = Client()
+assert client.get("/").status_code == 200
+ids = {}
+for outcome in ("approve", "decline"):
+    response = client.post(
+        "/", {"email": "ann@example.com", "product": "mug", "quantity": 2, "payment_outcome": outcome}
+    )
+    assert response.status_code == 302, response.status_code
+    order = Order.objects.get(payment_outcome=outcome)
+    assert response["Location"] == f"/tasks/{order.charge_task_id}/", response["Location"]
+    assert str(order.total) == "24.00"
+    ids[outcome] = order.charge_task_id
+
+# Written with the order, in the same transaction: a QUEUED result and a message row.
+assert set(TaskResult.objects.values_list("state", flat=True)) == {"QUEUED"}
+assert QueueMessage.objects.filter(queue="default").count() == 2
+
+# An invalid form enqueues nothing.
+response = client.post("/", {"email": "nope", "product": "mug", "quantity": 0, "payment_outcome": "approve"})
+assert response.status_code == 400
+assert Order.objects.count() == 2 and QueueMessage.objects.count() == 2
+
+assert client.get(f"/tasks/{ids['approve']}/").status_code == 200
+assert client.get(f"/tasks/{ids['approve']}/status/").json()["state"] == "QUEUED"
+assert client.get("/tasks/not-a-task/").status_code == 404
+print(json.dumps(ids))
+"""
+
+WAIT_FOR_OUTCOMES = """
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from django.test import Client
+from django_tq import AsyncResult
+from orders.models import Order
+
+ids = json.loads({ids!r})
+paid = AsyncResult(ids["approve"]).get(timeout=60)
+declined = AsyncResult(ids["decline"])
+error = declined.get(timeout=60, propagate=False)
+status = Client().get(f"/tasks/{{ids['approve']}}/status/").json()
+print(json.dumps({{
+    "paid": paid,
+    "declined_state": declined.state,
+    "declined_error": type(error).__name__,
+    "orders": dict(Order.objects.values_list("payment_outcome", "status")),
+    "status": status,
+}}))
+"""
+
+
+def test_an_order_is_charged_and_its_receipt_mailed_by_a_worker(
+    example_env: dict[str, str], tmp_path: Path
+) -> None:
+    manage(example_env, "migrate", "--noinput")
+    ids = run_django(example_env, PLACE_ORDERS)
+
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, str(MANAGE), "tqworker", "-P", "solo", "-Q", "default,mail"],
+            env=example_env,
+            cwd=PROJECT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            outcome = run_django(example_env, WAIT_FOR_OUTCOMES.format(ids=json.dumps(ids)))
+            # The receipt is enqueued when the charge commits; the worker mails it next.
+            wait_for(
+                lambda: "Your receipt for order" in log_path.read_text(errors="replace"),
+                timeout=60,
+                what="the receipt in the worker's output",
+            )
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                exit_code = worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                raise
+    output = log_path.read_text(errors="replace")
+    assert exit_code == 0, output
+
+    assert outcome["paid"]["order"] and outcome["paid"]["total"] == "24.00"
+    assert outcome["declined_state"] == "FAILURE"
+    assert outcome["declined_error"] == "PaymentDeclined"
+    assert outcome["orders"] == {"approve": "paid", "decline": "declined"}
+    status = outcome["status"]
+    assert status["state"] == "SUCCESS"
+    assert [child["name"] for child in status["children"]] == ["send_receipt"]
+    assert status["children"][0]["queue"] == "mail"
