@@ -126,6 +126,7 @@ class Subscription:
         self.on_delivery = on_delivery
         self.connection: Any = None
         self.consumer: Any = None
+        self._qos_global = False
         self.connect()
 
     def connect(self) -> None:
@@ -137,13 +138,21 @@ class Subscription:
         queues = [self.broker.queue(name) for name in self.queue_names]
         # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
         consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
-        consumer.qos(prefetch_count=self.prefetch)
+        # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
+        # one can be widened live (what widen_prefetch needs). Same choice as Celery.
+        self._qos_global = not connection.qos_semantics_matches_spec
+        consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
         consumer.consume()
         self.connection, self.consumer = connection, consumer
 
     def _on_message(self, message: Any) -> None:
         queue = message.delivery_info.get("routing_key") or self.queue_names[0]
         self.on_delivery(Delivery(message, queue))
+
+    def widen_prefetch(self, extra: int) -> None:
+        """Allow ``extra`` messages beyond the prefetch window (held ETA messages do not count)."""
+        if self.consumer is not None:
+            self.consumer.qos(prefetch_count=self.prefetch + extra, apply_global=self._qos_global)
 
     def drain(self, timeout: float) -> None:
         """Deliver available messages to ``on_delivery``; wait up to ``timeout`` for one."""

@@ -49,6 +49,8 @@ TEMPLATES = [
 ]
 
 DB = os.environ.get("TQ_TEST_DB", "sqlite")
+#: one id per pytest run, inherited by the worker subprocesses it starts
+RUN_ID = os.environ.setdefault("TQ_TEST_RUN_ID", str(os.getpid()))
 TEST_DB_NAME = os.environ.get("TQ_TEST_DB_NAME")
 
 if DB == "postgres":
@@ -79,7 +81,7 @@ elif DB == "mysql":
         }
     }
 else:
-    db_file = TEST_DB_NAME or str(BASE_DIR / f"test-{os.getpid()}.sqlite3")
+    db_file = TEST_DB_NAME or str(BASE_DIR / f"test-{RUN_ID}.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -93,7 +95,14 @@ else:
         }
     }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "results": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/6",
+        "KEY_PREFIX": f"tq-tests-{RUN_ID}",
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TQ = {"BROKER_URL": "django://", **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}"))}
@@ -102,5 +111,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_tq": {"handlers": ["stderr"], "level": os.environ.get("TQ_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        "django_tq": {"handlers": ["stderr"], "level": os.environ.get("TQ_LOG_LEVEL", "WARNING")}
+    },
 }

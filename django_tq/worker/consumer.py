@@ -165,6 +165,7 @@ class Consumer:
                 heapq.heappush(
                     self._held, (time.time() + wait, next(self._sequence), delivery, message)
                 )
+                self._widen()
                 return
         self.handle(delivery, message)
 
@@ -172,7 +173,13 @@ class Consumer:
         now = time.time()
         while self._held and self._held[0][0] <= now and not self.stopping.is_set():
             _, _, delivery, message = heapq.heappop(self._held)
+            self._widen()
             self.handle(delivery, message)
+
+    def _widen(self) -> None:
+        """Keep held ETA messages out of the prefetch window, so they never block due ones."""
+        if self.subscription is not None:
+            self.subscription.widen_prefetch(len(self._held))
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         try:

@@ -164,6 +164,17 @@ def test_priority_nine_runs_first(broker_url, start_worker):
     assert Execution.objects.order_by("id").first().label == "high"
 
 
+def test_a_waiting_eta_message_does_not_block_due_ones(broker_url, start_worker):
+    start_worker("-P", "solo", "--prefetch-multiplier", "1")
+    later = record.apply_async(("later",), countdown=3)
+    now = [record.delay(f"now{i}") for i in range(3)]
+    for result in now:
+        result.get(timeout=10)
+    assert AsyncResult(later.id).state != states.SUCCESS
+    later.get(timeout=20)
+    assert list(Execution.objects.order_by("id").values_list("label", flat=True))[-1] == "later"
+
+
 def test_countdown_delays_the_task(broker_url, start_worker):
     start_worker("-P", "solo")
     sent = time.monotonic()

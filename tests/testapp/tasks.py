@@ -74,3 +74,23 @@ def returns_unserialisable() -> object:
 @task(queue="other")
 def on_other_queue() -> str:
     return "other"
+
+
+@task(bind=True)
+def close_my_connection(self: Any) -> str:
+    """Close the task's own DB connection (consumption must not depend on it)."""
+    from django.db import connection
+
+    Execution.objects.create(task_id=self.request.id, label="closed-connection", pid=os.getpid())
+    connection.close()
+    return "closed"
+
+
+@task(bind=True, acks_late=False)
+def early_ack(self: Any) -> int:
+    return self.request.delivery_count
+
+
+@task(bind=True)
+def delivery_count(self: Any) -> int:
+    return self.request.delivery_count

@@ -1,0 +1,380 @@
+"""The ``redis://`` transport: leased claims, priorities, delays, durable acks, real workers.
+
+Every test uses Redis database 7 and queue names of its own, and deletes only its own keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.exceptions
+from django.db.models import Count
+from kombu import Connection
+
+from django_tq.broker import Broker, Delivery, Subscription, get_broker
+from django_tq.exceptions import PublishError
+from django_tq.message import WireMessage
+from django_tq.transport.leased import owner_prefix
+from django_tq.transport.redis import (
+    Channel,
+    SecureTransport,
+    Transport,
+    database_number,
+    split_tag,
+)
+from tests.conftest import require_service, wait_for
+from tests.testapp.models import Execution
+from tests.testapp.tasks import add, record, slow_record
+
+REDIS_URL = "redis://127.0.0.1:6379/7"
+
+
+def message(body: str) -> WireMessage:
+    """Return a small wire message whose body is ``body``."""
+    return WireMessage(headers={"label": body}, body=body, content_type="text/plain")
+
+
+def body_of(delivery: Delivery) -> str:
+    """Return a delivery's body as text."""
+    body = delivery.body
+    return body.decode() if isinstance(body, bytes) else body
+
+
+class Receiver:
+    """A subscription that collects its deliveries (unacked) in a list."""
+
+    def __init__(self, broker: Broker, queues: list[str], prefetch: int) -> None:
+        self.deliveries: list[Delivery] = []
+        self.subscription: Subscription = broker.subscribe(
+            queues, prefetch=prefetch, on_delivery=self.deliveries.append
+        )
+
+    @property
+    def channel(self) -> Channel:
+        """Return the consuming channel."""
+        channel = self.subscription.channel
+        assert isinstance(channel, Channel)
+        return channel
+
+    def bodies(self) -> list[str]:
+        """Return the bodies delivered so far."""
+        return [body_of(delivery) for delivery in self.deliveries]
+
+    def receive(self, count: int, timeout: float = 5.0) -> list[Delivery]:
+        """Drain until ``count`` messages in all were delivered; return them."""
+
+        def enough() -> bool:
+            if len(self.deliveries) < count:
+                self.subscription.drain(0.05)
+            return len(self.deliveries) >= count
+
+        wait_for(enough, timeout=timeout, interval=0, what=f"{count} deliveries")
+        return self.deliveries[:count]
+
+    def receive_nothing(self, seconds: float) -> None:
+        """Drain for ``seconds``; fail if anything is delivered."""
+        before = len(self.deliveries)
+        self.subscription.drain(seconds)
+        assert self.bodies()[before:] == []
+
+
+@pytest.fixture
+def redis_queue() -> Iterator[str]:
+    """A queue name of this test's own; its keys are deleted afterwards."""
+    require_service("Redis", 6379)
+    name = f"tq-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    with Broker(REDIS_URL).connection() as connection:
+        connection.default_channel._delete(name)
+
+
+@pytest.fixture
+def make_receiver() -> Iterator[Callable[..., Receiver]]:
+    """Open receivers on a Redis broker with a chosen lease; close them all at the end."""
+    receivers: list[Receiver] = []
+
+    def make(queues: list[str], *, prefetch: int = 4, lease_seconds: float = 60.0) -> Receiver:
+        broker = Broker(REDIS_URL, transport_options={"lease_seconds": lease_seconds})
+        receiver = Receiver(broker, queues, prefetch)
+        receivers.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in receivers:
+        receiver.subscription.close()
+
+
+@pytest.fixture
+def broker() -> Broker:
+    """A publishing broker on Redis database 7."""
+    require_service("Redis", 6379)
+    return Broker(REDIS_URL)
+
+
+# -- unit: URLs and tags ---------------------------------------------------------------------------
+def test_url_names_host_port_database_and_password() -> None:
+    broker = Broker("redis://user:s%3Acret@127.0.0.1:6390/3", connect_timeout=1.5)
+    with broker.connection() as connection:
+        channel = connection.default_channel
+        settings = channel.client.connection_pool.connection_kwargs
+        assert (settings["host"], settings["port"], settings["db"]) == ("127.0.0.1", 6390, 3)
+        assert (settings["username"], settings["password"]) == ("user", "s:cret")
+        assert settings["socket_connect_timeout"] == 1.5
+    with Broker("rediss://127.0.0.1:6390/0?ssl_cert_reqs=required").connection() as connection:
+        pool = connection.default_channel.client.connection_pool
+        assert issubclass(pool.connection_class, redis.SSLConnection)
+        assert pool.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    with Connection("rediss://127.0.0.1:6390/0", transport=SecureTransport) as connection:
+        pool = connection.default_channel.client.connection_pool
+        assert issubclass(pool.connection_class, redis.SSLConnection)
+    assert [database_number(path) for path in (None, "", "/", "/7", "12", 4)] == [0, 0, 0, 7, 12, 4]
+    assert split_tag("a/b/9:abc") == ("a/b", "9:abc")
+
+
+def test_redis_errors_are_connection_errors() -> None:
+    assert issubclass(redis.exceptions.ConnectionError, Transport.connection_errors)
+    assert issubclass(redis.exceptions.TimeoutError, Transport.connection_errors)
+
+
+def test_unreachable_redis_fails_publish_loudly() -> None:
+    broker = Broker("redis://127.0.0.1:1/0", connect_timeout=0.5)
+    with pytest.raises(PublishError):
+        broker.publish(message("lost"), queue="nowhere")
+
+
+# -- through kombu: publish, claim, ack ------------------------------------------------------------
+def test_publish_and_consume_roundtrip(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("hello"), queue=redis_queue)
+    assert broker.depth(redis_queue) == 1
+    receiver = make_receiver([redis_queue])
+    [delivery] = receiver.receive(1)
+    assert body_of(delivery) == "hello"
+    assert delivery.headers["label"] == "hello"
+    assert delivery.delivery_count == 1
+    assert split_tag(delivery.tag)[0] == redis_queue
+    delivery.ack()
+    assert broker.depth(redis_queue) == 0
+
+
+def test_highest_priority_first_and_fifo_within_a_priority(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    for body, priority in [("a0", 0), ("b0", 0), ("c9", 9), ("d5", 5), ("e9", 9), ("f0", None)]:
+        broker.publish(message(body), queue=redis_queue, priority=priority)
+    receiver = make_receiver([redis_queue], prefetch=1)
+    order = []
+    for _ in range(6):
+        [delivery] = receiver.receive(len(receiver.deliveries) + 1)[-1:]
+        order.append(body_of(delivery))
+        delivery.ack()
+    assert order == ["c9", "e9", "d5", "a0", "b0", "f0"]
+
+
+def test_not_before_holds_a_message_back_until_due(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    broker.publish(message("later"), queue=redis_queue, not_before=due.isoformat())
+    broker.publish(message("now"), queue=redis_queue)
+    receiver = make_receiver([redis_queue])
+    receiver.receive(1)
+    receiver.receive_nothing(0.3)
+    assert receiver.bodies() == ["now"]
+    [_, later] = receiver.receive(2)
+    assert body_of(later) == "later"
+    assert dt.datetime.now(dt.UTC) >= due
+    assert later.delivery_count == 1
+
+
+def test_an_acked_message_never_comes_back(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("once"), queue=redis_queue)
+    first = make_receiver([redis_queue], lease_seconds=0.3)
+    [delivery] = first.receive(1)
+    delivery.ack()
+    second = make_receiver([redis_queue], lease_seconds=0.3)
+    second.receive_nothing(0.8)  # well past the first lease
+    assert broker.depth(redis_queue) == 0
+
+
+def test_an_expired_lease_is_delivered_again(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("crashy"), queue=redis_queue)
+    first = make_receiver([redis_queue], lease_seconds=0.3)
+    [held] = first.receive(1)
+    second = make_receiver([redis_queue], lease_seconds=0.3)
+    [again] = second.receive(1)
+    assert body_of(again) == "crashy"
+    assert again.delivery_count == 2
+    again.ack()
+    held.ack()  # the first holder finishing late changes nothing
+    assert broker.depth(redis_queue) == 0
+
+
+def test_renewed_leases_are_not_delivered_again(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("long"), queue=redis_queue)
+    holder = make_receiver([redis_queue], lease_seconds=0.5)
+    [held] = holder.receive(1)
+    other = make_receiver([redis_queue], lease_seconds=0.5)
+    for _ in range(6):  # 1.2 s, more than twice the lease
+        assert holder.subscription.renew_leases() == 1
+        other.receive_nothing(0.2)
+    held.ack()
+    other.receive_nothing(0.6)
+
+
+def test_release_buffered_gives_back_prefetched_messages_uncounted(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    for body in ("m1", "m2", "m3"):
+        broker.publish(message(body), queue=redis_queue)
+    first = make_receiver([redis_queue], prefetch=5)
+    [started] = first.receive(1)  # one claim took all three; two wait in the buffer
+    assert body_of(started) == "m1"
+    assert first.subscription.release_unstarted() == 2
+    second = make_receiver([redis_queue], prefetch=5)
+    returned = second.receive(2)
+    assert [body_of(d) for d in returned] == ["m2", "m3"]
+    assert [d.delivery_count for d in returned] == [1, 1]
+    second.receive_nothing(0.2)  # the started one stays leased to the first receiver
+
+
+def test_release_owner_prefix_frees_a_dead_process_leases(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("orphan"), queue=redis_queue)
+    holder = make_receiver([redis_queue])
+    holder.receive(1)
+    other = make_receiver([redis_queue])
+    other.receive_nothing(0.1)
+    assert holder.channel.owner.startswith(owner_prefix())
+    assert broker.release_leases_of(os.getpid()) >= 1
+    [again] = other.receive(1)
+    assert body_of(again) == "orphan"
+    assert again.delivery_count == 2  # it may have run: the delivery counts
+    assert broker.release_leases_of(os.getpid() + 1_000_000) == 0
+
+
+def test_reject_with_requeue_is_visible_at_once(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("again"), queue=redis_queue)
+    first = make_receiver([redis_queue])  # a 60 s lease: only the requeue can free it
+    [delivery] = first.receive(1)
+    delivery.requeue()
+    second = make_receiver([redis_queue])
+    [again] = second.receive(1)
+    assert body_of(again) == "again"
+    assert again.delivery_count == 2
+
+
+def test_purge_removes_waiting_messages_and_size_counts_leased_ones(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    for body in ("p1", "p2", "p3", "p4"):
+        broker.publish(message(body), queue=redis_queue)
+    broker.publish(message("delayed"), queue=redis_queue, not_before=later)
+    receiver = make_receiver([redis_queue], prefetch=1)
+    [leased] = receiver.receive(1)
+    assert broker.depth(redis_queue) == 5
+    assert broker.purge([redis_queue]) == 4
+    assert broker.depth(redis_queue) == 1
+    leased.ack()
+    assert broker.depth(redis_queue) == 0
+    receiver.receive_nothing(0.2)
+
+
+def test_queue_delete_removes_every_key_of_the_queue(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    broker.publish(message("ready"), queue=redis_queue, priority=3)
+    broker.publish(message("delayed"), queue=redis_queue, not_before=later)
+    broker.publish(message("leased"), queue=redis_queue, priority=9)
+    make_receiver([redis_queue], prefetch=1).receive(1)
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.keys(f"tq:{{{redis_queue}}}:*")
+    with Broker(REDIS_URL).connection() as connection:  # a process that never declared it
+        connection.default_channel.queue_delete(redis_queue)
+    assert client.keys(f"tq:{{{redis_queue}}}:*") == []
+    assert not client.sismember("tq:queues", redis_queue)
+
+
+def test_a_consumer_of_several_queues_receives_from_each(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    second_queue = f"{redis_queue}-b"
+    try:
+        receiver = make_receiver([redis_queue, second_queue])
+        receiver.receive_nothing(0.1)
+        broker.publish(message("from-b"), queue=second_queue)
+        broker.publish(message("from-a"), queue=redis_queue)
+        receiver.receive(2)
+        assert sorted(receiver.bodies()) == ["from-a", "from-b"]
+        for delivery in receiver.deliveries:
+            delivery.ack()
+        assert broker.depth(second_queue) == 0
+    finally:
+        with Broker(REDIS_URL).connection() as connection:
+            connection.default_channel._delete(second_queue)
+
+
+# -- real workers ----------------------------------------------------------------------------------
+@pytest.fixture
+def redis_worker_settings(settings: Any, redis_queue: str) -> None:
+    """Point this test and the workers it starts at Redis and the test's own queue (2 s leases)."""
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": REDIS_URL,
+        "DEFAULT_QUEUE": redis_queue,
+        "LEASE_SECONDS": 2,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prefork_worker_runs_every_task_exactly_once(
+    redis_worker_settings: None, redis_queue: str, start_worker: Any
+) -> None:
+    assert get_broker().url == REDIS_URL
+    worker = start_worker("-P", "prefork", "-c", "2", "-Q", redis_queue)
+    assert add.delay(2, 3).get(timeout=20) == 5
+    prefix = uuid.uuid4().hex[:8]
+    for number in range(200):
+        record.delay(f"{prefix}-{number}")
+    executions = Execution.objects.filter(label__startswith=prefix)
+    wait_for(lambda: executions.count() >= 200, timeout=30, what="200 executions")
+    assert worker.stop() == 0, worker.output()
+    per_label = executions.values("label").annotate(runs=Count("id"))
+    assert len(per_label) == 200
+    assert {row["runs"] for row in per_label} == {1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_task_is_finished_by_another_after_the_lease(
+    redis_worker_settings: None, redis_queue: str, start_worker: Any
+) -> None:
+    first = start_worker("-P", "prefork", "-c", "1", "-Q", redis_queue)
+    label = uuid.uuid4().hex[:8]
+    result = slow_record.delay(2.0, label)
+    started = Execution.objects.filter(label=f"start:{label}")
+    wait_for(started.exists, timeout=15, what="the task to start")
+    first.kill_tree()
+    second = start_worker("-P", "prefork", "-c", "1", "-Q", redis_queue)
+    assert result.get(timeout=15) == label
+    assert started.count() == 2
+    assert Execution.objects.filter(label=f"end:{label}").count() == 1
+    assert second.stop() == 0, second.output()

@@ -1,0 +1,110 @@
+"""Worker behaviours: supervision, connections, housekeeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import time
+
+import pytest
+from django.utils import timezone
+
+from django_tq import states
+from django_tq.models import QueueMessage, TaskResult, WorkerState
+from tests.conftest import wait_for
+from tests.testapp.models import Execution
+from tests.testapp.tasks import add, close_my_connection, early_ack, record, slow_record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(child) for child in handle.read().split()]
+
+
+def test_a_killed_child_is_replaced_and_its_message_released_at_once(start_worker):
+    # The lease is a minute long: the task comes back quickly only because the parent releases it.
+    worker = start_worker("-P", "prefork", "-c", "1")
+    result = slow_record.delay(0.5, "orphan")
+    wait_for(lambda: Execution.objects.filter(label="start:orphan").exists(), what="task start")
+    (child,) = _children(worker.pid)
+    os.kill(child, signal.SIGKILL)
+    assert result.get(timeout=20) == "orphan"
+    assert Execution.objects.filter(label="start:orphan").count() == 2
+    assert Execution.objects.filter(label="end:orphan").count() == 1
+    assert "Released 1 message(s)" in worker.output()
+    assert _children(worker.pid) != [child]
+
+
+def test_a_task_closing_its_own_connection_does_not_break_consumption(start_worker):
+    start_worker("-P", "solo")
+    assert close_my_connection.delay().get(timeout=20) == "closed"
+    assert add.delay(1, 1).get(timeout=20) == 2
+
+
+def test_heartbeat_row_tracks_the_worker(start_worker):
+    worker = start_worker("-P", "threads", "-c", "2", "-n", "hb@test", "-Q", "default,other")
+    add.delay(1, 2).get(timeout=20)
+    state = wait_for(lambda: WorkerState.objects.filter(hostname="hb@test").first(), what="heartbeat row")
+    assert state.pool == "threads" and state.concurrency == 2 and state.queues == ["default", "other"]
+    assert state.is_alive()
+    worker.stop()
+    state.refresh_from_db()
+    assert state.stopped_at is not None and not state.is_alive()
+    assert state.processed == 1
+
+
+def test_worker_deletes_expired_results_without_beat(settings, start_worker):
+    settings.TQ = {**settings.TQ, "RESULT_EXPIRES": 3600}
+    old = TaskResult.objects.create(task_id="old", task_name="x", state=states.SUCCESS)
+    TaskResult.objects.filter(pk=old.pk).update(date_done=timezone.now() - dt.timedelta(hours=2))
+    TaskResult.objects.create(task_id="fresh", task_name="x", state=states.SUCCESS, date_done=timezone.now())
+    TaskResult.objects.create(task_id="unfinished", task_name="x", state=states.QUEUED)
+    start_worker("-P", "solo")
+    wait_for(lambda: not TaskResult.objects.filter(task_id="old").exists(), what="cleanup")
+    assert set(TaskResult.objects.values_list("task_id", flat=True)) == {"fresh", "unfinished"}
+
+
+def test_acks_late_false_acks_before_running(start_worker):
+    start_worker("-P", "solo")
+    assert early_ack.delay().get(timeout=20) == 1
+    assert not QueueMessage.objects.exists()
+
+
+def test_purge_deletes_waiting_messages(start_worker):
+    record.delay("purged")
+    start_worker("-P", "solo", "--purge")
+    add.delay(1, 1).get(timeout=20)
+    assert not Execution.objects.filter(label="purged").exists()
+
+
+def test_max_tasks_per_child_recycles_the_child(start_worker):
+    worker = start_worker("-P", "prefork", "-c", "1", "--max-tasks-per-child", "2")
+    (first_child,) = _children(worker.pid)
+    for i in range(5):
+        record.delay(f"r{i}").get(timeout=20)
+    pids = set(Execution.objects.values_list("pid", flat=True))
+    assert first_child in pids and len(pids) >= 2
+
+
+def test_sighup_restarts_children(start_worker):
+    worker = start_worker("-P", "prefork", "-c", "1")
+    (before,) = _children(worker.pid)
+    worker.signal(signal.SIGHUP)
+    wait_for(lambda: _children(worker.pid) and _children(worker.pid) != [before], what="new child")
+    assert add.delay(2, 2).get(timeout=20) == 4
+
+
+def test_second_signal_is_a_cold_shutdown_that_requeues(start_worker):
+    worker = start_worker("-P", "prefork", "-c", "1")
+    result = slow_record.delay(30, "cold")
+    wait_for(lambda: Execution.objects.filter(label="start:cold").exists(), what="task start")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.signal(signal.SIGTERM)
+    worker.process.wait(20)
+    message = QueueMessage.objects.get()
+    assert message.lease_owner is None  # back on the queue at once, not after the lease
+    assert TaskResult.objects.get(task_id=result.id).state == states.STARTED
