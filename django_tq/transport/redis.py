@@ -1,0 +1,646 @@
+"""``redis://``: a leased kombu transport over Redis, written on redis-py and Lua.
+
+Why not kombu's own Redis transport: its QoS emulates acks with two MULTI/EXEC transactions and a
+new client object per message (the throughput limit), and brings an unacked message back when a
+*visibility timeout* passes, whether or not the task is still running (duplicated long tasks and
+ETAs). Here a claimed message carries a *lease* instead: the worker renews it while the task runs,
+so a live worker's messages never come back, and a dead worker's come back when the lease runs out
+(or at once, when the worker's parent releases the leases of a child that died).
+
+Data layout, per queue (every key of a queue shares the hash tag ``{queue}``)::
+
+    tq:{queue}:ready:0 … ready:9   lists of message ids, one per priority (9 is served first),
+                                   FIFO within a priority: publish RPUSHes, claims LPOP,
+                                   released messages go back to the head
+    tq:{queue}:delayed             sorted set id -> ``not_before`` (epoch ms); claims move due
+                                   ids to their ready list
+    tq:{queue}:payloads            hash id -> the kombu message as JSON
+    tq:{queue}:deliveries          hash id -> deliveries so far (a claim adds one, giving back a
+                                   prefetched message that never ran takes it back)
+    tq:{queue}:leases              sorted set id -> lease deadline (epoch ms, Redis' clock)
+    tq:{queue}:owners              hash id -> owner id of the lease (``host:pid:n:random``)
+    tq:{queue}:wake                list of wake-up tokens idle consumers BLPOP
+    tq:queues                      set of every queue name (to release a dead process's leases)
+
+A message id is ``"<priority>:<random hex>"``, so a script can requeue it to the right list
+without reading its payload. A delivery tag is ``"<queue>/<id>"``: acks and renewals need no
+per-process table to find the queue.
+
+Every change of state is one Lua script call (EVALSHA on one reused client per channel):
+
+* publish: store the payload, push the id to its ready list (or ``delayed``), push a wake token;
+* claim (up to the free prefetch window at once): move due delayed ids and expired leases to the
+  ready lists, pop the highest-priority ids, lease them to this channel, count the delivery, and
+  return payloads, counts and how long until the next delayed message or lease deadline is due.
+  When ready messages remain after a full claim, it pushes a wake token for the next idle
+  consumer ("baton passing"), so one token per publish is enough;
+* ack: delete payload, count and lease; renew: move the deadline of leases this channel owns;
+  release: push owned ids back to the head of their ready list.
+
+An idle consumer blocks in ``BLPOP`` on the wake lists of its queues, bounded by the next due
+time the last claim reported (a delayed message, or a lease a dead consumer stopped renewing). With
+one queue the claim is pipelined behind the ``BLPOP``, so Redis runs it as soon as the wake-up
+arrives: enqueue-to-start is one publish and one round trip, not a poll interval.
+
+Acks are durable (the message is gone from Redis) and delete whoever holds the lease now: a task
+that finished late still counts as done. Releases and renewals touch only the caller's own leases.
+
+Needs Redis 6.0+ (fractional ``BLPOP`` timeouts) on a single primary; a queue's keys share a hash
+slot, but ``tq:queues`` and multi-queue waits do not, so Redis Cluster is not supported.
+``rediss://`` (:class:`SecureTransport`) connects with TLS; so does ``redis://…?ssl_cert_reqs=…``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from time import monotonic
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from django_tq.transport.leased import LeasedChannel, LeasedTransport
+
+try:
+    import redis
+    from redis import exceptions as redis_errors
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImproperlyConfigured(
+        "TQ['BROKER_URL'] names a redis:// broker, but redis-py is not installed: "
+        "pip install 'django-tq[redis]'."
+    ) from exc
+
+#: key holding the names of every queue this transport has seen
+QUEUES_KEY = "tq:queues"
+#: priorities, highest first (the order claims pop and scripts receive the ready lists in)
+PRIORITIES = tuple(range(9, -1, -1))
+
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# KEYS: payloads, delayed, ready list of the message's priority, wake, queues registry
+# ARGV: id, payload, not_before (epoch ms, 0 = now), wake cap, queue name
+PUT_SCRIPT = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local not_before = tonumber(ARGV[3])
+if not_before > now then
+  redis.call('ZADD', KEYS[2], not_before, ARGV[1])
+else
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+end
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+redis.call('SADD', KEYS[5], ARGV[5])
+return 1
+"""
+)
+
+# KEYS: payloads, deliveries, leases, owners, delayed, wake, ready:9 … ready:0 (KEYS[7..16])
+# ARGV: limit, lease (ms), owner, wake cap
+# Returns: {id, payload, delivery count}* followed by ms until the next delayed message or lease
+# deadline is due (-1: none).
+CLAIM_SCRIPT = (
+    _NOW
+    + """
+local function ready_key(id)
+  return KEYS[16 - tonumber(string.sub(id, 1, 1))]
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
+if #due > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, #due - 1)
+  for _, id in ipairs(due) do
+    redis.call('RPUSH', ready_key(id), id)
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+if #expired > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #expired - 1)
+  for i = #expired, 1, -1 do
+    redis.call('HDEL', KEYS[4], expired[i])
+    redis.call('LPUSH', ready_key(expired[i]), expired[i])
+  end
+end
+local limit = tonumber(ARGV[1])
+local deadline = now + tonumber(ARGV[2])
+local result = {}
+local taken = 0
+local last = 7
+for k = 7, 16 do
+  last = k
+  while taken < limit do
+    local id = redis.call('LPOP', KEYS[k])
+    if not id then break end
+    local payload = redis.call('HGET', KEYS[1], id)
+    if payload then
+      taken = taken + 1
+      result[#result + 1] = id
+      result[#result + 1] = payload
+      result[#result + 1] = redis.call('HINCRBY', KEYS[2], id, 1)
+      redis.call('ZADD', KEYS[3], deadline, id)
+      redis.call('HSET', KEYS[4], id, ARGV[3])
+    end
+  end
+  if taken >= limit then break end
+end
+if taken >= limit then
+  for k = last, 16 do
+    if redis.call('LLEN', KEYS[k]) > 0 then
+      redis.call('LPUSH', KEYS[6], '1')
+      redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[4]) - 1)
+      break
+    end
+  end
+end
+local next_due = -1
+for _, key in ipairs({KEYS[5], KEYS[3]}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local due_in = math.max(0, tonumber(first[2]) - now)
+    if next_due < 0 or due_in < next_due then next_due = due_in end
+  end
+end
+result[#result + 1] = next_due
+return result
+"""
+)
+
+# KEYS: payloads, deliveries, leases, owners   ARGV: ids
+ACK_SCRIPT = """
+redis.call('HDEL', KEYS[1], unpack(ARGV))
+redis.call('HDEL', KEYS[2], unpack(ARGV))
+redis.call('ZREM', KEYS[3], unpack(ARGV))
+redis.call('HDEL', KEYS[4], unpack(ARGV))
+return #ARGV
+"""
+
+# KEYS: leases, owners   ARGV: owner, lease (ms), ids…
+RENEW_SCRIPT = (
+    _NOW
+    + """
+local deadline = now + tonumber(ARGV[2])
+local renewed = 0
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+)
+
+_RELEASE_BODY = """
+local function ready_key(id)
+  return KEYS[14 - tonumber(string.sub(id, 1, 1))]
+end
+local released = 0
+for i = #ids, 1, -1 do
+  local id = ids[i]
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  if undeliver then redis.call('HINCRBY', KEYS[3], id, -1) end
+  redis.call('LPUSH', ready_key(id), id)
+  released = released + 1
+end
+if released > 0 then
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+end
+return released
+"""
+
+# KEYS: leases, owners, deliveries, wake, ready:9 … ready:0 (KEYS[5..14])
+# ARGV: owner, undeliver (0/1), wake cap, ids…  (releases only the ids ``owner`` holds)
+RELEASE_SCRIPT = (
+    """
+local undeliver = ARGV[2] == '1'
+local ids = {}
+for i = 4, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then ids[#ids + 1] = ARGV[i] end
+end
+"""
+    + _RELEASE_BODY
+)
+
+# KEYS: as RELEASE_SCRIPT   ARGV: owner prefix, (unused), wake cap
+RELEASE_PREFIX_SCRIPT = (
+    """
+local undeliver = false
+local ids = {}
+local owners = redis.call('HGETALL', KEYS[2])
+for i = 1, #owners, 2 do
+  if string.sub(owners[i + 1], 1, #ARGV[1]) == ARGV[1] then ids[#ids + 1] = owners[i] end
+end
+"""
+    + _RELEASE_BODY
+)
+
+# KEYS: payloads, deliveries, delayed, ready:9 … ready:0 (KEYS[4..13])   Returns: messages removed
+PURGE_SCRIPT = """
+local removed = 0
+local function drop(ids)
+  for _, id in ipairs(ids) do
+    removed = removed + redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+end
+for k = 4, 13 do
+  drop(redis.call('LRANGE', KEYS[k], 0, -1))
+  redis.call('DEL', KEYS[k])
+end
+drop(redis.call('ZRANGE', KEYS[3], 0, -1))
+redis.call('DEL', KEYS[3])
+return removed
+"""
+
+
+SCRIPTS = {
+    "put": PUT_SCRIPT,
+    "claim": CLAIM_SCRIPT,
+    "ack": ACK_SCRIPT,
+    "renew": RENEW_SCRIPT,
+    "release": RELEASE_SCRIPT,
+    "release_prefix": RELEASE_PREFIX_SCRIPT,
+    "purge": PURGE_SCRIPT,
+}
+
+
+class QueueKeys:
+    """The Redis key names of one queue."""
+
+    __slots__ = ("delayed", "deliveries", "leases", "owners", "payloads", "ready", "wake")
+
+    def __init__(self, queue: str) -> None:
+        base = f"tq:{{{queue}}}:"
+        self.payloads = base + "payloads"
+        self.deliveries = base + "deliveries"
+        self.leases = base + "leases"
+        self.owners = base + "owners"
+        self.delayed = base + "delayed"
+        self.wake = base + "wake"
+        #: ready lists, highest priority first
+        self.ready = [f"{base}ready:{priority}" for priority in PRIORITIES]
+
+    def ready_for(self, priority: int) -> str:
+        """Return the ready list of ``priority``."""
+        return self.ready[9 - priority]
+
+    def for_claim(self) -> list[str]:
+        """Return the keys :data:`CLAIM_SCRIPT` takes, in its order."""
+        return [
+            self.payloads,
+            self.deliveries,
+            self.leases,
+            self.owners,
+            self.delayed,
+            self.wake,
+            *self.ready,
+        ]
+
+    def for_release(self) -> list[str]:
+        """Return the keys :data:`RELEASE_SCRIPT` and :data:`RELEASE_PREFIX_SCRIPT` take."""
+        return [self.leases, self.owners, self.deliveries, self.wake, *self.ready]
+
+    def all(self) -> list[str]:
+        """Return every key of the queue."""
+        return self.for_claim()
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """Split a delivery tag into ``(queue, message id)``."""
+    queue, _, message_id = tag.rpartition("/")
+    return queue, message_id
+
+
+def epoch_milliseconds(iso: str | None) -> int:
+    """Return an ISO datetime (naive means UTC) as epoch milliseconds; ``None`` gives 0."""
+    if not iso:
+        return 0
+    when = dt.datetime.fromisoformat(iso)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def database_number(virtual_host: Any) -> int:
+    """Return the Redis database number named by the URL path (``/7`` -> 7; none -> 0)."""
+    if isinstance(virtual_host, int):
+        return virtual_host
+    text = str(virtual_host or "").strip("/")
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"A redis:// broker URL's path is a database number, not {virtual_host!r}."
+        )
+
+
+class Channel(LeasedChannel):
+    """A channel over one Redis database, through one reused, pooled redis-py client."""
+
+    #: seconds a socket read may block before redis-py gives up (longer than ``max_wait``)
+    socket_timeout: float | None = 10.0
+    #: the longest one idle ``BLPOP`` blocks (the caller loops)
+    max_wait: float = 5.0
+    #: connections the channel's pool may open (a claim/ack thread and the lease renewer)
+    max_connections: int = 8
+    #: seconds between redis-py health checks of an idle pooled connection (0: off)
+    health_check_interval: float = 0
+    #: wake tokens kept per queue when nobody waits for them
+    wake_tokens: int = 16
+    #: connect with TLS even when the URL has no ``ssl_*`` option (``rediss://``)
+    use_tls: bool = False
+    from_transport_options = (
+        *LeasedChannel.from_transport_options,
+        "socket_timeout",
+        "max_wait",
+        "max_connections",
+        "health_check_interval",
+        "wake_tokens",
+    )
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._keys: dict[str, QueueKeys] = {}
+        #: queue -> monotonic time the next delayed message or lease deadline is due
+        self._next_due: dict[str, float] = {}
+
+    # -- the client ---------------------------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        """Return this channel's redis-py client (created on first use)."""
+        if self._client is None:
+            client = self._create_client()
+            self._scripts = {
+                name: client.register_script(source) for name, source in SCRIPTS.items()
+            }
+            self._client = client
+        return self._client
+
+    def _run(self, script: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
+        """Run one of :data:`SCRIPTS` (EVALSHA; loaded again if Redis lost its script cache)."""
+        self.client  # noqa: B018 - creates the client and its scripts on first use
+        return self._scripts[script](keys=keys, args=list(args))
+
+    def _create_client(self) -> redis.Redis:
+        conninfo = self.connection.client
+        params: dict[str, Any] = {
+            "host": conninfo.hostname or "127.0.0.1",
+            "port": conninfo.port or Transport.default_port,
+            "db": database_number(conninfo.virtual_host),
+            "username": conninfo.userid or None,
+            "password": conninfo.password or None,
+            "socket_connect_timeout": conninfo.connect_timeout,
+            "socket_timeout": self.socket_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": self.health_check_interval,
+            "max_connections": self.max_connections,
+            "decode_responses": True,
+        }
+        if conninfo.ssl or self.use_tls:
+            params["connection_class"] = redis.SSLConnection
+            if isinstance(conninfo.ssl, dict):
+                params.update(conninfo.ssl)  # ssl_cert_reqs, ssl_ca_certs… from the URL query
+        return redis.Redis(connection_pool=redis.ConnectionPool(**params))
+
+    def keys_for(self, queue: str) -> QueueKeys:
+        """Return the key names of ``queue``."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys(queue)
+        return keys
+
+    # -- publishing and queue administration --------------------------------------------------
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        priority = self._get_message_priority(message)
+        not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
+        message_id = f"{priority}:{uuid.uuid4().hex}"
+        keys = self.keys_for(queue)
+        self._run(
+            "put",
+            keys=[keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake, QUEUES_KEY],
+            args=[message_id, json.dumps(message), not_before, self.wake_tokens, queue],
+        )
+
+    def _size(self, queue: str) -> int:
+        return int(self.client.hlen(self.keys_for(queue).payloads))
+
+    def _purge(self, queue: str) -> int:
+        keys = self.keys_for(queue)
+        return int(
+            self._run("purge", keys=[keys.payloads, keys.deliveries, keys.delayed, *keys.ready])
+        )
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        self.client.sadd(QUEUES_KEY, queue)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return bool(self.client.sismember(QUEUES_KEY, queue))
+
+    def queue_delete(
+        self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any
+    ) -> None:
+        """Delete the queue's keys, whether or not this process declared its bindings."""
+        if if_empty and self._size(queue):
+            return
+        self._delete(queue)
+        self.state.queue_bindings_delete(queue)
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        pipeline = self.client.pipeline()
+        pipeline.delete(*self.keys_for(queue).all())
+        pipeline.srem(QUEUES_KEY, queue)
+        pipeline.execute()
+
+    # -- claiming and leases ------------------------------------------------------------------
+    @property
+    def _lease_milliseconds(self) -> int:
+        return max(1, int(float(self.lease_seconds) * 1000))
+
+    def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        keys = self.keys_for(queue)
+        return self._claimed(queue, self._run("claim", keys.for_claim(), self._claim_args(limit)))
+
+    def _claim_args(self, limit: int) -> list[Any]:
+        return [limit, self._lease_milliseconds, self.owner, self.wake_tokens]
+
+    def _claim_limit(self) -> int:
+        """Return how many messages a claim may take now (the free prefetch window)."""
+        window = self.qos.can_consume_max_estimate()
+        return self.claim_batch if window is None else max(1, min(window, self.claim_batch))
+
+    def _claimed(self, queue: str, reply: list[Any]) -> list[dict[str, Any]]:
+        """Turn a :data:`CLAIM_SCRIPT` reply into raw payloads; note when to look again."""
+        next_due = int(reply[-1])
+        if next_due >= 0:
+            self._next_due[queue] = monotonic() + next_due / 1000
+        else:
+            self._next_due.pop(queue, None)
+        return [
+            self._payload(queue, reply[index], reply[index + 1], int(reply[index + 2]))
+            for index in range(0, len(reply) - 1, 3)
+        ]
+
+    def _payload(
+        self, queue: str, message_id: str, payload: str, delivery_count: int
+    ) -> dict[str, Any]:
+        raw: dict[str, Any] = json.loads(payload)
+        properties = raw.setdefault("properties", {})
+        properties["delivery_tag"] = f"{queue}/{message_id}"
+        properties["delivery_count"] = delivery_count
+        if delivery_count > 1:
+            raw["redelivered"] = True
+        return raw
+
+    def _by_queue(self, tags: Iterable[Any]) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = defaultdict(list)
+        for tag in tags:
+            queue, message_id = split_tag(str(tag))
+            grouped[queue].append(message_id)
+        return grouped
+
+    def _ack(self, tags: list[Any]) -> None:
+        for queue, ids in self._by_queue(tags).items():
+            keys = self.keys_for(queue)
+            self._run(
+                "ack",
+                keys=[keys.payloads, keys.deliveries, keys.leases, keys.owners],
+                args=ids,
+            )
+
+    def _release(self, tags: list[Any], *, undeliver: bool) -> None:
+        for queue, ids in self._by_queue(tags).items():
+            keys = self.keys_for(queue)
+            self._run(
+                "release",
+                keys=keys.for_release(),
+                args=[self.owner, "1" if undeliver else "0", self.wake_tokens, *ids],
+            )
+
+    def _renew(self, tags: list[Any]) -> None:
+        for queue, ids in self._by_queue(tags).items():
+            keys = self.keys_for(queue)
+            self._run(
+                "renew",
+                keys=[keys.leases, keys.owners],
+                args=[self.owner, self._lease_milliseconds, *ids],
+            )
+
+    def release_owner_prefix(self, prefix: str) -> int:
+        client = self.client
+        released = 0
+        for queue in sorted(client.smembers(QUEUES_KEY)):
+            keys = self.keys_for(queue)
+            released += int(
+                self._run(
+                    "release_prefix",
+                    keys=keys.for_release(),
+                    args=[prefix, "0", self.wake_tokens],
+                )
+            )
+        return released
+
+    # -- waiting ------------------------------------------------------------------------------
+    def wait(self, timeout: float) -> None:
+        """Block in ``BLPOP`` on the consumed queues' wake lists, up to the next due time.
+
+        With one queue, the claim is pipelined behind the ``BLPOP``: Redis runs it the moment
+        the wake-up arrives, so a woken consumer has its messages after one round trip.
+        """
+        queues = list(self._active_queues)
+        if timeout <= 0:
+            return
+        if not queues or not self.qos.can_consume():
+            time.sleep(min(timeout, self.polling_interval))  # nothing could be delivered anyway
+            return
+        now = monotonic()
+        for queue in queues:
+            due = self._next_due.get(queue)
+            if due is not None:
+                timeout = min(timeout, due - now)
+        if timeout <= 0:
+            return
+        timeout = min(max(timeout, 0.01), self.max_wait)
+        client = self.client
+        wake_keys = [self.keys_for(queue).wake for queue in queues]
+        if len(queues) > 1:
+            client.blpop(wake_keys, timeout=timeout)
+            return
+        queue = queues[0]
+        claim_keys = self.keys_for(queue).for_claim()
+        pipeline = client.pipeline(transaction=False)
+        pipeline.blpop(wake_keys, timeout=timeout)
+        pipeline.evalsha(
+            self._scripts["claim"].sha,
+            len(claim_keys),
+            *claim_keys,
+            *self._claim_args(self._claim_limit()),
+        )
+        try:
+            _, reply = pipeline.execute()
+        except redis_errors.NoScriptError:
+            return  # Redis restarted: the next claim loads the script again
+        claimed = self._claimed(queue, reply)
+        if claimed:
+            self._buffers.setdefault(queue, deque()).extend(claimed)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            client, self._client = self._client, None
+            if client is not None:
+                client.connection_pool.disconnect()
+
+
+class Transport(LeasedTransport):
+    """The ``redis://`` transport."""
+
+    Channel = Channel
+    driver_type = "redis"
+    driver_name = "redis"
+    default_port = 6379
+    connection_errors = (
+        *LeasedTransport.connection_errors,
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ReadOnlyError,
+        OSError,
+    )
+    channel_errors = (
+        *LeasedTransport.channel_errors,
+        redis_errors.ResponseError,
+        redis_errors.DataError,
+        redis_errors.InvalidResponse,
+    )
+
+    def driver_version(self) -> str:
+        return str(redis.__version__)
+
+
+class SecureChannel(Channel):
+    """A channel that always connects with TLS (certificates verified unless the URL says not)."""
+
+    use_tls = True
+
+
+class SecureTransport(Transport):
+    """The ``rediss://`` transport: :class:`Transport` over TLS.
+
+    kombu drops the URL scheme once it has a transport class, so ``rediss://`` needs a class of
+    its own; a ``redis://`` URL with ``ssl_cert_reqs=…`` in its query string connects with TLS too.
+    """
+
+    Channel = SecureChannel
