@@ -11,7 +11,7 @@ from __future__ import annotations
 TRANSPORTS = {
     "django": "django_tq.transport.database:Transport",
     "redis": "django_tq.transport.redis:Transport",
-    "rediss": "django_tq.transport.redis:Transport",
+    "rediss": "django_tq.transport.redis:SecureTransport",
     "amqp": "amqp",
     "pyamqp": "amqp",
     "amqps": "amqp",

@@ -164,9 +164,18 @@ class LeasedChannel(virtual.Channel):
             with self._lock:
                 self._release(tags, undeliver=False)
 
+    def _buffered_tags(self) -> list[Any]:
+        # list() of a dict view or a deque is one C call: the lease renewer thread gets a
+        # consistent snapshot while the consumer thread mutates the buffers.
+        return [
+            raw["properties"]["delivery_tag"]
+            for b in list(self._buffers.values())
+            for raw in list(b)
+        ]
+
     def release_buffered(self) -> int:
         """Give back claimed messages not yet delivered (they do not count as deliveries)."""
-        tags = [raw["properties"]["delivery_tag"] for b in self._buffers.values() for raw in b]
+        tags = self._buffered_tags()
         self._buffers.clear()
         if tags:
             with self._lock:
@@ -175,8 +184,7 @@ class LeasedChannel(virtual.Channel):
 
     def held_tags(self) -> list[Any]:
         """Return the tags of every message this channel holds a lease on."""
-        buffered = [raw["properties"]["delivery_tag"] for b in self._buffers.values() for raw in b]
-        return buffered + self.qos.delivered_tags()
+        return self._buffered_tags() + self.qos.delivered_tags()
 
     def release_owner_prefix(self, prefix: str) -> int:
         """Release every lease whose owner id starts with ``prefix`` (a dead process's)."""
