@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from django_tq import AsyncResult, states
@@ -130,7 +131,11 @@ def _pretty(value: Any) -> str:
 @require_GET
 def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     """Show one task's state; a small script polls :func:`task_status` until it is done."""
-    return render(request, "orders/task.html", {"task": describe(task_id)})
+    context = {
+        "task": describe(task_id),
+        "status_url": reverse("orders:task-status", args=[task_id]),
+    }
+    return render(request, "orders/task.html", context)
 
 
 @require_GET
