@@ -12,7 +12,17 @@ import datetime as dt
 import inspect
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from django.utils import timezone
 
@@ -341,26 +351,39 @@ def task(func: Callable[P, R], /) -> Task[P, R]: ...
 def task(
     *,
     name: str | None = None,
-    bind: bool = False,
+    bind: Literal[False] = False,
     base: type[Task[Any, Any]] | None = None,
     **options: Any,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
+@overload
 def task(
-    func: Callable[P, R] | None = None,
+    *,
+    name: str | None = None,
+    bind: Literal[True],
+    base: type[Task[Any, Any]] | None = None,
+    **options: Any,
+) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+
+def task(
+    func: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
     bind: bool = False,
     base: type[Task[Any, Any]] | None = None,
     **options: Any,
-) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-    """Declare a task: ``@task`` or ``@task(name=…, queue=…, bind=True, …)``."""
+) -> Task[Any, Any] | Callable[[Callable[..., Any]], Task[Any, Any]]:
+    """Declare a task: ``@task`` or ``@task(name=…, queue=…, bind=True, …)``.
 
-    def decorate(function: Callable[P, R]) -> Task[P, R]:
+    A bound task's ``self`` is not part of its call signature: ``delay()`` takes the rest.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Task[Any, Any]:
         cls = base or Task
-        instance: Task[P, R] = cls(function, name=name, bind=bind, **options)
+        instance: Task[Any, Any] = cls(function, name=name, bind=bind, **options)
         registry.register(instance)
         return instance
 
