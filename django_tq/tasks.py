@@ -44,7 +44,6 @@ R = TypeVar("R")
 TASK_OPTIONS: dict[str, Any] = {
     "queue": None,
     "priority": None,
-    "routing_key": None,
     "max_retries": None,
     "default_retry_delay": None,
     "autoretry_for": (),
@@ -54,27 +53,18 @@ TASK_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 600,
     "retry_jitter": True,
     "acks_late": None,
-    "reject_on_worker_lost": None,
-    "time_limit": None,
-    "soft_time_limit": None,
-    "rate_limit": None,
-    "rate_limit_scope": "global",
     "expires": None,
     "ignore_result": False,
     "store_errors_even_if_ignored": False,
     "serializer": None,
     "track_started": None,
-    "unique": None,
-    "unique_ttl": None,
 }
 
 #: options ``apply_async`` accepts
 CALL_OPTIONS = frozenset(
     {
-        "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "link",
-        "link_error", "headers", "retry", "retry_policy", "using", "owner", "ignore_result",
-        "serializer", "unique_key", "time_limit", "soft_time_limit", "retries", "parent_id",
-        "root_id", "group_id",
+        "countdown", "eta", "expires", "queue", "priority", "task_id", "headers", "using",
+        "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
     }
 )  # fmt: skip
 
@@ -103,7 +93,6 @@ class Task(Generic[P, R]):
     bind: bool = False
     queue: str | None = None
     priority: int | None = None
-    routing_key: str | None = None
     max_retries: int | None = None
     default_retry_delay: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
@@ -113,18 +102,11 @@ class Task(Generic[P, R]):
     retry_backoff_max: float = 600
     retry_jitter: bool = True
     acks_late: bool | None = None
-    reject_on_worker_lost: bool | None = None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    rate_limit: str | None = None
-    rate_limit_scope: str = "global"
     expires: float | dt.datetime | None = None
     ignore_result: bool = False
     store_errors_even_if_ignored: bool = False
     serializer: str | None = None
     track_started: bool | None = None
-    unique: tuple[str, ...] | None = None
-    unique_ttl: float | None = None
 
     def __init__(self, func: Callable[..., R], *, name: str | None = None, **options: Any) -> None:
         unknown = set(options) - set(TASK_OPTIONS) - {"bind"}
@@ -224,8 +206,6 @@ class Task(Generic[P, R]):
             parent_id=options.get("parent_id") or (parent.id if parent else None),
             group_id=options.get("group_id"),
             ignore_result=bool(options.get("ignore_result", self.ignore_result)),
-            time_limit=options.get("time_limit", self.time_limit),
-            soft_time_limit=options.get("soft_time_limit", self.soft_time_limit),
             headers=dict(options.get("headers") or {}),
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
         )

@@ -36,7 +36,8 @@ class CapturedQueue(Sink):
     def __init__(self) -> None:
         self._published: list[TaskMessage] = []
         self._pending: list[PendingPublish] = []
-        self.outcomes: dict[str, Outcome] = {}
+        self.outcomes: dict[str, Outcome] = {}  #: the latest outcome of each task id
+        self._ran: set[tuple[str, int]] = set()  #: (id, retries) of every attempt run
 
     def add(self, message: TaskMessage) -> None:
         self._published.append(message)
@@ -101,13 +102,19 @@ class CapturedQueue(Sink):
 
     def run_all(self, *, limit: int = 1000) -> dict[str, Outcome]:
         """Run every captured message, and those they enqueue, through the worker's path."""
-        done: set[str] = set(self.outcomes)
+        install_sink(self)  # what the tasks enqueue (retries, children) is captured too
+        try:
+            return self._run_all(limit)
+        finally:
+            remove_sink(self)
+
+    def _run_all(self, limit: int) -> dict[str, Outcome]:
         for _ in range(limit):
-            todo = [m for m in self.messages if f"{m.id}:{m.retries}" not in done]
+            todo = [m for m in self.messages if (m.id, m.retries) not in self._ran]
             if not todo:
                 return self.outcomes
             message = todo[0]
-            done.add(f"{message.id}:{message.retries}")
+            self._ran.add((message.id, message.retries))
             wire = wire_format.encode(message)
             decoded = wire_format.decode(
                 wire.headers,
@@ -126,6 +133,7 @@ class CapturedQueue(Sink):
         self._published.clear()
         self._pending.clear()
         self.outcomes.clear()
+        self._ran.clear()
 
 
 @contextmanager

@@ -94,3 +94,27 @@ def early_ack(self: Any) -> int:
 @task(bind=True)
 def delivery_count(self: Any) -> int:
     return self.request.delivery_count
+
+
+@task(bind=True, max_retries=2, default_retry_delay=0)
+def always_retries(self: Any) -> None:
+    Execution.objects.create(
+        task_id=self.request.id, label=f"attempt-{self.request.retries}", pid=os.getpid()
+    )
+    raise self.retry(exc=ConnectionError("flaky"))
+
+
+@task(
+    bind=True,
+    autoretry_for=(ConnectionError,),
+    max_retries=3,
+    retry_backoff=True,
+    retry_jitter=False,
+)
+def flaky_until_third(self: Any) -> int:
+    Execution.objects.create(
+        task_id=self.request.id, label=f"try-{self.request.retries}", pid=os.getpid()
+    )
+    if self.request.retries < 2:
+        raise ConnectionError("not yet")
+    return self.request.retries
