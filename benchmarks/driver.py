@@ -1,0 +1,126 @@
+"""The client side of one benchmarked system, run as its own process by the orchestrator.
+
+``python -m benchmarks.driver SYSTEM ACTION [options]`` prints one JSON object on stdout:
+
+* ``setup`` — create the system's tables (Django ``migrate`` / Procrastinate's schema);
+* ``enqueue --n N`` — publish one warm-up task, then N no-op tasks from this one process, timed;
+* ``latency --n 300 --interval 0.01`` — publish N tasks paced ``interval`` apart, each carrying
+  its ``time.time()`` at publish so the task body can record the enqueue→start latency.
+
+SYSTEM is ``tq``, ``celery`` or ``procrastinate``. A process per system keeps Django, Celery and
+Procrastinate state from leaking into each other's measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def tq_client() -> Iterator[Callable[[str, float], Any]]:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+    import django
+
+    django.setup()
+    from benchmarks.tq_tasks import noop
+
+    yield noop.delay
+
+
+@contextlib.contextmanager
+def celery_client() -> Iterator[Callable[[str, float], Any]]:
+    from benchmarks.celery_app import noop
+
+    yield noop.delay
+
+
+@contextlib.contextmanager
+def procrastinate_client() -> Iterator[Callable[[str, float], Any]]:
+    from benchmarks.procrastinate_app import app, noop
+
+    with app.open():
+        yield lambda phase, sent: noop.defer(phase=phase, sent=sent)
+
+
+CLIENTS = {"tq": tq_client, "celery": celery_client, "procrastinate": procrastinate_client}
+
+
+def setup(system: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    if system in ("tq", "celery"):
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0, interactive=False)
+    elif system == "procrastinate":
+        from benchmarks.procrastinate_app import app
+
+        with app.open():
+            app.schema_manager.apply_schema()
+    return {"seconds": time.perf_counter() - started}
+
+
+def enqueue(system: str, n: int) -> dict[str, Any]:
+    with CLIENTS[system]() as send:
+        send("w", 0.0)  # opens connections, declares queues: not part of the timing
+        started = time.perf_counter()
+        for i in range(n):
+            send("d", float(i))  # the index: the orchestrator detects losses and duplicates
+        seconds = time.perf_counter() - started
+    return {"n": n, "seconds": seconds, "rate": n / seconds if seconds else None}
+
+
+def latency(system: str, n: int, interval: float) -> dict[str, Any]:
+    with CLIENTS[system]() as send:
+        send("w", 0.0)
+        time.sleep(0.2)
+        started = time.perf_counter()
+        late = 0
+        for i in range(n):
+            delay = started + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                late += 1
+            send("l", time.time())
+    return {"n": n, "interval": interval, "late_sends": late}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.driver")
+    parser.add_argument("system", choices=sorted(CLIENTS))
+    parser.add_argument("action", choices=["setup", "enqueue", "latency"])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--interval", type=float, default=0.01)
+    parser.add_argument("--profile", help="write a cProfile of the action to this file")
+    args = parser.parse_args(argv)
+    if args.action == "setup":
+        action: Callable[[], dict[str, Any]] = lambda: setup(args.system)  # noqa: E731
+    elif args.action == "enqueue":
+        action = lambda: enqueue(args.system, args.n)  # noqa: E731
+    else:
+        action = lambda: latency(args.system, args.n, args.interval)  # noqa: E731
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(action)
+        profiler.dump_stats(args.profile)
+    else:
+        result = action()
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

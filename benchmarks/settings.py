@@ -1,0 +1,76 @@
+"""Django settings for the benchmark's django_tq processes (and Celery's django-db results).
+
+Environment:
+
+* ``BENCH_DB`` — ``postgres`` (default; database ``$BENCH_PG_NAME``, default ``tq_bench``) or
+  ``sqlite`` (file ``$BENCH_SQLITE_PATH``, WAL, ``IMMEDIATE`` transactions — the recommended setup);
+* ``BENCH_TQ_BROKER`` — ``TQ["BROKER_URL"]`` (default ``django://``);
+* ``BENCH_TQ_TRANSPORT_OPTIONS`` — JSON for ``TQ["BROKER_TRANSPORT_OPTIONS"]`` (what-if runs);
+* ``BENCH_RESULTS`` — ``1`` keeps django_tq's defaults (results in the database, ``TRACK_ENQUEUED``);
+  otherwise ``RESULT_BACKEND=None, TRACK_ENQUEUED=False`` as for the peers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+SECRET_KEY = "django_tq-benchmark-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS: list[str] = []
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "rest_framework",
+    "django_tq",
+]
+if importlib.util.find_spec("django_celery_results") is not None:
+    INSTALLED_APPS.append("django_celery_results")
+
+if os.environ.get("BENCH_DB", "postgres") == "sqlite":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("BENCH_SQLITE_PATH", "/tmp/tq_bench.sqlite3"),
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("BENCH_PG_NAME", "tq_bench"),
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": 5432,
+        }
+    }
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+TQ: dict[str, object] = {
+    "BROKER_URL": os.environ.get("BENCH_TQ_BROKER", "django://"),
+    "DEFAULT_QUEUE": "tq_bench",
+    "IMPORTS": ["benchmarks.tq_tasks"],
+}
+# what-if experiments, e.g. BENCH_TQ_TRANSPORT_OPTIONS='{"confirm_publish": false}'
+if os.environ.get("BENCH_TQ_TRANSPORT_OPTIONS"):
+    TQ["BROKER_TRANSPORT_OPTIONS"] = json.loads(os.environ["BENCH_TQ_TRANSPORT_OPTIONS"])
+if os.environ.get("BENCH_RESULTS") != "1":
+    TQ.update(RESULT_BACKEND=None, TRACK_ENQUEUED=False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_tq": {"handlers": ["stderr"], "level": "WARNING"}},
+}
