@@ -59,6 +59,11 @@ class PendingPublish:
     wire: WireMessage
     broker: Broker
 
+    @property
+    def task_id(self) -> str:
+        """Return the id of the task waiting for the commit."""
+        return self.message.id
+
     def __call__(self) -> None:
         try:
             publish_now(self.message, self.wire, self.broker)
@@ -75,6 +80,16 @@ class PendingPublish:
                 result=serialization.exception_to_data(exc),
                 traceback=tb.format_exc(),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitMarker:
+    """Marks a ``django://`` message written inside an open transaction (invisible until commit)."""
+
+    task_id: str
+
+    def __call__(self) -> None:
+        """Nothing to do at commit: the row becomes visible by itself."""
 
 
 def default_alias(broker: Broker | None = None) -> str:
@@ -95,18 +110,30 @@ def encode(message: TaskMessage) -> WireMessage:
     return wire
 
 
-def enqueue(message: TaskMessage, *, using: str | None = None, owner_id: Any = None) -> None:
-    """Record and publish ``message`` (see the module docstring for when it is published)."""
+def enqueue(
+    message: TaskMessage,
+    *,
+    using: str | None = None,
+    owner_id: Any = None,
+    on_commit: bool | None = None,
+) -> None:
+    """Record and publish ``message`` (see the module docstring for when it is published).
+
+    ``on_commit`` overrides ``PUBLISH_ON_COMMIT`` for this call (``delay_on_commit`` passes True).
+    """
     broker = get_broker()
     alias = using or default_alias(broker)
     wire = encode(message)
     if tq_settings.TRACK_ENQUEUED and not message.ignore_result:
         get_backend().mark_queued(message, owner_id=owner_id, using=alias)
     in_transaction = connections[alias].in_atomic_block
+    wait_for_commit = tq_settings.PUBLISH_ON_COMMIT if on_commit is None else on_commit
     if broker.database_alias == alias and not _sinks:
         # The message row is written by the caller's connection: it commits with the caller.
         publish_now(message, wire, broker)
-    elif in_transaction and tq_settings.PUBLISH_ON_COMMIT:
+        if in_transaction:
+            transaction.on_commit(CommitMarker(message.id), using=alias)
+    elif in_transaction and wait_for_commit:
         pending = PendingPublish(message, wire, broker)
         for sink in _sinks:
             sink.pending(pending)
@@ -144,6 +171,6 @@ def is_waiting_for_commit(task_id: str, using: str | None = None) -> bool:
     if not connection.in_atomic_block:
         return False
     return any(
-        isinstance(func, PendingPublish) and func.message.id == task_id
+        isinstance(func, PendingPublish | CommitMarker) and func.task_id == task_id
         for _sids, func, *_ in connection.run_on_commit
     )

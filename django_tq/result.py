@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from django_tq import serialization, states
 from django_tq.context import current_request
 from django_tq.enqueue import is_waiting_for_commit
-from django_tq.exceptions import TaskRevokedError, TimeoutError
+from django_tq.exceptions import TaskError, TaskRevokedError, TimeoutError
 from django_tq.result_backends import NullBackend, ResultBackend, ResultData, get_backend
 
 if TYPE_CHECKING:
@@ -178,6 +178,9 @@ class AsyncResult(Generic[R]):
             error = serialization.exception_from_data(value)
         elif data.state == states.REVOKED:
             error = TaskRevokedError(f"Task {self.id} was revoked.")
+        elif data.state == states.DEAD:
+            reason = value.get("reason") if isinstance(value, dict) else value
+            error = TaskError(states.DEAD, f"Task {self.id} was dead-lettered: {reason}")
         else:
             error = RuntimeError(f"Task {self.id} ended in state {data.state}: {value!r}")
         if propagate:

@@ -165,7 +165,9 @@ class Task(Generic[P, R]):
             return self._apply_message(message)
         owner = options.get("owner")
         owner_id = getattr(owner, "pk", owner)
-        enqueue_module.enqueue(message, using=options.get("using"), owner_id=owner_id)
+        enqueue_module.enqueue(
+            message, using=options.get("using"), owner_id=owner_id, on_commit=publish_on_commit
+        )
         return AsyncResult(message.id, task_name=self.name)
 
     def build_message(
@@ -182,7 +184,10 @@ class Task(Generic[P, R]):
         if options.get("countdown") is not None:
             eta = now + dt.timedelta(seconds=float(options["countdown"]))
         expires = options.get("expires", self.expires)
-        priority = options.get("priority", route.get("priority", self.priority))
+        # Precedence as in Celery: call options, then the task's own options, then TASK_ROUTES.
+        priority = options.get("priority", self.priority)
+        if priority is None:
+            priority = route.get("priority")
         if priority is not None and not 0 <= int(priority) <= 9:
             raise ValueError(f"priority must be 0-9 (9 highest), got {priority!r}")
         task_id = str(options.get("task_id") or uuid.uuid4())
@@ -195,8 +200,8 @@ class Task(Generic[P, R]):
             args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
             queue=options.get("queue")
-            or route.get("queue")
             or self.queue
+            or route.get("queue")
             or tq_settings.DEFAULT_QUEUE,
             priority=priority,
             eta=eta,

@@ -30,12 +30,16 @@ class ChildExit:
     """A child (process or thread) that ended."""
 
     index: int
-    pid: int
+    pid: int | None  #: the child process, or None for a thread (it released its own leases)
     exitcode: int | None
 
 
 class Pool:
-    """The pool contract."""
+    """The pool contract: run ``concurrency`` consumers and keep them running until stopped.
+
+    ``tick()`` reaps consumers that ended (crashed, recycled by ``--max-tasks-per-child``, or
+    asked to by ``restart()``) and starts new ones, unless the pool is stopping.
+    """
 
     name = "base"
     #: the consumer runs in the worker's main thread (``run_in_main_thread`` blocks)
@@ -46,6 +50,7 @@ class Pool:
     def __init__(self, target: Target, concurrency: int) -> None:
         self.target = target
         self.concurrency = concurrency
+        self.stopping = False
 
     def start(self) -> None:
         """Start the consumers."""
@@ -55,13 +60,18 @@ class Pool:
         """Run the consumer here (solo only)."""
         raise NotImplementedError
 
-    def tick(self, *, respawn: bool = True) -> list[ChildExit]:
-        """Reap ended children (respawning them unless stopping); return them."""
+    def tick(self) -> list[ChildExit]:
+        """Reap ended consumers, start new ones unless stopping; return the ended ones."""
         return []
 
-    def stop(self) -> None:
-        """Ask every consumer to finish its running task and stop (warm)."""
+    def restart(self) -> None:
+        """Ask every consumer to finish its running task; ``tick()`` starts fresh ones."""
         raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask every consumer to finish its running task and stop for good (warm)."""
+        self.stopping = True
+        self.restart()
 
     def kill(self) -> list[ChildExit]:
         """Stop every consumer now, abandoning running tasks (cold)."""
@@ -75,14 +85,10 @@ class Pool:
         """Return how many tasks the consumers finished."""
         raise NotImplementedError
 
-    def pids(self) -> list[int]:
-        """Return the process ids running consumers."""
-        return [os.getpid()]
-
 
 def _child_main(target: Target, index: int, stop_event: Any, counter: Any) -> None:
     """Entry point of a prefork child: own signals, own DB connections, one consumer."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C
 
     def warm(signum: int, frame: Any) -> None:
         stop_event.set()  # finish the running task, then stop (the parent sends SIGQUIT for cold)
@@ -97,8 +103,14 @@ def _child_main(target: Target, index: int, stop_event: Any, counter: Any) -> No
     target(index, stop_event, counter)
 
 
+def _deadline(timeout: float | None) -> Callable[[], float | None]:
+    """Return a function giving the time left until ``timeout`` from now (None: no limit)."""
+    end = None if timeout is None else time.monotonic() + timeout
+    return lambda: None if end is None else max(0.0, end - time.monotonic())
+
+
 class PreforkPool(Pool):
-    """Each child process runs a full consumer; the parent restarts children that die."""
+    """Each child process runs a full consumer; the parent restarts children that end."""
 
     name = "prefork"
     supports_terminate = True
@@ -108,7 +120,6 @@ class PreforkPool(Pool):
         self.children: list[Any] = [None] * concurrency
         self.events: list[Any] = [None] * concurrency
         self.counters = [billiard.Value("L", 0, lock=False) for _ in range(concurrency)]
-        self.finished = 0
 
     def _spawn(self, index: int) -> None:
         connections.close_all()  # never fork with an open connection
@@ -118,7 +129,6 @@ class PreforkPool(Pool):
             args=(self.target, index, event, self.counters[index]),
             name=f"django_tq-child-{index}",
         )
-        child.daemon = False
         child.start()
         self.children[index], self.events[index] = child, event
 
@@ -126,7 +136,7 @@ class PreforkPool(Pool):
         for index in range(self.concurrency):
             self._spawn(index)
 
-    def tick(self, *, respawn: bool = True) -> list[ChildExit]:
+    def tick(self) -> list[ChildExit]:
         exits = []
         for index, child in enumerate(self.children):
             if child is None or child.is_alive():
@@ -134,7 +144,7 @@ class PreforkPool(Pool):
             child.join(0)
             exits.append(ChildExit(index=index, pid=child.pid, exitcode=child.exitcode))
             self.children[index] = None
-            if respawn:
+            if not self.stopping:
                 if child.exitcode not in (0, None):
                     logger.error(
                         "Child %d (pid %d) died with exit code %s; starting a new one",
@@ -145,39 +155,36 @@ class PreforkPool(Pool):
                 self._spawn(index)
         return exits
 
-    def stop(self) -> None:
+    def restart(self) -> None:
         for event in self.events:
             if event is not None:
                 event.set()
 
     def kill(self) -> list[ChildExit]:
+        self.stopping = True
+        self._signal(signal.SIGQUIT)
+        if not self.join(3.0):
+            self._signal(signal.SIGKILL)
+            self.join(3.0)
+        return self.tick()
+
+    def _signal(self, signum: int) -> None:
         for child in self.children:
             if child is not None and child.is_alive():
                 try:
-                    os.kill(child.pid, signal.SIGQUIT)
+                    os.kill(child.pid, signum)
                 except ProcessLookupError:
                     pass
-        if not self.join(3.0):
-            for child in self.children:
-                if child is not None and child.is_alive():
-                    os.kill(child.pid, signal.SIGKILL)
-            self.join(3.0)
-        return self.tick(respawn=False)
 
     def join(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = _deadline(timeout)
         for child in self.children:
-            if child is None:
-                continue
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            child.join(remaining)
+            if child is not None:
+                child.join(remaining())
         return all(child is None or not child.is_alive() for child in self.children)
 
     def processed(self) -> int:
         return sum(int(counter.value) for counter in self.counters)
-
-    def pids(self) -> list[int]:
-        return [child.pid for child in self.children if child is not None and child.is_alive()]
 
 
 class ThreadPool(Pool):
@@ -189,15 +196,15 @@ class ThreadPool(Pool):
         super().__init__(target, concurrency)
         self.events = [threading.Event() for _ in range(concurrency)]
         self.counters = [_Counter() for _ in range(concurrency)]
-        self.threads: list[threading.Thread] = []
+        self.threads: list[threading.Thread | None] = [None] * concurrency
 
-    def start(self) -> None:
-        for index in range(self.concurrency):
-            thread = threading.Thread(
-                target=self._run, args=(index,), name=f"django_tq-consumer-{index}", daemon=True
-            )
-            thread.start()
-            self.threads.append(thread)
+    def _spawn(self, index: int) -> None:
+        self.events[index] = threading.Event()
+        thread = threading.Thread(
+            target=self._run, args=(index,), name=f"django_tq-consumer-{index}", daemon=True
+        )
+        thread.start()
+        self.threads[index] = thread
 
     def _run(self, index: int) -> None:
         try:
@@ -205,7 +212,22 @@ class ThreadPool(Pool):
         finally:
             connections.close_all()
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        for index in range(self.concurrency):
+            self._spawn(index)
+
+    def tick(self) -> list[ChildExit]:
+        exits = []
+        for index, thread in enumerate(self.threads):
+            if thread is None or thread.is_alive():
+                continue
+            exits.append(ChildExit(index=index, pid=None, exitcode=None))
+            self.threads[index] = None
+            if not self.stopping:
+                self._spawn(index)
+        return exits
+
+    def restart(self) -> None:
         for event in self.events:
             event.set()
 
@@ -214,18 +236,18 @@ class ThreadPool(Pool):
         return []
 
     def join(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = _deadline(timeout)
         for thread in self.threads:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
-        return not any(thread.is_alive() for thread in self.threads)
+            if thread is not None:
+                thread.join(remaining())
+        return not any(thread is not None and thread.is_alive() for thread in self.threads)
 
     def processed(self) -> int:
         return sum(counter.value for counter in self.counters)
 
 
 class SoloPool(ThreadPool):
-    """One consumer in the worker's main thread."""
+    """One consumer in the worker's main thread, started again when it ends until stopped."""
 
     name = "solo"
     runs_in_main_thread = True
@@ -239,9 +261,14 @@ class SoloPool(ThreadPool):
 
     def run_in_main_thread(self) -> None:
         try:
-            self.target(0, self.events[0], self.counters[0])
+            while not self.stopping:
+                self.events[0] = threading.Event()
+                self.target(0, self.events[0], self.counters[0])
         finally:
             self.done.set()
+
+    def tick(self) -> list[ChildExit]:
+        return []
 
     def join(self, timeout: float | None) -> bool:
         return self.done.wait(timeout)

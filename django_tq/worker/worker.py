@@ -30,7 +30,7 @@ from django_tq.conf import tq_settings
 from django_tq.models import WorkerState
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
-from django_tq.worker.pool import Pool, make_pool
+from django_tq.worker.pool import ChildExit, Pool, make_pool
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -52,8 +52,8 @@ class WorkerConfig:
 
 
 def default_hostname() -> str:
-    """Return ``tq@<host>``, the default worker name."""
-    return f"tq@{socket.gethostname()}"
+    """Return ``tq-<pid>@<host>``, the default worker name (unique per process on a host)."""
+    return f"tq-{os.getpid()}@{socket.gethostname()}"
 
 
 def run_consumer(
@@ -136,9 +136,8 @@ class Worker:
         """Reap dead children, write the heartbeat, delete expired results (when due)."""
         if self._restart_children:
             self._restart_children = False
-            self.pool.stop()
-        for exit in self.pool.tick(respawn=not self.stop_requested.is_set()):
-            self._release(exit.pid)
+            self.pool.restart()
+        self._release_ended(self.pool.tick())
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard(self.heartbeat)
@@ -233,23 +232,21 @@ class Worker:
     def _shutdown(self) -> None:
         self.stop_requested.set()
         self.pool.stop()
+        while not self.cold and not self.pool.join(0.5):
+            pass  # warm: running tasks finish; a second signal sets self.cold
         if self.cold:
-            for exit in self.pool.kill():
-                self._release(exit.pid)
-        else:
-            while not self.pool.join(0.5):
-                if self.cold:
-                    for exit in self.pool.kill():
-                        self._release(exit.pid)
-                    break
-        for exit in self.pool.tick(respawn=False):
-            self._release(exit.pid)
-        if self.cold:
-            self._release(os.getpid())
+            self._release_ended(self.pool.kill())
+            self._release(os.getpid())  # threads and solo consumers of this very process
+        self._release_ended(self.pool.tick())
         self._guard(lambda: self.heartbeat(stopped=True))
         signals.send(signals.worker_shutdown, sender=self)
         connections.close_all()
         logger.info("Worker %s stopped", self.hostname)
+
+    def _release_ended(self, exits: list[ChildExit]) -> None:
+        for exit in exits:
+            if exit.pid is not None:
+                self._release(exit.pid)
 
 
 def configure_connections() -> None:

@@ -88,12 +88,28 @@ def test_django_transport_writes_the_message_inside_the_callers_transaction():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_get_inside_the_publishing_transaction_raises_instead_of_hanging(settings):
-    settings.TQ = {**settings.TQ, "BROKER_URL": "memory://"}
+@pytest.mark.parametrize("url", ["memory://", "django://"])
+def test_get_inside_the_publishing_transaction_raises_instead_of_hanging(settings, url):
+    settings.TQ = {**settings.TQ, "BROKER_URL": url}
     with transaction.atomic():
         result = add.delay(1, 2)
         with pytest.raises(RuntimeError, match="commits"):
-            result.get(timeout=1)
+            result.get()  # no timeout: without the guard this would wait forever
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delay_on_commit_waits_for_the_commit_even_when_the_setting_is_off(settings):
+    settings.TQ = {**settings.TQ, "BROKER_URL": "memory://", "PUBLISH_ON_COMMIT": False}
+    with capture() as queue:
+        with transaction.atomic():
+            add.delay(1, 1)
+            add.delay_on_commit(2, 2)
+            assert [m.args for m in queue.messages] == [
+                (1, 1),
+                (2, 2),
+            ]  # (2, 2) waits for the commit
+            assert len(queue._published) == 1
+        assert len(queue._published) == 2
 
 
 @pytest.mark.django_db(transaction=True)
@@ -232,3 +248,22 @@ def test_delay_on_commit_and_on_commit_lambda(django_capture_on_commit_callbacks
         order_exists.delay_on_commit("n1")
         transaction.on_commit(lambda: order_exists.delay("n2"))
     assert [m.args for m in queue.filter(order_exists)] == [("n1",), ("n2",)]
+
+
+@pytest.mark.django_db
+def test_routing_precedence_is_call_then_task_then_routes(settings):
+    from tests.testapp.tasks import on_other_queue
+
+    settings.TQ = {
+        **settings.TQ,
+        "TASK_ROUTES": {"tests.testapp.tasks.*": {"queue": "routed", "priority": 4}},
+    }
+    with capture() as queue:
+        add.delay(1, 1)  # no queue of its own: the route applies
+        on_other_queue.delay()  # @task(queue="other") wins over the route
+        add.apply_async((1, 1), queue="explicit", priority=8)  # call options win over everything
+    assert [(m.queue, m.priority) for m in queue.messages] == [
+        ("routed", 4),
+        ("other", 4),
+        ("explicit", 8),
+    ]

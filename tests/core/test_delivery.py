@@ -10,6 +10,7 @@ from django.db import transaction
 
 from django_tq import AsyncResult, states
 from django_tq.broker import get_broker
+from django_tq.exceptions import TaskError
 from django_tq.message import TaskMessage, WireMessage, encode
 from django_tq.models import DeadLetter, TaskResult
 from tests.conftest import wait_for
@@ -25,7 +26,7 @@ def test_task_runs_and_its_result_is_stored(broker_url, start_worker):
     assert result.get(timeout=20) == 42
     row = TaskResult.objects.get(task_id=result.id)
     assert row.state == states.SUCCESS
-    assert row.worker.startswith("tq@")
+    assert row.worker.startswith("tq-")
     assert row.date_started is not None and row.date_done is not None
 
 
@@ -138,6 +139,8 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(broker_url, sett
     assert "not a django_tq message" in reasons[None]
     for task_id in ("malformed-1", "unknown-1", "pickle-1"):
         assert AsyncResult(task_id).state == states.DEAD
+    with pytest.raises(TaskError, match="dead-lettered: unknown task"):
+        AsyncResult("unknown-1").get(timeout=1)
     assert worker.process.poll() is None
 
 

@@ -29,7 +29,7 @@ def test_cache_backend_with_a_real_worker(cache_results, start_worker):
     assert AsyncResult(result.id).state == states.QUEUED
     start_worker("-P", "solo")
     assert result.get(timeout=20) == 7
-    assert AsyncResult(result.id).worker.startswith("tq@")
+    assert AsyncResult(result.id).worker.startswith("tq-")
     failed = fail.delay("cached")
     with pytest.raises(ValueError, match="cached"):
         failed.get(timeout=20)

@@ -47,8 +47,12 @@ def test_a_task_closing_its_own_connection_does_not_break_consumption(start_work
 def test_heartbeat_row_tracks_the_worker(start_worker):
     worker = start_worker("-P", "threads", "-c", "2", "-n", "hb@test", "-Q", "default,other")
     add.delay(1, 2).get(timeout=20)
-    state = wait_for(lambda: WorkerState.objects.filter(hostname="hb@test").first(), what="heartbeat row")
-    assert state.pool == "threads" and state.concurrency == 2 and state.queues == ["default", "other"]
+    state = wait_for(
+        lambda: WorkerState.objects.filter(hostname="hb@test").first(), what="heartbeat row"
+    )
+    assert (
+        state.pool == "threads" and state.concurrency == 2 and state.queues == ["default", "other"]
+    )
     assert state.is_alive()
     worker.stop()
     state.refresh_from_db()
@@ -60,7 +64,9 @@ def test_worker_deletes_expired_results_without_beat(settings, start_worker):
     settings.TQ = {**settings.TQ, "RESULT_EXPIRES": 3600}
     old = TaskResult.objects.create(task_id="old", task_name="x", state=states.SUCCESS)
     TaskResult.objects.filter(pk=old.pk).update(date_done=timezone.now() - dt.timedelta(hours=2))
-    TaskResult.objects.create(task_id="fresh", task_name="x", state=states.SUCCESS, date_done=timezone.now())
+    TaskResult.objects.create(
+        task_id="fresh", task_name="x", state=states.SUCCESS, date_done=timezone.now()
+    )
     TaskResult.objects.create(task_id="unfinished", task_name="x", state=states.QUEUED)
     start_worker("-P", "solo")
     wait_for(lambda: not TaskResult.objects.filter(task_id="old").exists(), what="cleanup")
@@ -108,3 +114,13 @@ def test_second_signal_is_a_cold_shutdown_that_requeues(start_worker):
     message = QueueMessage.objects.get()
     assert message.lease_owner is None  # back on the queue at once, not after the lease
     assert TaskResult.objects.get(task_id=result.id).state == states.STARTED
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_threads_and_solo_replace_recycled_consumers(start_worker, pool):
+    worker = start_worker("-P", pool, "-c", "1", "--max-tasks-per-child", "1")
+    for i in range(3):
+        assert record.delay(f"t{i}").get(timeout=20) == f"t{i}"
+    worker.signal(signal.SIGHUP)
+    assert add.delay(1, 2).get(timeout=20) == 3
+    assert worker.stop() == 0

@@ -37,7 +37,7 @@ class Command(BaseCommand):
             "-c", "--concurrency", type=int, help="consumers (default: TQ['WORKER_CONCURRENCY'])"
         )
         parser.add_argument("-P", "--pool", choices=POOLS, help="pool (default: TQ['WORKER_POOL'])")
-        parser.add_argument("-n", "--hostname", help="worker name (default: tq@<host>)")
+        parser.add_argument("-n", "--hostname", help="worker name (default: tq-<pid>@<host>)")
         parser.add_argument("-l", "--loglevel", default="info", help="log level (default: info)")
         parser.add_argument(
             "--prefetch-multiplier", type=int, help="messages each consumer holds at once"
