@@ -12,6 +12,7 @@ import datetime as dt
 import inspect
 import uuid
 from collections.abc import Callable
+from functools import cached_property
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -130,6 +131,19 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+    @cached_property
+    def signature(self) -> inspect.Signature:
+        """Return the call signature of the task (without ``self`` for a bound task)."""
+        signature = inspect.signature(self.run)
+        if self.bind:
+            parameters = list(signature.parameters.values())[1:]
+            signature = signature.replace(parameters=parameters)
+        return signature
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` if the task cannot be called with these arguments."""
+        self.signature.bind(*args, **kwargs)
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

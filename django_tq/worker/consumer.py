@@ -190,12 +190,15 @@ class Consumer:
                 queue=delivery.queue,
                 accept=self.accept,
             )
-            registry.get(message.task)
+            registry.get(message.task).check_arguments(message.args, message.kwargs)
         except DecodeError as exc:
             self._dead(delivery, f"undecodable message: {exc}")
             return None
         except NotRegistered as exc:
             self._dead(delivery, f"unknown task: {exc}")
+            return None
+        except TypeError as exc:
+            self._dead(delivery, f"arguments do not match the task's signature: {exc}")
             return None
         return message
 

@@ -129,15 +129,20 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(broker_url, sett
     _publish_raw(
         WireMessage(headers={"not": "ours"}, body="hello", content_type="text/plain"), queue
     )
+    arity = encode(
+        TaskMessage(id="arity-1", task="tests.testapp.tasks.add", args=(1, 2, 3), queue=queue)
+    )
+    _publish_raw(arity, queue)
     after = add.delay(2, 2)
     assert after.get(timeout=20) == 4  # the worker is still consuming
-    wait_for(lambda: DeadLetter.objects.count() == 4, what="4 dead letters")
+    wait_for(lambda: DeadLetter.objects.count() == 5, what="5 dead letters")
     reasons = {letter.task_id: letter.reason for letter in DeadLetter.objects.all()}
     assert "malformed JSON" in reasons["malformed-1"]
     assert "unknown task" in reasons["unknown-1"]
     assert "not accepted" in reasons["pickle-1"]
+    assert "signature: too many positional arguments" in reasons["arity-1"]
     assert "not a django_tq message" in reasons[None]
-    for task_id in ("malformed-1", "unknown-1", "pickle-1"):
+    for task_id in ("malformed-1", "unknown-1", "pickle-1", "arity-1"):
         assert AsyncResult(task_id).state == states.DEAD
     with pytest.raises(TaskError, match="dead-lettered: unknown task"):
         AsyncResult("unknown-1").get(timeout=1)
