@@ -285,15 +285,7 @@ def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
     from django_tq.result import EagerResult
 
     while True:
-        wire = wire_format.encode(message)
-        decoded = wire_format.decode(
-            wire.headers,
-            wire.body,
-            wire.content_type,
-            queue=message.queue,
-            accept=[message.serializer, *tq_settings.ACCEPT_CONTENT],
-        )
-        outcome = execute(decoded, is_eager=True)
+        outcome = execute(wire_format.round_trip(message), is_eager=True)
         if outcome.retry is None:
             break
         message = outcome.retry.with_changes(eta=None)

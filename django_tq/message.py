@@ -94,6 +94,14 @@ def encode(message: TaskMessage) -> WireMessage:
     return WireMessage(headers=headers, body=body, content_type=content_type)
 
 
+def round_trip(message: TaskMessage) -> TaskMessage:
+    """Return ``message`` as a worker would decode it (in-process runs go through the wire too)."""
+    wire = encode(message)
+    return decode(
+        wire.headers, wire.body, wire.content_type, queue=message.queue, accept=[message.serializer]
+    )
+
+
 def read_id(headers: Any) -> str | None:
     """Return the task id from raw headers if one can be read, else ``None``."""
     if isinstance(headers, dict) and isinstance(headers.get("id"), str):

@@ -20,7 +20,6 @@ from typing import Any
 from django.db import connections
 
 from django_tq import message as wire_format
-from django_tq.conf import tq_settings
 from django_tq.enqueue import PendingPublish, Sink, install_sink, remove_sink
 from django_tq.execution import Outcome, execute, record
 from django_tq.message import TaskMessage
@@ -115,14 +114,7 @@ class CapturedQueue(Sink):
                 return self.outcomes
             message = todo[0]
             self._ran.add((message.id, message.retries))
-            wire = wire_format.encode(message)
-            decoded = wire_format.decode(
-                wire.headers,
-                wire.body,
-                wire.content_type,
-                queue=message.queue,
-                accept=[*tq_settings.ACCEPT_CONTENT, message.serializer],
-            )
+            decoded = wire_format.round_trip(message)
             outcome = execute(decoded, hostname="capture")
             record(decoded, outcome, worker="capture", delivery_count=1)
             self.outcomes[message.id] = outcome
