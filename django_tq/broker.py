@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -76,11 +76,21 @@ class Delivery:
 
     @property
     def delivery_count(self) -> int:
-        """Return how many times this message was delivered, this time included (best known)."""
+        """Return how many times this message was delivered, this time included.
+
+        Leased transports count in the store (a dead child's prefetched messages are not counted).
+        AMQP classic queues keep no count: 2 means "redelivered at least once".
+        """
         count = self._message.properties.get("delivery_count")
         if count:
             return int(count)
-        return 2 if self._message.delivery_info.get("redelivered") else 1
+        return 2 if self.redelivered else 1
+
+    @property
+    def redelivered(self) -> bool:
+        """Return whether the broker delivered this message before."""
+        return bool(self._message.delivery_info.get("redelivered"))
+
 
     @property
     def tag(self) -> Any:
@@ -361,14 +371,19 @@ class Broker:
         """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``."""
         return Subscription(self, queues, prefetch, on_delivery)
 
-    def release_leases_of(self, pid: int, hostname: str | None = None) -> int:
-        """Make every message leased by process ``pid`` visible again (it died); return how many."""
+    def release_leases_of(
+        self, pid: int, *, running: Collection[Any] = (), hostname: str | None = None
+    ) -> int:
+        """Make every message leased by process ``pid`` visible again (it died); return how many.
+
+        ``running`` are the delivery tags it was executing: only those count as deliveries.
+        """
         with self.connection() as conn:
             channel = conn.default_channel
             release = getattr(channel, "release_owner_prefix", None)
             if release is None:
                 return 0  # AMQP gives a dead consumer's messages back by itself
-            return int(release(owner_prefix(pid, hostname)))
+            return int(release(owner_prefix(pid, hostname), running))
 
     def purge(self, queues: list[str]) -> int:
         """Delete every waiting message in ``queues``; return how many."""

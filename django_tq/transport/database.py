@@ -17,9 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import select
+from collections.abc import Collection
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db.models import F
 from django.utils import timezone
 
 from django_tq.models import QueueMessage
@@ -232,12 +234,12 @@ class Channel(LeasedChannel):
             [self._adapt(self.consumer_db, expires), *tags, self.owner],
         )
 
-    def release_owner_prefix(self, prefix: str) -> int:
-        return (
-            QueueMessage.objects.using(self.alias)
-            .filter(lease_owner__startswith=prefix)
-            .update(lease_owner=None, lease_expires_at=None)
+    def release_owner_prefix(self, prefix: str, running: Collection[Any] = ()) -> int:
+        leased = QueueMessage.objects.using(self.alias).filter(lease_owner__startswith=prefix)
+        prefetched = leased.exclude(id__in=list(running)).update(
+            lease_owner=None, lease_expires_at=None, delivery_count=F("delivery_count") - 1
         )
+        return prefetched + leased.update(lease_owner=None, lease_expires_at=None)
 
     # -- waiting -----------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:

@@ -26,7 +26,7 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -186,8 +186,13 @@ class LeasedChannel(virtual.Channel):
         """Return the tags of every message this channel holds a lease on."""
         return self._buffered_tags() + self.qos.delivered_tags()
 
-    def release_owner_prefix(self, prefix: str) -> int:
-        """Release every lease whose owner id starts with ``prefix`` (a dead process's)."""
+    def release_owner_prefix(self, prefix: str, running: Collection[Any] = ()) -> int:
+        """Release every lease whose owner id starts with ``prefix`` (a dead process's).
+
+        Only the messages in ``running`` were being executed; the others were prefetched, so
+        their delivery is taken back (a poison message must not drag its neighbours towards
+        ``MAX_DELIVERIES``).
+        """
         raise NotImplementedError
 
     def renew_leases(self) -> int:

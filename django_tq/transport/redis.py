@@ -57,7 +57,7 @@ import json
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from time import monotonic
 from typing import Any
 
@@ -206,7 +206,7 @@ for i = #ids, 1, -1 do
   local id = ids[i]
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
-  if undeliver then redis.call('HINCRBY', KEYS[3], id, -1) end
+  if undeliver(id) then redis.call('HINCRBY', KEYS[3], id, -1) end
   redis.call('LPUSH', ready_key(id), id)
   released = released + 1
 end
@@ -221,7 +221,8 @@ return released
 # ARGV: owner, undeliver (0/1), wake cap, ids…  (releases only the ids ``owner`` holds)
 RELEASE_SCRIPT = (
     """
-local undeliver = ARGV[2] == '1'
+local undeliver_all = ARGV[2] == '1'
+local function undeliver(id) return undeliver_all end
 local ids = {}
 for i = 4, #ARGV do
   if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then ids[#ids + 1] = ARGV[i] end
@@ -230,10 +231,13 @@ end
     + _RELEASE_BODY
 )
 
-# KEYS: as RELEASE_SCRIPT   ARGV: owner prefix, (unused), wake cap
+# KEYS: as RELEASE_SCRIPT   ARGV: owner prefix, (unused), wake cap, running ids…
+# Every released message but the running ones was only prefetched: its delivery is taken back.
 RELEASE_PREFIX_SCRIPT = (
     """
-local undeliver = false
+local running = {}
+for i = 4, #ARGV do running[ARGV[i]] = true end
+local function undeliver(id) return not running[id] end
 local ids = {}
 local owners = redis.call('HGETALL', KEYS[2])
 for i = 1, #owners, 2 do
@@ -538,16 +542,18 @@ class Channel(LeasedChannel):
                 args=[self.owner, self._lease_milliseconds, *ids],
             )
 
-    def release_owner_prefix(self, prefix: str) -> int:
+    def release_owner_prefix(self, prefix: str, running: Collection[Any] = ()) -> int:
         client = self.client
+        running_ids = self._by_queue(list(running))
         released = 0
         for queue in sorted(client.smembers(QUEUES_KEY)):
             keys = self.keys_for(queue)
+            name = queue.decode() if isinstance(queue, bytes) else queue
             released += int(
                 self._run(
                     "release_prefix",
                     keys=keys.for_release(),
-                    args=[prefix, "0", self.wake_tokens],
+                    args=[prefix, "0", self.wake_tokens, *running_ids.get(name, [])],
                 )
             )
         return released

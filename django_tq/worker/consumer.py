@@ -28,6 +28,7 @@ from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.dead_letter import dead_letter
+from django_tq.worker.pool import Slot
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -68,20 +69,26 @@ class Consumer:
     """Claim, execute, record, ack — one message at a time, from a bounded prefetch window."""
 
     def __init__(
-        self, broker: Broker, config: ConsumerConfig, *, stopping: Any = None, counter: Any = None
+        self,
+        broker: Broker,
+        config: ConsumerConfig,
+        *,
+        stopping: Any = None,
+        slot: Slot | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
         #: set to stop after the running task (a ``threading.Event`` or billiard's ``Event``)
         self.stopping = stopping if stopping is not None else threading.Event()
-        #: shared with the pool (``.value``), so the parent can report processed counts
-        self.counter = counter
+        #: shared with the pool: what is running now, and how many tasks finished
+        self.slot = slot if slot is not None else Slot(shared=False)
         self.processed = 0
         self.subscription: Subscription | None = None
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []  # ETA heap
         self._sequence = itertools.count()
         self.accept = list(tq_settings.ACCEPT_CONTENT)
         self.track_started = bool(tq_settings.TRACK_STARTED)
+        self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -156,6 +163,13 @@ class Consumer:
         if self.stopping.is_set():
             delivery.requeue()
             return
+        if delivery.delivery_count > self.max_deliveries:
+            self._dead(
+                delivery,
+                f"delivered {delivery.delivery_count} times without finishing "
+                f"(MAX_DELIVERIES is {self.max_deliveries}): it may be killing its worker",
+            )
+            return
         message = self._decode(delivery)
         if message is None:
             return
@@ -225,6 +239,7 @@ class Consumer:
         close_old_connections()
         signals.send(signals.task_received, sender=task, message=message)
         count = delivery.delivery_count
+        self.slot.started(delivery.tag)
         if self.track_started and not message.ignore_result and task.track_started is not False:
             get_backend().mark_started(message, worker=self.config.hostname, delivery_count=count)
         outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
@@ -236,8 +251,7 @@ class Consumer:
             else:
                 delivery.ack()
         self.processed += 1
-        if self.counter is not None:
-            self.counter.value += 1
+        self.slot.finished()
         if outcome.state == states.FAILURE:
             logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
         if self.config.max_tasks and self.processed >= self.config.max_tasks:

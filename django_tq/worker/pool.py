@@ -7,6 +7,7 @@ respawns them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -21,8 +22,8 @@ from django.db import connections
 
 logger = logging.getLogger("django_tq.worker")
 
-#: what a pool runs: ``target(index, stop_event, counter)`` runs one consumer until stopped
-Target = Callable[[int, Any, Any], None]
+#: what a pool runs: ``target(index, stop_event, slot)`` runs one consumer until stopped
+Target = Callable[[int, Any, "Slot"], None]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,6 +33,33 @@ class ChildExit:
     index: int
     pid: int | None  #: the child process, or None for a thread (it released its own leases)
     exitcode: int | None
+    running: Any = None  #: the delivery tag it was executing when it ended, if any
+
+
+class Slot:
+    """What one consumer shares with its pool: tasks finished, and the delivery it is running.
+
+    In a prefork pool the values live in shared memory, so the parent can read what a child
+    was running when it died (that message, and only that one, counts as a delivery).
+    """
+
+    def __init__(self, *, shared: bool) -> None:
+        self.processed: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
+        self._running: Any = billiard.Array("c", 512, lock=False) if shared else _Counter()
+
+    def started(self, tag: Any) -> None:
+        """Note that the consumer is executing the delivery ``tag``."""
+        self._running.value = json.dumps(tag).encode()[:511]
+
+    def finished(self) -> None:
+        """Note that the consumer settled its delivery."""
+        self._running.value = b""
+        self.processed.value += 1
+
+    def running(self) -> Any:
+        """Return the tag being executed, or None."""
+        raw = self._running.value
+        return json.loads(raw) if raw else None
 
 
 class Pool:
@@ -86,7 +114,7 @@ class Pool:
         raise NotImplementedError
 
 
-def _child_main(target: Target, index: int, stop_event: Any, counter: Any) -> None:
+def _child_main(target: Target, index: int, stop_event: Any, slot: Slot) -> None:
     """Entry point of a prefork child: own signals, own DB connections, one consumer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C
 
@@ -100,7 +128,7 @@ def _child_main(target: Target, index: int, stop_event: Any, counter: Any) -> No
     signal.signal(signal.SIGQUIT, cold)
     for connection in connections.all(initialized_only=True):
         connection.connection = None  # inherited sockets belong to the parent: never use them
-    target(index, stop_event, counter)
+    target(index, stop_event, slot)
 
 
 def _deadline(timeout: float | None) -> Callable[[], float | None]:
@@ -119,14 +147,14 @@ class PreforkPool(Pool):
         super().__init__(target, concurrency)
         self.children: list[Any] = [None] * concurrency
         self.events: list[Any] = [None] * concurrency
-        self.counters = [billiard.Value("L", 0, lock=False) for _ in range(concurrency)]
+        self.slots = [Slot(shared=True) for _ in range(concurrency)]
 
     def _spawn(self, index: int) -> None:
         connections.close_all()  # never fork with an open connection
         event = billiard.Event()
         child = billiard.Process(
             target=_child_main,
-            args=(self.target, index, event, self.counters[index]),
+            args=(self.target, index, event, self.slots[index]),
             name=f"django_tq-child-{index}",
         )
         child.start()
@@ -142,7 +170,11 @@ class PreforkPool(Pool):
             if child is None or child.is_alive():
                 continue
             child.join(0)
-            exits.append(ChildExit(index=index, pid=child.pid, exitcode=child.exitcode))
+            running = self.slots[index].running()
+            self.slots[index].started(None)
+            exits.append(
+                ChildExit(index=index, pid=child.pid, exitcode=child.exitcode, running=running)
+            )
             self.children[index] = None
             if not self.stopping:
                 if child.exitcode not in (0, None):
@@ -184,7 +216,7 @@ class PreforkPool(Pool):
         return all(child is None or not child.is_alive() for child in self.children)
 
     def processed(self) -> int:
-        return sum(int(counter.value) for counter in self.counters)
+        return sum(int(slot.processed.value) for slot in self.slots)
 
 
 class ThreadPool(Pool):
@@ -195,7 +227,7 @@ class ThreadPool(Pool):
     def __init__(self, target: Target, concurrency: int) -> None:
         super().__init__(target, concurrency)
         self.events = [threading.Event() for _ in range(concurrency)]
-        self.counters = [_Counter() for _ in range(concurrency)]
+        self.slots = [Slot(shared=False) for _ in range(concurrency)]
         self.threads: list[threading.Thread | None] = [None] * concurrency
 
     def _spawn(self, index: int) -> None:
@@ -208,7 +240,7 @@ class ThreadPool(Pool):
 
     def _run(self, index: int) -> None:
         try:
-            self.target(index, self.events[index], self.counters[index])
+            self.target(index, self.events[index], self.slots[index])
         finally:
             connections.close_all()
 
@@ -243,7 +275,7 @@ class ThreadPool(Pool):
         return not any(thread is not None and thread.is_alive() for thread in self.threads)
 
     def processed(self) -> int:
-        return sum(counter.value for counter in self.counters)
+        return sum(int(slot.processed.value) for slot in self.slots)
 
 
 class SoloPool(ThreadPool):
@@ -263,7 +295,7 @@ class SoloPool(ThreadPool):
         try:
             while not self.stopping:
                 self.events[0] = threading.Event()
-                self.target(0, self.events[0], self.counters[0])
+                self.target(0, self.events[0], self.slots[0])
         finally:
             self.done.set()
 
@@ -275,10 +307,10 @@ class SoloPool(ThreadPool):
 
 
 class _Counter:
-    """A plain counter with the ``.value`` of billiard's shared ``Value``."""
+    """A plain ``.value`` holder, like billiard's shared ``Value``, for in-process consumers."""
 
     def __init__(self) -> None:
-        self.value = 0
+        self.value: Any = 0
 
 
 POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

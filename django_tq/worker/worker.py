@@ -30,7 +30,7 @@ from django_tq.conf import tq_settings
 from django_tq.models import WorkerState
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
-from django_tq.worker.pool import ChildExit, Pool, make_pool
+from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -57,12 +57,12 @@ def default_hostname() -> str:
 
 
 def run_consumer(
-    broker: Broker, config: ConsumerConfig, index: int, stopping: Any, counter: Any
+    broker: Broker, config: ConsumerConfig, index: int, stopping: Any, slot: Slot
 ) -> None:
     """Run one consumer until ``stopping`` is set (the target every pool runs)."""
     signals.send(signals.worker_process_init, sender=None, index=index)
     try:
-        Consumer(broker, config, stopping=stopping, counter=counter).run()
+        Consumer(broker, config, stopping=stopping, slot=slot).run()
     finally:
         signals.send(signals.worker_process_shutdown, sender=None, index=index)
         connections.close_all()
@@ -153,9 +153,10 @@ class Worker:
             logger.warning("Worker housekeeping step %s failed", step.__name__, exc_info=True)
             connections.close_all()
 
-    def _release(self, pid: int) -> None:
+    def _release(self, pid: int, running: Any = None) -> None:
         try:
-            released = self.broker.release_leases_of(pid)
+            running_tags = [] if running is None else [running]
+            released = self.broker.release_leases_of(pid, running=running_tags)
         except Exception:
             logger.warning(
                 "Could not release the leases of pid %d; they will expire", pid, exc_info=True
@@ -246,7 +247,7 @@ class Worker:
     def _release_ended(self, exits: list[ChildExit]) -> None:
         for exit in exits:
             if exit.pid is not None:
-                self._release(exit.pid)
+                self._release(exit.pid, exit.running)
 
 
 def configure_connections() -> None:

@@ -15,7 +15,7 @@ from django_tq.message import TaskMessage, WireMessage, encode
 from django_tq.models import DeadLetter, TaskResult
 from tests.conftest import wait_for
 from tests.testapp.models import Execution, Order
-from tests.testapp.tasks import add, order_exists, record, slow_record, who_am_i
+from tests.testapp.tasks import add, kill_my_process, order_exists, record, slow_record, who_am_i
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -189,3 +189,19 @@ def test_countdown_delays_the_task(broker_url, start_worker):
     result = record.apply_async(("later",), countdown=1.5)
     result.get(timeout=20)
     assert time.monotonic() - sent >= 1.4
+
+
+def test_a_poison_message_is_dead_after_max_deliveries(broker_url, settings, start_worker):
+    if broker_url.startswith("amqp"):
+        pytest.skip("AMQP classic queues keep no delivery count; the crash registry is issue 4")
+    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 3, "LEASE_SECONDS": 2}
+    start_worker("-P", "prefork", "-c", "1")
+    poison = kill_my_process.delay()
+    others = [record.delay(f"ok{i}") for i in range(5)]
+    for result in others:
+        result.get(timeout=60)
+    with pytest.raises(TaskError, match="delivered 4 times"):
+        poison.get(timeout=60)
+    assert Execution.objects.filter(label="poison").count() == 3  # at most MAX_DELIVERIES runs
+    assert Execution.objects.filter(label__startswith="ok").count() == 5
+    assert DeadLetter.objects.get(task_id=poison.id).reason.startswith("delivered 4 times")

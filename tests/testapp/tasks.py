@@ -118,3 +118,12 @@ def flaky_until_third(self: Any) -> int:
     if self.request.retries < 2:
         raise ConnectionError("not yet")
     return self.request.retries
+
+
+@task(bind=True)
+def kill_my_process(self: Any) -> None:
+    """A poison message: the process running it dies (like a segfault or the OOM killer)."""
+    import signal
+
+    Execution.objects.create(task_id=self.request.id, label="poison", pid=os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
