@@ -258,7 +258,7 @@ def test_release_owner_prefix_frees_a_dead_process_leases(
     broker.publish(message("orphan"), queue=redis_queue)
     broker.publish(message("prefetched"), queue=redis_queue)
     holder = make_receiver([redis_queue])
-    [running, prefetched] = holder.receive(2)
+    [running, _prefetched] = holder.receive(2)
     other = make_receiver([redis_queue])
     other.receive_nothing(0.1)
     assert holder.channel.owner.startswith(owner_prefix())
