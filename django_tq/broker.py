@@ -91,7 +91,6 @@ class Delivery:
         """Return whether the broker delivered this message before."""
         return bool(self._message.delivery_info.get("redelivered"))
 
-
     @property
     def tag(self) -> Any:
         """Return the transport's delivery tag."""
@@ -336,6 +335,16 @@ class Broker:
         routing_key: str | None,
     ) -> None:
         declared: set[str] = self._local.declared
+        channel = producer.channel
+        if hasattr(channel, "put_message"):
+            # django_tq's own channels take the message as is: no kombu re-encoding on the hot path.
+            if queue not in declared:
+                channel.queue_declare(queue)
+            channel.put_message(
+                queue, wire, priority=priority, not_before=not_before, routing_key=routing_key
+            )
+            declared.add(queue)
+            return
         declare = []
         if queue not in declared:
             declare = [self.queue(queue)]

@@ -14,6 +14,8 @@ from django_tq import serialization
 from django_tq.exceptions import DecodeError
 
 PROTOCOL = 1
+#: bytes counted for the protocol headers when checking ``MAX_PAYLOAD_BYTES``
+HEADERS_ALLOWANCE = 512
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,9 +55,11 @@ class WireMessage:
 
     @property
     def size(self) -> int:
-        """Return the approximate size in bytes (body plus headers)."""
+        """Return the size in bytes, close enough for a limit: the body, custom headers, and
+        a fixed allowance for the protocol headers (ids, names, dates)."""
         body = len(self.body.encode("utf-8")) if isinstance(self.body, str) else len(self.body)
-        return body + len(serialization.to_json(self.headers))
+        custom = self.headers.get("custom")
+        return body + HEADERS_ALLOWANCE + (len(serialization.to_json(custom)) if custom else 0)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -84,8 +84,9 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-# KEYS: payloads, delayed, ready list of the message's priority, wake, queues registry
-# ARGV: id, payload, not_before (epoch ms, 0 = now), wake cap, queue name
+# KEYS: payloads, delayed, ready list of the message's priority, wake
+# ARGV: id, payload, not_before (epoch ms, 0 = now), wake cap
+# (The queue registry is written once per process, when the queue is declared.)
 PUT_SCRIPT = (
     _NOW
     + """
@@ -98,7 +99,6 @@ else
 end
 redis.call('LPUSH', KEYS[4], '1')
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-redis.call('SADD', KEYS[5], ARGV[5])
 return 1
 """
 )
@@ -434,8 +434,8 @@ class Channel(LeasedChannel):
         keys = self.keys_for(queue)
         self._run(
             "put",
-            keys=[keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake, QUEUES_KEY],
-            args=[message_id, json.dumps(message), not_before, self.wake_tokens, queue],
+            keys=[keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
+            args=[message_id, json.dumps(message), not_before, self.wake_tokens],
         )
 
     def _size(self, queue: str) -> int:

@@ -148,3 +148,20 @@ def test_idle_consumer_wakes_on_publish(queue_name):
     assert [d.headers["id"] for d in received] == ["wake"]
     assert time.monotonic() - started < 5
     subscription.close()
+
+
+def test_text_bodies_are_stored_as_text_and_binary_ones_survive(queue_name):
+    broker = _broker()
+    text = encode(TaskMessage(id="text", task="t", args=("é",), queue=queue_name))
+    binary = encode(
+        TaskMessage(id="binary", task="t", args=(1,), queue=queue_name, serializer="pickle")
+    )
+    broker.publish(text, queue=queue_name)
+    broker.publish(binary, queue=queue_name)
+    stored = list(QueueMessage.objects.order_by("id").values_list("payload", flat=True))
+    assert '"body": "{\\"args\\":[\\"\\u00e9\\"]' in stored[0]  # JSON text, not base64
+    subscription, received = _collect(broker, queue_name)
+    bodies = {d.headers["id"]: d.body for d in received}
+    assert bodies["text"] in (text.body, text.body.encode())
+    assert bodies["binary"] == binary.body
+    subscription.close()
