@@ -165,3 +165,19 @@ def test_text_bodies_are_stored_as_text_and_binary_ones_survive(queue_name):
     assert bodies["text"] in (text.body, text.body.encode())
     assert bodies["binary"] == binary.body
     subscription.close()
+
+
+def test_consumer_connection_does_not_wait_for_the_wal_flush_on_postgresql(queue_name):
+    broker = _broker()
+    subscription = broker.subscribe([queue_name], prefetch=1, on_delivery=lambda d: None)
+    db = subscription.channel.consumer_db
+    if db.vendor != "postgresql":
+        subscription.close()
+        pytest.skip("a PostgreSQL setting")
+    with db.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "off"
+    with connection.cursor() as cursor:  # the caller's connection keeps the server's setting
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    subscription.close()
