@@ -18,10 +18,14 @@ class Audited(Task[Any, Any]):
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         calls.append(("on_success", retval))
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: str) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: str
+    ) -> None:
         calls.append(("on_failure", type(exc).__name__))
 
-    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: str) -> None:
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: str
+    ) -> None:
         calls.append(("after_return", status))
 
 
@@ -85,4 +89,6 @@ def test_amqp_publishes_with_confirms():
     assert broker.transport_options["confirm_publish"] is True
     with broker.connection() as conn:
         conn.ensure_connection(max_retries=1)
-        assert conn.connection.confirm_publish is True  # each basic_publish waits for the broker's ack
+        assert (
+            conn.connection.confirm_publish is True
+        )  # each basic_publish waits for the broker's ack
