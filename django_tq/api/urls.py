@@ -1,0 +1,32 @@
+"""The API's routes; mount them with ``path("api/tq/", include("django_tq.api.urls"))``.
+
+``schema/`` exists only when drf-spectacular (the ``openapi`` extra) is installed. Any other path
+under the mount point is a JSON 404.
+"""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, path, re_path
+
+from django_tq.api import errors, schema, views
+
+app_name = "django_tq_api"
+
+urlpatterns: list[URLPattern] = [
+    path("results/", views.ResultList.as_view(), name="result-list"),
+    path("results/<str:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
+    path("results/<str:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
+    path("dead-letters/", views.DeadLetterList.as_view(), name="dead-letter-list"),
+    path("dead-letters/<int:pk>/", views.DeadLetterDetail.as_view(), name="dead-letter-detail"),
+    path("tasks/", views.TaskList.as_view(), name="task-list"),
+    path("tasks/<str:name>/enqueue/", views.TaskEnqueue.as_view(), name="task-enqueue"),
+    path("workers/", views.WorkerList.as_view(), name="worker-list"),
+    path("queues/", views.QueueList.as_view(), name="queue-list"),
+]
+
+schema_view = schema.schema_view()
+if schema_view is not None:
+    urlpatterns.append(path("schema/", schema_view, name="schema"))
+
+# Last: paths ending in "/" that match nothing above (APPEND_SLASH redirects the others here).
+urlpatterns.append(re_path(r"^(?:.*/)?$", errors.not_found, name="not-found"))
