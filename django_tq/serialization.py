@@ -52,7 +52,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "timedelta": lambda v: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
     "decimal": decimal.Decimal,
     "uuid": uuid.UUID,
-    "bytes": lambda v: base64.b64decode(v),
+    "bytes": lambda v: base64.b64decode(v, validate=True),
 }
 
 
@@ -84,7 +84,8 @@ def from_json(text: str | bytes) -> Any:
         if isinstance(text, bytes | bytearray | memoryview):
             text = bytes(text).decode("utf-8")
         return _json_decoder.decode(text)
-    except (ValueError, TypeError, RecursionError) as exc:
+    except (ValueError, TypeError, ArithmeticError, LookupError, RecursionError) as exc:
+        # A malformed tagged value raises what its constructor raises (InvalidOperation, …).
         raise DecodeError(f"malformed JSON: {exc}") from exc
 
 

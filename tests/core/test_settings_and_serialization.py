@@ -160,3 +160,17 @@ def test_unknown_task_option_raises():
 
 def test_tasks_modules_are_autodiscovered():
     assert "tests.testapp.tasks.add" in registry
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"__tq__": "decimal", "v": "not a number"}',
+        '{"__tq__": "datetime", "v": "yesterday"}',
+        '{"__tq__": "bytes", "v": "!!!"}',
+        '{"__tq__": "timedelta", "v": "x"}',
+    ],
+)
+def test_malformed_tagged_values_are_decode_errors(text):
+    with pytest.raises(DecodeError):
+        serialization.from_json(text)
