@@ -208,6 +208,8 @@ class Context:
             )
         elif sc.system == "celery":
             env["BENCH_CELERY_BROKER"] = celery_broker_url(sc.broker)
+            if sc.results:
+                env["BENCH_CELERY_RESULTS"] = "1"
         elif sc.system == "procrastinate":
             env["BENCH_PROCRASTINATE_DSN"] = (
                 f"postgresql://postgres@{HOST}:5432/{PG_PROCRASTINATE_DB}"
@@ -959,8 +961,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tq-bench-"))
     ctx = Context(args, workdir)
     started = time.monotonic()
-    print(f"django_tq benchmark — {dt.datetime.now():%Y-%m-%d %H:%M} — N={args.n} — {machine()}")
-    print(f"django_tq at {git_state()}; work directory: {workdir}")
+    started_at = f"{dt.datetime.now():%Y-%m-%d %H:%M}"
+    print(f"django_tq benchmark — {started_at} — N={args.n} — {machine()}")
+    git_at_start = git_state()  # the work tree may change under a long run: say what it started on
+    print(f"django_tq at {git_at_start}; work directory: {workdir}")
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     down = {
@@ -1009,7 +1013,14 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"n": args.n, "machine": machine(), "git": git_state(), "rows": rows},
+            {
+                "n": args.n,
+                "started": started_at,
+                "machine": machine(),
+                "git_at_start": git_at_start,
+                "git_at_end": git_state(),
+                "rows": rows,
+            },
             indent=2,
             default=str,
         )

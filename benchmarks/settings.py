@@ -5,6 +5,7 @@ Environment:
 * ``BENCH_DB`` — ``postgres`` (default; database ``$BENCH_PG_NAME``, default ``tq_bench``) or
   ``sqlite`` (file ``$BENCH_SQLITE_PATH``, WAL, ``IMMEDIATE`` transactions — the recommended setup);
 * ``BENCH_TQ_BROKER`` — ``TQ["BROKER_URL"]`` (default ``django://``);
+* ``BENCH_CELERY_RESULTS`` — ``1`` adds django-celery-results (Celery's results-on processes only);
 * ``BENCH_TQ_TRANSPORT_OPTIONS`` — JSON for ``TQ["BROKER_TRANSPORT_OPTIONS"]`` (what-if runs);
 * ``BENCH_RESULTS`` — ``1`` keeps django_tq's defaults (results in the database, ``TRACK_ENQUEUED``);
   otherwise ``RESULT_BACKEND=None, TRACK_ENQUEUED=False`` as for the peers.
@@ -12,7 +13,6 @@ Environment:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -29,7 +29,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_tq",
 ]
-if importlib.util.find_spec("django_celery_results") is not None:
+if os.environ.get("BENCH_CELERY_RESULTS") == "1":  # only Celery's processes: it imports celery
     INSTALLED_APPS.append("django_celery_results")
 
 if os.environ.get("BENCH_DB", "postgres") == "sqlite":
