@@ -15,6 +15,8 @@ _EXPORTS = {
     "task": "django_tq.tasks",
     "shared_task": "django_tq.tasks",
     "send_task": "django_tq.tasks",
+    "periodic_task": "django_tq.beat.declarations",
+    "crontab": "django_tq.schedules",
     "Task": "django_tq.tasks",
     "AsyncResult": "django_tq.result",
     "EagerResult": "django_tq.result",
@@ -25,16 +27,20 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from django_tq import exceptions, states
+    from django_tq.beat.declarations import periodic_task
     from django_tq.log import get_task_logger
     from django_tq.result import AsyncResult, EagerResult
+    from django_tq.schedules import crontab
     from django_tq.tasks import Task, send_task, shared_task, task
 
 __all__ = [
     "AsyncResult",
     "EagerResult",
     "Task",
+    "crontab",
     "exceptions",
     "get_task_logger",
+    "periodic_task",
     "send_task",
     "shared_task",
     "states",

@@ -4,6 +4,6 @@ Django's admin autodiscovery imports ``django_tq.admin``; importing this package
 task results, dead letters, workers and queued messages screens with the default admin site.
 """
 
-from django_tq.admin import dead_letters, queue, results, workers
+from django_tq.admin import dead_letters, queue, results, schedules, workers
 
-__all__ = ["dead_letters", "queue", "results", "workers"]
+__all__ = ["dead_letters", "queue", "results", "schedules", "workers"]

@@ -3,6 +3,23 @@
 from django_tq.models.dead_letters import DeadLetter
 from django_tq.models.queue import QueueMessage
 from django_tq.models.results import TaskResult
+from django_tq.models.schedules import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTaskRun,
+)
 from django_tq.models.workers import WorkerState
 
-__all__ = ["DeadLetter", "QueueMessage", "TaskResult", "WorkerState"]
+__all__ = [
+    "ClockedSchedule",
+    "CrontabSchedule",
+    "DeadLetter",
+    "IntervalSchedule",
+    "PeriodicTask",
+    "PeriodicTaskRun",
+    "QueueMessage",
+    "TaskResult",
+    "WorkerState",
+]

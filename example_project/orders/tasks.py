@@ -4,13 +4,16 @@
   by itself when the gateway is unavailable, fails for a declined card, then enqueues the receipt
   in the same transaction that marks the order paid.
 * ``send_receipt`` — goes to the ``mail`` queue (start a worker with ``-Q default,mail``).
-* ``rebuild_report`` — recomputes the sales report; its return value is the task's result.
+* ``rebuild_report`` — recomputes the sales report; its return value is the task's result. Beat
+  runs it every minute (``TQ["BEAT_SCHEDULE"]`` in ``shop/settings.py``).
+* ``count_open_orders`` — a periodic task declared with ``@periodic_task``: every 30 seconds.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +23,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from django_tq import get_task_logger, task
+from django_tq import get_task_logger, periodic_task, task
 from orders.models import PRODUCTS, Order, SalesReport
 from orders.payments import GatewayUnavailable, PaymentDeclined, charge_card
 
@@ -113,3 +116,11 @@ def rebuild_report() -> dict[str, Any]:
         "revenue": str(report.revenue),
         "by_product": report.by_product,
     }
+
+
+@periodic_task(run_every=timedelta(seconds=30))
+def count_open_orders() -> int:
+    """Log how many orders are not settled yet."""
+    open_orders = Order.objects.filter(status__in=[Order.Status.NEW, Order.Status.CHARGING]).count()
+    logger.info("%d open order(s)", open_orders)
+    return open_orders

@@ -12,6 +12,8 @@ Environment variables, for the test suite and for trying things out:
 import os
 from pathlib import Path
 
+from django_tq import crontab
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # A development key for a demo that listens on 127.0.0.1 only. Never deploy with it.
@@ -89,7 +91,24 @@ DEFAULT_FROM_EMAIL = "shop@example.com"
 
 # django_tq: the queue lives in this project's database. Results go to the TaskResult table
 # (the default RESULT_BACKEND, "django-db"); see docs/settings.md for every other key.
-TQ = {"BROKER_URL": "django://"}
+# BEAT_SCHEDULE declares periodic tasks in code; `tqbeat` syncs them into the database at start,
+# where the admin shows them (Task queue > Periodic tasks) next to those created there.
+TQ = {
+    "BROKER_URL": "django://",
+    "BEAT_SCHEDULE": {
+        "sales-report": {
+            "task": "orders.tasks.rebuild_report",
+            "schedule": crontab(minute="*"),
+            "description": "Rebuild the sales report every minute.",
+        },
+        "nightly-sales-report": {
+            "task": "orders.tasks.rebuild_report",
+            "schedule": crontab(minute=0, hour=3, timezone="Europe/Paris"),
+            "misfire_policy": "skip",
+            "description": "The 03:00 (Paris) report; skipped if beat was down at the time.",
+        },
+    },
+}
 
 # How long each step of the demo charge takes, so progress is visible in the browser.
 ORDERS_STEP_SECONDS = float(os.environ.get("EXAMPLE_STEP_SECONDS", "0.8"))

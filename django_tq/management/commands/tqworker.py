@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from django_tq.beat.scheduler import Scheduler
 from django_tq.broker import get_broker
 from django_tq.conf import POOLS, tq_settings
 from django_tq.worker.worker import Worker, WorkerConfig, default_hostname
@@ -48,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--purge", action="store_true", help="delete waiting messages before starting"
         )
+        parser.add_argument(
+            "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["loglevel"])
@@ -67,4 +72,13 @@ class Command(BaseCommand):
             or tq_settings.WORKER_MAX_TASKS_PER_CHILD,
             purge=options["purge"],
         )
-        sys.exit(Worker(get_broker(), config).run())
+        worker = Worker(get_broker(), config)
+        if not options["beat"]:
+            sys.exit(worker.run())
+        scheduler = Scheduler(name=f"{config.hostname}-beat")
+        beat = threading.Thread(target=scheduler.run, name="django_tq-beat", daemon=True)
+        beat.start()
+        code = worker.run()
+        scheduler.stop()
+        beat.join(10)
+        sys.exit(code)

@@ -1,0 +1,86 @@
+"""Helpers for the beat tests: periodic tasks created "in the past", and beat subprocesses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_tq.schedules import Clocked, Crontab, Every, Schedule, to_schedule
+from tests.conftest import ROOT, WorkerProcess, worker_env
+
+UTC = dt.UTC
+RECORD = "tests.testapp.tasks.record"
+
+
+def utc(text: str) -> dt.datetime:
+    """Return an aware UTC datetime from ``YYYY-MM-DD HH:MM[:SS]``."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def schedule_fields(value: Schedule) -> dict[str, Any]:
+    """Return the schedule foreign key of a periodic task running on ``value``."""
+    if isinstance(value, Every):
+        return {"interval": IntervalSchedule.for_schedule(value)}
+    if isinstance(value, Crontab):
+        return {"crontab": CrontabSchedule.for_schedule(value)}
+    assert isinstance(value, Clocked)
+    return {"clocked": ClockedSchedule.for_schedule(value)}
+
+
+def make_task(
+    schedule: Any,
+    *,
+    name: str = "job",
+    created: dt.datetime,
+    task: str = RECORD,
+    **fields: Any,
+) -> PeriodicTask:
+    """Create a periodic task as if it had been created (and last edited) at ``created``."""
+    periodic_task = PeriodicTask.objects.create(
+        name=name, task=task, **schedule_fields(to_schedule(schedule)), **fields
+    )
+    PeriodicTask.objects.filter(pk=periodic_task.pk).update(
+        date_created=created, date_changed=created
+    )
+    periodic_task.refresh_from_db()
+    return periodic_task
+
+
+class BeatProcess(WorkerProcess):
+    """A ``manage.py tqbeat`` subprocess against the test database."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "tqbeat", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture
+def start_beat(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
+    """Start ``tqbeat`` subprocesses with the test's current settings; all stop at the end."""
+    beats: list[BeatProcess] = []
+
+    def start(*args: str, ready: bool = True) -> BeatProcess:
+        beat = BeatProcess(list(args), worker_env(), tmp_path / f"beat-{len(beats)}.log")
+        beats.append(beat)
+        return beat.wait_ready() if ready else beat
+
+    yield start
+    for index, beat in enumerate(beats):
+        beat.stop()
+        beat.kill_tree()
+        print(f"--- beat {index} output ---\n{beat.output()[-5000:]}")
