@@ -18,7 +18,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import serialization, signals, states
+from django_tq import parking, serialization, signals, states
 from django_tq.broker import Broker, get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PayloadTooLarge, PublishError
@@ -128,7 +128,9 @@ def enqueue(
         get_backend().mark_queued(message, owner_id=owner_id, using=alias)
     in_transaction = connections[alias].in_atomic_block
     wait_for_commit = tq_settings.PUBLISH_ON_COMMIT if on_commit is None else on_commit
-    if broker.database_alias == alias and not _sinks:
+    if parking.should_park(message) and not _sinks:
+        parking.park(message, wire, using=alias)  # commits or rolls back with the caller
+    elif broker.database_alias == alias and not _sinks:
         # The message row is written by the caller's connection: it commits with the caller.
         publish_now(message, wire, broker)
         if in_transaction:

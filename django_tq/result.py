@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from django_tq import serialization, states
+from django_tq import control, serialization, states
 from django_tq.context import current_request
 from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import TaskError, TaskRevokedError, TimeoutError
@@ -186,6 +186,11 @@ class AsyncResult(Generic[R]):
         if propagate:
             raise error
         return error
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Revoke the task: it will not run; ``terminate=True`` kills it if running (prefork)."""
+        control.revoke(self.id, terminate=terminate, signal=signal)
+        self._final = None
 
     def forget(self) -> None:
         """Delete the stored result."""

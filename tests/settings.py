@@ -61,7 +61,7 @@ if DB == "postgres":
             "USER": os.environ.get("TQ_PG_USER", "postgres"),
             "HOST": "127.0.0.1",
             "PORT": 5432,
-            "TEST": {"NAME": TEST_DB_NAME or "test_django_tq"},
+            "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }
     }
 elif DB == "mysql":
@@ -77,7 +77,7 @@ elif DB == "mysql":
             "HOST": "127.0.0.1",
             "PORT": 3306,
             "OPTIONS": {"charset": "utf8mb4", "isolation_level": "read committed"},
-            "TEST": {"NAME": TEST_DB_NAME or "test_django_tq", "CHARSET": "utf8mb4"},
+            "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}", "CHARSET": "utf8mb4"},
         }
     }
 else:

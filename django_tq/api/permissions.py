@@ -159,6 +159,14 @@ class CanRequeue(HasPermission):
     message = _("Requeueing a task needs staff status and the change task result permission.")
 
 
+class CanRevoke(HasPermission):
+    """Staff with ``django_tq.change_taskresult`` may revoke (and terminate) a task."""
+
+    permission = "django_tq.change_taskresult"
+    staff_only = True
+    message = _("Revoking a task needs staff status and the change task result permission.")
+
+
 class CanEnqueue(HasPermission):
     """Users with ``django_tq.enqueue_task`` may enqueue allowlisted tasks by name."""
 

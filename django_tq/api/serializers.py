@@ -228,6 +228,25 @@ class RequeueSerializer(CallSerializer):
     """``POST results/{id}/retry/``: what to change; anything left out is taken from the result."""
 
 
+class RevokeSerializer(serializers.Serializer):
+    """The body of ``POST results/{id}/revoke/``."""
+
+    terminate = serializers.BooleanField(
+        default=False, help_text="Kill the task if it is running (prefork workers)."
+    )
+    signal = serializers.ChoiceField(
+        choices=["SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1"], default="SIGTERM"
+    )
+
+
+class RevokedSerializer(serializers.Serializer):
+    """The answer of ``POST results/{id}/revoke/``."""
+
+    task_id = serializers.CharField()
+    state = serializers.CharField(help_text="REVOKED at once when the task had not started.")
+    terminate = serializers.BooleanField()
+
+
 class EnqueueSerializer(CallSerializer):
     """``POST tasks/{name}/enqueue/``: the call, and optionally a delay in seconds."""
 

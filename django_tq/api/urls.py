@@ -16,6 +16,7 @@ urlpatterns: list[URLPattern] = [
     path("results/", views.ResultList.as_view(), name="result-list"),
     path("results/<str:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
     path("results/<str:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
+    path("results/<str:task_id>/revoke/", views.ResultRevoke.as_view(), name="result-revoke"),
     path("dead-letters/", views.DeadLetterList.as_view(), name="dead-letter-list"),
     path("dead-letters/<int:pk>/", views.DeadLetterDetail.as_view(), name="dead-letter-detail"),
     path("tasks/", views.TaskList.as_view(), name="task-list"),

@@ -24,11 +24,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.status import HTTP_202_ACCEPTED
 
-from django_tq import serialization, states
+from django_tq import control, serialization, states
 from django_tq.api import errors, queues
 from django_tq.api.filters import DeadLetterQuery, ListQuery, ResultQuery
 from django_tq.api.pagination import KeysetPagination, paginate
-from django_tq.api.permissions import ApiAccess, CanEnqueue, CanRequeue
+from django_tq.api.permissions import ApiAccess, CanEnqueue, CanRequeue, CanRevoke
 from django_tq.api.schema import document, view_schema
 from django_tq.api.serializers import (
     DEAD_LETTER_LIST_DEFERRED,
@@ -41,6 +41,8 @@ from django_tq.api.serializers import (
     QueueSerializer,
     RegisteredTaskSerializer,
     RequeueSerializer,
+    RevokedSerializer,
+    RevokeSerializer,
     TaskResultDetailSerializer,
     TaskResultSerializer,
     WorkerSerializer,
@@ -202,6 +204,28 @@ class ResultRequeue(ResultView):
             queue=changes.get("queue") or result.queue or None,
             owner=result.owner_id,
         )
+
+
+class ResultRevoke(ResultView):
+    """``POST results/{task_id}/revoke/``: the task will not run; ``terminate`` kills it if running."""
+
+    permission_classes = [ApiAccess, CanRevoke]
+
+    @document(request=RevokeSerializer, responses={202: RevokedSerializer, **ONE_ERRORS})
+    def post(self, request: Request, task_id: str) -> Response:
+        """Revoke the task (durably: every worker, also ones started later, skips it)."""
+        result = self.get_object()
+        body = RevokeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = body.validated_data
+        control.revoke(result.task_id, terminate=options["terminate"], signal=options["signal"])
+        result.refresh_from_db(fields=["state"])
+        answer = {
+            "task_id": result.task_id,
+            "state": result.state,
+            "terminate": options["terminate"],
+        }
+        return Response(RevokedSerializer(answer).data, status=HTTP_202_ACCEPTED)
 
 
 # -- dead letters ---------------------------------------------------------------------------

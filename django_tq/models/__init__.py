@@ -1,8 +1,10 @@
 """django_tq's models, one module per concern."""
 
 from django_tq.models.dead_letters import DeadLetter
+from django_tq.models.parking import ParkedMessage
 from django_tq.models.queue import QueueMessage
 from django_tq.models.results import TaskResult
+from django_tq.models.revocations import Revocation
 from django_tq.models.schedules import (
     ClockedSchedule,
     CrontabSchedule,
@@ -17,9 +19,11 @@ __all__ = [
     "CrontabSchedule",
     "DeadLetter",
     "IntervalSchedule",
+    "ParkedMessage",
     "PeriodicTask",
     "PeriodicTaskRun",
     "QueueMessage",
+    "Revocation",
     "TaskResult",
     "WorkerState",
 ]

@@ -61,6 +61,7 @@ class TaskResult(models.Model):
     class Meta:
         verbose_name = _("task result")
         verbose_name_plural = _("task results")
+        permissions = [("enqueue_task", _("Can enqueue tasks over the API"))]
         ordering = ["-date_created", "-id"]
         indexes = [
             models.Index(fields=["state", "-date_created"], name="tq_result_state_created"),

@@ -19,16 +19,17 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import signals, states
+from django_tq import parking, signals, states
 from django_tq.broker import Broker, Delivery, Subscription
 from django_tq.conf import tq_settings
 from django_tq.exceptions import DecodeError, NotRegistered
-from django_tq.execution import REJECTED, execute, record
+from django_tq.execution import REJECTED, Outcome, execute, record
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.pool import Slot
+from django_tq.worker.revocations import Revocations
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -89,6 +90,7 @@ class Consumer:
         self.accept = list(tq_settings.ACCEPT_CONTENT)
         self.track_started = bool(tq_settings.TRACK_STARTED)
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
+        self.revocations = Revocations()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -124,6 +126,7 @@ class Consumer:
     def tick(self) -> None:
         """Run due held (ETA) messages, then wait up to ``drain_timeout`` for new ones."""
         assert self.subscription is not None
+        self._guarded_refresh()
         self._run_due()
         timeout = self.config.drain_timeout
         if self._held:
@@ -173,6 +176,9 @@ class Consumer:
         message = self._decode(delivery)
         if message is None:
             return
+        if delivery.headers.get(parking.RELEASED_HEADER) and self._already_ran(message.id):
+            delivery.ack()  # a second copy from a parking release interrupted by a crash
+            return
         if message.eta is not None:
             wait = (message.eta - timezone.now()).total_seconds()
             if wait > 0:
@@ -182,6 +188,29 @@ class Consumer:
                 self._widen()
                 return
         self.handle(delivery, message)
+
+    def _revoked(self, delivery: Delivery, message: TaskMessage) -> None:
+        close_old_connections()
+        outcome = Outcome(state=states.REVOKED, result={"reason": "revoked"})
+        record(
+            message, outcome, worker=self.config.hostname, delivery_count=delivery.delivery_count
+        )
+        signals.send(
+            signals.task_revoked, sender=None, task_id=message.id, terminated=False, expired=False
+        )
+        delivery.ack()
+        logger.info("Skipped revoked task %s[%s]", message.task, message.id)
+
+    def _guarded_refresh(self) -> None:
+        try:
+            self.revocations.refresh(time.monotonic())
+        except Exception:
+            logger.warning("Reading revocations failed; will retry", exc_info=True)
+            close_old_connections()
+
+    def _already_ran(self, task_id: str) -> bool:
+        data = get_backend().get(task_id)
+        return data is not None and data.state in states.READY_STATES
 
     def _run_due(self) -> None:
         now = time.time()
@@ -239,7 +268,10 @@ class Consumer:
         close_old_connections()
         signals.send(signals.task_received, sender=task, message=message)
         count = delivery.delivery_count
-        self.slot.started(delivery.tag)
+        if message.id in self.revocations:
+            self._revoked(delivery, message)
+            return
+        self.slot.started(delivery.tag, message.id)
         if self.track_started and not message.ignore_result and task.track_started is not False:
             get_backend().mark_started(message, worker=self.config.hostname, delivery_count=count)
         outcome = execute(message, hostname=self.config.hostname, delivery_count=count)

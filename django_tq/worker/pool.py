@@ -47,19 +47,30 @@ class Slot:
         self.processed: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
         self._running: Any = billiard.Array("c", 512, lock=False) if shared else _Counter()
 
-    def started(self, tag: Any) -> None:
-        """Note that the consumer is executing the delivery ``tag``."""
-        self._running.value = json.dumps(tag).encode()[:511]
+    def started(self, tag: Any, task_id: str | None = None) -> None:
+        """Note that the consumer is executing the delivery ``tag`` (task ``task_id``)."""
+        self._running.value = json.dumps([tag, task_id]).encode()[:511] if tag is not None else b""
 
     def finished(self) -> None:
         """Note that the consumer settled its delivery."""
         self._running.value = b""
         self.processed.value += 1
 
-    def running(self) -> Any:
-        """Return the tag being executed, or None."""
+    def _read(self) -> list[Any]:
         raw = self._running.value
-        return json.loads(raw) if raw else None
+        try:
+            return list(json.loads(raw)) if raw else [None, None]
+        except ValueError:  # a tag too long for the slot: the parent cannot tell which it was
+            return [None, None]
+
+    def running(self) -> Any:
+        """Return the delivery tag being executed, or None."""
+        return self._read()[0]
+
+    def running_task(self) -> str | None:
+        """Return the id of the task being executed, or None."""
+        task_id = self._read()[1]
+        return str(task_id) if task_id is not None else None
 
 
 class Pool:
@@ -112,6 +123,10 @@ class Pool:
     def processed(self) -> int:
         """Return how many tasks the consumers finished."""
         raise NotImplementedError
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Kill the consumer running ``task_id`` with ``signum``; return whether one was."""
+        return False
 
 
 def _child_main(target: Target, index: int, stop_event: Any, slot: Slot) -> None:
@@ -217,6 +232,16 @@ class PreforkPool(Pool):
 
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        for child, slot in zip(self.children, self.slots, strict=True):
+            if child is not None and child.is_alive() and slot.running_task() == task_id:
+                try:
+                    os.kill(child.pid, signum)
+                except ProcessLookupError:
+                    return False
+                return True
+        return False
 
 
 class ThreadPool(Pool):

@@ -24,13 +24,14 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from django_tq import signals
+from django_tq import parking, signals
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
-from django_tq.models import WorkerState
+from django_tq.models import Revocation, WorkerState
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
+from django_tq.worker.revocations import Revocations
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -89,6 +90,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._next_cleanup = 0.0
         self._restart_children = False
+        self.revocations = Revocations()
 
     # -- life cycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -138,6 +140,8 @@ class Worker:
             self._restart_children = False
             self.pool.restart()
         self._release_ended(self.pool.tick())
+        self._guard(self.release_parked)
+        self._guard(lambda: self.terminate_revoked(now))
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard(self.heartbeat)
@@ -165,6 +169,20 @@ class Worker:
         if released:
             logger.warning("Released %d message(s) held by ended child pid %d", released, pid)
 
+    def terminate_revoked(self, now: float) -> None:
+        """Kill consumers running a task revoked with ``terminate=True`` (prefork only)."""
+        self.revocations.refresh(now)
+        for task_id, signal_name in self.revocations.terminate.items():
+            if self.pool.terminate(task_id, getattr(signal, signal_name)):
+                logger.warning("Terminated revoked task %s with %s", task_id, signal_name)
+
+    def release_parked(self) -> int:
+        """Publish parked (far-ETA) messages that are now due."""
+        released = parking.release_due(self.broker)
+        if released:
+            logger.info("Released %d parked message(s) now due", released)
+        return released
+
     def heartbeat(self, stopped: bool = False) -> None:
         """Write this worker's ``WorkerState`` row."""
         now = timezone.now()
@@ -188,6 +206,7 @@ class Worker:
         if expires is None:
             return 0
         backend = get_backend()
+        Revocation.objects.filter(created_at__lt=timezone.now() - expires).delete()
         total = 0
         for _ in range(batches):
             deleted = backend.cleanup(timezone.now() - expires)

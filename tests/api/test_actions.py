@@ -192,3 +192,27 @@ def test_too_large_a_message_is_a_json_413(
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
     assert not TaskResult.objects.exists()
+
+
+def revoke(users: Users, task_id: str, body: Any = None, role: str = "staff_with_perms") -> Any:
+    return users.client(role).call("post", f"{API}results/{task_id}/revoke/", body or {})
+
+
+def test_revoke_marks_a_queued_task_revoked_and_stores_the_revocation(users: Users) -> None:
+    from django_tq.models import Revocation, TaskResult
+
+    TaskResult.objects.create(task_id="queued-1", task_name="x", state=states.QUEUED)
+    response = revoke(users, "queued-1", {"terminate": True, "signal": "SIGKILL"})
+    assert response.status_code == 202, response.content
+    assert response.json() == {"task_id": "queued-1", "state": "REVOKED", "terminate": True}
+    revocation = Revocation.objects.get(task_id="queued-1")
+    assert (revocation.terminate, revocation.signal) == (True, "SIGKILL")
+
+
+def test_revoke_validates_the_body_and_refuses_users(users: Users) -> None:
+    from django_tq.models import TaskResult
+
+    TaskResult.objects.create(task_id="queued-2", task_name="x", state=states.QUEUED)
+    assert revoke(users, "queued-2", {"signal": "SIGNOPE"}).status_code == 400
+    assert revoke(users, "queued-2", role="staff").status_code in (403, 404)
+    assert revoke(users, "nope").status_code == 404

@@ -29,6 +29,7 @@ OPERATIONS = {
     ("/api/tq/results/", "get"),
     ("/api/tq/results/{task_id}/", "get"),
     ("/api/tq/results/{task_id}/retry/", "post"),
+    ("/api/tq/results/{task_id}/revoke/", "post"),
     ("/api/tq/dead-letters/", "get"),
     ("/api/tq/dead-letters/{id}/", "get"),
     ("/api/tq/tasks/", "get"),

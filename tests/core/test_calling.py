@@ -41,7 +41,7 @@ def test_oversize_payload_is_refused(settings):
 
 @pytest.mark.django_db
 def test_apply_async_options_reach_the_message():
-    eta = timezone.now() + dt.timedelta(minutes=5)
+    eta = timezone.now() + dt.timedelta(seconds=20)  # within ETA_HORIZON_SECONDS: not parked
     result = record.apply_async(
         ("a",),
         queue="special",
