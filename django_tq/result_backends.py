@@ -60,8 +60,9 @@ class ResultBackend:
     ) -> None:
         """Record that ``message`` was enqueued (state QUEUED), in the caller's transaction."""
 
-    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
-        """Record that a worker started ``message``."""
+    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
+        """Record that a worker started ``message``; return False if the task already finished."""
+        return True
 
     def store(
         self,
@@ -131,16 +132,24 @@ class DatabaseBackend(ResultBackend):
                 state=states.QUEUED, eta=message.eta, retries=message.retries, date_done=None
             )
             return
-        row.save(using=alias, force_insert=True)
+        # A known id keeps its row: sending it again is a copy, which a worker skips if the
+        # task already ran (the task id is an idempotency key).
+        TaskResult.objects.using(alias).bulk_create([row], ignore_conflicts=True)
 
-    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
+    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         values = {
             "state": states.STARTED,
             "worker": worker,
             "delivery_count": delivery_count,
             "date_started": timezone.now(),
         }
+        rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
+        if rows.exclude(state__in=states.READY_STATES).update(**values):
+            return True
+        if rows.exists():
+            return False  # finished already: a second copy of the message must not run
         self._upsert(message, values)
+        return True
 
     def store(
         self,
@@ -296,7 +305,10 @@ class CacheBackend(ResultBackend):
     ) -> None:
         self._write(self._message_data(message, states.QUEUED, date_created=timezone.now()))
 
-    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> None:
+    def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
+        previous = self.get(message.id)
+        if previous is not None and previous.state in states.READY_STATES:
+            return False
         self._write(
             self._message_data(
                 message,
@@ -306,6 +318,7 @@ class CacheBackend(ResultBackend):
                 date_started=timezone.now(),
             )
         )
+        return True
 
     def store(
         self,

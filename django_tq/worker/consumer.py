@@ -27,6 +27,7 @@ from django_tq.execution import REJECTED, Outcome, execute, record
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
+from django_tq.tasks import Task
 from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.pool import Slot
 from django_tq.worker.revocations import Revocations
@@ -176,9 +177,6 @@ class Consumer:
         message = self._decode(delivery)
         if message is None:
             return
-        if delivery.headers.get(parking.RELEASED_HEADER) and self._already_ran(message.id):
-            delivery.ack()  # a second copy from a parking release interrupted by a crash
-            return
         if message.eta is not None:
             wait = (message.eta - timezone.now()).total_seconds()
             if wait > 0:
@@ -208,9 +206,22 @@ class Consumer:
             logger.warning("Reading revocations failed; will retry", exc_info=True)
             close_old_connections()
 
-    def _already_ran(self, task_id: str) -> bool:
-        data = get_backend().get(task_id)
-        return data is not None and data.state in states.READY_STATES
+    def _start(self, task: Task[Any, Any], message: TaskMessage, delivery: Delivery) -> bool:
+        """Record STARTED; return False if the task already ran (this is a second copy).
+
+        Copies happen: a crash between recording a result and acking, a parking release or a
+        beat interrupted between publish and commit. Recording STARTED refuses a finished task,
+        so the check costs no extra query. Without STARTED tracking, only messages known to
+        risk a copy (released from parking) are checked.
+        """
+        if self.track_started and not message.ignore_result and task.track_started is not False:
+            return get_backend().mark_started(
+                message, worker=self.config.hostname, delivery_count=delivery.delivery_count
+            )
+        if delivery.headers.get(parking.RELEASED_HEADER):
+            data = get_backend().get(message.id)
+            return data is None or data.state not in states.READY_STATES
+        return True
 
     def _run_due(self) -> None:
         now = time.time()
@@ -263,17 +274,19 @@ class Consumer:
         """Execute ``message``, record the outcome, then settle ``delivery``."""
         task = registry.get(message.task)
         acks_late = task.resolved_acks_late()
-        if not acks_late:
-            delivery.ack()
         close_old_connections()
-        signals.send(signals.task_received, sender=task, message=message)
         count = delivery.delivery_count
         if message.id in self.revocations:
             self._revoked(delivery, message)
             return
+        if not self._start(task, message, delivery):
+            logger.info("Skipped %s[%s]: it already ran (a second copy)", message.task, message.id)
+            delivery.ack()
+            return
+        if not acks_late:
+            delivery.ack()
+        signals.send(signals.task_received, sender=task, message=message)
         self.slot.started(delivery.tag, message.id)
-        if self.track_started and not message.ignore_result and task.track_started is not False:
-            get_backend().mark_started(message, worker=self.config.hostname, delivery_count=count)
         outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
         record(message, outcome, worker=self.config.hostname, delivery_count=count)
         close_old_connections()

@@ -205,3 +205,15 @@ def test_a_poison_message_is_dead_after_max_deliveries(broker_url, settings, sta
     assert Execution.objects.filter(label="poison").count() == 3  # at most MAX_DELIVERIES runs
     assert Execution.objects.filter(label__startswith="ok").count() == 5
     assert DeadLetter.objects.get(task_id=poison.id).reason.startswith("delivered 4 times")
+
+
+def test_a_second_copy_of_a_finished_task_is_skipped(broker_url, start_worker):
+    first = record.delay("copy")
+    start_worker("-P", "solo")
+    assert first.get(timeout=20) == "copy"
+    # A crash between recording the result and acking (or a beat/parking race) sends it again.
+    copy = record.apply_async(("copy",), task_id=first.id)
+    marker = add.delay(1, 1)
+    assert marker.get(timeout=20) == 2
+    wait_for(lambda: AsyncResult(copy.id).state == states.SUCCESS, what="state kept")
+    assert Execution.objects.filter(label="copy").count() == 1
