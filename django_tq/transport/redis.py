@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 import uuid
 from collections import defaultdict, deque
@@ -377,6 +378,9 @@ class Channel(LeasedChannel):
         super().__init__(connection, **kwargs)
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        #: the connection scripts run on: one per channel, used by one thread at a time
+        self._script_connection: Any = None
+        self._script_lock = threading.Lock()
         self._keys: dict[str, QueueKeys] = {}
         #: queue -> monotonic time the next delayed message or lease deadline is due
         self._next_due: dict[str, float] = {}
@@ -394,9 +398,28 @@ class Channel(LeasedChannel):
         return self._client
 
     def _run(self, script: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
-        """Run one of :data:`SCRIPTS` (EVALSHA; loaded again if Redis lost its script cache)."""
-        self.client  # noqa: B018 - creates the client and its scripts on first use
-        return self._scripts[script](keys=keys, args=list(args))
+        """Run one of :data:`SCRIPTS` (EVALSHA; loaded again if Redis lost its script cache).
+
+        On this channel's own connection, spoken to directly: the hot path (every publish, ack
+        and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks.
+        """
+        client = self.client
+        source = self._scripts[script]
+        command = ("EVALSHA", source.sha, len(keys), *keys, *args)
+        with self._script_lock:
+            if self._script_connection is None:
+                self._script_connection = client.connection_pool.make_connection()
+            connection = self._script_connection
+            try:
+                connection.send_command(*command)
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
+                client.script_load(source.script)
+                connection.send_command(*command)
+                return connection.read_response()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                connection.disconnect()
+                raise
 
     def _create_client(self) -> redis.Redis:
         conninfo = self.connection.client
@@ -607,6 +630,9 @@ class Channel(LeasedChannel):
             super().close()
         finally:
             client, self._client = self._client, None
+            connection, self._script_connection = self._script_connection, None
+            if connection is not None:
+                connection.disconnect()
             if client is not None:
                 client.connection_pool.disconnect()
 

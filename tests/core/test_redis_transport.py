@@ -379,3 +379,22 @@ def test_a_killed_worker_task_is_finished_by_another_after_the_lease(
     assert started.count() == 2
     assert Execution.objects.filter(label=f"end:{label}").count() == 1
     assert second.stop() == 0, second.output()
+
+
+def test_scripts_survive_a_script_cache_flush_and_a_dropped_connection(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("before"), queue=redis_queue)
+    admin = redis.Redis.from_url(REDIS_URL)
+    admin.script_flush()  # what a Redis restart does to the script cache
+    broker.publish(message("after flush"), queue=redis_queue)
+    own = admin.client_id()
+    for (
+        client
+    ) in admin.client_list():  # drop this database's client connections, as a restart would
+        if client["db"] == "7" and int(client["id"]) != own:
+            admin.client_kill_filter(_id=client["id"])
+    broker.publish(message("after reconnect"), queue=redis_queue)  # reconnects by itself
+    receiver = make_receiver([redis_queue])
+    bodies = sorted(body_of(d) for d in receiver.receive(3))
+    assert bodies == ["after flush", "after reconnect", "before"]
