@@ -64,7 +64,7 @@ TASK_OPTIONS: dict[str, Any] = {
 #: options ``apply_async`` accepts
 CALL_OPTIONS = frozenset(
     {
-        "countdown", "eta", "expires", "queue", "priority", "task_id", "headers", "using",
+        "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
     }
 )  # fmt: skip
@@ -81,6 +81,21 @@ def _as_datetime(value: dt.datetime | float | int | None, now: dt.datetime) -> d
     if timezone.is_naive(value):
         return timezone.make_aware(value, timezone.get_default_timezone())
     return value
+
+
+def _destination(options: dict[str, Any]) -> str | None:
+    """Return the queue ``queue=``/``routing_key=`` name in ``options`` (call options or a route).
+
+    Messages go through the default exchange, where the routing key is the queue's name: a
+    ``routing_key`` names the queue, and one that contradicts ``queue`` would route nowhere.
+    """
+    queue, routing_key = options.get("queue"), options.get("routing_key")
+    if queue and routing_key and queue != routing_key:
+        raise ValueError(
+            f"routing_key {routing_key!r} does not match queue {queue!r}: django_tq publishes to "
+            "the default exchange, where the routing key is the queue name. Pass one of them."
+        )
+    return queue or routing_key
 
 
 class Task(Generic[P, R]):
@@ -213,9 +228,9 @@ class Task(Generic[P, R]):
             task=self.name,
             args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            queue=options.get("queue")
+            queue=_destination(options)
             or self.queue
-            or route.get("queue")
+            or _destination(route)
             or tq_settings.DEFAULT_QUEUE,
             priority=priority,
             eta=eta,

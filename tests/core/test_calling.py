@@ -267,3 +267,18 @@ def test_routing_precedence_is_call_then_task_then_routes(settings):
         ("other", 4),
         ("explicit", 8),
     ]
+
+
+@pytest.mark.django_db
+def test_routing_key_names_the_queue(settings):
+    settings.TQ = {
+        **settings.TQ,
+        "TASK_ROUTES": {"tests.testapp.tasks.add": {"routing_key": "by-key"}},
+    }
+    with capture() as queue:
+        add.delay(1, 1)
+        record.apply_async(("x",), routing_key="explicit-key")
+        record.apply_async(("y",), routing_key="same", queue="same")
+    assert [m.queue for m in queue.messages] == ["by-key", "explicit-key", "same"]
+    with pytest.raises(ValueError, match="default exchange"):
+        record.apply_async(("z",), routing_key="a", queue="b")
