@@ -92,3 +92,17 @@ def test_amqp_publishes_with_confirms():
         assert (
             conn.connection.confirm_publish is True
         )  # each basic_publish waits for the broker's ack
+
+
+@pytest.mark.django_db
+def test_update_state_records_a_custom_state_visible_through_info():
+    from django_tq import AsyncResult
+    from tests.testapp.tasks import reports_progress
+
+    with capture() as queue:
+        result = reports_progress.delay()
+    queue.run_all()
+    assert result.get(timeout=1) == ["PROGRESS", {"done": 1, "total": 2}]
+    assert AsyncResult(result.id).state == states.SUCCESS
+    with pytest.raises(RuntimeError, match="outside a task"):
+        reports_progress.update_state(state="PROGRESS")

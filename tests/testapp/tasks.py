@@ -127,3 +127,13 @@ def kill_my_process(self: Any) -> None:
 
     Execution.objects.create(task_id=self.request.id, label="poison", pid=os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task(bind=True)
+def reports_progress(self: Any) -> list[Any]:
+    """Record a custom state, then return what a poller would have seen meanwhile."""
+    from django_tq import AsyncResult
+
+    self.update_state(state="PROGRESS", meta={"done": 1, "total": 2})
+    seen = AsyncResult(self.request.id)
+    return [seen.state, seen.info]
