@@ -60,11 +60,13 @@ def wait_for(
 class WorkerProcess:
     """A ``manage.py tqworker`` subprocess against the test database."""
 
+    command = "tqworker"
+
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log_path = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "tqworker", *args],
+            [sys.executable, "-m", "django", self.command, *args],
             cwd=ROOT,
             env=env,
             stdout=self._log,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ import pytest
 
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.schedules import Clocked, Crontab, Every, Schedule, to_schedule
-from tests.conftest import ROOT, WorkerProcess, worker_env
+from tests.conftest import WorkerProcess, worker_env
 
 UTC = dt.UTC
 RECORD = "tests.testapp.tasks.record"
@@ -56,17 +54,7 @@ def make_task(
 class BeatProcess(WorkerProcess):
     """A ``manage.py tqbeat`` subprocess against the test database."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log_path = log
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "tqbeat", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    command = "tqbeat"
 
 
 @pytest.fixture
