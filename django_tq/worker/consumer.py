@@ -47,18 +47,24 @@ class ConsumerConfig:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renew the leases of every message a subscription holds, every third of the lease."""
+    """Renew the leases of every message the consumer holds, every third of the lease.
 
-    def __init__(self, subscription: Subscription, interval: float) -> None:
+    It asks the consumer for its subscription each time: after a reconnect, the new one.
+    """
+
+    def __init__(self, consumer: Consumer, interval: float) -> None:
         super().__init__(name="django_tq-lease-keeper", daemon=True)
-        self.subscription = subscription
+        self.consumer = consumer
         self.interval = interval
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
+            subscription = self.consumer.subscription
+            if subscription is None:
+                continue
             try:
-                self.subscription.renew_leases()
+                subscription.renew_leases()
             except Exception:
                 logger.warning("Renewing leases failed; will retry", exc_info=True)
 
@@ -99,7 +105,7 @@ class Consumer:
         keeper: LeaseKeeper | None = None
         try:
             self.subscription = self._subscribe()
-            keeper = LeaseKeeper(self.subscription, max(1.0, tq_settings.LEASE_SECONDS / 3))
+            keeper = LeaseKeeper(self, max(1.0, tq_settings.LEASE_SECONDS / 3))
             keeper.start()
             while not self.stopping.is_set():
                 self.tick()

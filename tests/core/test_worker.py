@@ -124,3 +124,26 @@ def test_threads_and_solo_replace_recycled_consumers(start_worker, pool):
     worker.signal(signal.SIGHUP)
     assert add.delay(1, 2).get(timeout=20) == 3
     assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_leases_are_renewed_after_a_reconnect(broker_url, settings, start_worker):
+    import redis
+
+    settings.TQ = {**settings.TQ, "LEASE_SECONDS": 2}
+    worker = start_worker("-P", "solo")
+    assert add.delay(1, 1).get(timeout=20) == 2
+    admin = redis.Redis.from_url(broker_url)
+    own = admin.client_id()
+    db = str(admin.connection_pool.connection_kwargs["db"])
+    for client in admin.client_list():  # drop the worker's connections, as a Redis restart would
+        if client["db"] == db and int(client["id"]) != own:
+            admin.client_kill_filter(_id=client["id"])
+    assert add.delay(2, 2).get(timeout=20) == 4  # the worker reconnected by itself
+    result = slow_record.delay(5, "long")  # 2.5 leases: runs twice unless renewals reach it
+    wait_for(lambda: Execution.objects.filter(label="start:long").exists(), what="long task start")
+    start_worker("-P", "solo")  # would take the message over if its lease ran out
+    assert result.get(timeout=30) == "long"
+    assert add.delay(3, 3).get(timeout=20) == 6
+    assert Execution.objects.filter(label="start:long").count() == 1
+    assert "reconnecting" in worker.output()
