@@ -8,12 +8,17 @@ after it, and survives restarts.
 from __future__ import annotations
 
 import signal as signals_module
+from typing import TYPE_CHECKING, Any
 
 from django.db import router
 
 from django_tq import signals, states
 from django_tq.models import Revocation
 from django_tq.result_backends import get_backend
+from django_tq.tasks import send_task
+
+if TYPE_CHECKING:
+    from django_tq.result import AsyncResult
 
 #: states in which a revoked task has not started: it is marked REVOKED at once
 NOT_STARTED = frozenset({states.PENDING, states.QUEUED, states.RETRY})
@@ -45,3 +50,40 @@ def revoked_since(since: object | None = None) -> list[tuple[str, bool, str]]:
     if since is not None:
         rows = rows.filter(created_at__gte=since)
     return list(rows.values_list("task_id", "terminate", "signal"))
+
+
+#: states from which a task may be requeued (run again as a new task)
+REQUEUEABLE = frozenset({states.FAILURE, states.DEAD, states.REVOKED})
+
+
+class NotRequeueable(ValueError):
+    """The task is not in a state it can be requeued from (FAILURE, DEAD or REVOKED)."""
+
+
+def requeue(
+    task_id: str,
+    *,
+    args: list[Any] | tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    owner: Any = None,
+) -> AsyncResult[Any]:
+    """Send a failed, dead or revoked task again as a new task; return its result handle.
+
+    The stored arguments and queue are reused unless new ones are given. Raise ``LookupError``
+    for an unknown id and :class:`NotRequeueable` for a task in another state.
+    """
+    data = get_backend().get(task_id)
+    if data is None:
+        raise LookupError(f"No result is stored for task {task_id!r}.")
+    if data.state not in REQUEUEABLE:
+        raise NotRequeueable(
+            f"Only FAILURE, DEAD or REVOKED tasks can be requeued; {task_id} is {data.state}."
+        )
+    return send_task(
+        data.task_name,
+        data.args if args is None else args,
+        data.kwargs if kwargs is None else kwargs,
+        queue=queue or data.queue or None,
+        owner=owner,
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from django_tq import states
+from django_tq import control, states
 from django_tq.admin import display
 from django_tq.admin.display import ReadOnlyAdmin
 from django_tq.models import TaskResult
@@ -83,6 +85,54 @@ class TaskResultAdmin(ReadOnlyAdmin):
         "parent_link",
         "group_link",
     ]
+
+    actions = ["revoke_tasks", "terminate_tasks", "requeue_tasks"]
+
+    # -- actions: each needs staff status (the admin) and the change permission ---------------
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """Revoking, terminating and requeueing need ``django_tq.change_taskresult``."""
+        return request.user.has_perm("django_tq.change_taskresult")
+
+    @admin.action(
+        description=_("Revoke selected tasks (they will not run)"), permissions=["revoke"]
+    )
+    def revoke_tasks(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
+        """Revoke: tasks that have not started never run; running ones finish."""
+        for task_id in queryset.values_list("task_id", flat=True):
+            control.revoke(task_id)
+        self.message_user(request, _("Revoked %(count)d task(s).") % {"count": len(queryset)})
+
+    @admin.action(
+        description=_("Terminate selected tasks (revoke, and kill them if running)"),
+        permissions=["revoke"],
+    )
+    def terminate_tasks(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
+        """Revoke with ``terminate=True``: a running task's worker child is killed (prefork)."""
+        for task_id in queryset.values_list("task_id", flat=True):
+            control.revoke(task_id, terminate=True)
+        self.message_user(request, _("Terminated %(count)d task(s).") % {"count": len(queryset)})
+
+    @admin.action(
+        description=_("Requeue selected failed, dead or revoked tasks"), permissions=["revoke"]
+    )
+    def requeue_tasks(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
+        """Send each failed, dead or revoked task again as a new task (same arguments, queue)."""
+        sent, skipped = 0, []
+        for row in queryset.only("task_id", "owner_id"):
+            try:
+                control.requeue(row.task_id, owner=row.owner_id)
+            except control.NotRequeueable:
+                skipped.append(row.task_id)
+            else:
+                sent += 1
+        self.message_user(request, _("Requeued %(count)d task(s).") % {"count": sent})
+        if skipped:
+            self.message_user(
+                request,
+                _("Not requeued (only FAILURE, DEAD or REVOKED tasks can be): %(ids)s")
+                % {"ids": ", ".join(skipped)},
+                level=messages.WARNING,
+            )
 
     @admin.display(description=_("task id"), ordering="task_id")
     def task_id_short(self, obj: TaskResult) -> SafeString | str:

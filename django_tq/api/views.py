@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.status import HTTP_202_ACCEPTED
 
-from django_tq import control, serialization, states
+from django_tq import control
 from django_tq.api import errors, queues
 from django_tq.api.filters import DeadLetterQuery, ListQuery, ResultQuery
 from django_tq.api.pagination import KeysetPagination, paginate
@@ -54,7 +54,6 @@ from django_tq.registry import registry
 from django_tq.tasks import send_task
 
 #: states a task can be requeued from
-REQUEUEABLE_STATES = frozenset({states.FAILURE, states.DEAD, states.REVOKED})
 
 INVALID = {"type": "object", "additionalProperties": True, "description": "Errors by field."}
 READ_ERRORS: dict[int, Any] = {401: ErrorSerializer, 403: ErrorSerializer}
@@ -115,13 +114,10 @@ class ApiView(GenericAPIView):
         return KeysetPagination().response(self.request, page, results)
 
 
-def enqueued(
-    request: Request, name: str, args: Any, kwargs: Any, *, requeued_from: str = "", **options: Any
-) -> Response:
-    """Send task ``name`` and answer 202 with its id and the URL to poll."""
-    sent = send_task(name, args, kwargs, **options)
-    body = {"task_id": sent.id, "task_name": name}
-    body["url"] = absolute_url({"request": request}, "result-detail", sent.id)
+def accepted(request: Request, task_id: str, name: str, *, requeued_from: str = "") -> Response:
+    """Answer 202 with the id of the task just sent and the URL to poll."""
+    body = {"task_id": task_id, "task_name": name}
+    body["url"] = absolute_url({"request": request}, "result-detail", task_id)
     if requeued_from:
         body["requeued_from"] = requeued_from
     return Response(EnqueuedSerializer(body).data, status=HTTP_202_ACCEPTED)
@@ -181,29 +177,21 @@ class ResultRequeue(ResultView):
         result = self.get_object()
         body = RequeueSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        if result.state not in REQUEUEABLE_STATES:
+        changes = body.validated_data
+        try:
+            sent = control.requeue(
+                result.task_id,
+                args=changes.get("args"),
+                kwargs=changes.get("kwargs"),
+                queue=changes.get("queue"),
+                owner=result.owner_id,
+            )
+        except control.NotRequeueable:
             raise errors.Conflict(
                 _("Only FAILURE, DEAD or REVOKED tasks can be requeued; this one is %(state)s.")
                 % {"state": result.state}
-            )
-        changes = body.validated_data
-        if "args" in changes:
-            args = changes["args"]
-        else:
-            args = serialization.from_jsonable(result.args or [])
-        if "kwargs" in changes:
-            kwargs = changes["kwargs"]
-        else:
-            kwargs = serialization.from_jsonable(result.kwargs or {})
-        return enqueued(
-            request,
-            result.task_name,
-            args,
-            kwargs,
-            requeued_from=result.task_id,
-            queue=changes.get("queue") or result.queue or None,
-            owner=result.owner_id,
-        )
+            ) from None
+        return accepted(request, sent.id, result.task_name, requeued_from=result.task_id)
 
 
 class ResultRevoke(ResultView):
@@ -316,7 +304,8 @@ class TaskEnqueue(ApiView):
             options["queue"] = call["queue"]
         if call.get("countdown") is not None:
             options["countdown"] = call["countdown"]
-        return enqueued(request, name, call.get("args", []), call.get("kwargs", {}), **options)
+        sent = send_task(name, call.get("args", []), call.get("kwargs", {}), **options)
+        return accepted(request, sent.id, name)
 
 
 # -- workers and queues -------------------------------------------------------------------

@@ -278,3 +278,63 @@ def test_result_list_does_not_query_per_row(admin_client: Any, django_user_model
     few = queries_for_list()
     add_results("many", 20)
     assert queries_for_list() == few
+
+
+def _act(client: Any, action: str, *task_ids: str) -> Any:
+    pks = TaskResult.objects.filter(task_id__in=task_ids).values_list("pk", flat=True)
+    data = {"action": action, "_selected_action": [str(pk) for pk in pks]}
+    return client.post(admin_url("taskresult"), data, follow=True)
+
+
+def test_revoke_and_terminate_actions(admin_client: Any) -> None:
+    from django_tq.models import Revocation
+
+    make_result("queued-1", state=states.QUEUED)
+    make_result("running-1", state=states.STARTED)
+    response = _act(admin_client, "revoke_tasks", "queued-1")
+    assert "Revoked 1 task(s)." in response.content.decode()
+    assert TaskResult.objects.get(task_id="queued-1").state == states.REVOKED
+    _act(admin_client, "terminate_tasks", "running-1")
+    assert Revocation.objects.get(task_id="running-1").terminate
+    assert TaskResult.objects.get(task_id="running-1").state == states.STARTED  # until killed
+
+
+def test_requeue_action_sends_failed_tasks_again_and_skips_others(
+    admin_client: Any, django_user_model: Any
+) -> None:
+    from django_tq.testing import capture
+
+    owner = django_user_model.objects.create_user("someone", password=None)
+    make_result("failed-9", state=states.FAILURE, args=[1, 2], queue="q9", owner=owner)
+    make_result("done-9", state=states.SUCCESS)
+    with capture() as queue:
+        response = _act(admin_client, "requeue_tasks", "failed-9", "done-9")
+    body = response.content.decode()
+    assert "Requeued 1 task(s)." in body and "Not requeued" in body and "done-9" in body
+    (message,) = queue.messages
+    assert (message.task, message.args, message.queue) == ("tests.testapp.tasks.add", (1, 2), "q9")
+    assert TaskResult.objects.get(task_id=message.id).owner == owner
+
+
+def test_actions_need_the_change_permission(client: Any, django_user_model: Any) -> None:
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("viewer", password=None, is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
+    client.force_login(staff)
+    make_result("queued-2", state=states.QUEUED)
+    page = client.get(admin_url("taskresult")).content.decode()
+    assert "revoke_tasks" not in page and "requeue_tasks" not in page
+    _act(client, "revoke_tasks", "queued-2")
+    assert TaskResult.objects.get(task_id="queued-2").state == states.QUEUED
+
+
+def test_actions_need_csrf(admin_user: Any) -> None:
+    from django.test import Client
+
+    make_result("queued-3", state=states.QUEUED)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = _act(client, "revoke_tasks", "queued-3")
+    assert response.status_code == 403
+    assert TaskResult.objects.get(task_id="queued-3").state == states.QUEUED
