@@ -54,6 +54,8 @@ TASK_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 600,
     "retry_jitter": True,
     "acks_late": None,
+    "time_limit": None,
+    "soft_time_limit": None,
     "expires": None,
     "ignore_result": False,
     "store_errors_even_if_ignored": False,
@@ -66,6 +68,7 @@ CALL_OPTIONS = frozenset(
     {
         "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
+        "time_limit", "soft_time_limit",
     }
 )  # fmt: skip
 
@@ -81,6 +84,14 @@ def _as_datetime(value: dt.datetime | float | int | None, now: dt.datetime) -> d
     if timezone.is_naive(value):
         return timezone.make_aware(value, timezone.get_default_timezone())
     return value
+
+
+def _limit(options: dict[str, Any], key: str, task_value: Any, default: Any) -> float | None:
+    """Return a time limit from the call options, else the task, else settings (None: none)."""
+    for value in (options.get(key), task_value, default):
+        if value is not None:
+            return float(value)
+    return None
 
 
 def _destination(options: dict[str, Any]) -> str | None:
@@ -118,6 +129,8 @@ class Task(Generic[P, R]):
     retry_backoff_max: float = 600
     retry_jitter: bool = True
     acks_late: bool | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
     expires: float | dt.datetime | None = None
     ignore_result: bool = False
     store_errors_even_if_ignored: bool = False
@@ -240,6 +253,10 @@ class Task(Generic[P, R]):
             parent_id=options.get("parent_id") or (parent.id if parent else None),
             group_id=options.get("group_id"),
             ignore_result=bool(options.get("ignore_result", self.ignore_result)),
+            time_limit=_limit(options, "time_limit", self.time_limit, tq_settings.TASK_TIME_LIMIT),
+            soft_time_limit=_limit(
+                options, "soft_time_limit", self.soft_time_limit, tq_settings.TASK_SOFT_TIME_LIMIT
+            ),
             headers=dict(options.get("headers") or {}),
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
         )

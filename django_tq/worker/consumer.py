@@ -10,8 +10,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +25,7 @@ from django_tq import message as wire_format
 from django_tq import parking, signals, states
 from django_tq.broker import Broker, Delivery, Subscription
 from django_tq.conf import tq_settings
-from django_tq.exceptions import DecodeError, NotRegistered
+from django_tq.exceptions import DecodeError, NotRegistered, SoftTimeLimitExceeded
 from django_tq.execution import REJECTED, Outcome, execute, record
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
@@ -44,6 +47,29 @@ class ConsumerConfig:
     hostname: str
     max_tasks: int | None = None  #: stop after this many tasks (``--max-tasks-per-child``)
     drain_timeout: float = 1.0
+
+
+@contextmanager
+def soft_time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`SoftTimeLimitExceeded` in the task after ``seconds`` (a ``SIGALRM`` timer).
+
+    Signals reach only a process's main thread: prefork children and the solo pool. Elsewhere
+    (the threads pool) the limit is not enforced.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded(f"soft time limit ({seconds:g} s) exceeded")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class LeaseKeeper(threading.Thread):
@@ -98,6 +124,7 @@ class Consumer:
         self.track_started = bool(tq_settings.TRACK_STARTED)
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
         self.revocations = Revocations()
+        self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -192,6 +219,16 @@ class Consumer:
                 self._widen()
                 return
         self.handle(delivery, message)
+
+    def _warn_unenforced(self, message: TaskMessage) -> None:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if (message.time_limit or not in_main_thread) and message.task not in self._warned:
+            self._warned.add(message.task)
+            logger.warning(
+                "Time limits of %s are not enforced by this pool: the hard limit needs "
+                "prefork, the soft limit prefork or solo",
+                message.task,
+            )
 
     def _revoked(self, delivery: Delivery, message: TaskMessage) -> None:
         close_old_connections()
@@ -292,8 +329,14 @@ class Consumer:
         if not acks_late:
             delivery.ack()
         signals.send(signals.task_received, sender=task, message=message)
-        self.slot.started(delivery.tag, message.id)
-        outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
+        deadline = None
+        if message.time_limit and self.slot.is_shared:  # the prefork parent enforces it
+            deadline = time.time() + message.time_limit
+        elif message.time_limit or message.soft_time_limit:
+            self._warn_unenforced(message)
+        self.slot.started(delivery.tag, message.id, task_name=message.task, deadline=deadline)
+        with soft_time_limit(message.soft_time_limit):
+            outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
         record(message, outcome, worker=self.config.hostname, delivery_count=count)
         close_old_connections()
         if acks_late:

@@ -47,9 +47,25 @@ class Slot:
         self.processed: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
         self._running: Any = billiard.Array("c", 512, lock=False) if shared else _Counter()
 
-    def started(self, tag: Any, task_id: str | None = None) -> None:
-        """Note that the consumer is executing the delivery ``tag`` (task ``task_id``)."""
-        self._running.value = json.dumps([tag, task_id]).encode()[:511] if tag is not None else b""
+    @property
+    def is_shared(self) -> bool:
+        """Return whether another process (the prefork parent) can read this slot."""
+        return not isinstance(self.processed, _Counter)
+
+    def started(
+        self,
+        tag: Any,
+        task_id: str | None = None,
+        *,
+        task_name: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Note that the consumer is executing the delivery ``tag`` (task ``task_id``).
+
+        ``deadline`` (epoch seconds) is when the task's hard time limit runs out.
+        """
+        record = [tag, task_id, task_name, deadline]
+        self._running.value = json.dumps(record).encode()[:511] if tag is not None else b""
 
     def finished(self) -> None:
         """Note that the consumer settled its delivery."""
@@ -59,9 +75,9 @@ class Slot:
     def _read(self) -> list[Any]:
         raw = self._running.value
         try:
-            return list(json.loads(raw)) if raw else [None, None]
+            return list(json.loads(raw)) if raw else [None] * 4
         except ValueError:  # a tag too long for the slot: the parent cannot tell which it was
-            return [None, None]
+            return [None] * 4
 
     def running(self) -> Any:
         """Return the delivery tag being executed, or None."""
@@ -71,6 +87,13 @@ class Slot:
         """Return the id of the task being executed, or None."""
         task_id = self._read()[1]
         return str(task_id) if task_id is not None else None
+
+    def overdue(self, now: float) -> tuple[str, str] | None:
+        """Return ``(task id, task name)`` if the running task is past its hard time limit."""
+        _, task_id, task_name, deadline = self._read()
+        if task_id is None or deadline is None or now < deadline:
+            return None
+        return str(task_id), str(task_name or "")
 
 
 class Pool:
@@ -127,6 +150,10 @@ class Pool:
     def terminate(self, task_id: str, signum: int) -> bool:
         """Kill the consumer running ``task_id`` with ``signum``; return whether one was."""
         return False
+
+    def kill_overdue(self, now: float) -> list[tuple[str, str]]:
+        """Kill consumers whose task is past its hard time limit; return ``(id, name)`` of each."""
+        return []
 
 
 def _child_main(target: Target, index: int, stop_event: Any, slot: Slot) -> None:
@@ -232,6 +259,18 @@ class PreforkPool(Pool):
 
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
+
+    def kill_overdue(self, now: float) -> list[tuple[str, str]]:
+        killed = []
+        for child, slot in zip(self.children, self.slots, strict=True):
+            task = slot.overdue(now)
+            if task is not None and child is not None and child.is_alive():
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append(task)
+        return killed
 
     def terminate(self, task_id: str, signum: int) -> bool:
         for child, slot in zip(self.children, self.slots, strict=True):

@@ -24,9 +24,10 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from django_tq import parking, signals
+from django_tq import parking, serialization, signals, states
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
+from django_tq.exceptions import TimeLimitExceeded
 from django_tq.models import Revocation, WorkerState
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
@@ -142,6 +143,7 @@ class Worker:
         self._release_ended(self.pool.tick())
         self._guard(self.release_parked)
         self._guard(lambda: self.terminate_revoked(now))
+        self._guard(self.enforce_time_limits)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard(self.heartbeat)
@@ -175,6 +177,19 @@ class Worker:
         for task_id, signal_name in self.revocations.terminate.items():
             if self.pool.terminate(task_id, getattr(signal, signal_name)):
                 logger.warning("Terminated revoked task %s with %s", task_id, signal_name)
+
+    def enforce_time_limits(self) -> None:
+        """Kill children whose task ran past its hard time limit; record the failure.
+
+        The killed child's message comes back, and the worker that gets it skips it: the task
+        is finished (FAILURE with ``TimeLimitExceeded``).
+        """
+        for task_id, task_name in self.pool.kill_overdue(time.time()):
+            error = TimeLimitExceeded(f"{task_name}[{task_id}] ran past its hard time limit")
+            get_backend().set_state(
+                task_id, states.FAILURE, result=serialization.exception_to_data(error)
+            )
+            logger.error("Killed the child running %s[%s]: hard time limit", task_name, task_id)
 
     def release_parked(self) -> int:
         """Publish parked (far-ETA) messages that are now due."""

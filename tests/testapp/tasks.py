@@ -137,3 +137,29 @@ def reports_progress(self: Any) -> list[Any]:
     self.update_state(state="PROGRESS", meta={"done": 1, "total": 2})
     seen = AsyncResult(self.request.id)
     return [seen.state, seen.info]
+
+
+@task(bind=True, soft_time_limit=1)
+def cleans_up_at_soft_limit(self: Any, seconds: float) -> str:
+    """Sleep past the soft limit, clean up when it fires, and re-raise."""
+    from django_tq.exceptions import SoftTimeLimitExceeded
+
+    Execution.objects.create(task_id=self.request.id, label="soft:start", pid=os.getpid())
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        Execution.objects.create(task_id=self.request.id, label="soft:cleanup", pid=os.getpid())
+        raise
+    return "finished"
+
+
+@task(bind=True, time_limit=1)
+def ignores_its_limit(self: Any, seconds: float) -> str:
+    """Run past the hard limit without any chance to stop (signals are blocked here)."""
+    import signal
+
+    Execution.objects.create(task_id=self.request.id, label="hard:start", pid=os.getpid())
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    Execution.objects.create(task_id=self.request.id, label="hard:end", pid=os.getpid())
+    return "finished"
