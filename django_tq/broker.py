@@ -192,14 +192,6 @@ class Subscription:
             return int(self.channel.release_buffered())
         return 0
 
-    def cancel(self) -> None:
-        """Stop receiving new messages (prefetched AMQP messages go back when we close)."""
-        if self.consumer is not None:
-            try:
-                self.consumer.cancel()
-            except self.broker.connection_errors:
-                pass
-
     def close(self) -> None:
         """Close the connection; messages held and not acked go back to the queue."""
         if self.connection is not None:

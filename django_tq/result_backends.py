@@ -2,7 +2,7 @@
 
 ``TQ["RESULT_BACKEND"]`` picks one: ``"django-db"`` (the ``TaskResult`` model), ``"django-cache"``
 or ``"django-cache://<alias>"`` (a Django cache such as django-redis), or ``None``. Every backend
-has the same small contract; capability flags say what the admin and REST API can rely on.
+has the same small contract.
 """
 
 from __future__ import annotations
@@ -50,11 +50,6 @@ class ResultData:
 class ResultBackend:
     """The contract every result backend fills."""
 
-    #: results can be listed and filtered (admin, REST lists)
-    supports_listing = False
-    #: results survive restarts
-    is_persistent = False
-
     def mark_queued(
         self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
     ) -> None:
@@ -100,9 +95,6 @@ def _json(value: Any) -> Any:
 
 class DatabaseBackend(ResultBackend):
     """Results in the ``TaskResult`` model (the default)."""
-
-    supports_listing = True
-    is_persistent = True
 
     def _alias(self) -> str:
         return router.db_for_write(TaskResult) or "default"
@@ -255,7 +247,6 @@ class DatabaseBackend(ResultBackend):
 class CacheBackend(ResultBackend):
     """Results in a Django cache (e.g. django-redis): fast, expiring, not listable."""
 
-    is_persistent = True
     prefix = "django_tq:result:"
 
     def __init__(self, alias: str = "default") -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 Route = dict[str, Any]
-Router = Callable[..., Route | str | None]
 
 
 @lru_cache(maxsize=1024)
