@@ -54,7 +54,7 @@ def skip_without(binary: str) -> str:
 
 
 # -- bursts ---------------------------------------------------------------------------------------
-def burst(count: int, *, seconds: float = 0.005, label: str = "b") -> list[str]:
+def burst(count: int, *, seconds: float = 0.0, label: str = "b") -> list[str]:
     """Send ``count`` ``slow_record`` tasks; return their ids (every ``.delay()`` returned)."""
     return [slow_record.delay(seconds, label).id for _ in range(count)]
 

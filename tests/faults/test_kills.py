@@ -68,3 +68,61 @@ def test_five_sigkills_during_a_burst_lose_nothing(broker_url, settings, start_w
     assert runs.lost(ids) == set()
     assert runs.duplicated() <= running_at_kills
     assert not TaskResult.objects.filter(task_id__in=ids).exclude(state=states.SUCCESS).exists()
+
+
+def test_sigterm_during_a_burst_loses_and_duplicates_nothing(broker_url, settings, start_worker):
+    longest = 1.0
+    ids = [*burst(60, seconds=0.01), *burst(2, seconds=longest, label="long"), *burst(140)]
+    worker = start_worker("-P", "prefork", "-c", "2")
+    wait_for(
+        lambda: Execution.objects.filter(label="start:long").count() == 2, 60, what="long tasks"
+    )
+    worker.signal(signal.SIGTERM)
+    stopping_at = time.monotonic()
+    assert worker.process.wait(30) == 0, worker.output()
+    assert time.monotonic() - stopping_at <= longest + 2
+    assert Execution.objects.filter(label="end:long").count() == 2  # finished, not abandoned
+    start_worker("-P", "prefork", "-c", "2")
+    assert_exactly_once(ids, wait_until_finished(ids, 60))
+
+
+def test_a_poison_message_in_a_burst_dies_alone(request, broker_url, settings, start_worker):
+    on_amqp = broker_url.startswith("amqp")
+    if on_amqp:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=False,
+                reason="RabbitMQ classic queues keep no delivery count: MAX_DELIVERIES is not "
+                "enforced on amqp:// yet",
+            )
+        )
+    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 3, "LEASE_SECONDS": LEASE_SECONDS}
+    ids = burst(100)
+    poison = kill_my_process.delay()
+    ids += burst(100)
+    worker = start_worker("-P", "prefork", "-c", "2")
+    children = set(_children(worker.pid))
+    deadline = 20 if on_amqp else 60  # waiting for a loop there would only burn the budget
+    with pytest.raises(TaskError, match="delivered 4 times"):
+        AsyncResult(poison.id).get(timeout=deadline)
+    assert_exactly_once(ids, wait_until_finished(ids, 60))
+    assert 1 <= Execution.objects.filter(label="poison").count() <= 3  # MAX_DELIVERIES
+    assert AsyncResult(poison.id).state == states.DEAD
+    assert DeadLetter.objects.get(task_id=poison.id).reason.startswith("delivered 4 times")
+    assert worker.process.poll() is None
+    assert len(_children(worker.pid)) == 2 and set(_children(worker.pid)) != children  # respawned
+
+
+def test_a_task_longer_than_the_lease_is_never_duplicated(broker_url, settings, start_worker):
+    if broker_url.startswith("amqp"):
+        pytest.skip("RabbitMQ has no lease: an unacked message stays with its consumer")
+    settings.TQ = {**settings.TQ, "LEASE_SECONDS": LEASE_SECONDS}
+    long = slow_record.delay(LEASE_SECONDS + 2, "long")  # renewed twice, at least
+    neighbours = burst(6, seconds=0.2)
+    # The first worker takes the long task and prefetches neighbours; a second one would claim
+    # any lease that expired.
+    start_worker("-P", "prefork", "-c", "1", "--prefetch-multiplier", "4")
+    wait_for(lambda: Execution.objects.filter(label="start:long").exists(), 30, what="long start")
+    start_worker("-P", "prefork", "-c", "1")
+    assert_exactly_once([long.id, *neighbours], wait_until_finished([long.id, *neighbours], 60))
+    assert AsyncResult(long.id).state == states.SUCCESS
