@@ -99,25 +99,25 @@ def take_shared(name: str, rate: Rate, now: dt.datetime) -> float:
 
     One short transaction that writes the row before reading it: the write takes the row lock
     (on SQLite, the database's write lock) so two workers never read the same tokens — the same
-    on every database, without ``SELECT … FOR UPDATE`` (which SQLite lacks).
+    on every database, without ``SELECT … FOR UPDATE`` (which SQLite lacks). A missing row is
+    created full in a transaction of its own first: a duplicate key error inside the locking
+    transaction would leave MySQL holding a shared lock that deadlocks the next writer.
     """
     alias = router.db_for_write(RateLimitBucket) or "default"
     rows = RateLimitBucket.objects.using(alias).filter(name=name)
-    with transaction.atomic(using=alias):
-        if not rows.update(tokens=F("tokens")):
-            bucket, wait = Bucket.full(now).take(rate, now)
-            try:
-                with transaction.atomic(using=alias):
-                    RateLimitBucket.objects.using(alias).create(
-                        name=name, tokens=bucket.tokens, updated_at=bucket.updated_at
-                    )
+    while True:
+        with transaction.atomic(using=alias):
+            if rows.update(tokens=F("tokens")):
+                row = rows.get()
+                bucket, wait = Bucket(tokens=row.tokens, updated_at=row.updated_at).take(rate, now)
+                rows.update(tokens=bucket.tokens, updated_at=bucket.updated_at)
                 return wait
-            except IntegrityError:
-                rows.update(tokens=F("tokens"))  # another worker created it first: lock it
-        row = rows.get()
-        bucket, wait = Bucket(tokens=row.tokens, updated_at=row.updated_at).take(rate, now)
-        rows.update(tokens=bucket.tokens, updated_at=bucket.updated_at)
-    return wait
+        try:
+            with transaction.atomic(using=alias):
+                full = Bucket.full(now)
+                rows.create(name=name, tokens=full.tokens, updated_at=full.updated_at)
+        except IntegrityError:
+            pass  # another worker created it first
 
 
 class RateLimiter:
