@@ -125,8 +125,12 @@ def _times(prefix: str) -> list[dt.datetime]:
 
 
 def _most_in_one_second(times: list[dt.datetime]) -> int:
-    """Return the most starts within any one second (a start runs ~50 ms late at worst)."""
-    window = dt.timedelta(seconds=0.95)
+    """Return the most starts within any one second, allowing a start to run 200 ms late.
+
+    Tokens are due exactly 0.2 s apart; a worker busy with another task, or a loaded machine,
+    starts one later than its token, which brings it closer to the next one.
+    """
+    window = dt.timedelta(seconds=0.8)
     return max(sum(1 for other in times if start <= other < start + window) for start in times)
 
 
