@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "TASK_SOFT_TIME_LIMIT": None,
     "DEFAULT_RETRY_DELAY": 180,
     "MAX_RETRIES": 3,
+    "UNIQUE_TTL": 3600,
     "WORKER_CONCURRENCY": None,  # None: number of CPUs
     "WORKER_POOL": "prefork",
     "WORKER_PREFETCH_MULTIPLIER": 4,
@@ -130,6 +131,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "TASK_SOFT_TIME_LIMIT": _number(0, allow_none=True),
     "DEFAULT_RETRY_DELAY": _number(0),
     "MAX_RETRIES": _number(0, allow_none=True),
+    "UNIQUE_TTL": _number(1),
     "WORKER_CONCURRENCY": _number(1, allow_none=True),
     "WORKER_POOL": _one_of(*POOLS),
     "WORKER_PREFETCH_MULTIPLIER": _number(1),

@@ -4,7 +4,9 @@
 limit, records the QUEUED result row, and publishes — at once, or when the caller's outermost
 ``transaction.atomic()`` on the alias commits (``PUBLISH_ON_COMMIT``), never on rollback. With the
 ``django://`` transport on the caller's alias the message row itself is written inside the
-caller's transaction, which gives the same guarantee without waiting for the commit.
+caller's transaction, which gives the same guarantee without waiting for the commit. A message
+with a ``unique_key`` first takes its lock (``unique.py``) in that transaction too; when another
+task holds the key, nothing is recorded or sent and that task's id is returned.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import parking, serialization, signals, states
+from django_tq import parking, serialization, signals, states, unique
 from django_tq.broker import Broker, get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PayloadTooLarge, PublishError
@@ -74,6 +76,7 @@ class PendingPublish:
                 self.message.id,
                 exc,
             )
+            unique.release(self.message)
             get_backend().set_state(
                 self.message.id,
                 states.FAILURE,
@@ -116,14 +119,23 @@ def enqueue(
     using: str | None = None,
     owner_id: Any = None,
     on_commit: bool | None = None,
-) -> None:
+) -> str:
     """Record and publish ``message`` (see the module docstring for when it is published).
 
-    ``on_commit`` overrides ``PUBLISH_ON_COMMIT`` for this call (``delay_on_commit`` passes True).
+    Return the id of the task that will run: ``message.id``, or for a ``unique_key`` already
+    held, the id of the task holding it (then nothing is sent). ``on_commit`` overrides
+    ``PUBLISH_ON_COMMIT`` for this call (``delay_on_commit`` passes True).
     """
     broker = get_broker()
     alias = using or default_alias(broker)
     wire = encode(message)
+    if message.unique_key is not None:
+        holder = unique.acquire(message, using=alias)
+        if holder != message.id and not message.retries:  # a retry always runs
+            logger.debug(
+                "Not sending %s[%s]: %s holds its unique key", message.task, message.id, holder
+            )
+            return holder
     if tq_settings.TRACK_ENQUEUED and not message.ignore_result:
         get_backend().mark_queued(message, owner_id=owner_id, using=alias)
     in_transaction = connections[alias].in_atomic_block
@@ -144,12 +156,14 @@ def enqueue(
         try:
             publish_now(message, wire, broker)
         except PublishError as exc:
+            unique.release(message)
             if tq_settings.TRACK_ENQUEUED and not in_transaction:
                 get_backend().set_state(
                     message.id, states.FAILURE, result=serialization.exception_to_data(exc)
                 )
             raise
     signals.send(signals.task_enqueued, sender=message.task, message=message)
+    return message.id
 
 
 def publish_now(message: TaskMessage, wire: WireMessage, broker: Broker) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import serialization, signals, states
+from django_tq import serialization, signals, states, unique
 from django_tq.conf import tq_settings
 from django_tq.context import Request, current_request
 from django_tq.enqueue import enqueue
@@ -237,10 +237,17 @@ def _after(task: Task[Any, Any], message: TaskMessage, outcome: Outcome) -> None
     )
 
 
+def _is_final(outcome: Outcome) -> bool:
+    """Return whether the task is done with this outcome (no retry, no requeue will run it)."""
+    if outcome.retry is not None or outcome.requeue:
+        return False
+    return outcome.state in states.READY_STATES or outcome.state in (IGNORED, REJECTED)
+
+
 def record(
     message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0
 ) -> None:
-    """Store ``outcome`` and enqueue the next attempt of a retry (all side effects but the ack)."""
+    """Store ``outcome``, then retry or free the unique key (all side effects but the ack)."""
     task = registry.get(message.task)
     backend = get_backend()
     keep = not message.ignore_result
@@ -256,7 +263,9 @@ def record(
             delivery_count=delivery_count,
         )
     if outcome.retry is not None:
-        enqueue(outcome.retry)
+        enqueue(outcome.retry)  # the retry keeps (and extends) the unique lock
+    elif _is_final(outcome):
+        unique.release(message)
     if outcome.state in states.READY_STATES:
         signals.send(signals.task_finished, sender=task, task_id=message.id, state=outcome.state)
 

@@ -39,6 +39,8 @@ class TaskMessage:
     soft_time_limit: float | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     serializer: str = "json"
+    unique_key: str | None = None  #: the ``UniqueLock`` key this task holds (see ``unique.py``)
+    unique_ttl: float | None = None  #: seconds the lock lasts past the time the task is due
 
     def with_changes(self, **changes: Any) -> TaskMessage:
         """Return a copy with ``changes`` applied."""
@@ -95,6 +97,8 @@ def encode(message: TaskMessage) -> WireMessage:
     }
     if message.headers:
         headers["custom"] = message.headers
+    if message.unique_key is not None:
+        headers["unique"] = [message.unique_key, message.unique_ttl]
     return WireMessage(headers=headers, body=body, content_type=content_type)
 
 
@@ -110,6 +114,14 @@ def read_id(headers: Any) -> str | None:
     """Return the task id from raw headers if one can be read, else ``None``."""
     if isinstance(headers, dict) and isinstance(headers.get("id"), str):
         return str(headers["id"])
+    return None
+
+
+def read_unique_key(headers: Any) -> str | None:
+    """Return the unique key from raw headers if one can be read, else ``None``."""
+    unique = headers.get("unique") if isinstance(headers, dict) else None
+    if isinstance(unique, list) and unique and isinstance(unique[0], str):
+        return unique[0]
     return None
 
 
@@ -130,6 +142,8 @@ def decode(
         raise DecodeError("body 'args' must be a list and 'kwargs' an object")
     limits = headers.get("timelimit") or [None, None]
     custom = headers.get("custom") or {}
+    unique = headers.get("unique")
+    unique_ttl = unique[1] if isinstance(unique, list) and len(unique) > 1 else None
     return TaskMessage(
         id=task_id,
         task=name,
@@ -147,4 +161,6 @@ def decode(
         soft_time_limit=limits[1],
         headers=custom if isinstance(custom, dict) else {},
         serializer="pickle" if content_type == serialization.PICKLE else "json",
+        unique_key=read_unique_key(headers),
+        unique_ttl=float(unique_ttl) if isinstance(unique_ttl, int | float) else None,
     )

@@ -28,7 +28,7 @@ from typing import (
 from django.utils import timezone
 
 from django_tq import enqueue as enqueue_module
-from django_tq import routing
+from django_tq import rate_limits, routing, unique
 from django_tq.conf import tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request
 from django_tq.exceptions import MaxRetriesExceededError, Retry
@@ -61,6 +61,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "store_errors_even_if_ignored": False,
     "serializer": None,
     "track_started": None,
+    "rate_limit": None,
+    "rate_limit_scope": rate_limits.GLOBAL,
+    "unique": False,
+    "unique_ttl": None,
 }
 
 #: options ``apply_async`` accepts
@@ -68,7 +72,7 @@ CALL_OPTIONS = frozenset(
     {
         "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
-        "time_limit", "soft_time_limit",
+        "time_limit", "soft_time_limit", "unique_key", "unique_ttl",
     }
 )  # fmt: skip
 
@@ -136,6 +140,10 @@ class Task(Generic[P, R]):
     store_errors_even_if_ignored: bool = False
     serializer: str | None = None
     track_started: bool | None = None
+    rate_limit: str | float | None = None  #: ``"10/s"``, ``"100/m"``, ``"1000/h"`` or per second
+    rate_limit_scope: str = rate_limits.GLOBAL  #: ``"global"`` (all workers) or ``"worker"``
+    unique: bool | tuple[str, ...] = False  #: True (all arguments) or the names of arguments
+    unique_ttl: float | None = None  #: seconds (None: ``UNIQUE_TTL``)
 
     def __init__(self, func: Callable[..., R], *, name: str | None = None, **options: Any) -> None:
         unknown = set(options) - set(TASK_OPTIONS) - {"bind"}
@@ -151,6 +159,12 @@ class Task(Generic[P, R]):
         if self.priority is not None and not 0 <= int(self.priority) <= 9:
             raise ValueError(f"priority must be 0-9 (9 highest), got {self.priority!r}")
         self.is_async = inspect.iscoroutinefunction(func)
+        self.rate = rate_limits.parse_rate(self.rate_limit)
+        if self.rate_limit_scope not in rate_limits.SCOPES:
+            raise ValueError(
+                f"rate_limit_scope must be one of {rate_limits.SCOPES}, got {self.rate_limit_scope!r}"
+            )
+        self._check_unique()
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
         self.__module__ = func.__module__
@@ -168,6 +182,39 @@ class Task(Generic[P, R]):
             parameters = list(signature.parameters.values())[1:]
             signature = signature.replace(parameters=parameters)
         return signature
+
+    def _check_unique(self) -> None:
+        if isinstance(self.unique, str):
+            self.unique = (self.unique,)
+        if self.unique is True or self.unique is False:
+            return
+        self.unique = tuple(self.unique)
+        unknown = [name for name in self.unique if name not in self.signature.parameters]
+        if unknown:
+            raise ValueError(
+                f"unique names argument(s) {', '.join(unknown)} that {self.name} does not take"
+            )
+
+    def _unique_key(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> str | None:
+        if options.get("unique_key"):
+            return unique.fit(str(options["unique_key"]))
+        return self.unique_key_for(tuple(args or ()), dict(kwargs or {}))
+
+    def unique_key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Return the unique key of a call with these arguments (None: the task is not unique)."""
+        if not self.unique:
+            return None
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        if isinstance(self.unique, tuple):
+            arguments = {name: arguments[name] for name in self.unique}
+        return unique.build_key(self.name, arguments)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` if the task cannot be called with these arguments."""
@@ -204,13 +251,13 @@ class Task(Generic[P, R]):
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
         message = self.build_message(args, kwargs, options)
         if tq_settings.ALWAYS_EAGER:
-            return self._apply_message(message)
+            return self._apply_unique_eagerly(message, options.get("using"))
         owner = options.get("owner")
         owner_id = getattr(owner, "pk", owner)
-        enqueue_module.enqueue(
+        task_id = enqueue_module.enqueue(
             message, using=options.get("using"), owner_id=owner_id, on_commit=publish_on_commit
         )
-        return AsyncResult(message.id, task_name=self.name)
+        return AsyncResult(task_id, task_name=self.name)
 
     def build_message(
         self,
@@ -259,6 +306,8 @@ class Task(Generic[P, R]):
             ),
             headers=dict(options.get("headers") or {}),
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
+            unique_key=self._unique_key(args, kwargs, options),
+            unique_ttl=options.get("unique_ttl", self.unique_ttl),
         )
 
     def apply(
@@ -269,6 +318,20 @@ class Task(Generic[P, R]):
     ) -> EagerResult[R]:
         """Run the task now, in this process, through serialization; return an EagerResult."""
         return self._apply_message(self.build_message(args, kwargs, options))
+
+    def _apply_unique_eagerly(self, message: TaskMessage, using: str | None) -> AsyncResult[R]:
+        """Run ``message`` eagerly, unless a task holding its unique key is queued or running."""
+        from django_tq.result import AsyncResult
+
+        if message.unique_key is None:
+            return self._apply_message(message)
+        holder = unique.acquire(message, using=using or enqueue_module.default_alias())
+        if holder != message.id:
+            return AsyncResult(holder, task_name=self.name)
+        try:
+            return self._apply_message(message)
+        finally:
+            unique.release(message)
 
     def _apply_message(self, message: TaskMessage) -> EagerResult[R]:
         from django_tq.execution import run_eagerly

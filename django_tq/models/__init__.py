@@ -3,6 +3,7 @@
 from django_tq.models.dead_letters import DeadLetter
 from django_tq.models.parking import ParkedMessage
 from django_tq.models.queue import QueueMessage
+from django_tq.models.rate_limits import RateLimitBucket
 from django_tq.models.results import TaskResult
 from django_tq.models.revocations import Revocation
 from django_tq.models.schedules import (
@@ -12,6 +13,7 @@ from django_tq.models.schedules import (
     PeriodicTask,
     PeriodicTaskRun,
 )
+from django_tq.models.unique import UniqueLock
 from django_tq.models.workers import WorkerState
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "PeriodicTask",
     "PeriodicTaskRun",
     "QueueMessage",
+    "RateLimitBucket",
     "Revocation",
     "TaskResult",
+    "UniqueLock",
     "WorkerState",
 ]

@@ -3,6 +3,8 @@
 Every prefork child runs one ``Consumer`` with its own broker connection and prefetch window;
 the ``threads`` pool runs one per thread, ``solo`` one in the worker process. ``run()`` loops
 around ``tick()``; a ``LeaseKeeper`` thread renews the leases of held messages meanwhile.
+Messages are held (leased, unacked) until their ETA, and a rate-limited task's message until the
+token its ``RateLimiter`` reserved is due; the consumer runs other messages meanwhile.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import parking, signals, states
+from django_tq import parking, signals, states, unique
 from django_tq.broker import Broker, Delivery, Subscription
 from django_tq.conf import tq_settings
 from django_tq.exceptions import DecodeError, NotRegistered, SoftTimeLimitExceeded
 from django_tq.execution import REJECTED, Outcome, execute, record
 from django_tq.message import TaskMessage
+from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.tasks import Task
@@ -119,6 +122,9 @@ class Consumer:
         self.processed = 0
         self.subscription: Subscription | None = None
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []  # ETA heap
+        #: messages whose rate-limit token is reserved, by the time it is due
+        self._throttled: list[tuple[float, int, Delivery, TaskMessage]] = []
+        self.limiter = RateLimiter()
         self._sequence = itertools.count()
         self.accept = list(tq_settings.ACCEPT_CONTENT)
         self.track_started = bool(tq_settings.TRACK_STARTED)
@@ -163,8 +169,9 @@ class Consumer:
         self._guarded_refresh()
         self._run_due()
         timeout = self.config.drain_timeout
-        if self._held:
-            timeout = max(0.0, min(timeout, self._held[0][0] - time.time()))
+        for heap in (self._held, self._throttled):
+            if heap:
+                timeout = max(0.0, min(timeout, heap[0][0] - time.time()))
         try:
             self.subscription.drain(timeout)
         except self.broker.connection_errors as exc:
@@ -172,6 +179,7 @@ class Consumer:
                 return
             logger.warning("Lost the broker connection (%r); reconnecting", exc)
             self._held.clear()  # held messages come back by themselves (lease or redelivery)
+            self._throttled.clear()
             self.subscription.close()
             self.subscription = self._subscribe()
 
@@ -184,9 +192,10 @@ class Consumer:
         if subscription is None:
             return
         try:
-            for _, _, delivery, _ in self._held:
+            for _, _, delivery, _ in [*self._held, *self._throttled]:
                 delivery.requeue()
             self._held.clear()
+            self._throttled.clear()
             subscription.release_unstarted()
         except Exception:
             logger.warning(
@@ -218,7 +227,29 @@ class Consumer:
                 )
                 self._widen()
                 return
-        self.handle(delivery, message)
+        self._admit(delivery, message)
+
+    def _admit(self, delivery: Delivery, message: TaskMessage) -> None:
+        """Run ``message`` now, or hold it until its rate limit lets it start."""
+        task = registry.get(message.task)
+        if task.rate is None:
+            self.handle(delivery, message)
+            return
+        try:
+            wait = self.limiter.reserve(task, timezone.now())
+        except Exception:
+            logger.warning(
+                "Taking a rate-limit token for %s failed; will retry", message.task, exc_info=True
+            )
+            close_old_connections()
+            wait, heap = 1.0, self._held  # back through _admit when it is due
+        else:
+            heap = self._throttled
+        if wait <= 0:
+            self.handle(delivery, message)
+            return
+        heapq.heappush(heap, (time.time() + wait, next(self._sequence), delivery, message))
+        self._widen()
 
     def _warn_unenforced(self, message: TaskMessage) -> None:
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -271,12 +302,21 @@ class Consumer:
         while self._held and self._held[0][0] <= now and not self.stopping.is_set():
             _, _, delivery, message = heapq.heappop(self._held)
             self._widen()
+            self._admit(delivery, message)
+        while self._throttled and self._throttled[0][0] <= now and not self.stopping.is_set():
+            _, _, delivery, message = heapq.heappop(self._throttled)
+            self._widen()
             self.handle(delivery, message)
 
     def _widen(self) -> None:
-        """Keep held ETA messages out of the prefetch window, so they never block due ones."""
+        """Keep held messages out of the prefetch window, so they never block due ones.
+
+        Rate-limited messages count only up to one more window: a consumer never pulls a whole
+        queue of them (nor reserves all their tokens) while other consumers could run them.
+        """
         if self.subscription is not None:
-            self.subscription.widen_prefetch(len(self._held))
+            throttled = min(len(self._throttled), self.config.prefetch)
+            self.subscription.widen_prefetch(len(self._held) + throttled)
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         try:
@@ -324,6 +364,7 @@ class Consumer:
             return
         if not self._start(task, message, delivery):
             logger.info("Skipped %s[%s]: it already ran (a second copy)", message.task, message.id)
+            unique.release(message)  # e.g. after a hard time limit killed the first copy
             delivery.ack()
             return
         if not acks_late:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from django_tq import message as wire_format
-from django_tq import states
+from django_tq import states, unique
 from django_tq.broker import Delivery
 from django_tq.message import TaskMessage
 from django_tq.models import DeadLetter
@@ -42,6 +42,9 @@ def dead_letter(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
     if task_id:
         message = TaskMessage(id=task_id, task=str(task_name or ""), queue=delivery.queue)
         get_backend().store(message, states.DEAD, result={"reason": reason}, worker=worker)
+        unique_key = wire_format.read_unique_key(headers)
+        if unique_key is not None:
+            unique.release_key(unique_key, task_id)
     logger.error(
         "Dead-lettered message %s from queue %r: %s", task_id or "(no id)", delivery.queue, reason
     )

@@ -163,3 +163,43 @@ def ignores_its_limit(self: Any, seconds: float) -> str:
     time.sleep(seconds)
     Execution.objects.create(task_id=self.request.id, label="hard:end", pid=os.getpid())
     return "finished"
+
+
+@task(bind=True, unique=("user_id",), unique_ttl=600)
+def sync_user(self: Any, user_id: int, label: str = "") -> int:
+    """Unique per ``user_id``: write an Execution row."""
+    Execution.objects.create(
+        task_id=self.request.id, label=f"sync:{user_id}:{label}", pid=os.getpid()
+    )
+    return user_id
+
+
+@task(bind=True, unique=True)
+def slow_sync(self: Any, user_id: int, seconds: float = 1.0) -> int:
+    """Unique on every argument; sleeps so a test can enqueue while it runs."""
+    Execution.objects.create(task_id=self.request.id, label=f"slow-sync:{user_id}", pid=os.getpid())
+    time.sleep(seconds)
+    return user_id
+
+
+@task(bind=True, unique=True, max_retries=1, default_retry_delay=0)
+def unique_retries(self: Any, user_id: int) -> None:
+    """Unique, retries once, then fails."""
+    Execution.objects.create(
+        task_id=self.request.id, label=f"unique-try-{self.request.retries}", pid=os.getpid()
+    )
+    raise self.retry(exc=ConnectionError("flaky"))
+
+
+@task(bind=True, rate_limit="5/s")
+def limited(self: Any, label: str = "") -> str:
+    """At most 5 starts a second across all workers."""
+    Execution.objects.create(task_id=self.request.id, label=f"limited:{label}", pid=os.getpid())
+    return label
+
+
+@task(bind=True, rate_limit="5/s", rate_limit_scope="worker")
+def limited_per_worker(self: Any, label: str = "") -> str:
+    """At most 5 starts a second in each consumer process."""
+    Execution.objects.create(task_id=self.request.id, label=f"per-worker:{label}", pid=os.getpid())
+    return label
