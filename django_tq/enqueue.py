@@ -18,7 +18,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import parking, serialization, signals, states
+from django_tq import parking, serialization, signals, signing, states
 from django_tq.broker import Broker, get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PayloadTooLarge, PublishError
@@ -99,7 +99,7 @@ def default_alias(broker: Broker | None = None) -> str:
 
 
 def encode(message: TaskMessage) -> WireMessage:
-    """Serialize ``message`` and enforce ``MAX_PAYLOAD_BYTES``."""
+    """Serialize ``message``, enforce ``MAX_PAYLOAD_BYTES``, and sign it (``SIGNING``)."""
     wire = wire_format.encode(message)
     limit = tq_settings.MAX_PAYLOAD_BYTES
     if wire.size > limit:
@@ -107,6 +107,8 @@ def encode(message: TaskMessage) -> WireMessage:
             f"Task {message.task} message is {wire.size} bytes, over TQ['MAX_PAYLOAD_BYTES'] ({limit}). "
             "Pass an id and load the data in the task instead."
         )
+    if tq_settings.SIGNING:
+        return signing.sign(wire)
     return wire
 
 

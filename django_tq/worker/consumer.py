@@ -18,11 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.signing import BadSignature
 from django.db import close_old_connections
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import parking, signals, states
+from django_tq import signals, signing, states
 from django_tq.broker import Broker, Delivery, Subscription
 from django_tq.conf import tq_settings
 from django_tq.exceptions import DecodeError, NotRegistered, SoftTimeLimitExceeded
@@ -123,6 +124,7 @@ class Consumer:
         self.accept = list(tq_settings.ACCEPT_CONTENT)
         self.track_started = bool(tq_settings.TRACK_STARTED)
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
+        self.signing = bool(tq_settings.SIGNING)
         self.revocations = Revocations()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
 
@@ -261,7 +263,7 @@ class Consumer:
             return get_backend().mark_started(
                 message, worker=self.config.hostname, delivery_count=delivery.delivery_count
             )
-        if delivery.headers.get(parking.RELEASED_HEADER):
+        if delivery.headers.get(wire_format.RELEASED_HEADER):
             data = get_backend().get(message.id)
             return data is None or data.state not in states.READY_STATES
         return True
@@ -279,7 +281,10 @@ class Consumer:
             self.subscription.widen_prefetch(len(self._held))
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
+        """Verify (``SIGNING``) and decode ``delivery``; dead-letter it and return None if bad."""
         try:
+            if self.signing:  # before anything reads the body
+                signing.verify(delivery.headers, delivery.body, delivery.content_type)
             message = wire_format.decode(
                 delivery.headers,
                 delivery.body,
@@ -288,6 +293,9 @@ class Consumer:
                 accept=self.accept,
             )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
+        except BadSignature as exc:
+            self._dead(delivery, f"bad signature: {exc}")
+            return None
         except DecodeError as exc:
             self._dead(delivery, f"undecodable message: {exc}")
             return None
