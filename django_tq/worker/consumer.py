@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.tasks import Task
+from django_tq.worker import memory
 from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.pool import Slot
 from django_tq.worker.revocations import Revocations
@@ -47,6 +49,8 @@ class ConsumerConfig:
     prefetch: int
     hostname: str
     max_tasks: int | None = None  #: stop after this many tasks (``--max-tasks-per-child``)
+    #: prefork: stop after a task that leaves the child above this many KiB resident
+    max_memory_kib: int | None = None
     drain_timeout: float = 1.0
 
 
@@ -356,5 +360,24 @@ class Consumer:
         self.slot.finished()
         if outcome.state == states.FAILURE:
             logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
+        self._recycle_if_due()
+
+    def _recycle_if_due(self) -> None:
+        """Stop after ``max_tasks`` tasks, or (prefork) when the child is over ``max_memory_kib``.
+
+        The pool starts a fresh consumer in place of one that stopped.
+        """
         if self.config.max_tasks and self.processed >= self.config.max_tasks:
             self.stop()
+            return
+        limit = self.config.max_memory_kib
+        if limit and self.slot.is_shared:  # only a prefork child gives its memory back by exiting
+            used = memory.resident_kib()
+            if used > limit:
+                logger.warning(
+                    "Child pid %d holds %d KiB, over --max-memory-per-child (%d KiB): replacing it",
+                    os.getpid(),
+                    used,
+                    limit,
+                )
+                self.stop()

@@ -48,6 +48,7 @@ class WorkerConfig:
     hostname: str = ""
     prefetch_multiplier: int = 4
     max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  #: KiB resident after a task (prefork)
     purge: bool = False
     heartbeat_interval: float = 5.0
     cleanup_interval: float = 60.0
@@ -83,6 +84,7 @@ class Worker:
             prefetch=max(1, config.prefetch_multiplier),
             hostname=self.hostname,
             max_tasks=config.max_tasks_per_child,
+            max_memory_kib=config.max_memory_per_child,
         )
         target = functools.partial(run_consumer, broker, consumer_config)
         self.pool: Pool = make_pool(config.pool, target, config.concurrency)

@@ -163,3 +163,14 @@ def ignores_its_limit(self: Any, seconds: float) -> str:
     time.sleep(seconds)
     Execution.objects.create(task_id=self.request.id, label="hard:end", pid=os.getpid())
     return "finished"
+
+
+_held_memory: list[bytes] = []
+
+
+@task(bind=True)
+def hold_memory(self: Any, kib: int) -> int:
+    """Allocate ``kib`` KiB and keep it (the process's resident memory grows); return the pid."""
+    _held_memory.append(b"\x01" * (kib * 1024))  # written, so resident, unlike calloc'd zeros
+    Execution.objects.create(task_id=self.request.id, label="hog", pid=os.getpid())
+    return os.getpid()
