@@ -4,7 +4,8 @@
 limit, records the QUEUED result row, and publishes — at once, or when the caller's outermost
 ``transaction.atomic()`` on the alias commits (``PUBLISH_ON_COMMIT``), never on rollback. With the
 ``django://`` transport on the caller's alias the message row itself is written inside the
-caller's transaction, which gives the same guarantee without waiting for the commit. A message
+caller's transaction, which gives the same guarantee without waiting for the commit; with another
+broker and ``OUTBOX``, an outbox row is (see ``outbox.py``). A message
 with a ``unique_key`` first takes its lock (``unique.py``) in that transaction too; when another
 task holds the key, nothing is recorded or sent and that task's id is returned.
 """
@@ -20,7 +21,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import parking, serialization, signals, states, unique
+from django_tq import outbox, parking, serialization, signals, signing, states, unique
 from django_tq.broker import Broker, get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PayloadTooLarge, PublishError
@@ -86,6 +87,38 @@ class PendingPublish:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxPublish:
+    """Publish an outbox row right after the commit; a worker's relay sends it if this fails."""
+
+    message: TaskMessage
+    wire: WireMessage
+    broker: Broker
+    row_id: int
+    alias: str
+
+    @property
+    def task_id(self) -> str:
+        """Return the id of the task waiting for the commit."""
+        return self.message.id
+
+    def __call__(self) -> None:
+        try:
+            outbox.take(
+                self.row_id,
+                lambda: publish_now(self.message, self.wire, self.broker),
+                using=self.alias,
+            )
+        except Exception as exc:
+            logger.warning(
+                "Task %s[%s] waits in the outbox for a worker's relay: publishing after "
+                "commit failed: %s",
+                self.message.task,
+                self.message.id,
+                exc,
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class CommitMarker:
     """Marks a ``django://`` message written inside an open transaction (invisible until commit)."""
 
@@ -102,7 +135,7 @@ def default_alias(broker: Broker | None = None) -> str:
 
 
 def encode(message: TaskMessage) -> WireMessage:
-    """Serialize ``message`` and enforce ``MAX_PAYLOAD_BYTES``."""
+    """Serialize ``message``, enforce ``MAX_PAYLOAD_BYTES``, and sign it (``SIGNING``)."""
     wire = wire_format.encode(message)
     limit = tq_settings.MAX_PAYLOAD_BYTES
     if wire.size > limit:
@@ -110,6 +143,8 @@ def encode(message: TaskMessage) -> WireMessage:
             f"Task {message.task} message is {wire.size} bytes, over TQ['MAX_PAYLOAD_BYTES'] ({limit}). "
             "Pass an id and load the data in the task instead."
         )
+    if tq_settings.SIGNING:
+        return signing.sign(wire)
     return wire
 
 
@@ -147,6 +182,9 @@ def enqueue(
         publish_now(message, wire, broker)
         if in_transaction:
             transaction.on_commit(CommitMarker(message.id), using=alias)
+    elif in_transaction and wait_for_commit and tq_settings.OUTBOX and not _sinks:
+        row_id = outbox.write(message, wire, using=alias)  # commits or rolls back with the caller
+        transaction.on_commit(OutboxPublish(message, wire, broker, row_id, alias), using=alias)
     elif in_transaction and wait_for_commit:
         pending = PendingPublish(message, wire, broker)
         for sink in _sinks:
@@ -187,6 +225,6 @@ def is_waiting_for_commit(task_id: str, using: str | None = None) -> bool:
     if not connection.in_atomic_block:
         return False
     return any(
-        isinstance(func, PendingPublish | CommitMarker) and func.task_id == task_id
+        isinstance(func, PendingPublish | OutboxPublish | CommitMarker) and func.task_id == task_id
         for _sids, func, *_ in connection.run_on_commit
     )

@@ -6,6 +6,7 @@ is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's s
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,6 +17,8 @@ from django_tq.exceptions import DecodeError
 PROTOCOL = 1
 #: bytes counted for the protocol headers when checking ``MAX_PAYLOAD_BYTES``
 HEADERS_ALLOWANCE = 512
+#: header marking a message released from parking (a worker skips it if its task already ran)
+RELEASED_HEADER = "released"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,6 +65,20 @@ class WireMessage:
         body = len(self.body.encode("utf-8")) if isinstance(self.body, str) else len(self.body)
         custom = self.headers.get("custom")
         return body + HEADERS_ALLOWANCE + (len(serialization.to_json(custom)) if custom else 0)
+
+
+def body_to_text(body: str | bytes) -> str:
+    """Return ``body`` as text for a database column (``base64:…`` when it is binary)."""
+    if isinstance(body, bytes):
+        return "base64:" + base64.b64encode(body).decode("ascii")
+    return body
+
+
+def body_from_text(text: str) -> str | bytes:
+    """Return the body stored by :func:`body_to_text`."""
+    if text.startswith("base64:"):
+        return base64.b64decode(text[7:])
+    return text
 
 
 def _iso(value: dt.datetime | None) -> str | None:

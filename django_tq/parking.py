@@ -10,7 +10,6 @@ before it is due (``SELECT … FOR UPDATE SKIP LOCKED``: workers never release t
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 
 from django.db import router, transaction
@@ -18,13 +17,17 @@ from django.utils import timezone
 
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
-from django_tq.message import TaskMessage, WireMessage
+from django_tq.message import (
+    RELEASED_HEADER,
+    TaskMessage,
+    WireMessage,
+    body_from_text,
+    body_to_text,
+)
 from django_tq.models import ParkedMessage
 
 #: released this long before they are due (the consumer holds them the last stretch)
 RELEASE_LEAD = dt.timedelta(seconds=1)
-#: header marking a message released from parking (a worker skips it if its task already ran)
-RELEASED_HEADER = "released"
 
 
 def should_park(message: TaskMessage, now: dt.datetime | None = None) -> bool:
@@ -37,9 +40,6 @@ def should_park(message: TaskMessage, now: dt.datetime | None = None) -> bool:
 
 def park(message: TaskMessage, wire: WireMessage, *, using: str) -> None:
     """Write ``message`` to the parking table on alias ``using`` (the caller's transaction)."""
-    body = wire.body
-    if isinstance(body, bytes):
-        body = "base64:" + base64.b64encode(body).decode("ascii")
     assert message.eta is not None
     ParkedMessage.objects.using(using).create(
         task_id=message.id,
@@ -48,16 +48,15 @@ def park(message: TaskMessage, wire: WireMessage, *, using: str) -> None:
         priority=message.priority,
         due_at=message.eta,
         headers={**wire.headers, RELEASED_HEADER: True},
-        body=body,
+        body=body_to_text(wire.body),
         content_type=wire.content_type,
     )
 
 
 def _wire(row: ParkedMessage) -> WireMessage:
-    body: str | bytes = row.body
-    if row.body.startswith("base64:"):
-        body = base64.b64decode(row.body[7:])
-    return WireMessage(headers=row.headers, body=body, content_type=row.content_type)
+    return WireMessage(
+        headers=row.headers, body=body_from_text(row.body), content_type=row.content_type
+    )
 
 
 def release_due(broker: Broker, now: dt.datetime | None = None, *, limit: int = 200) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "django_tq-tests-not-secret"
+SECRET_KEY_FALLBACKS = ["django_tq-tests-old-secret"]  # a rotated key (message signing tests)
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"

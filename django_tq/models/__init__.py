@@ -1,6 +1,7 @@
 """django_tq's models, one module per concern."""
 
 from django_tq.models.dead_letters import DeadLetter
+from django_tq.models.outbox import OutboxMessage
 from django_tq.models.parking import ParkedMessage
 from django_tq.models.queue import QueueMessage
 from django_tq.models.rate_limits import RateLimitBucket
@@ -21,6 +22,7 @@ __all__ = [
     "CrontabSchedule",
     "DeadLetter",
     "IntervalSchedule",
+    "OutboxMessage",
     "ParkedMessage",
     "PeriodicTask",
     "PeriodicTaskRun",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -20,11 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.signing import BadSignature
 from django.db import close_old_connections
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import parking, signals, states, unique
+from django_tq import signals, signing, states, unique
 from django_tq.broker import Broker, Delivery, Subscription
 from django_tq.conf import tq_settings
 from django_tq.exceptions import DecodeError, NotRegistered, SoftTimeLimitExceeded
@@ -34,6 +36,7 @@ from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.tasks import Task
+from django_tq.worker import memory
 from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.pool import Slot
 from django_tq.worker.revocations import Revocations
@@ -49,6 +52,8 @@ class ConsumerConfig:
     prefetch: int
     hostname: str
     max_tasks: int | None = None  #: stop after this many tasks (``--max-tasks-per-child``)
+    #: prefork: stop after a task that leaves the child above this many KiB resident
+    max_memory_kib: int | None = None
     drain_timeout: float = 1.0
 
 
@@ -129,6 +134,7 @@ class Consumer:
         self.accept = list(tq_settings.ACCEPT_CONTENT)
         self.track_started = bool(tq_settings.TRACK_STARTED)
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
+        self.signing = bool(tq_settings.SIGNING)
         self.revocations = Revocations()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
 
@@ -292,7 +298,7 @@ class Consumer:
             return get_backend().mark_started(
                 message, worker=self.config.hostname, delivery_count=delivery.delivery_count
             )
-        if delivery.headers.get(parking.RELEASED_HEADER):
+        if delivery.headers.get(wire_format.RELEASED_HEADER):
             data = get_backend().get(message.id)
             return data is None or data.state not in states.READY_STATES
         return True
@@ -319,7 +325,10 @@ class Consumer:
             self.subscription.widen_prefetch(len(self._held) + throttled)
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
+        """Verify (``SIGNING``) and decode ``delivery``; dead-letter it and return None if bad."""
         try:
+            if self.signing:  # before anything reads the body
+                signing.verify(delivery.headers, delivery.body, delivery.content_type)
             message = wire_format.decode(
                 delivery.headers,
                 delivery.body,
@@ -328,6 +337,9 @@ class Consumer:
                 accept=self.accept,
             )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
+        except BadSignature as exc:
+            self._dead(delivery, f"bad signature: {exc}")
+            return None
         except DecodeError as exc:
             self._dead(delivery, f"undecodable message: {exc}")
             return None
@@ -389,5 +401,24 @@ class Consumer:
         self.slot.finished()
         if outcome.state == states.FAILURE:
             logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
+        self._recycle_if_due()
+
+    def _recycle_if_due(self) -> None:
+        """Stop after ``max_tasks`` tasks, or (prefork) when the child is over ``max_memory_kib``.
+
+        The pool starts a fresh consumer in place of one that stopped.
+        """
         if self.config.max_tasks and self.processed >= self.config.max_tasks:
             self.stop()
+            return
+        limit = self.config.max_memory_kib
+        if limit and self.slot.is_shared:  # only a prefork child gives its memory back by exiting
+            used = memory.resident_kib()
+            if used > limit:
+                logger.warning(
+                    "Child pid %d holds %d KiB, over --max-memory-per-child (%d KiB): replacing it",
+                    os.getpid(),
+                    used,
+                    limit,
+                )
+                self.stop()

@@ -1,7 +1,8 @@
 """The worker process: start a pool of consumers, supervise it, keep house, shut down cleanly.
 
 ``Worker.run()`` loops around ``tick(now)``: reap and respawn dead children (releasing their
-leases at once), write the heartbeat row, delete expired results. SIGTERM/SIGINT ask for a warm
+leases at once), release due parked messages, relay the outbox, write the heartbeat row, delete
+expired results. SIGTERM/SIGINT ask for a warm
 shutdown (running tasks finish, unstarted prefetched messages go back), a second one — or
 SIGQUIT — for a cold one (running tasks are abandoned and their messages released). SIGHUP
 restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
@@ -24,7 +25,7 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from django_tq import parking, serialization, signals, states
+from django_tq import outbox, parking, serialization, signals, states
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import TimeLimitExceeded
@@ -47,6 +48,7 @@ class WorkerConfig:
     hostname: str = ""
     prefetch_multiplier: int = 4
     max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  #: KiB resident after a task (prefork)
     purge: bool = False
     heartbeat_interval: float = 5.0
     cleanup_interval: float = 60.0
@@ -82,6 +84,7 @@ class Worker:
             prefetch=max(1, config.prefetch_multiplier),
             hostname=self.hostname,
             max_tasks=config.max_tasks_per_child,
+            max_memory_kib=config.max_memory_per_child,
         )
         target = functools.partial(run_consumer, broker, consumer_config)
         self.pool: Pool = make_pool(config.pool, target, config.concurrency)
@@ -142,6 +145,7 @@ class Worker:
             self.pool.restart()
         self._release_ended(self.pool.tick())
         self._guard(self.release_parked)
+        self._guard(self.relay_outbox)
         self._guard(lambda: self.terminate_revoked(now))
         self._guard(self.enforce_time_limits)
         if now >= self._next_heartbeat:
@@ -197,6 +201,15 @@ class Worker:
         if released:
             logger.info("Released %d parked message(s) now due", released)
         return released
+
+    def relay_outbox(self) -> int:
+        """Publish outbox rows that were not published after their commit (``OUTBOX``)."""
+        if not tq_settings.OUTBOX:
+            return 0
+        relayed = outbox.relay(self.broker)
+        if relayed:
+            logger.warning("Relayed %d outbox message(s) not published after commit", relayed)
+        return relayed
 
     def heartbeat(self, stopped: bool = False) -> None:
         """Write this worker's ``WorkerState`` row."""

@@ -14,7 +14,14 @@ from django_tq import states
 from django_tq.models import QueueMessage, TaskResult, WorkerState
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
-from tests.testapp.tasks import add, close_my_connection, early_ack, record, slow_record
+from tests.testapp.tasks import (
+    add,
+    close_my_connection,
+    early_ack,
+    hold_memory,
+    record,
+    slow_record,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,6 +100,20 @@ def test_max_tasks_per_child_recycles_the_child(start_worker):
         record.delay(f"r{i}").get(timeout=20)
     pids = set(Execution.objects.values_list("pid", flat=True))
     assert first_child in pids and len(pids) >= 2
+
+
+def test_max_memory_per_child_replaces_the_child_after_the_task_that_grew_it(start_worker):
+    limit = 200_000  # KiB: far above an idle child, far below the task's allocation
+    worker = start_worker("-P", "prefork", "-c", "1", "--max-memory-per-child", str(limit))
+    (first_child,) = _children(worker.pid)
+    assert record.delay("before").get(timeout=20) == "before"
+    hog = hold_memory.delay(limit)
+    assert hog.get(timeout=30) == first_child  # the task finished and its result was recorded
+    assert record.delay("after").get(timeout=20) == "after"
+    pids = dict(Execution.objects.values_list("label", "pid"))
+    assert pids["before"] == pids["hog"] == first_child != pids["after"]
+    assert Execution.objects.filter(label="hog").count() == 1  # acked: never run again
+    assert "over --max-memory-per-child" in worker.output()
 
 
 def test_sighup_restarts_children(start_worker):

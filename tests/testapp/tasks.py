@@ -203,3 +203,14 @@ def limited_per_worker(self: Any, label: str = "") -> str:
     """At most 5 starts a second in each consumer process."""
     Execution.objects.create(task_id=self.request.id, label=f"per-worker:{label}", pid=os.getpid())
     return label
+
+
+_held_memory: list[bytes] = []
+
+
+@task(bind=True)
+def hold_memory(self: Any, kib: int) -> int:
+    """Allocate ``kib`` KiB and keep it (the process's resident memory grows); return the pid."""
+    _held_memory.append(b"\x01" * (kib * 1024))  # written, so resident, unlike calloc'd zeros
+    Execution.objects.create(task_id=self.request.id, label="hog", pid=os.getpid())
+    return os.getpid()

@@ -48,6 +48,12 @@ class Command(BaseCommand):
             "--max-tasks-per-child", type=int, help="restart a consumer after N tasks"
         )
         parser.add_argument(
+            "--max-memory-per-child",
+            type=int,
+            metavar="KiB",
+            help="replace a prefork child whose resident memory exceeds KiB after a task",
+        )
+        parser.add_argument(
             "--purge", action="store_true", help="delete waiting messages before starting"
         )
         parser.add_argument(
@@ -70,6 +76,8 @@ class Command(BaseCommand):
             or tq_settings.WORKER_PREFETCH_MULTIPLIER,
             max_tasks_per_child=options["max_tasks_per_child"]
             or tq_settings.WORKER_MAX_TASKS_PER_CHILD,
+            max_memory_per_child=options["max_memory_per_child"]
+            or tq_settings.WORKER_MAX_MEMORY_PER_CHILD,
             purge=options["purge"],
         )
         worker = Worker(get_broker(), config)
