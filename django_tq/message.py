@@ -1,7 +1,10 @@
 """The task message: what travels from ``enqueue()`` through the broker to ``execute()``.
 
 On the wire a message is kombu headers (metadata, always JSON-safe, readable even when the body
-is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's serializer.
+is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's serializer. A task
+that is part of a workflow also carries, in the ``canvas`` header, the signatures (as JSON dicts,
+see ``django_tq.canvas``) of what follows it: the rest of its chain, its callbacks and errbacks,
+and the id of the chord it counts towards.
 """
 
 from __future__ import annotations
@@ -39,6 +42,25 @@ class TaskMessage:
     soft_time_limit: float | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     serializer: str = "json"
+    #: the steps of its chain still to run after this task, as signature dicts (next first)
+    chain: tuple[dict[str, Any], ...] = ()
+    #: the group id of the chord whose counter this task's final state decrements
+    chord: str | None = None
+    #: signatures applied with the return value on success (``link``)
+    link: tuple[dict[str, Any], ...] = ()
+    #: signatures called on failure (``link_error``)
+    link_error: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def canvas(self) -> dict[str, Any]:
+        """Return the workflow fields that are set, as the ``canvas`` header carries them."""
+        values = {
+            "chain": list(self.chain),
+            "chord": self.chord,
+            "link": list(self.link),
+            "link_error": list(self.link_error),
+        }
+        return {key: value for key, value in values.items() if value}
 
     def with_changes(self, **changes: Any) -> TaskMessage:
         """Return a copy with ``changes`` applied."""
@@ -58,8 +80,12 @@ class WireMessage:
         """Return the size in bytes, close enough for a limit: the body, custom headers, and
         a fixed allowance for the protocol headers (ids, names, dates)."""
         body = len(self.body.encode("utf-8")) if isinstance(self.body, str) else len(self.body)
-        custom = self.headers.get("custom")
-        return body + HEADERS_ALLOWANCE + (len(serialization.to_json(custom)) if custom else 0)
+        extra = sum(
+            len(serialization.to_json(self.headers[key]))
+            for key in ("custom", "canvas")
+            if self.headers.get(key)
+        )
+        return body + HEADERS_ALLOWANCE + extra
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -95,6 +121,9 @@ def encode(message: TaskMessage) -> WireMessage:
     }
     if message.headers:
         headers["custom"] = message.headers
+    canvas = message.canvas
+    if canvas:
+        headers["canvas"] = serialization.to_jsonable(canvas)
     return WireMessage(headers=headers, body=body, content_type=content_type)
 
 
@@ -130,6 +159,7 @@ def decode(
         raise DecodeError("body 'args' must be a list and 'kwargs' an object")
     limits = headers.get("timelimit") or [None, None]
     custom = headers.get("custom") or {}
+    canvas = _canvas(headers.get("canvas"))
     return TaskMessage(
         id=task_id,
         task=name,
@@ -147,4 +177,24 @@ def decode(
         soft_time_limit=limits[1],
         headers=custom if isinstance(custom, dict) else {},
         serializer="pickle" if content_type == serialization.PICKLE else "json",
+        chain=tuple(canvas.get("chain", ())),
+        chord=canvas.get("chord"),
+        link=tuple(canvas.get("link", ())),
+        link_error=tuple(canvas.get("link_error", ())),
     )
+
+
+def _canvas(value: Any) -> dict[str, Any]:
+    """Read the ``canvas`` header (absent for a task outside a workflow)."""
+    if value is None:
+        return {}
+    canvas = serialization.from_jsonable(value)
+    if not isinstance(canvas, dict):
+        raise DecodeError("header 'canvas' must be an object")
+    for key in ("chain", "link", "link_error"):
+        entries = canvas.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise DecodeError(f"header 'canvas' field {key!r} must be a list of signatures")
+    if not isinstance(canvas.get("chord") or "", str):
+        raise DecodeError("header 'canvas' field 'chord' must be a group id")
+    return canvas
