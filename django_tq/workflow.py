@@ -67,6 +67,8 @@ def _counts(message: TaskMessage, outcome: Outcome) -> bool:
 def follow(message: TaskMessage, outcome: Outcome, *, eager: bool) -> None:
     """Apply the callbacks, or errbacks, and the next chain step of a finished task."""
     place = Placement(parent_id=message.id, root_id=message.root_id or message.id)
+    if not eager and (message.chain or message.link):
+        place = Placement(parent_id=place.parent_id, root_id=place.root_id, extra=_owner(message))
     if outcome.state == states.SUCCESS:
         for link in message.link:
             _apply(signature(link), (outcome.result,), place, eager=eager)
@@ -78,12 +80,22 @@ def follow(message: TaskMessage, outcome: Outcome, *, eager: bool) -> None:
                 group_id=message.group_id,
                 chord=message.chord,
                 chain=message.chain[1:],
+                extra=place.extra,
             )
             step.send((outcome.result,), {}, after)
     elif outcome.state in FAILED:
         if outcome.state == states.FAILURE:
             _errbacks(message, outcome, place, eager=eager)
         _fail_rest(message, outcome)
+
+
+def _owner(message: TaskMessage) -> dict[str, Any]:
+    """Return the ``owner`` option of what ``message``'s task applies: the owner of its result."""
+    if not isinstance(get_backend(), DatabaseBackend):
+        return {}
+    rows = TaskResult.objects.using(router.db_for_read(TaskResult) or "default")
+    owner_id = rows.filter(task_id=message.id).values_list("owner_id", flat=True).first()
+    return {"owner": owner_id} if owner_id is not None else {}
 
 
 def _apply(sig: Signature, args: tuple[Any, ...], place: Placement, *, eager: bool) -> Any:
@@ -221,7 +233,7 @@ def _body(counter: ChordCounter, message: TaskMessage) -> tuple[Signature, Place
         group_id=later.get("group_id"),
         chord=later.get("chord"),
         chain=tuple(later.get("chain") or ()),
-        extra={"publish_on_commit": False},  # sent before the commit: see docs/canvas.md
+        extra={**_owner(message), "publish_on_commit": False},  # sent before the commit
     )
     return signature(body), place
 
