@@ -113,6 +113,7 @@ def build_request(
         root_id=message.root_id,
         parent_id=message.parent_id,
         group_id=message.group_id,
+        chord=message.chord,
         hostname=hostname,
         queue=message.queue,
         headers=message.headers,

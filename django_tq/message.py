@@ -184,6 +184,14 @@ def decode(
     )
 
 
+def read_canvas(headers: Any) -> dict[str, Any]:
+    """Return the workflow fields (``chain``, ``chord``, ``link``, ``link_error``) of raw headers."""
+    canvas = _canvas(headers.get("canvas") if isinstance(headers, dict) else None)
+    return {
+        key: tuple(value) if isinstance(value, list) else value for key, value in canvas.items()
+    }
+
+
 def _canvas(value: Any) -> dict[str, Any]:
     """Read the ``canvas`` header (absent for a task outside a workflow)."""
     if value is None:

@@ -171,6 +171,18 @@ def _store_failed(sig: Signature, message: TaskMessage, outcome: Outcome) -> Non
         backend.store(never, states.FAILURE, result=data, traceback=outcome.traceback)
 
 
+def dead(message: TaskMessage, reason: str) -> None:
+    """Fail what waits for a dead-lettered task (its chord, its chain), which will never run."""
+    from django_tq.exceptions import TaskError
+    from django_tq.execution import Outcome
+
+    error = TaskError(states.DEAD, f"Task {message.id} was dead-lettered: {reason}")
+    outcome = Outcome(
+        state=states.FAILURE, result=serialization.exception_to_data(error), exception=error
+    )
+    settle(message, outcome, lambda: None)  # the DEAD row is already written
+
+
 # -- chords ---------------------------------------------------------------------------------------
 def _count(message: TaskMessage, outcome: Outcome, write: Callable[[], None]) -> bool:
     """Store the header task's outcome and count it, in one transaction; send the body at zero.

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from django_tq import chain, chord, group, states
+from django_tq.exceptions import TaskError
 from django_tq.models import ChordCounter
 from django_tq.result import AsyncResult
 from tests.conftest import wait_for
@@ -85,3 +86,13 @@ def test_a_chord_survives_a_worker_killed_mid_header(
     assert result.get(timeout=60) == sum(i + 1 for i in range(6))
     assert Execution.objects.filter(label="body").count() == 1
     assert ChordCounter.objects.get().remaining == 0
+
+
+def test_a_dead_lettered_header_fails_the_chord(broker_url: str, start_worker: Any) -> None:
+    start_worker("-P", "solo")
+    wrong_arity = add.s(1, 2, 3)  # dead-lettered by the worker: the arguments do not fit
+    result = chord([add.s(1, 1), wrong_arity], record_sum.s()).delay()
+    with pytest.raises(TaskError, match="dead-lettered"):
+        result.get(timeout=30)
+    assert ChordCounter.objects.get().state == ChordCounter.FAILURE
+    assert not Execution.objects.filter(label="body").exists()
