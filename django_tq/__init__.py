@@ -20,6 +20,12 @@ _EXPORTS = {
     "Task": "django_tq.tasks",
     "AsyncResult": "django_tq.result",
     "EagerResult": "django_tq.result",
+    "GroupResult": "django_tq.result",
+    "Signature": "django_tq.canvas",
+    "signature": "django_tq.canvas",
+    "chain": "django_tq.canvas",
+    "group": "django_tq.canvas",
+    "chord": "django_tq.canvas",
     "get_task_logger": "django_tq.log",
     "states": "django_tq",
     "exceptions": "django_tq",
@@ -28,21 +34,28 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from django_tq import exceptions, states
     from django_tq.beat.declarations import periodic_task
+    from django_tq.canvas import Signature, chain, chord, group, signature
     from django_tq.log import get_task_logger
-    from django_tq.result import AsyncResult, EagerResult
+    from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
     from django_tq.tasks import Task, send_task, shared_task, task
 
 __all__ = [
     "AsyncResult",
     "EagerResult",
+    "GroupResult",
+    "Signature",
     "Task",
+    "chain",
+    "chord",
     "crontab",
     "exceptions",
     "get_task_logger",
+    "group",
     "periodic_task",
     "send_task",
     "shared_task",
+    "signature",
     "states",
     "task",
 ]

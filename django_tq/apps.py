@@ -20,6 +20,7 @@ class DjangoTQConfig(AppConfig):
 
     def ready(self) -> None:
         from django_tq import checks  # noqa: F401 - registers the system checks
+        from django_tq.canvas import builtins  # noqa: F401 - registers map, starmap, accumulate
         from django_tq.conf import reload_on_setting_changed, tq_settings
 
         setting_changed.connect(reload_on_setting_changed, dispatch_uid="django_tq.conf.reload")

@@ -88,6 +88,14 @@ class Retry(TQError):
         self.queue: str | None = None
 
 
+class Replace(TQError):
+    """Raised by ``self.replace(sig)``: the task is replaced by the signature (a dict) it carries."""
+
+    def __init__(self, signature: dict[str, Any]) -> None:
+        super().__init__(f"replaced by {signature.get('task') or signature.get('kind')}")
+        self.signature = signature
+
+
 class Ignore(TQError):
     """Raised by a task to stop without recording a state (the message is acked)."""
 

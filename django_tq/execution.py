@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import serialization, signals, states, unique
+from django_tq import serialization, signals, states, unique, workflow
 from django_tq.conf import tq_settings
 from django_tq.context import Request, current_request
 from django_tq.enqueue import enqueue
-from django_tq.exceptions import EncodeError, Ignore, Reject, Retry
+from django_tq.exceptions import EncodeError, Ignore, Reject, Replace, Retry
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
+from django_tq.workflow import REPLACED, follow, settle
 
 if TYPE_CHECKING:
     from django_tq.result import EagerResult
@@ -41,13 +42,14 @@ REJECTED = "REJECTED"
 class Outcome:
     """What one execution of a task message came to."""
 
-    state: str  #: SUCCESS, FAILURE, RETRY, REVOKED, a custom state, IGNORED or REJECTED
+    state: str  #: SUCCESS, FAILURE, RETRY, REVOKED, a custom state, IGNORED, REJECTED or REPLACED
     result: Any = None  #: the return value, or the exception as data
     exception: BaseException | None = None
     traceback: str = ""
     retry: TaskMessage | None = None  #: the next attempt, for RETRY
     requeue: bool = False  #: ``Reject(requeue=True)``
     runtime: float = 0.0
+    replacement: dict[str, Any] | None = None  #: the signature of ``self.replace(sig)``
 
 
 def _call(task: Task[Any, Any], message: TaskMessage) -> Any:
@@ -111,6 +113,7 @@ def build_request(
         root_id=message.root_id,
         parent_id=message.parent_id,
         group_id=message.group_id,
+        chord=message.chord,
         hostname=hostname,
         queue=message.queue,
         headers=message.headers,
@@ -166,6 +169,8 @@ def _run(task: Task[Any, Any], message: TaskMessage) -> Outcome:
         return _retry_outcome(task, message, retry)
     except Ignore:
         return Outcome(state=IGNORED)
+    except Replace as replaced:
+        return Outcome(state=REPLACED, replacement=replaced.signature)
     except Reject as reject:
         return Outcome(
             state=REJECTED, result={"reason": str(reject.reason)}, requeue=reject.requeue
@@ -247,21 +252,26 @@ def _is_final(outcome: Outcome) -> bool:
 def record(
     message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0
 ) -> None:
-    """Store ``outcome``, then retry or free the unique key (all side effects but the ack)."""
+    """Store ``outcome`` and enqueue what follows: a retry's next attempt, the next step of a
+    workflow; free the unique key of a finished task (all side effects but the ack)."""
     task = registry.get(message.task)
     backend = get_backend()
-    keep = not message.ignore_result
+    keep = not message.ignore_result or bool(message.chord)  # a chord counts stored results
     if outcome.state == states.FAILURE:
         keep = keep or task.store_errors_even_if_ignored
-    if keep and outcome.state not in (IGNORED, REJECTED):
-        backend.store(
-            message,
-            outcome.state,
-            result=outcome.result,
-            traceback=outcome.traceback,
-            worker=worker,
-            delivery_count=delivery_count,
-        )
+
+    def write() -> None:
+        if keep and outcome.state not in (IGNORED, REJECTED, REPLACED):
+            backend.store(
+                message,
+                outcome.state,
+                result=outcome.result,
+                traceback=outcome.traceback,
+                worker=worker,
+                delivery_count=delivery_count,
+            )
+
+    settle(message, outcome, write)
     if outcome.retry is not None:
         enqueue(outcome.retry)  # the retry keeps (and extends) the unique lock
     elif _is_final(outcome):
@@ -298,6 +308,9 @@ def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
         if outcome.retry is None:
             break
         message = outcome.retry.with_changes(eta=None)
+    if outcome.state == REPLACED:
+        return workflow.replace(message, outcome.replacement or {}, eager=True)
+    follow(message, outcome, eager=True)
     result: EagerResult[Any] = EagerResult(message.id, outcome)
     if (
         outcome.exception is not None
@@ -308,4 +321,4 @@ def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
     return result
 
 
-__all__ = ["IGNORED", "REJECTED", "Outcome", "execute", "record", "run_eagerly"]
+__all__ = ["IGNORED", "REJECTED", "REPLACED", "Outcome", "execute", "record", "run_eagerly"]

@@ -1,7 +1,10 @@
 """The task message: what travels from ``enqueue()`` through the broker to ``execute()``.
 
 On the wire a message is kombu headers (metadata, always JSON-safe, readable even when the body
-is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's serializer.
+is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's serializer. A task
+that is part of a workflow also carries, in the ``canvas`` header, the signatures (as JSON dicts,
+see ``django_tq.canvas``) of what follows it: the rest of its chain, its callbacks and errbacks,
+and the id of the chord it counts towards.
 """
 
 from __future__ import annotations
@@ -44,6 +47,25 @@ class TaskMessage:
     serializer: str = "json"
     unique_key: str | None = None  #: the ``UniqueLock`` key this task holds (see ``unique.py``)
     unique_ttl: float | None = None  #: seconds the lock lasts past the time the task is due
+    #: the steps of its chain still to run after this task, as signature dicts (next first)
+    chain: tuple[dict[str, Any], ...] = ()
+    #: the group id of the chord whose counter this task's final state decrements
+    chord: str | None = None
+    #: signatures applied with the return value on success (``link``)
+    link: tuple[dict[str, Any], ...] = ()
+    #: signatures called on failure (``link_error``)
+    link_error: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def canvas(self) -> dict[str, Any]:
+        """Return the workflow fields that are set, as the ``canvas`` header carries them."""
+        values = {
+            "chain": list(self.chain),
+            "chord": self.chord,
+            "link": list(self.link),
+            "link_error": list(self.link_error),
+        }
+        return {key: value for key, value in values.items() if value}
 
     def with_changes(self, **changes: Any) -> TaskMessage:
         """Return a copy with ``changes`` applied."""
@@ -63,8 +85,12 @@ class WireMessage:
         """Return the size in bytes, close enough for a limit: the body, custom headers, and
         a fixed allowance for the protocol headers (ids, names, dates)."""
         body = len(self.body.encode("utf-8")) if isinstance(self.body, str) else len(self.body)
-        custom = self.headers.get("custom")
-        return body + HEADERS_ALLOWANCE + (len(serialization.to_json(custom)) if custom else 0)
+        extra = sum(
+            len(serialization.to_json(self.headers[key]))
+            for key in ("custom", "canvas")
+            if self.headers.get(key)
+        )
+        return body + HEADERS_ALLOWANCE + extra
 
 
 def body_to_text(body: str | bytes) -> str:
@@ -116,6 +142,9 @@ def encode(message: TaskMessage) -> WireMessage:
         headers["custom"] = message.headers
     if message.unique_key is not None:
         headers["unique"] = [message.unique_key, message.unique_ttl]
+    canvas = message.canvas
+    if canvas:
+        headers["canvas"] = serialization.to_jsonable(canvas)
     return WireMessage(headers=headers, body=body, content_type=content_type)
 
 
@@ -161,6 +190,7 @@ def decode(
     custom = headers.get("custom") or {}
     unique = headers.get("unique")
     unique_ttl = unique[1] if isinstance(unique, list) and len(unique) > 1 else None
+    canvas = _canvas(headers.get("canvas"))
     return TaskMessage(
         id=task_id,
         task=name,
@@ -180,4 +210,32 @@ def decode(
         serializer="pickle" if content_type == serialization.PICKLE else "json",
         unique_key=read_unique_key(headers),
         unique_ttl=float(unique_ttl) if isinstance(unique_ttl, int | float) else None,
+        chain=tuple(canvas.get("chain", ())),
+        chord=canvas.get("chord"),
+        link=tuple(canvas.get("link", ())),
+        link_error=tuple(canvas.get("link_error", ())),
     )
+
+
+def read_canvas(headers: Any) -> dict[str, Any]:
+    """Return the workflow fields (``chain``, ``chord``, ``link``, ``link_error``) of raw headers."""
+    canvas = _canvas(headers.get("canvas") if isinstance(headers, dict) else None)
+    return {
+        key: tuple(value) if isinstance(value, list) else value for key, value in canvas.items()
+    }
+
+
+def _canvas(value: Any) -> dict[str, Any]:
+    """Read the ``canvas`` header (absent for a task outside a workflow)."""
+    if value is None:
+        return {}
+    canvas = serialization.from_jsonable(value)
+    if not isinstance(canvas, dict):
+        raise DecodeError("header 'canvas' must be an object")
+    for key in ("chain", "link", "link_error"):
+        entries = canvas.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise DecodeError(f"header 'canvas' field {key!r} must be a list of signatures")
+    if not isinstance(canvas.get("chord") or "", str):
+        raise DecodeError("header 'canvas' field 'chord' must be a group id")
+    return canvas

@@ -1,12 +1,15 @@
-"""Result handles: ``AsyncResult`` for an enqueued task, ``EagerResult`` for one run in-process."""
+"""Result handles: ``AsyncResult`` for an enqueued task, ``EagerResult`` for one run in-process,
+``GroupResult`` for a group; and :func:`workflow_graph`, the tree of tasks a root task started."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django_tq import control, serialization, states
+from django_tq.canvas.graph import workflow_graph as workflow_graph  # re-exported
 from django_tq.context import current_request
 from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import TaskError, TaskRevokedError, TimeoutError
@@ -32,6 +35,7 @@ class AsyncResult(Generic[R]):
         self.task_name = task_name
         self._backend = backend
         self._final: ResultData | None = None
+        self._parent: AsyncResult[Any] | GroupResult | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
@@ -133,6 +137,30 @@ class AsyncResult(Generic[R]):
     def failed(self) -> bool:
         """Return whether the task failed (or was dead-lettered)."""
         return self.state in (states.FAILURE, states.DEAD)
+
+    # -- the workflow around it ------------------------------------------------------------
+    @property
+    def parent(self) -> AsyncResult[Any] | GroupResult | None:
+        """Return the result of the step before this one (a task, or the group of a chord)."""
+        if self._parent is not None:
+            return self._parent
+        parent_id = self._field("parent_id")
+        if not parent_id:
+            return None
+        if self.backend.get(parent_id) is None:
+            group = GroupResult.restore(parent_id)
+            if group is not None:
+                return group
+        return AsyncResult(parent_id, backend=self._backend)
+
+    @parent.setter
+    def parent(self, value: AsyncResult[Any] | GroupResult | None) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        """Return the results of the tasks this task applied (its next steps and callbacks)."""
+        return [AsyncResult(i, backend=self._backend) for i in self.backend.children(self.id)]
 
     # -- waiting ----------------------------------------------------------------------------
     def get(
@@ -239,3 +267,113 @@ class EagerResult(AsyncResult[R]):
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""
+
+
+class GroupResult:
+    """The results of a group's tasks, in the order they were given."""
+
+    def __init__(self, id: str, results: list[AsyncResult[Any]] | None = None) -> None:
+        self.id = str(id)
+        self.results = list(results or [])
+        self._parent: AsyncResult[Any] | GroupResult | None = None
+
+    def __repr__(self) -> str:
+        return f"<GroupResult {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GroupResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __iter__(self) -> Iterator[AsyncResult[Any]]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def parent(self) -> AsyncResult[Any] | GroupResult | None:
+        """Return the result of the step before the group (for a group in a chain)."""
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: AsyncResult[Any] | GroupResult | None) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        """Return the members' results (Celery's spelling)."""
+        return self.results
+
+    def completed_count(self) -> int:
+        """Return how many members succeeded."""
+        return sum(1 for result in self.results if result.successful())
+
+    def ready(self) -> bool:
+        """Return whether every member reached a final state."""
+        return all(result.ready() for result in self.results)
+
+    def successful(self) -> bool:
+        """Return whether every member succeeded."""
+        return all(result.successful() for result in self.results)
+
+    def failed(self) -> bool:
+        """Return whether any member failed."""
+        return any(result.failed() for result in self.results)
+
+    def waiting(self) -> bool:
+        """Return whether any member is not final yet."""
+        return not self.ready()
+
+    def join(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Wait for every member; return their values in order (raise the first error)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(result.get(timeout=remaining, propagate=propagate))
+        return values
+
+    get = join
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Revoke every member."""
+        for result in self.results:
+            result.revoke(terminate=terminate, signal=signal)
+
+    def forget(self) -> None:
+        """Delete the members' results and the group's record."""
+        from django_tq.models import GroupResult as GroupRow
+
+        for result in self.results:
+            result.forget()
+        GroupRow.objects.filter(group_id=self.id).delete()
+
+    def save(self) -> GroupResult:
+        """Store the group (its id and members), so :meth:`restore` finds it."""
+        from django_tq.models import GroupResult as GroupRow
+
+        GroupRow.objects.update_or_create(
+            group_id=self.id, defaults={"result_ids": [r.id for r in self.results]}
+        )
+        return self
+
+    @classmethod
+    def restore(cls, id: str) -> GroupResult | None:
+        """Return the stored group ``id``, or None if it was never stored."""
+        from django_tq.models import GroupResult as GroupRow
+
+        ids = GroupRow.objects.filter(group_id=id).values_list("result_ids", flat=True).first()
+        if ids is None:
+            return None
+        return cls(id, [AsyncResult(task_id) for task_id in ids])
+
+    def as_tuple(self) -> tuple[str, list[tuple[str, None]]]:
+        """Return a tuple that :meth:`from_tuple` turns back into this handle."""
+        return (self.id, [result.as_tuple() for result in self.results])
+
+    @classmethod
+    def from_tuple(cls, value: tuple[str, list[tuple[str, Any]]]) -> GroupResult:
+        """Rebuild a handle from :meth:`as_tuple`."""
+        return cls(value[0], [AsyncResult.from_tuple(item) for item in value[1]])

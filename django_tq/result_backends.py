@@ -84,6 +84,10 @@ class ResultBackend:
     def forget(self, task_id: str) -> None:
         """Delete what is stored for ``task_id``."""
 
+    def children(self, task_id: str) -> list[str]:
+        """Return the ids of the tasks ``task_id`` applied (empty where the backend cannot list)."""
+        return []
+
     def cleanup(self, expired_before: dt.datetime, *, batch_size: int = 1000) -> int:
         """Delete up to ``batch_size`` final results done before ``expired_before``; return count."""
         return 0
@@ -229,6 +233,10 @@ class DatabaseBackend(ResultBackend):
 
     def forget(self, task_id: str) -> None:
         TaskResult.objects.using(self._alias()).filter(task_id=task_id).delete()
+
+    def children(self, task_id: str) -> list[str]:
+        rows = TaskResult.objects.using(self._alias()).filter(parent_id=task_id)
+        return list(rows.order_by("date_created", "id").values_list("task_id", flat=True))
 
     def cleanup(self, expired_before: dt.datetime, *, batch_size: int = 1000) -> int:
         alias = self._alias()

@@ -36,6 +36,7 @@ from django_tq.message import TaskMessage
 from django_tq.registry import registry
 
 if TYPE_CHECKING:
+    from django_tq.canvas import Signature, group
     from django_tq.result import AsyncResult, EagerResult
 
 P = ParamSpec("P")
@@ -75,6 +76,8 @@ CALL_OPTIONS = frozenset(
         "time_limit", "soft_time_limit", "unique_key", "unique_ttl",
     }
 )  # fmt: skip
+#: ``apply_async`` options that place a call in a workflow (see ``django_tq.canvas``)
+WORKFLOW_OPTIONS = frozenset({"link", "link_error", "chain", "chord"})
 
 
 def _as_datetime(value: dt.datetime | float | int | None, now: dt.datetime) -> dt.datetime | None:
@@ -246,7 +249,7 @@ class Task(Generic[P, R]):
         """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …)."""
         from django_tq.result import AsyncResult
 
-        unknown = set(options) - CALL_OPTIONS
+        unknown = set(options) - CALL_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
         message = self.build_message(args, kwargs, options)
@@ -308,6 +311,7 @@ class Task(Generic[P, R]):
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
             unique_key=self._unique_key(args, kwargs, options),
             unique_ttl=options.get("unique_ttl", self.unique_ttl),
+            **_workflow_fields(options),
         )
 
     def apply(
@@ -337,6 +341,45 @@ class Task(Generic[P, R]):
         from django_tq.execution import run_eagerly
 
         return run_eagerly(message)
+
+    # -- signatures (see django_tq.canvas) ----------------------------------------------------
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """Return a signature of this task with these (partial) arguments."""
+        from django_tq.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """Return an immutable signature: a previous step's result is not passed to it."""
+        from django_tq.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def map(self, items: Any) -> Signature:
+        """Return a signature of one task calling this one on each item."""
+        from django_tq.canvas import xmap
+
+        return xmap(self.name, items)
+
+    def starmap(self, items: Any) -> Signature:
+        """Return a signature of one task calling this one with each item's arguments."""
+        from django_tq.canvas import xstarmap
+
+        return xstarmap(self.name, items)
+
+    def chunks(self, items: Any, size: int) -> group:
+        """Return a group of tasks, each calling this one on ``size`` items' arguments."""
+        from django_tq.canvas import chunks
+
+        return chunks(self.name, items, size)
+
+    def replace(self, sig: Signature) -> NoReturn:
+        """Replace the running task with ``sig``, which takes over its id, chain and callbacks."""
+        from django_tq.exceptions import Replace
+
+        if self.request.called_directly:
+            raise RuntimeError(f"{self.name}.replace() was called outside a task execution.")
+        raise Replace(sig.to_dict())
 
     # -- inside a running task ---------------------------------------------------------------
     @property
@@ -487,6 +530,23 @@ def task(
 
 
 shared_task = task
+
+
+def _workflow_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``TaskMessage`` fields for the workflow options ``link``, ``link_error``, …"""
+    fields: dict[str, Any] = {}
+    if options.get("chain"):
+        fields["chain"] = tuple(options["chain"])
+    if options.get("chord"):
+        fields["chord"] = str(options["chord"])
+    for key in ("link", "link_error"):
+        if options.get(key):
+            from django_tq.canvas import signature
+
+            value = options[key]
+            items = value if isinstance(value, list | tuple) else [value]
+            fields[key] = tuple(signature(item).to_dict() for item in items)
+    return fields
 
 
 def send_task(

@@ -36,7 +36,7 @@ class CapturedQueue(Sink):
         self._published: list[TaskMessage] = []
         self._pending: list[PendingPublish] = []
         self.outcomes: dict[str, Outcome] = {}  #: the latest outcome of each task id
-        self._ran: set[tuple[str, int]] = set()  #: (id, retries) of every attempt run
+        self._ran: set[int] = set()  #: every message run (by identity: a replacement reuses its id)
 
     def add(self, message: TaskMessage) -> None:
         self._published.append(message)
@@ -109,11 +109,11 @@ class CapturedQueue(Sink):
 
     def _run_all(self, limit: int) -> dict[str, Outcome]:
         for _ in range(limit):
-            todo = [m for m in self.messages if (m.id, m.retries) not in self._ran]
+            todo = [m for m in self.messages if id(m) not in self._ran]
             if not todo:
                 return self.outcomes
             message = todo[0]
-            self._ran.add((message.id, message.retries))
+            self._ran.add(id(message))
             decoded = wire_format.round_trip(message)
             outcome = execute(decoded, hostname="capture")
             record(decoded, outcome, worker="capture", delivery_count=1)

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from django_tq import control, states
 from django_tq.admin import display
 from django_tq.admin.display import ReadOnlyAdmin
+from django_tq.admin.groups import graph_url
 from django_tq.models import TaskResult
 
 
@@ -183,7 +184,10 @@ class TaskResultAdmin(ReadOnlyAdmin):
         if not obj.root_id:
             return "-"
         text = str(_("%(id)s (every task of this workflow)") % {"id": obj.root_id})
-        return _changelist_link("taskresult", text, root_id=obj.root_id)
+        graph = format_html('<a href="{}">{}</a>', graph_url(obj.task_id), _("show the graph"))
+        return format_html(
+            "{} · {}", _changelist_link("taskresult", text, root_id=obj.root_id), graph
+        )
 
     @admin.display(description=_("parent task"))
     def parent_link(self, obj: TaskResult) -> SafeString | str:
@@ -195,4 +199,4 @@ class TaskResultAdmin(ReadOnlyAdmin):
     def group_link(self, obj: TaskResult) -> SafeString | str:
         if not obj.group_id:
             return "-"
-        return _changelist_link("taskresult", obj.group_id, group_id=obj.group_id)
+        return _changelist_link("groupresult", obj.group_id, group_id=obj.group_id)

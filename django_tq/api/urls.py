@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
 
-from django_tq.api import errors, schema, views
+from django_tq.api import errors, groups, schema, views
 
 app_name = "django_tq_api"
 
@@ -17,6 +17,9 @@ urlpatterns: list[URLPattern] = [
     path("results/<str:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
     path("results/<str:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
     path("results/<str:task_id>/revoke/", views.ResultRevoke.as_view(), name="result-revoke"),
+    path("results/<str:task_id>/graph/", groups.ResultGraph.as_view(), name="result-graph"),
+    path("groups/", groups.GroupList.as_view(), name="group-list"),
+    path("groups/<str:group_id>/", groups.GroupDetail.as_view(), name="group-detail"),
     path("dead-letters/", views.DeadLetterList.as_view(), name="dead-letter-list"),
     path("dead-letters/<int:pk>/", views.DeadLetterDetail.as_view(), name="dead-letter-detail"),
     path("tasks/", views.TaskList.as_view(), name="task-list"),

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_tq', '0003_parking_revocations'),
+        ('django_tq', '0004_canvas'),
     ]
 
     operations = [

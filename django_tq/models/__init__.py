@@ -1,6 +1,7 @@
 """django_tq's models, one module per concern."""
 
 from django_tq.models.dead_letters import DeadLetter
+from django_tq.models.groups import ChordCounter, GroupResult
 from django_tq.models.outbox import OutboxMessage
 from django_tq.models.parking import ParkedMessage
 from django_tq.models.queue import QueueMessage
@@ -18,9 +19,11 @@ from django_tq.models.unique import UniqueLock
 from django_tq.models.workers import WorkerState
 
 __all__ = [
+    "ChordCounter",
     "ClockedSchedule",
     "CrontabSchedule",
     "DeadLetter",
+    "GroupResult",
     "IntervalSchedule",
     "OutboxMessage",
     "ParkedMessage",

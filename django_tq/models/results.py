@@ -52,6 +52,8 @@ class TaskResult(models.Model):
     parent_id = models.CharField(_("parent id"), max_length=255, null=True, blank=True)
     root_id = models.CharField(_("root id"), max_length=255, null=True, blank=True)
     group_id = models.CharField(_("group id"), max_length=255, null=True, blank=True)
+    #: this chord header task's final state was counted by its chord (never counted twice)
+    chord_counted = models.BooleanField(_("counted by its chord"), default=False)
     date_created = models.DateTimeField(_("created"), auto_now_add=True)
     date_started = models.DateTimeField(_("started"), null=True, blank=True)
     date_done = models.DateTimeField(_("done"), null=True, blank=True)

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from django_tq import message as wire_format
-from django_tq import states, unique
+from django_tq import states, unique, workflow
 from django_tq.broker import Delivery
 from django_tq.message import TaskMessage
 from django_tq.models import DeadLetter
@@ -45,7 +45,19 @@ def dead_letter(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
         unique_key = wire_format.read_unique_key(headers)
         if unique_key is not None:
             unique.release_key(unique_key, task_id)
+        _fail_workflow(headers, message, reason)
     logger.error(
         "Dead-lettered message %s from queue %r: %s", task_id or "(no id)", delivery.queue, reason
     )
     return letter
+
+
+def _fail_workflow(headers: dict[str, Any], message: TaskMessage, reason: str) -> None:
+    """A dead task of a workflow fails its chord and the rest of its chain (never stuck)."""
+    try:
+        canvas = wire_format.read_canvas(headers)
+    except Exception:
+        return  # headers we cannot read: nothing to follow
+    if canvas:
+        ids = {"root_id": headers.get("root_id"), "group_id": headers.get("group_id")}
+        workflow.dead(message.with_changes(**ids, **canvas), reason)

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from django_tq import states
-from django_tq.models import DeadLetter, QueueMessage, TaskResult, WorkerState
+from django_tq.models import DeadLetter, GroupResult, QueueMessage, TaskResult, WorkerState
 
 API = "/api/tq/"
 XSS = "<script>alert(1)</script>"
@@ -27,6 +27,7 @@ STAFF_PERMISSIONS = [
     ("taskresult", "change_taskresult"),
     ("taskresult", "enqueue_task"),
     ("deadletter", "view_deadletter"),
+    ("groupresult", "view_groupresult"),
     ("workerstate", "view_workerstate"),
     ("queuemessage", "view_queuemessage"),
 ]
@@ -111,7 +112,7 @@ def make_result(task_id: str, **fields: Any) -> TaskResult:
 @pytest.fixture
 def rows(users: Users) -> dict[str, Any]:
     """A result owned by ``user`` (failed, with hostile strings), one by ``other``, one unowned,
-    a dead letter, a worker and a waiting message."""
+    a dead letter, a worker, a waiting message, and a group owned by ``user`` and one unowned."""
     now = timezone.now()
     return {
         "mine": make_result(
@@ -156,6 +157,10 @@ def rows(users: Users) -> dict[str, Any]:
         "message": QueueMessage.objects.create(
             queue="mail", payload="{}", not_before=now, created_at=now
         ),
+        "group": GroupResult.objects.create(
+            group_id="group-mine", result_ids=["mine-1", "never-recorded"], owner=users.user
+        ),
+        "unowned_group": GroupResult.objects.create(group_id="group-unowned", result_ids=[]),
     }
 
 

@@ -31,6 +31,11 @@ ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
     ("results/unowned-1/retry/", "post", {"queue": "elsewhere"}, STAFF),
     ("results/mine-1/revoke/", "post", {}, STAFF),
     ("results/unowned-1/revoke/", "post", {"terminate": True}, STAFF),
+    ("results/mine-1/graph/", "get", None, {"user", *STAFF}),
+    ("results/unowned-1/graph/", "get", None, STAFF),
+    ("groups/", "get", None, SIGNED_IN),  # scoped like results/
+    ("groups/group-mine/", "get", None, {"user", *STAFF}),
+    ("groups/group-unowned/", "get", None, STAFF),
     ("dead-letters/", "get", None, STAFF),
     ("dead-letters/{letter}/", "get", None, STAFF),
     ("tasks/", "get", None, STAFF),
@@ -128,7 +133,7 @@ def _api_views() -> list[type[ApiView]]:
 
 def test_every_view_names_its_permission_classes() -> None:
     views = _api_views()
-    assert len(views) == 10
+    assert len(views) == 13
     for view in views:
         assert "permission_classes" in vars(view) or any(
             "permission_classes" in vars(base) for base in view.__mro__[1:] if base is not ApiView

@@ -16,7 +16,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from django_tq.api import schema as api_schema
-from django_tq.models import DeadLetter
+from django_tq.models import DeadLetter, GroupResult
 from tests.api.conftest import ADD, API, Users, make_result
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +30,9 @@ OPERATIONS = {
     ("/api/tq/results/{task_id}/", "get"),
     ("/api/tq/results/{task_id}/retry/", "post"),
     ("/api/tq/results/{task_id}/revoke/", "post"),
+    ("/api/tq/results/{task_id}/graph/", "get"),
+    ("/api/tq/groups/", "get"),
+    ("/api/tq/groups/{group_id}/", "get"),
     ("/api/tq/dead-letters/", "get"),
     ("/api/tq/dead-letters/{id}/", "get"),
     ("/api/tq/tasks/", "get"),
@@ -117,7 +120,8 @@ def test_schemathesis_finds_no_server_error(
     ]
 
     letter = DeadLetter.objects.create(task_name="missing.task", reason="unknown task")
-    known = {"task_id": "known-1", "name": ADD, "id": letter.pk}  # path values that exist
+    GroupResult.objects.create(group_id="group-1", result_ids=["known-1"], owner=users.user)
+    known = {"task_id": "known-1", "name": ADD, "id": letter.pk, "group_id": "group-1"}
 
     def with_known_path(case: Any) -> Any:
         for name in case.path_parameters or {}:

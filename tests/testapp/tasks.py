@@ -214,3 +214,52 @@ def hold_memory(self: Any, kib: int) -> int:
     _held_memory.append(b"\x01" * (kib * 1024))  # written, so resident, unlike calloc'd zeros
     Execution.objects.create(task_id=self.request.id, label="hog", pid=os.getpid())
     return os.getpid()
+
+
+@task
+def tsum(numbers: list[int]) -> int:
+    """A chord body: the sum of the header's results."""
+    return sum(numbers)
+
+
+@task
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@task(bind=True)
+def record_sum(self: Any, numbers: list[int], label: str = "body") -> int:
+    """A chord body that writes an Execution row (counted: it must run exactly once)."""
+    Execution.objects.create(task_id=self.request.id, label=label, pid=os.getpid())
+    return sum(numbers)
+
+
+@task(bind=True)
+def slow_add(self: Any, x: int, y: int, seconds: float = 0.0) -> int:
+    """A header task that takes a while, writing a row when it starts."""
+    Execution.objects.create(task_id=self.request.id, label=f"start:{x}", pid=os.getpid())
+    time.sleep(seconds)
+    return x + y
+
+
+@task
+def on_error(request: Any, exc: BaseException, traceback: str) -> None:
+    """A new-style errback: gets the failed task's request, exception and traceback."""
+    Execution.objects.create(
+        task_id=request.id, label=f"errback:{type(exc).__name__}:{exc}", pid=os.getpid()
+    )
+
+
+@task
+def on_error_old_style(task_id: str) -> str:
+    """An old-style errback: gets the failed task's id."""
+    Execution.objects.create(task_id=task_id, label="old-errback", pid=os.getpid())
+    return task_id
+
+
+@task(bind=True)
+def replaced_by_add(self: Any, x: int) -> None:
+    """Replace itself with add(x, 100)."""
+    from tests.testapp.tasks import add
+
+    self.replace(add.s(x, 100))
