@@ -7,7 +7,6 @@ Admin edits take effect at beat's next tick (``TQ["BEAT_MAX_LOOP_INTERVAL"]``), 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -23,6 +22,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from django_tq import control
 from django_tq.admin import display
 from django_tq.admin.display import ReadOnlyAdmin, badge
 from django_tq.models import (
@@ -36,7 +36,6 @@ from django_tq.models import (
 from django_tq.models.schedules import ScheduleRow
 from django_tq.registry import registry
 from django_tq.schedules import local_format
-from django_tq.tasks import send_task
 
 ENABLED = ("#def7ec", "#03543f")
 DISABLED = ("#e4e7eb", "#3e4c59")
@@ -250,6 +249,12 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
             readonly.extend(CODE_OWNED)
         return readonly
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Beat would declare a deleted code task again at its next start: remove it in the code.
+        if obj is not None and obj.code_managed:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def change_view(
         self,
         request: HttpRequest,
@@ -327,15 +332,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
     def run_now(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         count = 0
         for periodic_task in queryset:
-            task_id = str(uuid.uuid4())
-            send_task(
-                periodic_task.task,
-                periodic_task.args,
-                periodic_task.kwargs,
-                task_id=task_id,
-                **periodic_task.call_options(timezone.now()),
-            )
-            periodic_task.record_sent_now(task_id, by=f"admin: {request.user}")
+            control.run_periodic_task(periodic_task, by=f"admin: {request.user}")
             count += 1
         self.message_user(
             request,
