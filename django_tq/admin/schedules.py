@@ -6,13 +6,11 @@ Admin edits take effect at beat's next tick (``TQ["BEAT_MAX_LOOP_INTERVAL"]``), 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from zoneinfo import available_timezones
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
@@ -24,7 +22,7 @@ from django.utils.translation import ngettext
 
 from django_tq import control
 from django_tq.admin import display
-from django_tq.admin.display import ReadOnlyAdmin, badge
+from django_tq.admin.display import JSONTextField, ReadOnlyAdmin, badge
 from django_tq.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -50,39 +48,6 @@ CODE_OWNED = (
     "headers", "start_time", "expires", "expire_seconds", "one_off", "misfire_policy",
     "description",
 )  # fmt: skip
-
-
-class JSONTextField(forms.JSONField):
-    """A JSON text area that says where the JSON is broken, and maps empty to ``empty``."""
-
-    def __init__(self, *, empty: Any, example: str, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}))
-        kwargs.setdefault("required", False)
-        super().__init__(**kwargs)
-        self.empty = empty
-        self.example = example
-
-    def to_python(self, value: Any) -> Any:
-        if self.disabled or not isinstance(value, str):
-            return super().to_python(value)
-        if not value.strip():
-            return self.empty
-        try:
-            json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                _(
-                    "Not valid JSON: %(error)s at line %(line)d, column %(column)d (e.g. %(example)s)."
-                ),
-                code="invalid",
-                params={
-                    "error": exc.msg,
-                    "line": exc.lineno,
-                    "column": exc.colno,
-                    "example": self.example,
-                },
-            ) from None
-        return super().to_python(value)
 
 
 def _task_choices(current: str) -> list[tuple[str, str]]:

@@ -33,16 +33,12 @@ from django_tq.api.filters import ListQuery, any_of, orderings
 from django_tq.api.pagination import KeysetPagination
 from django_tq.api.permissions import ApiAccess, HasModelPermission
 from django_tq.api.schema import document
-from django_tq.api.serializers import (
-    QUEUE_NAME,
-    EnqueuedSerializer,
-    ErrorSerializer,
-    absolute_url,
-)
+from django_tq.api.serializers import EnqueuedSerializer, ErrorSerializer, absolute_url
 from django_tq.api.views import INVALID, LIST_ERRORS, ONE_ERRORS, SEND_ERRORS, ApiView, accepted
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.models.schedules import ScheduleRow
 from django_tq.registry import registry
+from django_tq.routing import QUEUE_NAME
 
 #: the largest ``every`` of an interval (a million days is already past any calendar)
 MAX_EVERY = 1_000_000
