@@ -2,18 +2,23 @@
 
 Revocations are rows in the database: a worker loads them at start and re-reads new ones every
 second, so a revocation reaches every worker on every transport, including workers started
-after it, and survives restarts.
+after it, and survives restarts. Sending a task again (:func:`requeue`) and running a periodic
+task outside its schedule (:func:`run_periodic_task`) live here too, so the admin and the REST
+API do both the same way.
 """
 
 from __future__ import annotations
 
 import signal as signals_module
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import router
+from django.utils import timezone
 
 from django_tq import signals, states
-from django_tq.models import Revocation
+from django_tq.models import PeriodicTask, Revocation
+from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.tasks import send_task
 
@@ -60,6 +65,10 @@ class NotRequeueable(ValueError):
     """The task is not in a state it can be requeued from (FAILURE, DEAD or REVOKED)."""
 
 
+class ArgumentsMismatch(ValueError):
+    """New arguments for a requeued task do not fit the registered task's signature."""
+
+
 def requeue(
     task_id: str,
     *,
@@ -71,7 +80,9 @@ def requeue(
     """Send a failed, dead or revoked task again as a new task; return its result handle.
 
     The stored arguments and queue are reused unless new ones are given. Raise ``LookupError``
-    for an unknown id and :class:`NotRequeueable` for a task in another state.
+    for an unknown id, :class:`NotRequeueable` for a task in another state and
+    :class:`ArgumentsMismatch` when new arguments do not fit the task's signature (checked when
+    this process has the task registered).
     """
     data = get_backend().get(task_id)
     if data is None:
@@ -80,10 +91,29 @@ def requeue(
         raise NotRequeueable(
             f"Only FAILURE, DEAD or REVOKED tasks can be requeued; {task_id} is {data.state}."
         )
+    new_args = data.args if args is None else args
+    new_kwargs = data.kwargs if kwargs is None else kwargs
+    if args is not None or kwargs is not None:
+        mismatch = registry.signature_mismatch(data.task_name, new_args or (), new_kwargs or {})
+        if mismatch:
+            raise ArgumentsMismatch(mismatch)
     return send_task(
-        data.task_name,
-        data.args if args is None else args,
-        data.kwargs if kwargs is None else kwargs,
-        queue=queue or data.queue or None,
-        owner=owner,
+        data.task_name, new_args, new_kwargs, queue=queue or data.queue or None, owner=owner
     )
+
+
+def run_periodic_task(periodic_task: PeriodicTask, *, by: str) -> AsyncResult[Any]:
+    """Send one run of ``periodic_task`` now, outside its schedule (which stays as it is).
+
+    The run is recorded (``PeriodicTaskRun``, claimed ``by``) and counted, as a scheduled one.
+    """
+    task_id = str(uuid.uuid4())
+    sent = send_task(
+        periodic_task.task,
+        periodic_task.args,
+        periodic_task.kwargs,
+        task_id=task_id,
+        **periodic_task.call_options(timezone.now()),
+    )
+    periodic_task.record_sent_now(task_id, by=by)
+    return sent

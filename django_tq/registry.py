@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from django.utils.translation import gettext_lazy as _
 
 from django_tq.exceptions import AlreadyRegistered, NotRegistered
 
@@ -54,6 +57,34 @@ class TaskRegistry:
     def items(self) -> list[tuple[str, Task[Any, Any]]]:
         """Return ``(name, task)`` pairs sorted by name."""
         return sorted(self._tasks.items())
+
+    def signature_mismatch(
+        self, name: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> str | None:
+        """Return why ``args``/``kwargs`` do not fit task ``name``'s signature, if they do not.
+
+        ``None`` also when this process does not know the task (the worker may) or its
+        signature cannot be read. A bound task's ``self`` is left out.
+        """
+        task = self._tasks.get(name)
+        if task is None:
+            return None
+        try:
+            signature = inspect.signature(task.run)
+        except (TypeError, ValueError):
+            return None
+        parameters = list(signature.parameters.values())[1 if task.bind else 0 :]  # not ``self``
+        signature = inspect.Signature(
+            [parameter.replace(annotation=inspect.Parameter.empty) for parameter in parameters]
+        )
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return str(
+                _("These arguments do not fit %(task)s%(signature)s: %(error)s.")
+                % {"task": name, "signature": signature, "error": exc}
+            )
+        return None
 
 
 registry = TaskRegistry()

@@ -10,6 +10,9 @@ from typing import Any
 
 Route = dict[str, Any]
 
+#: characters a queue name typed in the admin or given over the API may use
+QUEUE_NAME = re.compile(r"^[\w.:@-]+$")
+
 
 @lru_cache(maxsize=1024)
 def _compile(pattern: str | re.Pattern[str]) -> re.Pattern[str]:

@@ -1,9 +1,28 @@
 """django_tq's admin screens, one module per concern (imported here so they register).
 
 Django's admin autodiscovery imports ``django_tq.admin``; importing this package registers the
-task results, group results, dead letters, workers and queued messages screens with the default admin site.
+task results, group results, dead letters, revocations, parked messages, periodic tasks, workers
+and queued messages screens with the default admin site.
 """
 
-from django_tq.admin import dead_letters, groups, queue, results, schedules, workers
+from django_tq.admin import (
+    dead_letters,
+    groups,
+    parking,
+    queue,
+    results,
+    revocations,
+    schedules,
+    workers,
+)
 
-__all__ = ["dead_letters", "groups", "queue", "results", "schedules", "workers"]
+__all__ = [
+    "dead_letters",
+    "groups",
+    "parking",
+    "queue",
+    "results",
+    "revocations",
+    "schedules",
+    "workers",
+]

@@ -1,4 +1,4 @@
-"""Shared pieces of the admin screens: read-only base class, state badges, pretty JSON."""
+"""Shared pieces of the admin screens: read-only base class, state badges, pretty JSON, JSON input."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import json
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
 
 #: badge colours (background, text) by task state; custom states (e.g. PROGRESS) get ``OTHER``
 STATE_COLOURS: dict[str, tuple[str, str]] = {
@@ -124,3 +127,36 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.allow_delete and super().has_delete_permission(request, obj)
+
+
+class JSONTextField(forms.JSONField):
+    """A JSON text area that says where the JSON is broken, and maps empty to ``empty``."""
+
+    def __init__(self, *, empty: Any, example: str, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}))
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+        self.empty = empty
+        self.example = example
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str):
+            return super().to_python(value)
+        if not value.strip():
+            return self.empty
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                _(
+                    "Not valid JSON: %(error)s at line %(line)d, column %(column)d (e.g. %(example)s)."
+                ),
+                code="invalid",
+                params={
+                    "error": exc.msg,
+                    "line": exc.lineno,
+                    "column": exc.colno,
+                    "example": self.example,
+                },
+            ) from None
+        return super().to_python(value)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from django_tq import control, states
-from django_tq.admin import display
+from django_tq.admin import display, requeue
 from django_tq.admin.display import ReadOnlyAdmin
 from django_tq.admin.groups import graph_url
 from django_tq.models import TaskResult
@@ -116,24 +117,11 @@ class TaskResultAdmin(ReadOnlyAdmin):
     @admin.action(
         description=_("Requeue selected failed, dead or revoked tasks"), permissions=["revoke"]
     )
-    def requeue_tasks(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
-        """Send each failed, dead or revoked task again as a new task (same arguments, queue)."""
-        sent, skipped = 0, []
-        for row in queryset.only("task_id", "owner_id"):
-            try:
-                control.requeue(row.task_id, owner=row.owner_id)
-            except control.NotRequeueable:
-                skipped.append(row.task_id)
-            else:
-                sent += 1
-        self.message_user(request, _("Requeued %(count)d task(s).") % {"count": sent})
-        if skipped:
-            self.message_user(
-                request,
-                _("Not requeued (only FAILURE, DEAD or REVOKED tasks can be): %(ids)s")
-                % {"ids": ", ".join(skipped)},
-                level=messages.WARNING,
-            )
+    def requeue_tasks(
+        self, request: HttpRequest, queryset: QuerySet[TaskResult]
+    ) -> TemplateResponse | None:
+        """Confirm, optionally with another queue or (one task) edited arguments, then requeue."""
+        return requeue.requeue_selected(self, request, queryset)
 
     @admin.display(description=_("task id"), ordering="task_id")
     def task_id_short(self, obj: TaskResult) -> SafeString | str:

@@ -6,14 +6,11 @@ Admin edits take effect at beat's next tick (``TQ["BEAT_MAX_LOOP_INTERVAL"]``), 
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 from zoneinfo import available_timezones
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
@@ -23,8 +20,9 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from django_tq import control
 from django_tq.admin import display
-from django_tq.admin.display import ReadOnlyAdmin, badge
+from django_tq.admin.display import JSONTextField, ReadOnlyAdmin, badge
 from django_tq.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -36,7 +34,6 @@ from django_tq.models import (
 from django_tq.models.schedules import ScheduleRow
 from django_tq.registry import registry
 from django_tq.schedules import local_format
-from django_tq.tasks import send_task
 
 ENABLED = ("#def7ec", "#03543f")
 DISABLED = ("#e4e7eb", "#3e4c59")
@@ -51,39 +48,6 @@ CODE_OWNED = (
     "headers", "start_time", "expires", "expire_seconds", "one_off", "misfire_policy",
     "description",
 )  # fmt: skip
-
-
-class JSONTextField(forms.JSONField):
-    """A JSON text area that says where the JSON is broken, and maps empty to ``empty``."""
-
-    def __init__(self, *, empty: Any, example: str, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}))
-        kwargs.setdefault("required", False)
-        super().__init__(**kwargs)
-        self.empty = empty
-        self.example = example
-
-    def to_python(self, value: Any) -> Any:
-        if self.disabled or not isinstance(value, str):
-            return super().to_python(value)
-        if not value.strip():
-            return self.empty
-        try:
-            json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                _(
-                    "Not valid JSON: %(error)s at line %(line)d, column %(column)d (e.g. %(example)s)."
-                ),
-                code="invalid",
-                params={
-                    "error": exc.msg,
-                    "line": exc.lineno,
-                    "column": exc.colno,
-                    "example": self.example,
-                },
-            ) from None
-        return super().to_python(value)
 
 
 def _task_choices(current: str) -> list[tuple[str, str]]:
@@ -250,6 +214,12 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
             readonly.extend(CODE_OWNED)
         return readonly
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Beat would declare a deleted code task again at its next start: remove it in the code.
+        if obj is not None and obj.code_managed:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def change_view(
         self,
         request: HttpRequest,
@@ -327,15 +297,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
     def run_now(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         count = 0
         for periodic_task in queryset:
-            task_id = str(uuid.uuid4())
-            send_task(
-                periodic_task.task,
-                periodic_task.args,
-                periodic_task.kwargs,
-                task_id=task_id,
-                **periodic_task.call_options(timezone.now()),
-            )
-            periodic_task.record_sent_now(task_id, by=f"admin: {request.user}")
+            control.run_periodic_task(periodic_task, by=f"admin: {request.user}")
             count += 1
         self.message_user(
             request,

@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.signals import got_request_exception
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -91,6 +92,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return Response(error_body(api_exception), status=api_exception.status_code, headers=headers)
 
 
+@csrf_exempt  # a 404 changes nothing; without this, a POST or DELETE would get CSRF's HTML 403
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Answer a path under the API that matches no endpoint with a JSON 404."""
     return JsonResponse({"detail": str(_("Not found.")), "code": "not_found"}, status=404)

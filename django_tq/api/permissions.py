@@ -3,7 +3,8 @@
 Every view names its permission classes. :class:`ApiAccess` is the one every view names first: it
 applies the classes listed in ``TQ["API_PERMISSION_CLASSES"]`` (resolved once per settings load),
 by default :class:`IsStaffOrOwner`. Actions that change something add a class requiring an
-explicit model permission: :class:`CanRequeue`, :class:`CanEnqueue`.
+explicit model permission: :class:`CanRequeue`, :class:`CanEnqueue`, and on endpoints that write
+rows (periodic tasks) :class:`HasModelPermission`: add, change or delete, by method.
 
 A permission class may also narrow querysets: a ``scope_queryset(request, view, queryset)``
 method is applied by the views to every list and lookup, so a row a user may not see is absent
@@ -172,3 +173,26 @@ class CanEnqueue(HasPermission):
 
     permission = "django_tq.enqueue_task"
     message = _("Enqueueing a task needs the enqueue task permission.")
+
+
+class HasModelPermission(BasePermission):
+    """Writes need staff status and the model permission for them: add, change or delete.
+
+    The action follows the method (``POST`` add, ``PATCH``/``PUT`` change, ``DELETE`` delete) or
+    the view's ``model_action`` (``"change"`` for "run now"); the model is the view's
+    ``permission_model``. Reads pass here: :class:`ApiAccess` decides who may read.
+    """
+
+    ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+    message = _("This needs staff status and the add, change or delete permission for it.")
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        action = getattr(view, "model_action", None) or self.ACTIONS.get(request.method)
+        if action is None:
+            return True
+        user = request.user
+        model = getattr(view, "permission_model", None)
+        if model is None or not (user and user.is_authenticated and user.is_active):
+            return False
+        opts = model._meta
+        return bool(user.is_staff and user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}"))

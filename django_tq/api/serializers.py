@@ -7,7 +7,6 @@ unchanged to requeue a task. Stored strings are JSON strings: nothing is HTML he
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +19,8 @@ from django_tq import serialization, states
 from django_tq.api.schema import document_field
 from django_tq.exceptions import DecodeError
 from django_tq.models import DeadLetter, TaskResult, WorkerState
+from django_tq.routing import QUEUE_NAME
 
-#: characters a queue name given over the API may use
-QUEUE_NAME = re.compile(r"^[\w.:@-]+$")
 #: the longest countdown the API accepts, in seconds (one year)
 MAX_COUNTDOWN = 365 * 24 * 3600.0
 

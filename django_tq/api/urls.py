@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
 
-from django_tq.api import errors, groups, schema, views
+from django_tq.api import errors, groups, schedules, schema, views
 
 app_name = "django_tq_api"
 
@@ -24,6 +24,17 @@ urlpatterns: list[URLPattern] = [
     path("dead-letters/<int:pk>/", views.DeadLetterDetail.as_view(), name="dead-letter-detail"),
     path("tasks/", views.TaskList.as_view(), name="task-list"),
     path("tasks/<str:name>/enqueue/", views.TaskEnqueue.as_view(), name="task-enqueue"),
+    path("periodic-tasks/", schedules.PeriodicTaskList.as_view(), name="periodic-task-list"),
+    path(
+        "periodic-tasks/<int:pk>/",
+        schedules.PeriodicTaskDetail.as_view(),
+        name="periodic-task-detail",
+    ),
+    path(
+        "periodic-tasks/<int:pk>/run/",
+        schedules.PeriodicTaskRun.as_view(),
+        name="periodic-task-run",
+    ),
     path("workers/", views.WorkerList.as_view(), name="worker-list"),
     path("queues/", views.QueueList.as_view(), name="queue-list"),
 ]

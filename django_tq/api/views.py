@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
@@ -186,6 +186,8 @@ class ResultRequeue(ResultView):
                 queue=changes.get("queue"),
                 owner=result.owner_id,
             )
+        except control.ArgumentsMismatch as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}, code="invalid") from None
         except control.NotRequeueable:
             raise errors.Conflict(
                 _("Only FAILURE, DEAD or REVOKED tasks can be requeued; this one is %(state)s.")

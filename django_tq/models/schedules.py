@@ -10,7 +10,6 @@ running, only one insert wins, so each occurrence is sent once. The time arithme
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import uuid
 from typing import Any, ClassVar
 
@@ -428,25 +427,7 @@ class PeriodicTask(models.Model):
 
     def signature_mismatch(self) -> str | None:
         """Return why args/kwargs do not fit the registered task's signature, if they do not."""
-        if self.task not in registry:
-            return None
-        task = registry.get(self.task)
-        try:
-            signature = inspect.signature(task.run)
-        except (TypeError, ValueError):
-            return None
-        parameters = list(signature.parameters.values())[1 if task.bind else 0 :]  # not ``self``
-        signature = inspect.Signature(
-            [parameter.replace(annotation=inspect.Parameter.empty) for parameter in parameters]
-        )
-        try:
-            signature.bind(*self.args, **self.kwargs)
-        except TypeError as exc:
-            return str(
-                _("These arguments do not fit %(task)s%(signature)s: %(error)s.")
-                % {"task": self.task, "signature": signature, "error": exc}
-            )
-        return None
+        return registry.signature_mismatch(self.task, self.args, self.kwargs)
 
 
 class PeriodicTaskRun(models.Model):

@@ -14,7 +14,15 @@ from django.test import Client
 from django.utils import timezone
 
 from django_tq import states
-from django_tq.models import DeadLetter, GroupResult, QueueMessage, TaskResult, WorkerState
+from django_tq.models import (
+    DeadLetter,
+    GroupResult,
+    IntervalSchedule,
+    PeriodicTask,
+    QueueMessage,
+    TaskResult,
+    WorkerState,
+)
 
 API = "/api/tq/"
 XSS = "<script>alert(1)</script>"
@@ -30,6 +38,10 @@ STAFF_PERMISSIONS = [
     ("groupresult", "view_groupresult"),
     ("workerstate", "view_workerstate"),
     ("queuemessage", "view_queuemessage"),
+    ("periodictask", "view_periodictask"),
+    ("periodictask", "add_periodictask"),
+    ("periodictask", "change_periodictask"),
+    ("periodictask", "delete_periodictask"),
 ]
 
 
@@ -112,9 +124,17 @@ def make_result(task_id: str, **fields: Any) -> TaskResult:
 @pytest.fixture
 def rows(users: Users) -> dict[str, Any]:
     """A result owned by ``user`` (failed, with hostile strings), one by ``other``, one unowned,
-    a dead letter, a worker, a waiting message, and a group owned by ``user`` and one unowned."""
+    a dead letter, a worker, a waiting message, a group owned by ``user`` and one unowned, and two
+    periodic tasks."""
     now = timezone.now()
+    every_hour, _ = IntervalSchedule.objects.get_or_create(every=1, period="hours")
     return {
+        "job": PeriodicTask.objects.create(
+            name="hourly", task=ADD, interval=every_hour, args=[1, 2], description=XSS
+        ),
+        "doomed": PeriodicTask.objects.create(
+            name="to delete", task=ADD, interval=every_hour, args=[1, 2]
+        ),
         "mine": make_result(
             "mine-1",
             state=states.FAILURE,

@@ -91,6 +91,8 @@ def test_requeue_refuses_tasks_that_did_not_fail(
         ({"queue": "q" * 201}, "queue"),
         ({"args": [{"__tq__": "decimal", "v": "not a number"}]}, "args"),
         ({"args": [{"__tq__": "datetime", "v": "yesterday"}]}, "args"),
+        ({"args": [1, 2, 3]}, "non_field_errors"),  # add(x, y): checked against the signature
+        ({"kwargs": {"z": 1}}, "non_field_errors"),
     ],
 )
 def test_requeue_validates_the_body(

@@ -6,6 +6,7 @@ user may not see are absent (404), not forbidden; anonymous requests get 401/403
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -20,6 +21,14 @@ pytestmark = pytest.mark.django_db
 SIGNED_IN = {"user", "other", "staff", "staff_with_perms", "superuser"}
 STAFF = {"staff_with_perms", "superuser"}
 METHODS = ["get", "head", "options", "post", "put", "patch", "delete"]
+
+#: a periodic task the matrix creates
+NEW_JOB = {
+    "name": "new",
+    "task": ADD,
+    "interval": {"every": 5, "period": "minutes"},
+    "args": [1, 2],
+}
 
 #: (path, the method that does something, its body, the roles it may succeed for)
 ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
@@ -42,8 +51,18 @@ ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
     (f"tasks/{ADD}/enqueue/", "post", {"args": [1, 2]}, {"user", *STAFF}),
     ("workers/", "get", None, STAFF),
     ("queues/", "get", None, STAFF),
+    ("periodic-tasks/", "get", None, STAFF),
+    ("periodic-tasks/", "post", NEW_JOB, STAFF),
+    ("periodic-tasks/{job}/", "get", None, STAFF),
+    ("periodic-tasks/{job}/", "patch", {"enabled": False}, STAFF),
+    ("periodic-tasks/{job}/run/", "post", {}, STAFF),
+    ("periodic-tasks/{doomed}/", "delete", None, STAFF),
     ("schema/", "get", None, SIGNED_IN),
 ]
+
+
+def _route(template: str) -> str:
+    return re.sub(r"\{\w+\}", "{}", template)
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -53,8 +72,15 @@ def test_no_unauthorised_2xx_on_any_endpoint_or_method(
     client = users.client(role)
     wrong: list[str] = []
     for template, allowed_method, body, allowed_roles in ENDPOINTS:
-        path = API + template.format(letter=rows["letter"].pk)
+        path = API + template.format(
+            letter=rows["letter"].pk, job=rows["job"].pk, doomed=rows["doomed"].pk
+        )
+        # a route listed for several methods: the others are checked on their own line
+        listed = {entry[1] for entry in ENDPOINTS if _route(entry[0]) == _route(template)}
+        listed.discard(allowed_method)
         for method in METHODS:
+            if method in listed or (method == "head" and "get" in listed):
+                continue
             response = client.call(method, path, body)
             same = method == allowed_method or (method, allowed_method) == ("head", "get")
             entitled = same and role in allowed_roles
@@ -133,7 +159,7 @@ def _api_views() -> list[type[ApiView]]:
 
 def test_every_view_names_its_permission_classes() -> None:
     views = _api_views()
-    assert len(views) == 13
+    assert len(views) == 16
     for view in views:
         assert "permission_classes" in vars(view) or any(
             "permission_classes" in vars(base) for base in view.__mro__[1:] if base is not ApiView

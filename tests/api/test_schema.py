@@ -16,7 +16,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from django_tq.api import schema as api_schema
-from django_tq.models import DeadLetter, GroupResult
+from django_tq.models import DeadLetter, GroupResult, IntervalSchedule, PeriodicTask
 from tests.api.conftest import ADD, API, Users, make_result
 
 pytestmark = pytest.mark.django_db
@@ -39,6 +39,12 @@ OPERATIONS = {
     ("/api/tq/tasks/{name}/enqueue/", "post"),
     ("/api/tq/workers/", "get"),
     ("/api/tq/queues/", "get"),
+    ("/api/tq/periodic-tasks/", "get"),
+    ("/api/tq/periodic-tasks/", "post"),
+    ("/api/tq/periodic-tasks/{id}/", "get"),
+    ("/api/tq/periodic-tasks/{id}/", "patch"),
+    ("/api/tq/periodic-tasks/{id}/", "delete"),
+    ("/api/tq/periodic-tasks/{id}/run/", "post"),
 }
 
 
@@ -121,11 +127,15 @@ def test_schemathesis_finds_no_server_error(
 
     letter = DeadLetter.objects.create(task_name="missing.task", reason="unknown task")
     GroupResult.objects.create(group_id="group-1", result_ids=["known-1"], owner=users.user)
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period="hours")
+    job = PeriodicTask.objects.create(name="hourly", task=ADD, interval=every, args=[1, 2])
     known = {"task_id": "known-1", "name": ADD, "id": letter.pk, "group_id": "group-1"}
 
     def with_known_path(case: Any) -> Any:
         for name in case.path_parameters or {}:
             case.path_parameters[name] = known[name]
+            if name == "id" and case.path.startswith("/api/tq/periodic-tasks/"):
+                case.path_parameters[name] = job.pk
         return case
 
     schema = schemathesis.openapi.from_dict(document)

@@ -220,3 +220,7 @@ def test_code_declared_tasks_can_only_be_paused(admin_client: Any, rows: dict[st
     form = response.context["adminform"].form
     assert list(form.fields) == ["enabled"]
     assert "declared in code" in response.content.decode()
+    # beat would declare a deleted one again at its next start
+    assert admin_client.get(admin_url("periodictask", "delete", job.pk)).status_code == 403
+    assert admin_client.post(admin_url("periodictask", "delete", job.pk), {"post": "yes"})
+    assert PeriodicTask.objects.filter(pk=job.pk).exists()

@@ -280,9 +280,9 @@ def test_result_list_does_not_query_per_row(admin_client: Any, django_user_model
     assert queries_for_list() == few
 
 
-def _act(client: Any, action: str, *task_ids: str) -> Any:
+def _act(client: Any, action: str, *task_ids: str, **fields: str) -> Any:
     pks = TaskResult.objects.filter(task_id__in=task_ids).values_list("pk", flat=True)
-    data = {"action": action, "_selected_action": [str(pk) for pk in pks]}
+    data = {"action": action, "_selected_action": [str(pk) for pk in pks], **fields}
     return client.post(admin_url("taskresult"), data, follow=True)
 
 
@@ -308,7 +308,7 @@ def test_requeue_action_sends_failed_tasks_again_and_skips_others(
     make_result("failed-9", state=states.FAILURE, args=[1, 2], queue="q9", owner=owner)
     make_result("done-9", state=states.SUCCESS)
     with capture() as queue:
-        response = _act(admin_client, "requeue_tasks", "failed-9", "done-9")
+        response = _act(admin_client, "requeue_tasks", "failed-9", "done-9", post="yes")
     body = response.content.decode()
     assert "Requeued 1 task(s)." in body and "Not requeued" in body and "done-9" in body
     (message,) = queue.messages
