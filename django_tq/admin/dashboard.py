@@ -175,7 +175,10 @@ def context(window: Window, now: datetime) -> dict[str, Any]:
     ]
     failed = sum(done["failed"])
     finished = sum(done["succeeded"]) + failed + sum(done["other"])
-    per = _("tasks per minute") if window.bucket == "minute" else _("tasks per hour")
+    if window.bucket == "minute":
+        per, described = _("tasks per minute"), _("Tasks finished per minute, %(window)s.")
+    else:
+        per, described = _("tasks per hour"), _("Tasks finished per hour, %(window)s.")
     queue_rows = queues.overview(now)
     return {
         "window": window,
@@ -194,8 +197,7 @@ def context(window: Window, now: datetime) -> dict[str, Any]:
         "throughput_chart": charts.bar_chart(
             key="throughput",
             title=_("Throughput"),
-            description=_("Tasks finished %(per)s, %(window)s, by outcome.")
-            % {"per": per, "window": window.label},
+            description=described % {"window": window.label},
             y_label=per,
             x_labels=labels,
             series=finished_series,

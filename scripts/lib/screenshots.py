@@ -264,7 +264,7 @@ def main() -> int:
         ("14-results-zh-hans", "/admin/django_tq/taskresult/", "zh-hans"),
         ("15-workers-zh-hans", "/admin/django_tq/workerstate/", "zh-hans"),
     ]
-    with tempfile.TemporaryDirectory(prefix="tq-chromium-") as profile:
+    with tempfile.TemporaryDirectory(prefix="tq-chromium-", ignore_cleanup_errors=True) as profile:
         process, url = start_chromium(Path(profile))
         try:
             page = Page(url)
