@@ -127,7 +127,7 @@ class Page:
             self.events.append(json.loads(self.socket.receive()))
         raise TimeoutError(f"no {method} within {TIMEOUT} s")
 
-    def screenshot(self, url: str, path: Path) -> None:
+    def screenshot(self, url: str, path: Path, *, dark: bool = False) -> None:
         self.call(
             "Emulation.setDeviceMetricsOverride",
             width=WIDTH,
@@ -135,6 +135,8 @@ class Page:
             deviceScaleFactor=1,
             mobile=False,
         )
+        scheme = {"name": "prefers-color-scheme", "value": "dark" if dark else "light"}
+        self.call("Emulation.setEmulatedMedia", features=[scheme])
         self.events.clear()
         self.call("Page.navigate", url=url)
         self.wait_for_event("Page.loadEventFired")
@@ -263,6 +265,7 @@ def main() -> int:
         ("13-dashboard-zh-hans", "/admin/django_tq/dashboard/", "zh-hans"),
         ("14-results-zh-hans", "/admin/django_tq/taskresult/", "zh-hans"),
         ("15-workers-zh-hans", "/admin/django_tq/workerstate/", "zh-hans"),
+        ("16-dashboard-dark", "/admin/django_tq/dashboard/", "dark"),
     ]
     with tempfile.TemporaryDirectory(prefix="tq-chromium-", ignore_cleanup_errors=True) as profile:
         process, url = start_chromium(Path(profile))
@@ -271,10 +274,11 @@ def main() -> int:
             page.call("Page.enable")
             page.call("Network.enable")
             page.call("Network.setCookie", name="sessionid", value=session, url=base)
-            for name, path, language in pages:
+            for name, path, look in pages:  # look: a language, or "dark" (English, dark theme)
+                language = "en" if look == "dark" else look
                 page.call("Network.setCookie", name="django_language", value=language, url=base)
                 target = options.out / f"{name}.png"
-                page.screenshot(base + path, target)
+                page.screenshot(base + path, target, dark=look == "dark")
                 print(f"  {target}")
         finally:
             process.terminate()
