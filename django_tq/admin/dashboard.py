@@ -158,27 +158,62 @@ def _labels(window: Window, starts: list[datetime]) -> list[str]:
     return [timezone.localtime(start).strftime(window.label_format) for start in starts]
 
 
-def context(window: Window, now: datetime) -> dict[str, Any]:
-    """Return the dashboard's data and charts for ``window`` ending at ``now``."""
-    starts = window.starts(now)
+def _charts(
+    window: Window, starts: list[datetime], done: dict[str, tuple[int, ...]]
+) -> dict[str, Any]:
     labels = _labels(window, starts)
-    done = throughput(window, starts)
-    finished_series = [
+    finished = [
         charts.Series(name=_("succeeded"), values=done["succeeded"], colour=SUCCEEDED_COLOUR),
         charts.Series(name=_("failed"), values=done["failed"], colour=FAILED_COLOUR),
         charts.Series(name=_("other (revoked)"), values=done["other"], colour=OTHER_COLOUR),
     ]
-    failed_series = [finished_series[1]]
-    depth_series = [
+    depths = [
         charts.Series(name=queue, values=values, colour=QUEUE_COLOURS[index % len(QUEUE_COLOURS)])
         for index, (queue, values) in enumerate(depth_history(window, starts).items())
     ]
-    failed = sum(done["failed"])
-    finished = sum(done["succeeded"]) + failed + sum(done["other"])
     if window.bucket == "minute":
         per, described = _("tasks per minute"), _("Tasks finished per minute, %(window)s.")
     else:
         per, described = _("tasks per hour"), _("Tasks finished per hour, %(window)s.")
+    when = {"window": window.label}
+    return {
+        "throughput_chart": charts.bar_chart(
+            key="throughput",
+            title=_("Throughput"),
+            description=described % when,
+            y_label=per,
+            x_labels=labels,
+            series=finished,
+        ),
+        "throughput_legend": charts.legend(finished),
+        "failures_chart": charts.bar_chart(
+            key="failures",
+            title=_("Failures"),
+            description=_("Tasks that failed or were dead-lettered, %(window)s.") % when,
+            y_label=_("failures"),
+            x_labels=labels,
+            series=[finished[1]],
+        ),
+        "depth_chart": charts.line_chart(
+            key="depth",
+            title=_("Queue depth"),
+            description=_("Peak number of waiting messages per queue, %(window)s.") % when,
+            y_label=_("messages"),
+            x_labels=labels,
+            series=depths,
+        )
+        if depths
+        else None,
+        "depth_legend": charts.legend(depths),
+    }
+
+
+def context(window: Window, now: datetime) -> dict[str, Any]:
+    """Return the dashboard's numbers and charts for ``window`` ending at ``now``."""
+    starts = window.starts(now)
+    done = throughput(window, starts)
+    failed = sum(done["failed"])
+    finished = sum(done["succeeded"]) + failed + sum(done["other"])
     queue_rows = queues.overview(now)
     return {
         "window": window,
@@ -194,36 +229,7 @@ def context(window: Window, now: datetime) -> dict[str, Any]:
             (row, error_type(row), display.state_badge(row.state), display.when(row.date_done, now))
             for row in recent_failures()
         ],
-        "throughput_chart": charts.bar_chart(
-            key="throughput",
-            title=_("Throughput"),
-            description=described % {"window": window.label},
-            y_label=per,
-            x_labels=labels,
-            series=finished_series,
-        ),
-        "throughput_legend": charts.legend(finished_series),
-        "failures_chart": charts.bar_chart(
-            key="failures",
-            title=_("Failures"),
-            description=_("Tasks that failed or were dead-lettered, %(window)s.")
-            % {"window": window.label},
-            y_label=_("failures"),
-            x_labels=labels,
-            series=failed_series,
-        ),
-        "depth_chart": charts.line_chart(
-            key="depth",
-            title=_("Queue depth"),
-            description=_("Peak number of waiting messages per queue, %(window)s.")
-            % {"window": window.label},
-            y_label=_("messages"),
-            x_labels=labels,
-            series=depth_series,
-        )
-        if depth_series
-        else None,
-        "depth_legend": charts.legend(depth_series),
+        **_charts(window, starts, done),
     }
 
 
