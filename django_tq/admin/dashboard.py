@@ -224,7 +224,7 @@ def context(window: Window, now: datetime) -> dict[str, Any]:
         "workers": worker_counts(now),
         "waiting": sum(row.depth or 0 for row in queue_rows),
         "dead_letters": DeadLetter.objects.filter(created_at__gte=starts[0]).count(),
-        "queues": queue_rows,
+        "queues": [(row, display.results_url(queue__exact=row.name)) for row in queue_rows],
         "failures": [
             (row, error_type(row), display.state_badge(row.state), display.when(row.date_done, now))
             for row in recent_failures()

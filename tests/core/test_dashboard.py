@@ -268,3 +268,10 @@ def test_the_worker_prunes_samples_with_expired_results(settings, start_worker):
         what="old samples deleted",
     )
     assert QueueDepthSample.objects.filter(queue="default").exists()  # its fresh sample
+
+
+def test_queues_link_to_their_results(admin_client):
+    response = admin_client.get(URL)
+    names = [queue.name for queue, _ in response.context["queues"]]
+    assert "default" in names
+    assert 'href="/admin/django_tq/taskresult/?queue__exact=default"' in response.content.decode()
