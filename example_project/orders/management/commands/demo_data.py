@@ -59,6 +59,7 @@ class Command(BaseCommand):
             raise CommandError("demo_data writes made-up task history: only with DEBUG on.")
         now = timezone.now()
         chance = random.Random(7)  # the same pictures every run
+        TaskResult.objects.filter(task_id__startswith="demo-").delete()  # run again: start afresh
         self._history(now, chance)
         self._live(now)
         self._samples(now, chance)
@@ -182,15 +183,17 @@ class Command(BaseCommand):
             ("demo-dead-2", CHARGE, "default", "poison message: delivered 5 times, never finished"),
             (None, "", "mail", "undecodable body: Expecting value: line 1 column 1 (char 0)"),
         ):  # fmt: skip
-            DeadLetter.objects.create(
-                task_id=task_id,
-                task_name=name,
-                queue=queue,
+            DeadLetter.objects.update_or_create(
                 reason=reason,
-                content_type="application/json",
-                headers={"task": name, "id": task_id},
-                payload='{"args": [42], "kwargs": {}}' if task_id else "\x00\x01not json",
-                worker="tq-1@web-1",
+                defaults={
+                    "task_id": task_id,
+                    "task_name": name,
+                    "queue": queue,
+                    "content_type": "application/json",
+                    "headers": {"task": name, "id": task_id},
+                    "payload": '{"args": [42], "kwargs": {}}' if task_id else "\x00\x01not json",
+                    "worker": "tq-1@web-1",
+                },
             )
 
     def _periodic_tasks(self) -> None:
