@@ -30,7 +30,7 @@ from croniter import croniter
 from django.utils.dates import MONTHS, WEEKDAYS
 from django.utils.text import get_text_list
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, pgettext
 
 from django_tq.conf import tq_settings
 
@@ -387,7 +387,7 @@ def _named(numbers: Iterable[int], name: dict[int, str]) -> str:
 def _time_part(cron: Crontab, fields: CronFields) -> str:
     minute, hour = cron.minute, cron.hour
     if minute == "*" and hour == "*":
-        return _("every minute")
+        return pgettext("crontab", "every minute")
     if hour == "*" and minute.startswith("*/"):
         return _("every %(n)s minutes") % {"n": minute[2:]}
     if hour == "*" and len(fields.minutes) == 1:
@@ -405,7 +405,7 @@ def describe_crontab(cron: Crontab) -> str:
     weekdays = {n: str(WEEKDAYS[(n - 1) % 7]) for n in range(7)}
     months = {n: str(MONTHS[n]) for n in range(1, 13)}
     if cron.day_of_month == "*" and cron.day_of_week == "*" and cron.hour != "*":
-        parts.append(_("every day"))
+        parts.append(pgettext("crontab", "every day"))
     if cron.day_of_month != "*":
         days = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in _runs(fields.days))
         parts.append(_("on day %(days)s of the month") % {"days": days})

@@ -1,11 +1,12 @@
 """django_tq's admin screens, one module per concern (imported here so they register).
 
 Django's admin autodiscovery imports ``django_tq.admin``; importing this package registers the
-task results, group results, dead letters, revocations, parked messages, periodic tasks, workers
-and queued messages screens with the default admin site.
+dashboard and the task results, group results, dead letters, revocations, parked messages,
+periodic tasks, workers and queued messages screens with the default admin site.
 """
 
 from django_tq.admin import (
+    dashboard,
     dead_letters,
     groups,
     parking,
@@ -17,6 +18,7 @@ from django_tq.admin import (
 )
 
 __all__ = [
+    "dashboard",
     "dead_letters",
     "groups",
     "parking",

@@ -2,6 +2,7 @@
 
 from django_tq.models.dead_letters import DeadLetter
 from django_tq.models.groups import ChordCounter, GroupResult
+from django_tq.models.metrics import Dashboard, QueueDepthSample
 from django_tq.models.outbox import OutboxMessage
 from django_tq.models.parking import ParkedMessage
 from django_tq.models.queue import QueueMessage
@@ -22,6 +23,7 @@ __all__ = [
     "ChordCounter",
     "ClockedSchedule",
     "CrontabSchedule",
+    "Dashboard",
     "DeadLetter",
     "GroupResult",
     "IntervalSchedule",
@@ -29,6 +31,7 @@ __all__ = [
     "ParkedMessage",
     "PeriodicTask",
     "PeriodicTaskRun",
+    "QueueDepthSample",
     "QueueMessage",
     "RateLimitBucket",
     "Revocation",

@@ -1,8 +1,8 @@
 """The worker process: start a pool of consumers, supervise it, keep house, shut down cleanly.
 
 ``Worker.run()`` loops around ``tick(now)``: reap and respawn dead children (releasing their
-leases at once), release due parked messages, relay the outbox, write the heartbeat row, delete
-expired results. SIGTERM/SIGINT ask for a warm
+leases at once), release due parked messages, relay the outbox, write the heartbeat row, sample
+queue depths for the dashboard, delete expired results. SIGTERM/SIGINT ask for a warm
 shutdown (running tasks finish, unstarted prefetched messages go back), a second one — or
 SIGQUIT — for a cold one (running tasks are abandoned and their messages released). SIGHUP
 restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
@@ -25,11 +25,11 @@ from typing import Any
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from django_tq import outbox, parking, serialization, signals, states
+from django_tq import outbox, parking, queues, serialization, signals, states
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import TimeLimitExceeded
-from django_tq.models import Revocation, WorkerState
+from django_tq.models import QueueDepthSample, Revocation, WorkerState
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
@@ -52,6 +52,7 @@ class WorkerConfig:
     purge: bool = False
     heartbeat_interval: float = 5.0
     cleanup_interval: float = 60.0
+    sample_interval: float = 60.0
     shutdown_timeout: float | None = None
 
 
@@ -93,6 +94,7 @@ class Worker:
         self.started_at = timezone.now()
         self._next_heartbeat = 0.0
         self._next_cleanup = 0.0
+        self._next_sample = 0.0
         self._restart_children = False
         self.revocations = Revocations()
 
@@ -139,7 +141,7 @@ class Worker:
                 logger.exception("Worker housekeeping failed")
 
     def tick(self, now: float) -> None:
-        """Reap dead children, write the heartbeat, delete expired results (when due)."""
+        """Reap dead children, write the heartbeat, sample queues, delete old results (when due)."""
         if self._restart_children:
             self._restart_children = False
             self.pool.restart()
@@ -151,6 +153,9 @@ class Worker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard(self.heartbeat)
+        if now >= self._next_sample:
+            self._next_sample = now + self.config.sample_interval
+            self._guard(self.sample_queues)
         if now >= self._next_cleanup:
             self._next_cleanup = now + self.config.cleanup_interval
             self._guard(self.cleanup)
@@ -228,13 +233,27 @@ class Worker:
             },
         )
 
+    def sample_queues(self) -> int:
+        """Record the depth of every queue in use for the dashboard; return how many queues."""
+        now = timezone.now()
+        depths = [
+            (info.name, info.depth)
+            for info in queues.overview(now, self.broker)
+            if info.depth is not None
+        ]
+        return QueueDepthSample.objects.record(depths, now)
+
     def cleanup(self, batches: int = 10) -> int:
-        """Delete results older than ``RESULT_EXPIRES``, a batch at a time; return how many."""
+        """Delete results older than ``RESULT_EXPIRES``, a batch at a time; return how many.
+
+        Revocations and queue depth samples older than that go too.
+        """
         expires: dt.timedelta | None = tq_settings.RESULT_EXPIRES
         if expires is None:
             return 0
         backend = get_backend()
         Revocation.objects.filter(created_at__lt=timezone.now() - expires).delete()
+        QueueDepthSample.objects.older_than(timezone.now() - expires).delete()
         total = 0
         for _ in range(batches):
             deleted = backend.cleanup(timezone.now() - expires)

@@ -179,3 +179,30 @@ def test_an_order_is_charged_and_its_receipt_mailed_by_a_worker(
     assert status["state"] == "SUCCESS"
     assert [child["name"] for child in status["children"]] == ["send_receipt"]
     assert status["children"][0]["queue"] == "mail"
+
+
+def test_demo_data_fills_every_screen_and_can_run_again(example_env: dict[str, str]) -> None:
+    manage(example_env, "migrate", "--noinput", "-v", "0")
+    manage(example_env, "demo_data")
+    manage(example_env, "demo_data")
+    counts = run_django(
+        example_env,
+        """
+        from django_tq import models
+        print(json.dumps({
+            "states": sorted(set(models.TaskResult.objects.values_list("state", flat=True))),
+            "dead_letters": models.DeadLetter.objects.count(),
+            "workers": models.WorkerState.objects.count(),
+            "periodic_tasks": models.PeriodicTask.objects.count(),
+            "samples": models.QueueDepthSample.objects.count(),
+        }))
+        """,
+    )
+    assert counts["states"] == [
+        "DEAD", "FAILURE", "PENDING", "PROGRESS", "QUEUED", "RECEIVED", "RETRY", "REVOKED",
+        "STARTED", "SUCCESS",
+    ]  # fmt: skip
+    assert counts["dead_letters"] == 3
+    assert counts["workers"] == 4
+    assert counts["periodic_tasks"] >= 4
+    assert 2 * 24 * 60 <= counts["samples"] <= 2 * (24 * 60 + 2)  # a minute may pass between runs
