@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -59,13 +60,14 @@ class Command(BaseCommand):
             raise CommandError("demo_data writes made-up task history: only with DEBUG on.")
         now = timezone.now()
         chance = random.Random(7)  # the same pictures every run
-        TaskResult.objects.filter(task_id__startswith="demo-").delete()  # run again: start afresh
-        self._history(now, chance)
-        self._live(now)
-        self._samples(now, chance)
-        self._workers(now)
-        self._dead_letters()
-        self._periodic_tasks()
+        with transaction.atomic():  # one commit: quick on SQLite
+            TaskResult.objects.filter(task_id__startswith="demo-").delete()  # again: afresh
+            self._history(now, chance)
+            self._live(now)
+            self._samples(now, chance)
+            self._workers(now)
+            self._dead_letters()
+            self._periodic_tasks()
         self.stdout.write(f"Wrote {TaskResult.objects.count()} task results of demo history.")
 
     def _history(self, now: Any, chance: random.Random) -> None:
