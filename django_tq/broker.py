@@ -397,10 +397,16 @@ class Broker:
             return total
 
     def depth(self, queue: str) -> int:
-        """Return the number of messages in ``queue`` (waiting and leased)."""
+        """Return the number of messages in ``queue`` (waiting and leased); 0 if it does not exist.
+
+        The declare is passive: reading a depth never creates a queue on the broker.
+        """
         with self.connection() as conn:
             channel = conn.default_channel
-            _, count, _ = self.queue(queue)(channel).queue_declare(passive=False)
+            try:
+                _, count, _ = self.queue(queue)(channel).queue_declare(passive=True)
+            except conn.channel_errors:  # NOT_FOUND: no such queue, so nothing waits in it
+                return 0
             return int(count or 0)
 
 

@@ -217,3 +217,24 @@ def test_a_second_copy_of_a_finished_task_is_skipped(broker_url, start_worker):
     assert marker.get(timeout=20) == 2
     wait_for(lambda: AsyncResult(copy.id).state == states.SUCCESS, what="state kept")
     assert Execution.objects.filter(label="copy").count() == 1
+
+
+
+def _queue_exists(name: str) -> bool:
+    broker = get_broker()
+    with broker.connection() as conn:
+        try:
+            broker.queue(name)(conn.default_channel).queue_declare(passive=True)
+        except conn.channel_errors:
+            return False
+        return True
+
+
+def test_reading_a_depth_never_creates_the_queue(broker_url, queue_name):
+    broker = get_broker()
+    missing = f"{queue_name}-other"  # deleted after the test on real brokers
+    assert broker.depth(missing) == 0
+    if not broker.is_database:  # a table has every queue; a broker must not get a new one
+        assert not _queue_exists(missing)
+    add.apply_async((1, 2), queue=missing)
+    assert broker.depth(missing) == 1
