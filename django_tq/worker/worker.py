@@ -2,10 +2,10 @@
 
 ``Worker.run()`` loops around ``tick(now)``: reap and respawn dead children (releasing their
 leases at once), release due parked messages, relay the outbox, write the heartbeat row, delete
-expired results. SIGTERM/SIGINT ask for a warm
-shutdown (running tasks finish, unstarted prefetched messages go back), a second one — or
-SIGQUIT — for a cold one (running tasks are abandoned and their messages released). SIGHUP
-restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
+expired results. SIGTERM/SIGINT ask for a warm shutdown (running tasks finish, unstarted
+prefetched messages go back), a second one — or SIGQUIT — for a cold one (running tasks are
+abandoned and their messages released). SIGHUP restarts the children; SIGUSR1 dumps every
+thread's traceback to stderr.
 """
 
 from __future__ import annotations
