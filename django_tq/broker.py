@@ -52,12 +52,13 @@ def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
 class Delivery:
     """One message handed to a consumer: headers, raw body, and how to settle it."""
 
-    __slots__ = ("_message", "queue", "received_at")
+    __slots__ = ("_delivery_count", "_message", "queue", "received_at")
 
     def __init__(self, message: Any, queue: str) -> None:
         self._message = message
         self.queue = queue
         self.received_at = time.monotonic()
+        self._delivery_count: int | None = None
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -79,12 +80,24 @@ class Delivery:
         """Return how many times this message was delivered, this time included.
 
         Leased transports count in the store (a dead child's prefetched messages are not counted).
-        AMQP classic queues keep no count: 2 means "redelivered at least once".
+        AMQP classic queues keep no count: 2 means "redelivered at least once", unless the
+        consumer counted the deliveries elsewhere and set the count.
         """
+        if self._delivery_count is not None:
+            return self._delivery_count
         count = self._message.properties.get("delivery_count")
         if count:
             return int(count)
         return 2 if self.redelivered else 1
+
+    @delivery_count.setter
+    def delivery_count(self, count: int) -> None:
+        self._delivery_count = count
+
+    @property
+    def is_counted(self) -> bool:
+        """Return whether the transport counts deliveries (leased ones do, AMQP does not)."""
+        return bool(self._message.properties.get("delivery_count"))
 
     @property
     def redelivered(self) -> bool:

@@ -91,15 +91,13 @@ def relay(broker: Broker, now: dt.datetime | None = None, *, limit: int = 200) -
     created_before = (now or timezone.now()) - RELAY_AFTER
     total = 0
     for alias in aliases():
+        waiting = OutboxMessage.objects.using(alias).filter(created_at__lt=created_before)
+        if not waiting.exists():  # the usual case: one read, no locking transaction
+            continue
         error: PublishError | None = None
         published = []
         with transaction.atomic(using=alias):
-            rows = list(
-                OutboxMessage.objects.using(alias)
-                .select_for_update(skip_locked=True)
-                .filter(created_at__lt=created_before)
-                .order_by("id")[:limit]
-            )
+            rows = list(waiting.select_for_update(skip_locked=True).order_by("id")[:limit])
             for row in rows:
                 not_before = row.not_before.isoformat() if row.not_before else None
                 try:

@@ -2,13 +2,14 @@
 
 Django's admin autodiscovery imports ``django_tq.admin``; importing this package registers the
 dashboard and the task results, group results, dead letters, revocations, parked messages,
-periodic tasks, workers and queued messages screens with the default admin site.
+periodic tasks, workers, queued messages and outbox messages screens with the default admin site.
 """
 
 from django_tq.admin import (
     dashboard,
     dead_letters,
     groups,
+    outbox,
     parking,
     queue,
     results,
@@ -21,6 +22,7 @@ __all__ = [
     "dashboard",
     "dead_letters",
     "groups",
+    "outbox",
     "parking",
     "queue",
     "results",

@@ -215,6 +215,8 @@ class Consumer:
         if self.stopping.is_set():
             delivery.requeue()
             return
+        if delivery.redelivered and not delivery.is_counted:
+            delivery.delivery_count = self._count_deliveries(delivery)
         if delivery.delivery_count > self.max_deliveries:
             self._dead(
                 delivery,
@@ -256,6 +258,23 @@ class Consumer:
             return
         heapq.heappush(heap, (time.time() + wait, next(self._sequence), delivery, message))
         self._widen()
+
+    def _count_deliveries(self, delivery: Delivery) -> int:
+        """Return the count of a redelivered message from a transport that keeps none (AMQP).
+
+        A delivery that started the task and died left it ``STARTED`` with its count: this one
+        is the next. A message that was only prefetched keeps the transport's answer.
+        """
+        task_id = wire_format.read_id(delivery.headers)
+        try:
+            data = get_backend().get(task_id) if task_id else None
+        except Exception:
+            logger.warning("Reading the delivery count of %s failed", task_id, exc_info=True)
+            close_old_connections()
+            return delivery.delivery_count
+        if data is None or data.state != states.STARTED:
+            return delivery.delivery_count
+        return max(data.delivery_count, 1) + 1
 
     def _warn_unenforced(self, message: TaskMessage) -> None:
         in_main_thread = threading.current_thread() is threading.main_thread()

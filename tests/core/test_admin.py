@@ -13,13 +13,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_tq import states
-from django_tq.models import DeadLetter, QueueMessage, TaskResult, WorkerState
+from django_tq.models import DeadLetter, OutboxMessage, QueueMessage, TaskResult, WorkerState
 
 pytestmark = pytest.mark.django_db
 
 XSS = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-MODELS = ["taskresult", "deadletter", "workerstate", "queuemessage"]
+MODELS = ["taskresult", "deadletter", "workerstate", "queuemessage", "outboxmessage"]
 
 
 def admin_url(model: str, view: str = "changelist", *args: Any) -> str:
@@ -92,6 +92,14 @@ def rows(django_user_model: Any) -> dict[str, Any]:
         delivery_count=1,
         created_at=now,
     )
+    outbox = OutboxMessage.objects.create(
+        task_id="outbox-1",
+        task_name=XSS,
+        queue="default",
+        headers={"id": "outbox-1", "task": XSS},
+        body=json.dumps({"args": [XSS], "kwargs": {}}),
+        content_type="application/json",
+    )
     alive = WorkerState.objects.create(
         hostname="tq@alive",
         pid=10,
@@ -117,6 +125,7 @@ def rows(django_user_model: Any) -> dict[str, Any]:
         "dead": dead,
         "deadletter": letter,
         "queuemessage": message,
+        "outboxmessage": outbox,
         "workerstate": alive,
         "lost": lost,
     }
@@ -234,6 +243,10 @@ def test_queued_messages_cannot_be_deleted_but_results_can(
 ) -> None:
     assert (
         admin_client.get(admin_url("queuemessage", "delete", rows["queuemessage"].pk)).status_code
+        == 403
+    )
+    assert (
+        admin_client.get(admin_url("outboxmessage", "delete", rows["outboxmessage"].pk)).status_code
         == 403
     )
     assert (

@@ -192,8 +192,6 @@ def test_countdown_delays_the_task(broker_url, start_worker):
 
 
 def test_a_poison_message_is_dead_after_max_deliveries(broker_url, settings, start_worker):
-    if broker_url.startswith("amqp"):
-        pytest.skip("AMQP classic queues keep no delivery count; the crash registry is issue 4")
     settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 3, "LEASE_SECONDS": 2}
     start_worker("-P", "prefork", "-c", "1")
     poison = kill_my_process.delay()
@@ -217,7 +215,6 @@ def test_a_second_copy_of_a_finished_task_is_skipped(broker_url, start_worker):
     assert marker.get(timeout=20) == 2
     wait_for(lambda: AsyncResult(copy.id).state == states.SUCCESS, what="state kept")
     assert Execution.objects.filter(label="copy").count() == 1
-
 
 
 def _queue_exists(name: str) -> bool:

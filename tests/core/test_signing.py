@@ -10,10 +10,10 @@ from django_tq.broker import get_broker
 from django_tq.enqueue import encode
 from django_tq.message import RELEASED_HEADER, TaskMessage, WireMessage
 from django_tq.message import encode as encode_unsigned
-from django_tq.models import DeadLetter
+from django_tq.models import DeadLetter, ParkedMessage
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
-from tests.testapp.tasks import add, always_retries
+from tests.testapp.tasks import add, always_retries, record
 
 OLD_SECRET = "django_tq-tests-old-secret"  # in tests/settings.py SECRET_KEY_FALLBACKS
 RECORD = "tests.testapp.tasks.record"
@@ -80,9 +80,11 @@ def test_enqueue_signs_only_when_signing_is_on(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_only_messages_signed_with_a_known_key_run(broker_url, settings, start_worker):
-    settings.TQ = {**settings.TQ, "SIGNING": True}
+    settings.TQ = {**settings.TQ, "SIGNING": True, "ETA_HORIZON_SECONDS": 1}
     queue = settings.TQ["DEFAULT_QUEUE"]
     worker = start_worker("-P", "solo")
+    parked = record.apply_async(("parked",), countdown=2)
+    assert ParkedMessage.objects.filter(task_id=parked.id).exists()  # headers in a JSON column
 
     def publish(wire: WireMessage) -> None:
         get_broker().publish(wire, queue=queue)
@@ -110,6 +112,7 @@ def test_only_messages_signed_with_a_known_key_run(broker_url, settings, start_w
     )
 
     assert add.delay(2, 3).get(timeout=20) == 5  # signed by enqueue(): runs
+    assert parked.get(timeout=20) == "parked"  # released from parking: still verifies
     retried = always_retries.delay()  # retries are enqueued, hence signed, by the worker
     wait_for(lambda: AsyncResult(retried.id).state == states.FAILURE, what="retries exhausted")
     assert Execution.objects.filter(task_id=retried.id).count() == 3
