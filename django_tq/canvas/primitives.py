@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
+from django_tq import serialization
 from django_tq.canvas.signatures import PLACEMENT, Placement, Signature, links_of, new_id, signature
 from django_tq.conf import tq_settings
 from django_tq.context import current_request
@@ -354,7 +355,7 @@ class chord(Signature):
                     remaining=len(self.header.tasks),
                     total=len(self.header.tasks),
                     result_ids=[member.id for member in self.header.tasks],
-                    body={**body.to_dict(), "placement": later},
+                    body=serialization.to_jsonable({**body.to_dict(), "placement": later}),
                 )
             ],
             ignore_conflicts=True,

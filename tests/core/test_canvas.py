@@ -6,6 +6,7 @@ captured) or eagerly; tests/core/test_canvas_worker.py runs them in real workers
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from django_tq.testing import capture
 from tests.testapp.models import Execution
 from tests.testapp.tasks import (
     add,
+    echo_types,
     fail,
     mul,
     on_error,
@@ -262,3 +264,13 @@ def test_an_empty_chord_runs_its_body_with_no_results() -> None:
         result = chord([], tsum.s()).delay()
         queue.run_all()
     assert result.get(timeout=5) == 0
+
+
+def test_workflow_arguments_keep_their_django_types() -> None:
+    moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with capture() as queue:
+        result = chord([echo_types.s(moment)], echo_types.s() | echo_types.si(moment)).delay()
+        queue.run_all()
+    assert result.get(timeout=5) == "datetime"
+    assert result.parent.get(timeout=5) == "list"  # the header results arrive as a list
+    assert result.parent.parent.join(timeout=5) == ["datetime"]
