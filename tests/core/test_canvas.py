@@ -274,3 +274,17 @@ def test_workflow_arguments_keep_their_django_types() -> None:
     assert result.get(timeout=5) == "datetime"
     assert result.parent.get(timeout=5) == "list"  # the header results arrive as a list
     assert result.parent.parent.join(timeout=5) == ["datetime"]
+
+
+def test_groups_inside_workflows_are_waited_for_once() -> None:
+    accumulate = signature("django_tq.accumulate")
+    with capture() as queue:
+        body_then_step = chain(
+            chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s())), tsum.s()
+        ).delay()
+        header_ending_with_group = chord([add.s(1, 1) | group(add.s(1), add.s(2))], accumulate)
+        nested = header_ending_with_group.delay()
+        queue.run_all()
+    assert body_then_step.get(timeout=5) == 12  # [2, 4] -> [6, 6] -> 12, tsum ran once
+    assert len(queue.filter(tsum)) == 3
+    assert nested.get(timeout=5) == [[3, 4]]
