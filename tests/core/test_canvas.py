@@ -288,3 +288,21 @@ def test_groups_inside_workflows_are_waited_for_once() -> None:
     assert body_then_step.get(timeout=5) == 12  # [2, 4] -> [6, 6] -> 12, tsum ran once
     assert len(queue.filter(tsum)) == 3
     assert nested.get(timeout=5) == [[3, 4]]
+
+
+def test_graph_of_a_chord_whose_header_ends_with_a_group() -> None:
+    with capture() as queue:
+        result = chord(
+            [add.s(1, 1) | group(add.s(1), add.s(2))], signature("django_tq.accumulate")
+        ).delay()
+        queue.run_all()
+    tree = workflow_graph(result.id)
+    assert tree is not None
+
+    def tasks(node: dict[str, Any]) -> list[str]:
+        own = [node["id"]] if node["type"] == "task" else []
+        return [*own, *(i for child in node["children"] for i in tasks(child))]
+
+    found = tasks(tree)
+    assert len(found) == len(set(found)) == TaskResult.objects.count()  # every row once
+    assert result.id in found
