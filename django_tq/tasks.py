@@ -541,11 +541,9 @@ def _workflow_fields(options: dict[str, Any]) -> dict[str, Any]:
         fields["chord"] = str(options["chord"])
     for key in ("link", "link_error"):
         if options.get(key):
-            from django_tq.canvas import signature
+            from django_tq.canvas import links_of
 
-            value = options[key]
-            items = value if isinstance(value, list | tuple) else [value]
-            fields[key] = tuple(signature(item).to_dict() for item in items)
+            fields[key] = tuple(links_of(options[key]))
     return fields
 
 

@@ -237,7 +237,7 @@ def _decrement(alias: str, group_id: str) -> int | None:
 
 
 def _body(counter: ChordCounter, message: TaskMessage) -> tuple[Signature, Placement]:
-    body = dict(counter.body)
+    body = dict(serialization.from_jsonable(counter.body))
     later = body.pop("placement", None) or {}
     place = Placement(
         parent_id=counter.group_id,

@@ -30,6 +30,7 @@ def workflow_graph(task_id: str) -> dict[str, Any] | None:
         for g in GroupResult.objects.filter(group_id__in={r["group_id"] for r in rows})
     }
     by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    seen: set[str] = set()  # each row once, whatever its ids say (a row may share a group's id)
     for r in rows:
         by_parent.setdefault(r["parent_id"], []).append(r)
 
@@ -37,7 +38,9 @@ def workflow_graph(task_id: str) -> dict[str, Any] | None:
         stored = groups.get(group_id)
         order = {i: n for n, i in enumerate(stored.result_ids if stored else [])}
         members = sorted(members, key=lambda r: order.get(r["task_id"], len(order)))
-        children = [task_node(m) for m in members] + nodes(group_id, None)
+        members = [m for m in members if m["task_id"] not in seen]
+        children = [task_node(m) for m in members]
+        children += nodes(group_id, None)
         member_states = {m["state"] for m in members}
         state = (
             states.SUCCESS
@@ -53,6 +56,8 @@ def workflow_graph(task_id: str) -> dict[str, Any] | None:
         found: list[dict[str, Any]] = []
         grouped: dict[str, list[dict[str, Any]]] = {}
         for r in by_parent.get(parent_id, []):
+            if r["task_id"] in seen:
+                continue
             if r["group_id"] and r["group_id"] != group_id:
                 grouped.setdefault(r["group_id"], []).append(r)
             else:
@@ -60,6 +65,7 @@ def workflow_graph(task_id: str) -> dict[str, Any] | None:
         return found + [group_node(g, members) for g, members in grouped.items()]
 
     def task_node(r: dict[str, Any]) -> dict[str, Any]:
+        seen.add(r["task_id"])
         children = nodes(r["task_id"], r["group_id"])
         return {
             "id": r["task_id"],

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
+from django_tq import serialization
 from django_tq.canvas.signatures import PLACEMENT, Placement, Signature, links_of, new_id, signature
 from django_tq.conf import tq_settings
 from django_tq.context import current_request
@@ -212,8 +213,15 @@ class group(Signature):
             member.check()
 
     def send(self, args: tuple[Any, ...], kwargs: dict[str, Any], place: Placement) -> None:
-        if place.chord and place.chain:
-            raise TypeError("A group cannot end a chain that is a chord's header task.")
+        if place.chain or place.chord:
+            # Steps follow the group, or it ends a chord's header task: wait for it with a chord.
+            rest = [signature(entry) for entry in place.chain]
+            # Without further steps the group's list of results is the result of its id.
+            body = chain(*rest) if rest else Signature("django_tq.accumulate", task_id=self.id)
+            waiting = chord(self, body).freeze()
+            waiting.check()
+            waiting.send(args, kwargs, Placement(**{**_fields(place), "chain": ()}))
+            return
         parent = place.parent_id or _current_id()
         save_group(self, parent_id=parent, root_id=place.root_id, owner=place.extra.get("owner"))
         inner = Placement(**{**_fields(place), "group_id": self.id, "parent_id": parent})
@@ -354,7 +362,7 @@ class chord(Signature):
                     remaining=len(self.header.tasks),
                     total=len(self.header.tasks),
                     result_ids=[member.id for member in self.header.tasks],
-                    body={**body.to_dict(), "placement": later},
+                    body=serialization.to_jsonable({**body.to_dict(), "placement": later}),
                 )
             ],
             ignore_conflicts=True,

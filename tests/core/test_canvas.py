@@ -6,6 +6,7 @@ captured) or eagerly; tests/core/test_canvas_worker.py runs them in real workers
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from django_tq.testing import capture
 from tests.testapp.models import Execution
 from tests.testapp.tasks import (
     add,
+    echo_types,
     fail,
     mul,
     on_error,
@@ -262,3 +264,45 @@ def test_an_empty_chord_runs_its_body_with_no_results() -> None:
         result = chord([], tsum.s()).delay()
         queue.run_all()
     assert result.get(timeout=5) == 0
+
+
+def test_workflow_arguments_keep_their_django_types() -> None:
+    moment = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with capture() as queue:
+        result = chord([echo_types.s(moment)], echo_types.s() | echo_types.si(moment)).delay()
+        queue.run_all()
+    assert result.get(timeout=5) == "datetime"
+    assert result.parent.get(timeout=5) == "list"  # the header results arrive as a list
+    assert result.parent.parent.join(timeout=5) == ["datetime"]
+
+
+def test_groups_inside_workflows_are_waited_for_once() -> None:
+    accumulate = signature("django_tq.accumulate")
+    with capture() as queue:
+        body_then_step = chain(
+            chord([add.s(1, 1), add.s(2, 2)], group(tsum.s(), tsum.s())), tsum.s()
+        ).delay()
+        header_ending_with_group = chord([add.s(1, 1) | group(add.s(1), add.s(2))], accumulate)
+        nested = header_ending_with_group.delay()
+        queue.run_all()
+    assert body_then_step.get(timeout=5) == 12  # [2, 4] -> [6, 6] -> 12, tsum ran once
+    assert len(queue.filter(tsum)) == 3
+    assert nested.get(timeout=5) == [[3, 4]]
+
+
+def test_graph_of_a_chord_whose_header_ends_with_a_group() -> None:
+    with capture() as queue:
+        result = chord(
+            [add.s(1, 1) | group(add.s(1), add.s(2))], signature("django_tq.accumulate")
+        ).delay()
+        queue.run_all()
+    tree = workflow_graph(result.id)
+    assert tree is not None
+
+    def tasks(node: dict[str, Any]) -> list[str]:
+        own = [node["id"]] if node["type"] == "task" else []
+        return [*own, *(i for child in node["children"] for i in tasks(child))]
+
+    found = tasks(tree)
+    assert len(found) == len(set(found)) == TaskResult.objects.count()  # every row once
+    assert result.id in found
