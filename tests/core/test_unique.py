@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_tq import states, unique
@@ -32,6 +33,14 @@ def test_second_enqueue_returns_the_queued_task():
     lock = UniqueLock.objects.get(task_id=first.id)
     assert lock.key == 'tests.testapp.tasks.sync_user:{"user_id":7}'
     assert timezone.now() + dt.timedelta(seconds=590) < lock.expires_at  # unique_ttl=600
+
+
+def test_tasks_without_a_key_never_touch_the_lock_table():
+    with CaptureQueriesContext(connection) as queries, capture() as queue:
+        add.delay(1, 2)
+        queue.run_all()
+    assert queries.captured_queries
+    assert not [query for query in queries if "uniquelock" in query["sql"]]
 
 
 def test_unique_true_keys_on_every_argument_with_defaults():
