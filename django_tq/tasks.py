@@ -147,6 +147,7 @@ class Task(Generic[P, R]):
     rate_limit_scope: str = rate_limits.GLOBAL  #: ``"global"`` (all workers) or ``"worker"``
     unique: bool | tuple[str, ...] = False  #: True (all arguments) or the names of arguments
     unique_ttl: float | None = None  #: seconds (None: ``UNIQUE_TTL``)
+    rate: rate_limits.Rate | None  #: ``rate_limit``, parsed at declaration
 
     def __init__(self, func: Callable[..., R], *, name: str | None = None, **options: Any) -> None:
         unknown = set(options) - set(TASK_OPTIONS) - {"bind"}

@@ -1,5 +1,4 @@
-"""Unique tasks: while a task holding a key is queued or running, enqueueing the key again
-returns that task instead of sending a duplicate.
+"""Unique tasks: enqueueing a key held by a queued or running task returns that task.
 
 The lock is a ``UniqueLock`` row whose ``key`` column is unique, so it holds across processes,
 hosts and brokers on every database Django supports. :func:`acquire` runs inside the caller's
@@ -81,28 +80,29 @@ def acquire(message: TaskMessage, *, using: str, now: dt.datetime | None = None)
     assert key is not None, "acquire() needs a message with a unique_key"
     now = now or timezone.now()
     until = expires_at(message, now)
-    locks = UniqueLock.objects.using(using)
+    locks = UniqueLock.objects.using(using).filter(key=key)
     with transaction.atomic(using=using):
         for _ in range(_ATTEMPTS):
             try:
                 with transaction.atomic(using=using):
-                    locks.create(key=key, task_id=message.id, expires_at=until)
+                    UniqueLock.objects.using(using).create(
+                        key=key, task_id=message.id, expires_at=until
+                    )
                 return message.id
             except IntegrityError:
                 pass
-            ours_or_stale = Q(task_id=message.id) | Q(expires_at__lte=now)
-            if locks.filter(ours_or_stale, key=key).update(task_id=message.id, expires_at=until):
-                return message.id
-            # A locking read sees the latest committed row (MySQL's REPEATABLE READ would not).
-            holder = locks.select_for_update().filter(key=key).values_list("task_id", flat=True)
-            holder_id = holder.first()
-            if holder_id is None:
-                continue  # released meanwhile: the key is free, try again
-            if not _has_finished(holder_id):
-                return str(holder_id)
-            if locks.filter(key=key, task_id=holder_id).update(
+            if locks.filter(Q(task_id=message.id) | Q(expires_at__lte=now)).update(
                 task_id=message.id, expires_at=until
             ):
+                return message.id  # a retry of the holder, or a stale lock taken over
+            holder = locks.values_list("task_id", flat=True).first()
+            if holder is None:  # REPEATABLE READ hides a row committed since the snapshot
+                holder = locks.select_for_update().values_list("task_id", flat=True).first()
+            if holder is None:
+                continue  # released meanwhile: the key is free, try again
+            if not _has_finished(holder):
+                return str(holder)
+            if locks.filter(task_id=holder).update(task_id=message.id, expires_at=until):
                 return message.id
     raise RuntimeError(f"Could not take the unique key {key!r}: it changed hands {_ATTEMPTS} times")
 

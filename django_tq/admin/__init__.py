@@ -2,13 +2,15 @@
 
 Django's admin autodiscovery imports ``django_tq.admin``; importing this package registers the
 dashboard and the task results, group results, dead letters, revocations, parked messages,
-periodic tasks, workers, queued messages and outbox messages screens with the default admin site.
+periodic tasks, workers, queued messages, outbox messages, unique locks and rate-limit buckets
+screens with the default admin site.
 """
 
 from django_tq.admin import (
     dashboard,
     dead_letters,
     groups,
+    limits,
     outbox,
     parking,
     queue,
@@ -22,6 +24,7 @@ __all__ = [
     "dashboard",
     "dead_letters",
     "groups",
+    "limits",
     "outbox",
     "parking",
     "queue",

@@ -240,7 +240,7 @@ class Consumer:
     def _admit(self, delivery: Delivery, message: TaskMessage) -> None:
         """Run ``message`` now, or hold it until its rate limit lets it start."""
         task = registry.get(message.task)
-        if task.rate is None:
+        if task.rate is None or message.id in self.revocations:  # handle() skips a revoked one
             self.handle(delivery, message)
             return
         try:

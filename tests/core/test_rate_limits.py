@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from django_tq.models import RateLimitBucket
 from django_tq.rate_limits import Bucket, Rate, RateLimiter, parse_rate, take_shared
@@ -78,7 +79,9 @@ def test_the_shared_bucket_is_one_row_all_consumers_take_from():
     assert take_shared("t.shared", rate, at(0)) == pytest.approx(0.1)
     assert first.reserve(limited, at(0)) == 0.0  # a task's bucket is named after it
     assert second.reserve(limited, at(0)) == pytest.approx(0.2)  # limited is 5/s
-    assert first.reserve(record, at(0)) == 0.0  # no limit: no bucket
+    with CaptureQueriesContext(connection) as queries:
+        assert first.reserve(record, at(0)) == 0.0  # no limit: no bucket, no query
+    assert not queries.captured_queries
     assert set(RateLimitBucket.objects.values_list("name", flat=True)) == {"t.shared", limited.name}
 
 

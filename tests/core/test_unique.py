@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_tq import states, unique
@@ -32,6 +33,14 @@ def test_second_enqueue_returns_the_queued_task():
     lock = UniqueLock.objects.get(task_id=first.id)
     assert lock.key == 'tests.testapp.tasks.sync_user:{"user_id":7}'
     assert timezone.now() + dt.timedelta(seconds=590) < lock.expires_at  # unique_ttl=600
+
+
+def test_tasks_without_a_key_never_touch_the_lock_table():
+    with CaptureQueriesContext(connection) as queries, capture() as queue:
+        add.delay(1, 2)
+        queue.run_all()
+    assert queries.captured_queries
+    assert not [query for query in queries if "uniquelock" in query["sql"]]
 
 
 def test_unique_true_keys_on_every_argument_with_defaults():
@@ -136,30 +145,66 @@ def test_eager_mode_honours_the_lock(settings):
     assert UniqueLock.objects.get().task_id == held.id  # 11's lock was released after its run
 
 
-def test_enqueues_racing_in_threads_send_one_task():
-    """Threads have their own connections: on PostgreSQL/MySQL, real concurrent transactions."""
-    threads, ids, errors = 6, [], []
-    barrier = threading.Barrier(threads)
+def _waiting_for_locks() -> int:
+    """Return how many statements wait for a lock now (PostgreSQL; MySQL: on the lock table)."""
+    sql = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        "mysql": "SELECT count(*) FROM information_schema.processlist WHERE db = DATABASE()"
+        " AND command = 'Query' AND info LIKE '%%django_tq_uniquelock%%'",
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return int(cursor.fetchone()[0])
 
-    def enqueue() -> None:
+
+@pytest.mark.parametrize("stale", [False, True], ids=["free", "stale"])
+def test_enqueues_racing_in_concurrent_transactions_send_one_task(stale):
+    """The first enqueue holds its transaction open until the others are blocked on its lock.
+
+    Threads have their own connections. On SQLite, whose writers queue for the database, the
+    others simply run after the first commits.
+    """
+    if stale:
+        UniqueLock.objects.create(
+            key=sync_user.unique_key_for((42,), {}),
+            task_id="lost",
+            expires_at=timezone.now() - dt.timedelta(seconds=1),
+        )
+    others = 5
+    first_enqueued, commit = threading.Event(), threading.Event()
+    ids: dict[str, list[str]] = {"first": [], "others": []}
+    errors: list[BaseException] = []
+
+    def enqueue(role: str) -> None:
         try:
-            barrier.wait(10)
             with transaction.atomic():
-                ids.append(sync_user.delay(42).id)
+                ids[role].append(sync_user.delay(42).id)
+                if role == "first":
+                    first_enqueued.set()
+                    commit.wait(20)
         except Exception as exc:  # reported below
             errors.append(exc)
         finally:
             connection.close()
 
-    workers = [threading.Thread(target=enqueue) for _ in range(threads)]
-    for thread in workers:
+    first = threading.Thread(target=enqueue, args=("first",))
+    first.start()
+    assert first_enqueued.wait(20)
+    threads = [threading.Thread(target=enqueue, args=("others",)) for _ in range(others)]
+    for thread in threads:
         thread.start()
-    for thread in workers:
+    if connection.vendor != "sqlite":
+        wait_for(lambda: _waiting_for_locks() >= others, timeout=20, what="blocked enqueues")
+    commit.set()
+    for thread in [first, *threads]:
         thread.join(30)
     assert not errors
-    assert len(ids) == threads and len(set(ids)) == 1
+    assert ids["first"][0] != "lost"
+    assert ids["others"] == ids["first"] * others
     assert QueueMessage.objects.count() == 1
     assert TaskResult.objects.count() == 1
+    assert UniqueLock.objects.get().task_id == ids["first"][0]
 
 
 def test_a_worker_runs_one_of_the_duplicates_then_frees_the_key(broker_url, start_worker):
