@@ -271,8 +271,11 @@ class PostgresCluster(Service):
         skip_without(str(self.bin / "initdb"))
         shutil.chown(directory, "postgres")
         subprocess.run(
-            [*self._as_postgres(), str(self.bin / "initdb"), "-D", str(self.data)]
-            + ["-U", "postgres", "--auth=trust", "--no-sync"],
+            [
+                *self._as_postgres(),
+                *(str(self.bin / "initdb"), "-D", str(self.data)),
+                *("-U", "postgres", "--auth=trust", "--no-sync"),
+            ],
             check=True,
             capture_output=True,
             timeout=120,

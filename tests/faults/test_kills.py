@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -48,7 +47,7 @@ def test_five_sigkills_during_a_burst_lose_nothing(broker_url, settings, start_w
     worker = start_worker("-P", "prefork", "-c", "2")
     for kill in range(1, KILLS + 1):
         target = kill * BURST // (KILLS + 1)
-        wait_for(lambda: finished_count() >= target, 120, interval=0.02, what=f"{target} done")
+        wait_for(lambda t=target: finished_count() >= t, 120, interval=0.02, what=f"{target} done")
         worker.kill_tree()
         killed_at = time.monotonic()
         running = running_now(ids)
@@ -57,11 +56,11 @@ def test_five_sigkills_during_a_burst_lose_nothing(broker_url, settings, start_w
         worker = start_worker("-P", "prefork", "-c", "2")  # a new worker after each kill
         ready_after = time.monotonic() - killed_at
         if running:
-            wait_for(lambda: _recovered(running), 60, interval=0.05, what="recovery")
+            wait_for(lambda r=running: _recovered(r), 60, interval=0.05, what="recovery")
             # Within the lease on django:// and redis://; at once on RabbitMQ, which redelivers
             # when the dead worker's connection drops. The new worker's start-up does not count.
-            expected = ready_after if broker_url.startswith("amqp") else max(
-                LEASE_SECONDS, ready_after
+            expected = (
+                ready_after if broker_url.startswith("amqp") else max(LEASE_SECONDS, ready_after)
             )
             assert time.monotonic() - killed_at <= expected + RECOVERY_SLACK
     runs = wait_until_finished(ids, 180)

@@ -137,8 +137,10 @@ def test_a_postgres_restart_and_killed_backends_lose_nothing(cluster, queue_name
     assert runs.duplicated() <= running
     assert worker.process.poll() is None, worker.output()
     wait_for(
-        lambda: not client.sql(
-            "SELECT pid FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%'"
+        lambda: (
+            not client.sql(
+                "SELECT pid FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%'"
+            )
         ),
         10,
         what="no session idle in transaction",
