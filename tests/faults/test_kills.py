@@ -40,6 +40,7 @@ def _recovered(running: set[str]) -> bool:
     return not running & running_now(list(running)) and not Runs.read().lost(list(running))
 
 
+@pytest.mark.timeout(600)  # 2,000 tasks: generous on a loaded machine
 def test_five_sigkills_during_a_burst_lose_nothing(broker_url, settings, start_worker):
     settings.TQ = {**settings.TQ, "LEASE_SECONDS": LEASE_SECONDS}
     ids = burst(BURST)

@@ -107,6 +107,7 @@ def _now(client: Client) -> dt.datetime:
     return client.sql("SELECT now()")[0][0]
 
 
+@pytest.mark.timeout(600)  # a cluster, a migration and four client processes
 def test_a_postgres_restart_and_killed_backends_lose_nothing(cluster, queue_name, start_worker):
     client = Client(cluster, queue_name)
     client.run("-m", "django", "migrate", "--run-syncdb", "--no-input", "-v", "0")
