@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+from django.db import transaction
 
 from django_tq import AsyncResult, states
 from django_tq.exceptions import TaskError
@@ -43,7 +44,8 @@ def _recovered(running: set[str]) -> bool:
 @pytest.mark.timeout(600)  # 2,000 tasks: generous on a loaded machine
 def test_five_sigkills_during_a_burst_lose_nothing(broker_url, settings, start_worker):
     settings.TQ = {**settings.TQ, "LEASE_SECONDS": LEASE_SECONDS}
-    ids = burst(BURST)
+    with transaction.atomic():  # one commit for 2,000 result rows; published at the commit
+        ids = burst(BURST)
     running_at_kills: set[str] = set()
     worker = start_worker("-P", "prefork", "-c", "2")
     for kill in range(1, KILLS + 1):
@@ -65,6 +67,7 @@ def test_five_sigkills_during_a_burst_lose_nothing(broker_url, settings, start_w
             )
             assert time.monotonic() - killed_at <= expected + RECOVERY_SLACK
     runs = wait_until_finished(ids, 180)
+    assert running_at_kills  # the kills did hit running tasks
     assert runs.lost(ids) == set()
     assert runs.duplicated() <= running_at_kills
     assert not TaskResult.objects.filter(task_id__in=ids).exclude(state=states.SUCCESS).exists()
