@@ -2,7 +2,8 @@
 
 ``TQ_TEST_DB`` picks the database: ``sqlite`` (default, a file so worker subprocesses share it),
 ``postgres`` or ``mysql`` (the local services). ``TQ_TEST_DB_NAME`` makes a worker subprocess use
-the test database the pytest process created.
+the test database the pytest process created; ``TQ_TEST_PG_PORT`` points it at another PostgreSQL
+(the fault tests' private cluster).
 """
 
 import json
@@ -61,7 +62,7 @@ if DB == "postgres":
             "NAME": TEST_DB_NAME or "django_tq",
             "USER": os.environ.get("TQ_PG_USER", "postgres"),
             "HOST": "127.0.0.1",
-            "PORT": 5432,
+            "PORT": int(os.environ.get("TQ_TEST_PG_PORT", "5432")),
             "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }
     }

@@ -156,6 +156,9 @@ class Consumer:
     def _subscribe(self) -> Subscription:
         delay = 0.5
         while True:
+            # django:// declares the queue through this thread's own Django connection: one
+            # broken by a database restart must be dropped, or every attempt fails on it.
+            close_old_connections()
             try:
                 return self.broker.subscribe(
                     list(self.config.queues),

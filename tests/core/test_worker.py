@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import threading
 import time
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from django_tq import states
+from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult, WorkerState
+from django_tq.worker.consumer import Consumer, ConsumerConfig
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
 from tests.testapp.tasks import (
@@ -49,6 +53,32 @@ def test_a_task_closing_its_own_connection_does_not_break_consumption(start_work
     start_worker("-P", "solo")
     assert close_my_connection.delay().get(timeout=20) == "closed"
     assert add.delay(1, 1).get(timeout=20) == 2
+
+
+def test_a_consumer_drops_a_connection_the_database_closed():
+    # A database restart leaves the consumer thread's Django connection closed under it, and
+    # django:// declares the queue through that connection when the consumer subscribes again.
+    if connection.vendor != "postgresql":
+        pytest.skip("a connection the server closed is reproduced with psycopg here")
+    result = add.delay(2, 3)
+    connection.ensure_connection()
+    connection.connection.close()
+    consumer = Consumer(
+        get_broker(), ConsumerConfig(queues=("default",), prefetch=1, hostname="closed@test")
+    )
+    seen: dict[str, int] = {}
+
+    def watch() -> None:
+        try:
+            seen["value"] = result.get(timeout=20)
+        finally:
+            consumer.stop()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    consumer.run()  # the main thread: it owns the closed connection
+    watcher.join(30)
+    assert seen == {"value": 5}
 
 
 def test_heartbeat_row_tracks_the_worker(start_worker):

@@ -14,7 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -174,7 +174,7 @@ class Service:
     def stop(self) -> None:
         """Stop the server gracefully (SIGTERM) and wait until its port is closed."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(self.stop_signal)
+            os.killpg(self.process.pid, self.stop_signal)  # through runuser and start scripts
             try:
                 self.process.wait(self.start_timeout)
             except subprocess.TimeoutExpired:
@@ -271,8 +271,11 @@ class PostgresCluster(Service):
         skip_without(str(self.bin / "initdb"))
         shutil.chown(directory, "postgres")
         subprocess.run(
-            [*self._as_postgres(), str(self.bin / "initdb"), "-D", str(self.data)]
-            + ["-U", "postgres", "--auth=trust", "--no-sync"],
+            [
+                *self._as_postgres(),
+                *(str(self.bin / "initdb"), "-D", str(self.data)),
+                *("-U", "postgres", "--auth=trust", "--no-sync"),
+            ],
             check=True,
             capture_output=True,
             timeout=120,
@@ -286,6 +289,7 @@ class PostgresCluster(Service):
             *self._as_postgres(),
             *(str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port)),
             *("-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="),
+            *("-c", "fsync=off"),  # a restart is a clean shutdown: nothing needs the flushes
         ]
 
     def sql(self, statement: str, database: str = "postgres") -> list[tuple[Any, ...]]:
@@ -306,3 +310,33 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()
+
+
+#: the RabbitMQ node of this session: it boots while the other fault tests run (20-30 s)
+_rabbit: RabbitNode | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start booting the private RabbitMQ node if a selected test will need it."""
+    global _rabbit
+    wanted = any("private_rabbitmq" in getattr(item, "fixturenames", ()) for item in session.items)
+    if wanted and os.access(RabbitNode.server, os.X_OK):
+        _rabbit = RabbitNode(Path(tempfile.mkdtemp(prefix="tq-faults-rabbitmq-")))
+        _rabbit.start(wait=False)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _rabbit is not None:
+        _rabbit.kill()
+        shutil.rmtree(_rabbit.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_rabbitmq() -> RabbitNode:
+    """The session's own RabbitMQ node (durable queues, persistent messages), once it answers."""
+    if _rabbit is None:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{RabbitNode.server} is not installed (TQ_REQUIRE_SERVICES=1)")
+        pytest.skip(f"{RabbitNode.server} is not installed")
+    _rabbit.wait_ready()
+    return _rabbit
