@@ -26,7 +26,7 @@ from django_tq.exceptions import EncodeError, Ignore, Reject, Replace, Retry
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
-from django_tq.workflow import REPLACED, follow, settle
+from django_tq.workflow import IGNORED, REPLACED, follow, settle
 
 if TYPE_CHECKING:
     from django_tq.result import EagerResult
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tq.execution")
 
-IGNORED = "IGNORED"
 REJECTED = "REJECTED"
 
 

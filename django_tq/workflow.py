@@ -4,9 +4,10 @@
 chord it stores, then applies what follows. A chord's header task stores its result and
 decrements the chord's ``ChordCounter`` in one transaction, marking its row ``chord_counted`` so a
 redelivered copy never counts twice; the task that brings the counter to zero sends the body (with
-the header results, in order) in that same transaction, so exactly once. The first header task to
-fail sets the counter to FAILURE instead: the body never runs, and is recorded as failed with the
-header's error, which runs the body's errbacks once. Nothing polls.
+the header results, in order; ``None`` for a task that raised ``Ignore``) in that same
+transaction, so exactly once. The first header task to fail sets the counter to FAILURE instead:
+the body never runs, and is recorded as failed with the header's error, which runs the body's
+errbacks once. Nothing polls.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ logger = logging.getLogger("django_tq.workflow")
 
 #: the outcome state of a task that called ``self.replace(sig)`` (nothing is stored)
 REPLACED = "REPLACED"
+#: the outcome state of a task that raised ``Ignore`` (nothing is stored)
+IGNORED = "IGNORED"
 FAILED = (states.FAILURE, states.REVOKED)
 
 
@@ -61,7 +64,10 @@ def _counts(message: TaskMessage, outcome: Outcome) -> bool:
     """Return whether this outcome finishes a header task of a chord (the chain's last step)."""
     if not message.chord:
         return False
-    return outcome.state in FAILED or (outcome.state == states.SUCCESS and not message.chain)
+    if outcome.state in FAILED:
+        return True
+    # An ignored header task counts with no result, so its chord never waits for it forever.
+    return outcome.state in (states.SUCCESS, IGNORED) and not message.chain
 
 
 def follow(message: TaskMessage, outcome: Outcome, *, eager: bool) -> None:
@@ -202,7 +208,7 @@ def _count(message: TaskMessage, outcome: Outcome, write: Callable[[], None]) ->
         counters = ChordCounter.objects.using(alias).filter(
             group_id=message.chord, state=ChordCounter.PENDING
         )
-        if outcome.state != states.SUCCESS:
+        if outcome.state in FAILED:
             return bool(counters.update(state=ChordCounter.FAILURE, date_done=timezone.now()))
         if _decrement(alias, str(message.chord)) == 0:
             counters.update(state=ChordCounter.SUCCESS, date_done=timezone.now())

@@ -25,6 +25,7 @@ from tests.testapp.tasks import (
     add,
     echo_types,
     fail,
+    ignored,
     mul,
     on_error,
     on_error_old_style,
@@ -160,6 +161,16 @@ def test_a_failing_header_fails_the_chord_and_runs_the_errbacks_once() -> None:
     assert errbacks.count("errback:ValueError:header broke") == 1
     assert errbacks.count("old-errback") == 1
     assert ChordCounter.objects.get().state == ChordCounter.FAILURE
+
+
+def test_an_ignored_header_task_counts_with_no_result() -> None:
+    with capture() as queue:
+        result = chord([add.s(1, 1), ignored.s(), add.s(2, 2)], tsum.si([7])).delay()
+        body = chord([add.s(1, 1), ignored.s()], echo_types.s()).delay()
+        queue.run_all()
+    assert result.get(timeout=5) == 7  # the chord did not wait for the ignored task
+    assert body.get(timeout=5) == "list"  # the body got [2, None]
+    assert ChordCounter.objects.filter(state=ChordCounter.SUCCESS).count() == 2
 
 
 def test_link_and_link_error() -> None:

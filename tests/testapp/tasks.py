@@ -263,3 +263,11 @@ def replaced_by_add(self: Any, x: int) -> None:
     from tests.testapp.tasks import add
 
     self.replace(add.s(x, 100))
+
+
+@task
+def ignored() -> None:
+    """Raise Ignore: nothing is recorded for this task."""
+    from django_tq.exceptions import Ignore
+
+    raise Ignore()
