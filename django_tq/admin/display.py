@@ -9,9 +9,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
@@ -111,12 +114,36 @@ def pretty_json_text(text: str) -> SafeString | str:
         return preformatted(text)
 
 
+class CappedPaginator(Paginator):
+    """A paginator that counts at most :attr:`cap` rows (``LIMIT`` inside the ``COUNT``).
+
+    Counting every matching row of a large table on every page costs more than the page itself;
+    past the cap the list says "more than 10,000" and pages on up to there (filters narrow it).
+    """
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        """Return the number of rows, or ``cap + 1`` when there are more than ``cap``."""
+        rows = self.object_list
+        if isinstance(rows, QuerySet):
+            return rows.order_by()[: self.cap + 1].count()
+        return len(rows)
+
+    @property
+    def is_capped(self) -> bool:
+        """Return whether there are more rows than were counted."""
+        return self.count > self.cap
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """An admin whose rows are written by django_tq only: view (and delete where allowed)."""
 
     #: rows may be deleted by users with the delete permission
     allow_delete = True
     show_full_result_count = False  # a COUNT(*) over a large table on every page is not worth it
+    paginator = CappedPaginator
     list_per_page = 50
 
     def has_add_permission(self, request: HttpRequest) -> bool:
