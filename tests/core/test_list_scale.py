@@ -23,8 +23,10 @@ NAMES = [f"app.tasks.job_{number}" for number in range(20)]
 
 
 def insert_results(rows: list[dict[str, Any]]) -> None:
-    """Insert result rows with one prepared statement, in seconds (``bulk_create`` on SQLite sends
-    45 rows a statement: a minute for 100k rows on a busy machine)."""
+    """Insert result rows in seconds: one prepared statement (``COPY`` on PostgreSQL).
+
+    ``bulk_create`` takes a minute for 100k rows on a busy machine (SQLite: 45 rows a statement).
+    """
     database = connections[DEFAULT_DB_ALIAS]
     fields = [field for field in TaskResult._meta.concrete_fields if not field.primary_key]
     quote = database.ops.quote_name
@@ -50,7 +52,14 @@ def insert_results(rows: list[dict[str, Any]]) -> None:
         for row in rows
     ]
     with database.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if database.vendor == "postgresql":
+            columns = ", ".join(quote(field.column) for field in fields)
+            table = quote(TaskResult._meta.db_table)
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for values in params:
+                    copy.write_row(values)
+        else:
+            cursor.executemany(sql, params)
 
 
 def result_row(number: int, now: dt.datetime, **fields: Any) -> dict[str, Any]:
@@ -121,13 +130,15 @@ def test_admin_and_rest_lists_use_a_few_queries_with_100k_results(
         assert not any("COUNT(" in statement.upper() for statement in sql)
 
 
-#: (filter, the index that should serve it)
+#: (filter, the index meant to serve it)
 INDEXED = [
     ({"state": states.FAILURE}, "tq_result_state_created"),
     ({"task_name": "rare.task"}, "tq_result_name_created"),
     ({"queue": "rare"}, "tq_result_queue_created"),
     ({"worker": "tq@rare"}, "tq_result_worker_created"),
 ]
+#: what a query plan says when it reads the whole table
+FULL_SCAN = {"sqlite": "SCAN django_tq_taskresult\n", "postgresql": "Seq Scan", "mysql": "ALL"}
 
 
 def test_the_filters_use_the_indexes() -> None:
@@ -150,4 +161,7 @@ def test_the_filters_use_the_indexes() -> None:
             cursor.fetchall()
     for lookups, index in INDEXED:
         plan = TaskResult.objects.filter(**lookups).order_by("-date_created")[:50].explain()
-        assert index in plan, plan
+        (column,) = lookups
+        # ours, or on PostgreSQL the one of task_name's db_index (with its _like twin)
+        assert index in plan or f"django_tq_taskresult_{column}_" in plan, plan
+        assert FULL_SCAN[connection.vendor] not in plan + "\n", plan
