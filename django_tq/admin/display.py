@@ -20,6 +20,8 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from django_tq import states
+
 #: badge colours (background, text) by task state; custom states (e.g. PROGRESS) get ``OTHER``
 STATE_COLOURS: dict[str, tuple[str, str]] = {
     "PENDING": ("#e4e7eb", "#3e4c59"),
@@ -112,6 +114,43 @@ def pretty_json_text(text: str) -> SafeString | str:
         return pretty_json(json.loads(text))
     except (TypeError, ValueError):
         return preformatted(text)
+
+
+class RecentValuesFilter(admin.AllValuesFieldListFilter):
+    """A sidebar filter offering the values of the latest :attr:`window` rows (and the one chosen).
+
+    Django's "all values" filter runs ``SELECT DISTINCT`` over the whole table on every page: a
+    full scan that grows with the table (a quarter of a second per page for four filters at
+    100,000 results on PostgreSQL). This one reads the column of the newest rows only, by primary
+    key, so a page costs the same at any size. Older values can still be filtered by URL or search.
+    """
+
+    window = 10_000
+    #: values always offered (e.g. every standard task state)
+    always: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        field: Any,
+        request: HttpRequest,
+        params: Any,
+        model: Any,
+        model_admin: Any,
+        field_path: str,
+    ) -> None:
+        super().__init__(field, request, params, model, model_admin, field_path)
+        recent = model._default_manager.order_by("-pk").values_list(field.name, flat=True)
+        values = {value for value in recent[: self.window] if value is not None}
+        selected: Any = self.lookup_val or []
+        chosen = {selected} if isinstance(selected, str) else set(selected)
+        # a list where Django keeps a lazy queryset: choices() only iterates it
+        self.lookup_choices = sorted(values | self.always | chosen)  # type: ignore[assignment]
+
+
+class StateFilter(RecentValuesFilter):
+    """The task state filter: every standard state, and custom ones of the latest results."""
+
+    always = states.ALL_STATES - {states.PENDING}  # PENDING is never stored
 
 
 class CappedPaginator(Paginator):

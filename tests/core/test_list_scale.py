@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_tq import states
+from django_tq.admin.display import RecentValuesFilter
 from django_tq.models import TaskResult
 
 pytestmark = pytest.mark.django_db
@@ -114,8 +115,9 @@ def test_admin_and_rest_lists_use_a_few_queries_with_100k_results(
         for statement in sql:
             if "COUNT(" in statement.upper():
                 assert "LIMIT" in statement.upper(), statement  # never an unbounded count
+            assert "DISTINCT" not in statement.upper(), statement  # no full scan for the sidebar
     # the same handful of queries whatever the filter: session, user, one capped count, the
-    # page, and one DISTINCT per sidebar filter (task, queue, worker, state)
+    # page, and the latest values of each sidebar filter (state, task, queue, worker)
     assert len(set(counts.values())) == 1, counts
     assert max(counts.values()) <= 10, counts
 
@@ -165,3 +167,30 @@ def test_the_filters_use_the_indexes() -> None:
         # ours, or on PostgreSQL the one of task_name's db_index (with its _like twin)
         assert index in plan or f"django_tq_taskresult_{column}_" in plan, plan
         assert FULL_SCAN[connection.vendor] not in plan + "\n", plan
+
+
+def test_the_sidebar_offers_recent_values_every_state_and_the_chosen_one(
+    admin_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RecentValuesFilter, "window", 2)
+    now = timezone.now()
+    insert_results(
+        [
+            result_row(0, now, task_id="old", queue="old-queue", state="PROGRESS"),
+            result_row(1, now, task_id="new-1", queue="a", state=states.SUCCESS),
+            result_row(2, now, task_id="new-2", queue="b", state=states.SUCCESS),
+        ]
+    )
+    url = reverse("admin:django_tq_taskresult_changelist")
+
+    def offered(query: dict[str, str], field: str) -> set[str]:
+        changelist = admin_client.get(url, query).context["cl"]
+        (spec,) = [spec for spec in changelist.filter_specs if spec.field_path == field]
+        return {str(choice["display"]) for choice in spec.choices(changelist)}
+
+    assert {"a", "b"} <= offered({}, "queue") and "old-queue" not in offered({}, "queue")
+    assert "old-queue" in offered({"queue": "old-queue"}, "queue")  # the one chosen
+    shown = admin_client.get(url, {"queue": "old-queue"}).context["cl"].result_list
+    assert [row.task_id for row in shown] == ["old"]
+    assert {states.FAILURE, states.DEAD, states.SUCCESS} <= offered({}, "state")  # always there
+    assert "PROGRESS" not in offered({}, "state")  # a custom state only when recent
