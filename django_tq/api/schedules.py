@@ -32,8 +32,13 @@ from django_tq.api import errors
 from django_tq.api.filters import ListQuery, any_of, orderings
 from django_tq.api.pagination import KeysetPagination
 from django_tq.api.permissions import ApiAccess, HasModelPermission
-from django_tq.api.schema import document
-from django_tq.api.serializers import EnqueuedSerializer, ErrorSerializer, absolute_url
+from django_tq.api.schema import document, document_field
+from django_tq.api.serializers import (
+    URL_SCHEMA,
+    EnqueuedSerializer,
+    ErrorSerializer,
+    absolute_url,
+)
 from django_tq.api.views import INVALID, LIST_ERRORS, ONE_ERRORS, SEND_ERRORS, ApiView, accepted
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.models.schedules import ScheduleRow
@@ -147,6 +152,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
             "id", "code_managed", "last_run_at", "total_run_count", "date_created", "date_changed",
         ]  # fmt: skip
 
+    @document_field(URL_SCHEMA)
     def get_url(self, obj: PeriodicTask) -> str:
         return absolute_url(self.context, "periodic-task-detail", obj.pk)
 
@@ -154,6 +160,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
         row = obj.schedule_row()
         return None if row is None else str(row)
 
+    @document_field({"type": "string", "format": "date-time", "nullable": True})
     def get_next_run(self, obj: PeriodicTask) -> Any:
         if not obj.enabled or obj.schedule_row() is None:
             return None
