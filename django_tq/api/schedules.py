@@ -38,6 +38,7 @@ from django_tq.api.serializers import (
     EnqueuedSerializer,
     ErrorSerializer,
     absolute_url,
+    without_nul,
 )
 from django_tq.api.views import INVALID, LIST_ERRORS, ONE_ERRORS, SEND_ERRORS, ApiView, accepted
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -169,6 +170,15 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
         except (ArithmeticError, ValueError):  # a schedule running past the calendar's end
             return None
         return serializers.DateTimeField().to_representation(upcoming[0]) if upcoming else None
+
+    def validate_args(self, value: list[Any]) -> list[Any]:
+        return list(without_nul(value))
+
+    def validate_kwargs(self, value: dict[str, Any]) -> dict[str, Any]:
+        return dict(without_nul(value))
+
+    def validate_headers(self, value: dict[str, Any]) -> dict[str, Any]:
+        return dict(without_nul(value))
 
     def validate_task(self, value: str) -> str:
         if value not in registry:

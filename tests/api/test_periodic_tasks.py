@@ -89,6 +89,9 @@ def test_a_clocked_task(users: Users) -> None:
         ({"priority": 10}, "priority"),
         ({"queue": "bad queue!"}, "queue"),
         ({"misfire_policy": "sometimes"}, "misfire_policy"),
+        ({"args": ["\x00", 1]}, "args"),  # PostgreSQL cannot store it
+        ({"kwargs": {"\x00": 1}}, "kwargs"),
+        ({"headers": {"h": ["\x00"]}}, "headers"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
