@@ -20,7 +20,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from django_tq import states
+from django_tq import serialization, states
 
 #: badge colours (background, text) by task state; custom states (e.g. PROGRESS) get ``OTHER``
 STATE_COLOURS: dict[str, tuple[str, str]] = {
@@ -225,4 +225,7 @@ class JSONTextField(forms.JSONField):
                     "example": self.example,
                 },
             ) from None
-        return super().to_python(value)
+        parsed = super().to_python(value)
+        if serialization.has_nul(parsed):  # PostgreSQL cannot store it
+            raise ValidationError(_("Strings cannot contain the NUL character."), code="invalid")
+        return parsed

@@ -64,18 +64,10 @@ URL_SCHEMA = {"type": "string", "format": "uri"}
 def without_nul(value: Any) -> Any:
     """Return JSON data ``value`` as it is; refuse it (400) if a string in it holds U+0000.
 
-    PostgreSQL cannot store that character in ``jsonb`` or text, so it would fail as a 500 later.
+    PostgreSQL cannot store that character, so the row write would fail as a 500 later.
     """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str) and "\x00" in item:
-            raise serializers.ValidationError(_("Strings cannot contain the NUL character."))
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+    if serialization.has_nul(value):
+        raise serializers.ValidationError(_("Strings cannot contain the NUL character."))
     return value
 
 
