@@ -73,6 +73,15 @@ class ScheduleSerializer(serializers.ModelSerializer):
         return []  # rows are shared: an existing identical schedule is reused, not a conflict
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A schedule is given whole, also in a PATCH (which DRF would make partial): it replaces
+        # the task's schedule rather than editing a row other tasks may share.
+        missing = [
+            name for name, field in self.fields.items() if field.required and name not in attrs
+        ]
+        if missing:
+            raise serializers.ValidationError(
+                {name: [self.fields[name].error_messages["required"]] for name in missing}
+            )
         try:
             self.Meta.model(**attrs).clean()
         except DjangoValidationError as exc:
