@@ -101,6 +101,25 @@ def from_jsonable(value: Any) -> Any:
     return value
 
 
+def has_nul(value: Any) -> bool:
+    """Return whether a string (or key) in JSON data ``value`` holds U+0000.
+
+    PostgreSQL cannot store that character in ``jsonb`` or text columns: input forms and the API
+    refuse it rather than fail when the row is written.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
 def dumps(value: Any, serializer: str = "json") -> tuple[str, str | bytes]:
     """Serialize ``value``; return ``(content_type, body)``."""
     if serializer == "json":

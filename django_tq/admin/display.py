@@ -9,13 +9,18 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
+
+from django_tq import serialization, states
 
 #: badge colours (background, text) by task state; custom states (e.g. PROGRESS) get ``OTHER``
 STATE_COLOURS: dict[str, tuple[str, str]] = {
@@ -111,12 +116,73 @@ def pretty_json_text(text: str) -> SafeString | str:
         return preformatted(text)
 
 
+class RecentValuesFilter(admin.AllValuesFieldListFilter):
+    """A sidebar filter offering the values of the latest :attr:`window` rows (and the one chosen).
+
+    Django's "all values" filter runs ``SELECT DISTINCT`` over the whole table on every page: a
+    full scan that grows with the table (a quarter of a second per page for four filters at
+    100,000 results on PostgreSQL). This one reads the column of the newest rows only, by primary
+    key, so a page costs the same at any size. Older values can still be filtered by URL or search.
+    """
+
+    window = 10_000
+    #: values always offered (e.g. every standard task state)
+    always: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        field: Any,
+        request: HttpRequest,
+        params: Any,
+        model: Any,
+        model_admin: Any,
+        field_path: str,
+    ) -> None:
+        super().__init__(field, request, params, model, model_admin, field_path)
+        recent = model._default_manager.order_by("-pk").values_list(field.name, flat=True)
+        values = {value for value in recent[: self.window] if value is not None}
+        selected: Any = self.lookup_val or []
+        chosen = {selected} if isinstance(selected, str) else set(selected)
+        # a list where Django keeps a lazy queryset: choices() only iterates it
+        self.lookup_choices = sorted(values | self.always | chosen)  # type: ignore[assignment]
+
+
+class StateFilter(RecentValuesFilter):
+    """The task state filter: every standard state, and custom ones of the latest results."""
+
+    always = states.ALL_STATES - {states.PENDING}  # PENDING is never stored
+
+
+class CappedPaginator(Paginator):
+    """A paginator that counts at most :attr:`cap` rows (``LIMIT`` inside the ``COUNT``).
+
+    Counting every matching row of a large table on every page costs more than the page itself;
+    past the cap the list says "more than 10,000" and pages on up to there (filters narrow it).
+    """
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        """Return the number of rows, or ``cap + 1`` when there are more than ``cap``."""
+        rows = self.object_list
+        if isinstance(rows, QuerySet):
+            return rows.order_by()[: self.cap + 1].count()
+        return len(rows)
+
+    @property
+    def is_capped(self) -> bool:
+        """Return whether there are more rows than were counted."""
+        return self.count > self.cap
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """An admin whose rows are written by django_tq only: view (and delete where allowed)."""
 
     #: rows may be deleted by users with the delete permission
     allow_delete = True
     show_full_result_count = False  # a COUNT(*) over a large table on every page is not worth it
+    paginator = CappedPaginator
     list_per_page = 50
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -159,4 +225,7 @@ class JSONTextField(forms.JSONField):
                     "example": self.example,
                 },
             ) from None
-        return super().to_python(value)
+        parsed = super().to_python(value)
+        if serialization.has_nul(parsed):  # PostgreSQL cannot store it
+            raise ValidationError(_("Strings cannot contain the NUL character."), code="invalid")
+        return parsed

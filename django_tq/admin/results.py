@@ -36,7 +36,13 @@ class TaskResultAdmin(ReadOnlyAdmin):
         "owner",
     ]
     list_display_links = ["task_id_short"]
-    list_filter = ["state", "task_name", "queue", "worker", "date_created"]
+    list_filter = [
+        ("state", display.StateFilter),
+        ("task_name", display.RecentValuesFilter),
+        ("queue", display.RecentValuesFilter),
+        ("worker", display.RecentValuesFilter),
+        "date_created",
+    ]
     list_select_related = ["owner"]
     search_fields = ["=task_id", "task_name"]
     search_help_text = _("Search by exact task id, or by task name.")

@@ -32,8 +32,14 @@ from django_tq.api import errors
 from django_tq.api.filters import ListQuery, any_of, orderings
 from django_tq.api.pagination import KeysetPagination
 from django_tq.api.permissions import ApiAccess, HasModelPermission
-from django_tq.api.schema import document
-from django_tq.api.serializers import EnqueuedSerializer, ErrorSerializer, absolute_url
+from django_tq.api.schema import document, document_field
+from django_tq.api.serializers import (
+    URL_SCHEMA,
+    EnqueuedSerializer,
+    ErrorSerializer,
+    absolute_url,
+    without_nul,
+)
 from django_tq.api.views import INVALID, LIST_ERRORS, ONE_ERRORS, SEND_ERRORS, ApiView, accepted
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.models.schedules import ScheduleRow
@@ -67,6 +73,15 @@ class ScheduleSerializer(serializers.ModelSerializer):
         return []  # rows are shared: an existing identical schedule is reused, not a conflict
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A schedule is given whole, also in a PATCH (which DRF would make partial): it replaces
+        # the task's schedule rather than editing a row other tasks may share.
+        missing = [
+            name for name, field in self.fields.items() if field.required and name not in attrs
+        ]
+        if missing:
+            raise serializers.ValidationError(
+                {name: [self.fields[name].error_messages["required"]] for name in missing}
+            )
         try:
             self.Meta.model(**attrs).clean()
         except DjangoValidationError as exc:
@@ -147,6 +162,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
             "id", "code_managed", "last_run_at", "total_run_count", "date_created", "date_changed",
         ]  # fmt: skip
 
+    @document_field(URL_SCHEMA)
     def get_url(self, obj: PeriodicTask) -> str:
         return absolute_url(self.context, "periodic-task-detail", obj.pk)
 
@@ -154,6 +170,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
         row = obj.schedule_row()
         return None if row is None else str(row)
 
+    @document_field({"type": "string", "format": "date-time", "nullable": True})
     def get_next_run(self, obj: PeriodicTask) -> Any:
         if not obj.enabled or obj.schedule_row() is None:
             return None
@@ -162,6 +179,15 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
         except (ArithmeticError, ValueError):  # a schedule running past the calendar's end
             return None
         return serializers.DateTimeField().to_representation(upcoming[0]) if upcoming else None
+
+    def validate_args(self, value: list[Any]) -> list[Any]:
+        return list(without_nul(value))
+
+    def validate_kwargs(self, value: dict[str, Any]) -> dict[str, Any]:
+        return dict(without_nul(value))
+
+    def validate_headers(self, value: dict[str, Any]) -> dict[str, Any]:
+        return dict(without_nul(value))
 
     def validate_task(self, value: str) -> str:
         if value not in registry:

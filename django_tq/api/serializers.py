@@ -61,6 +61,16 @@ class OwnerField(serializers.Field):
 URL_SCHEMA = {"type": "string", "format": "uri"}
 
 
+def without_nul(value: Any) -> Any:
+    """Return JSON data ``value`` as it is; refuse it (400) if a string in it holds U+0000.
+
+    PostgreSQL cannot store that character, so the row write would fail as a 500 later.
+    """
+    if serialization.has_nul(value):
+        raise serializers.ValidationError(_("Strings cannot contain the NUL character."))
+    return value
+
+
 class TaskResultSerializer(serializers.ModelSerializer):
     """One task result, as listed: identity, state and timing (no arguments or outcome)."""
 
@@ -211,7 +221,7 @@ class CallSerializer(serializers.Serializer):
 
     def _rebuilt(self, value: Any) -> Any:
         try:
-            return serialization.from_jsonable(value)
+            return serialization.from_jsonable(without_nul(value))
         except (DecodeError, ArithmeticError) as exc:  # a bad "decimal" escapes as ArithmeticError
             raise serializers.ValidationError(_("Invalid tagged value: %s") % exc) from None
 

@@ -92,6 +92,7 @@ def test_requeue_refuses_tasks_that_did_not_fail(
         ({"args": [{"__tq__": "decimal", "v": "not a number"}]}, "args"),
         ({"args": [{"__tq__": "datetime", "v": "yesterday"}]}, "args"),
         ({"args": [1, 2, 3]}, "non_field_errors"),  # add(x, y): checked against the signature
+        ({"args": ["\x00", 2]}, "args"),  # PostgreSQL cannot store it
         ({"kwargs": {"z": 1}}, "non_field_errors"),
     ],
 )
@@ -159,6 +160,7 @@ def test_allowlisted_but_without_the_permission_is_403(
         ({"countdown": "soon"}, "countdown"),
         ({"args": None}, "args"),
         ([1, 2], "non_field_errors"),
+        ({"kwargs": {"x": 1, "y": {"\x00": 1}}}, "kwargs"),  # PostgreSQL cannot store it
     ],
 )
 def test_enqueue_validates_the_body(

@@ -89,6 +89,9 @@ def test_a_clocked_task(users: Users) -> None:
         ({"priority": 10}, "priority"),
         ({"queue": "bad queue!"}, "queue"),
         ({"misfire_policy": "sometimes"}, "misfire_policy"),
+        ({"args": ["\x00", 1]}, "args"),  # PostgreSQL cannot store it
+        ({"kwargs": {"\x00": 1}}, "kwargs"),
+        ({"headers": {"h": ["\x00"]}}, "headers"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
@@ -132,6 +135,16 @@ def test_patch_changes_fields_and_a_new_schedule_replaces_the_old(users: Users) 
     assert body["enabled"] is False and body["next_run"] is None
     row = PeriodicTask.objects.get(pk=pk)
     assert row.crontab_id is None and row.interval is not None and not row.enabled
+
+
+def test_a_schedule_in_a_patch_is_given_whole(users: Users) -> None:
+    pk = create(users, NIGHTLY).json()["id"]
+    response = call(users, "patch", f"periodic-tasks/{pk}/", {"interval": {"every": 5}})
+    assert response.status_code == 400
+    assert response.json() == {"interval": {"period": ["This field is required."]}}
+    changed = call(users, "patch", f"periodic-tasks/{pk}/", {"crontab": {"minute": "5"}})
+    assert changed.json()["crontab"]["hour"] == "*"  # a whole new crontab, not an edit of 3 AM
+    assert CrontabSchedule.objects.count() == 2  # the first is left as it was, for others
 
 
 def test_patch_is_validated_against_the_stored_row(users: Users) -> None:

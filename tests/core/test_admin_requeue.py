@@ -108,6 +108,7 @@ def test_several_tasks_share_only_the_queue(admin_client: Any) -> None:
         ({"kwargs": '{"z": 1}'}, "do not fit tests.testapp.tasks.add(x, y)"),
         ({"args": '[{"__tq__": "datetime", "v": "yesterday"}]'}, "Invalid tagged value"),
         ({"queue": "bad queue!"}, "Enter a valid value"),
+        ({"args": '["\\u0000", 2]'}, "cannot contain the NUL character"),  # PostgreSQL refuses it
     ],
 )
 def test_bad_input_shows_the_form_again_and_sends_nothing(
