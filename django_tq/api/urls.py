@@ -14,12 +14,14 @@ app_name = "django_tq_api"
 
 urlpatterns: list[URLPattern] = [
     path("results/", views.ResultList.as_view(), name="result-list"),
-    path("results/<str:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
-    path("results/<str:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
-    path("results/<str:task_id>/revoke/", views.ResultRevoke.as_view(), name="result-revoke"),
-    path("results/<str:task_id>/graph/", groups.ResultGraph.as_view(), name="result-graph"),
+    # Task and group ids are the caller's strings and may hold "/": the routes with a suffix come
+    # before the detail route, which takes the rest of the path.
+    path("results/<path:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
+    path("results/<path:task_id>/revoke/", views.ResultRevoke.as_view(), name="result-revoke"),
+    path("results/<path:task_id>/graph/", groups.ResultGraph.as_view(), name="result-graph"),
+    path("results/<path:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
     path("groups/", groups.GroupList.as_view(), name="group-list"),
-    path("groups/<str:group_id>/", groups.GroupDetail.as_view(), name="group-detail"),
+    path("groups/<path:group_id>/", groups.GroupDetail.as_view(), name="group-detail"),
     path("dead-letters/", views.DeadLetterList.as_view(), name="dead-letter-list"),
     path("dead-letters/<int:pk>/", views.DeadLetterDetail.as_view(), name="dead-letter-detail"),
     path("tasks/", views.TaskList.as_view(), name="task-list"),

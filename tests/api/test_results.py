@@ -47,6 +47,18 @@ def test_unknown_id_is_404_not_a_fake_pending(users: Users) -> None:
     assert response.json()["code"] == "not_found"
 
 
+def test_ids_holding_slashes_are_listed_and_addressable(users: Users) -> None:
+    """Task ids are the caller's strings (``task_id=``, foreign messages): "/" must not break."""
+    make_result("shop/order/7", state=states.FAILURE, owner=users.user)
+    client = users.client("user")
+    listed = client.get(RESULTS)
+    assert listed.status_code == 200
+    url = listed.json()["results"][0]["url"]
+    assert url == "http://testserver/api/tq/results/shop/order/7/"
+    assert client.get(url).json()["task_id"] == "shop/order/7"
+    assert client.get(url + "graph/").status_code == 200
+
+
 def test_stored_script_is_returned_as_a_json_string(users: Users, rows: dict[str, Any]) -> None:
     response = users.client("user").get(RESULTS + "mine-1/")
     assert response["Content-Type"] == "application/json"

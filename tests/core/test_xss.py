@@ -10,9 +10,10 @@ import json
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from django_tq import states
-from django_tq.models import TaskResult
+from django_tq.models import GroupResult, TaskResult
 from tests.core.test_admin import ESCAPED, XSS, admin_url, make_result
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,11 @@ def hostile() -> TaskResult:
 
 def _pages(hostile: TaskResult) -> list[tuple[str, Any]]:
     changelist = admin_url("taskresult")
+    group = GroupResult.objects.create(group_id=XSS, result_ids=[hostile.task_id], root_id=XSS)
     return [
+        ("groups", (admin_url("groupresult"), {})),
+        ("group", (admin_url("groupresult", "change", group.pk), {})),
+        ("graph", (reverse("admin:django_tq_workflow_graph", args=[hostile.task_id]), {})),
         ("list", (changelist, {})),
         ("search", (changelist, {"q": XSS})),
         ("filter", (changelist, {"task_name": hostile.task_name, "queue": hostile.queue})),
