@@ -27,7 +27,7 @@ class TaskResult(models.Model):
     """The state, arguments and outcome of one task call."""
 
     task_id = models.CharField(_("task id"), max_length=255, unique=True)
-    task_name = models.CharField(_("task name"), max_length=255, db_index=True)
+    task_name = models.CharField(_("task name"), max_length=255)
     state = models.CharField(_("state"), max_length=50, default=states.QUEUED)
     args = models.JSONField(_("positional arguments"), null=True, blank=True)
     kwargs = models.JSONField(_("keyword arguments"), null=True, blank=True)
