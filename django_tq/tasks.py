@@ -45,6 +45,7 @@ R = TypeVar("R")
 #: options ``@task(...)`` accepts, with their defaults (None: from settings or the broker)
 TASK_OPTIONS: dict[str, Any] = {
     "queue": None,
+    "routing_key": None,
     "priority": None,
     "max_retries": None,
     "default_retry_delay": None,
@@ -55,6 +56,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 600,
     "retry_jitter": True,
     "acks_late": None,
+    "reject_on_worker_lost": None,
     "time_limit": None,
     "soft_time_limit": None,
     "expires": None,
@@ -126,6 +128,7 @@ class Task(Generic[P, R]):
     name: str
     bind: bool = False
     queue: str | None = None
+    routing_key: str | None = None
     priority: int | None = None
     max_retries: int | None = None
     default_retry_delay: float | None = None
@@ -136,6 +139,7 @@ class Task(Generic[P, R]):
     retry_backoff_max: float = 600
     retry_jitter: bool = True
     acks_late: bool | None = None
+    reject_on_worker_lost: bool | None = None
     time_limit: float | None = None
     soft_time_limit: float | None = None
     expires: float | dt.datetime | None = None
@@ -293,7 +297,7 @@ class Task(Generic[P, R]):
             args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
             queue=_destination(options)
-            or self.queue
+            or _destination({"queue": self.queue, "routing_key": self.routing_key})
             or _destination(route)
             or tq_settings.DEFAULT_QUEUE,
             priority=priority,
@@ -433,6 +437,11 @@ class Task(Generic[P, R]):
     def resolved_acks_late(self) -> bool:
         """Return ``acks_late`` from the task, else from settings."""
         return self.acks_late if self.acks_late is not None else bool(tq_settings.ACKS_LATE)
+
+    def resolved_reject_on_worker_lost(self) -> bool:
+        """Return ``reject_on_worker_lost`` from the task, else from settings."""
+        value = self.reject_on_worker_lost
+        return bool(tq_settings.REJECT_ON_WORKER_LOST if value is None else value)
 
     def update_state(self, state: str, meta: dict[str, Any] | None = None) -> None:
         """Record a custom state (e.g. ``PROGRESS``) with ``meta`` for the running task."""

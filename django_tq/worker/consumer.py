@@ -26,10 +26,15 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import signals, signing, states, unique
+from django_tq import serialization, signals, signing, states, unique
 from django_tq.broker import Broker, Delivery, Subscription
 from django_tq.conf import tq_settings
-from django_tq.exceptions import DecodeError, NotRegistered, SoftTimeLimitExceeded
+from django_tq.exceptions import (
+    DecodeError,
+    NotRegistered,
+    SoftTimeLimitExceeded,
+    WorkerLostError,
+)
 from django_tq.execution import REJECTED, Outcome, execute, record
 from django_tq.message import TaskMessage
 from django_tq.rate_limits import RateLimiter
@@ -301,6 +306,27 @@ class Consumer:
         delivery.ack()
         logger.info("Skipped revoked task %s[%s]", message.task, message.id)
 
+    def _lost(self, delivery: Delivery, message: TaskMessage) -> bool:
+        """Fail a redelivered task whose earlier run died (``reject_on_worker_lost=False``).
+
+        A task still ``STARTED`` when its message comes back was started by a delivery that never
+        finished: its worker died. It is recorded as FAILURE with ``WorkerLostError`` (its
+        errbacks run) and acked instead of run again. Only redeliveries pay for the read.
+        """
+        data = get_backend().get(message.id)
+        if data is None or data.state != states.STARTED:
+            return False
+        error = WorkerLostError(f"The worker running {message.task}[{message.id}] died.")
+        outcome = Outcome(
+            state=states.FAILURE, result=serialization.exception_to_data(error), exception=error
+        )
+        record(
+            message, outcome, worker=self.config.hostname, delivery_count=delivery.delivery_count
+        )
+        delivery.ack()
+        logger.error("Task %s[%s] failed: its worker died", message.task, message.id)
+        return True
+
     def _guarded_refresh(self) -> None:
         try:
             self.revocations.refresh(time.monotonic())
@@ -395,6 +421,9 @@ class Consumer:
         count = delivery.delivery_count
         if message.id in self.revocations:
             self._revoked(delivery, message)
+            return
+        lost_is_failure = acks_late and not task.resolved_reject_on_worker_lost()
+        if count > 1 and lost_is_failure and self._lost(delivery, message):
             return
         if not self._start(task, message, delivery):
             logger.info("Skipped %s[%s]: it already ran (a second copy)", message.task, message.id)

@@ -282,3 +282,18 @@ def test_routing_key_names_the_queue(settings):
     assert [m.queue for m in queue.messages] == ["by-key", "explicit-key", "same"]
     with pytest.raises(ValueError, match="default exchange"):
         record.apply_async(("z",), routing_key="a", queue="b")
+
+
+def test_a_task_routing_key_names_its_queue() -> None:
+    from django_tq import task
+
+    @task(name="tests.routing_key_task", routing_key="reports")
+    def routed() -> None: ...
+
+    try:
+        assert routed.build_message((), {}, {}).queue == "reports"
+        assert routed.build_message((), {}, {"queue": "other"}).queue == "other"
+    finally:
+        from django_tq.registry import registry
+
+        registry.unregister("tests.routing_key_task")

@@ -10,12 +10,20 @@ from django.db import transaction
 
 from django_tq import AsyncResult, states
 from django_tq.broker import get_broker
-from django_tq.exceptions import TaskError
+from django_tq.exceptions import TaskError, WorkerLostError
 from django_tq.message import TaskMessage, WireMessage, encode
 from django_tq.models import DeadLetter, TaskResult
 from tests.conftest import wait_for
 from tests.testapp.models import Execution, Order
-from tests.testapp.tasks import add, kill_my_process, order_exists, record, slow_record, who_am_i
+from tests.testapp.tasks import (
+    add,
+    kill_my_process,
+    kill_my_process_once,
+    order_exists,
+    record,
+    slow_record,
+    who_am_i,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -203,6 +211,21 @@ def test_a_poison_message_is_dead_after_max_deliveries(broker_url, settings, sta
     assert Execution.objects.filter(label="poison").count() == 3  # at most MAX_DELIVERIES runs
     assert Execution.objects.filter(label__startswith="ok").count() == 5
     assert DeadLetter.objects.get(task_id=poison.id).reason.startswith("delivered 4 times")
+
+
+def test_reject_on_worker_lost_false_fails_the_task_instead_of_running_it_again(
+    broker_url, settings, start_worker
+):
+    settings.TQ = {**settings.TQ, "LEASE_SECONDS": 2}
+    start_worker("-P", "prefork", "-c", "1")
+    lost = kill_my_process_once.delay()
+    others = [record.delay(f"ok{i}") for i in range(3)]
+    with pytest.raises(WorkerLostError, match="died"):
+        lost.get(timeout=60)
+    for result in others:
+        result.get(timeout=60)
+    assert Execution.objects.filter(label="lost").count() == 1  # never run again
+    assert AsyncResult(lost.id).state == states.FAILURE
 
 
 def test_a_second_copy_of_a_finished_task_is_skipped(broker_url, start_worker):

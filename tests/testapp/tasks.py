@@ -271,3 +271,12 @@ def ignored() -> None:
     from django_tq.exceptions import Ignore
 
     raise Ignore()
+
+
+@task(bind=True, reject_on_worker_lost=False)
+def kill_my_process_once(self: Any) -> None:
+    """Kill the process running it; ``reject_on_worker_lost=False``: fail instead of rerunning."""
+    import signal
+
+    Execution.objects.create(task_id=self.request.id, label="lost", pid=os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
