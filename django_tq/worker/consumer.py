@@ -85,6 +85,13 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _body_size(body: str | bytes, limit: int) -> int:
+    """Return the size of ``body`` in bytes, exactly when it may be over ``limit``."""
+    if isinstance(body, str) and 4 * len(body) > limit:  # UTF-8 takes at most 4 bytes a character
+        return len(body.encode("utf-8"))
+    return len(body)
+
+
 class LeaseKeeper(threading.Thread):
     """Renew the leases of every message the consumer holds, every third of the lease.
 
@@ -140,6 +147,7 @@ class Consumer:
         self.track_started = bool(tq_settings.TRACK_STARTED)
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
         self.signing = bool(tq_settings.SIGNING)
+        self.max_payload_bytes = int(tq_settings.MAX_PAYLOAD_BYTES)
         self.revocations = Revocations()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
 
@@ -374,6 +382,11 @@ class Consumer:
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         """Verify (``SIGNING``) and decode ``delivery``; dead-letter it and return None if bad."""
+        size = _body_size(delivery.body, self.max_payload_bytes)
+        if size > self.max_payload_bytes:  # a producer with another limit, or none
+            limit = self.max_payload_bytes
+            self._dead(delivery, f"oversize: {size} bytes, over TQ['MAX_PAYLOAD_BYTES'] ({limit})")
+            return None
         try:
             if self.signing:  # before anything reads the body
                 signing.verify(delivery.headers, delivery.body, delivery.content_type)

@@ -112,6 +112,7 @@ def _publish_raw(wire: WireMessage, queue: str) -> None:
 
 
 def test_bad_messages_are_dead_lettered_and_the_worker_survives(broker_url, settings, start_worker):
+    settings.TQ = {**settings.TQ, "MAX_PAYLOAD_BYTES": 4096}
     queue = settings.TQ["DEFAULT_QUEUE"]
     worker = start_worker("-P", "solo")
     good = encode(
@@ -141,16 +142,22 @@ def test_bad_messages_are_dead_lettered_and_the_worker_survives(broker_url, sett
         TaskMessage(id="arity-1", task="tests.testapp.tasks.add", args=(1, 2, 3), queue=queue)
     )
     _publish_raw(arity, queue)
+    oversize = encode(  # from a producer with a larger limit, or none
+        TaskMessage(id="oversize-1", task="tests.testapp.tasks.echo_types", args=("x" * 5000,))
+    )
+    _publish_raw(oversize, queue)
     after = add.delay(2, 2)
     assert after.get(timeout=20) == 4  # the worker is still consuming
-    wait_for(lambda: DeadLetter.objects.count() == 5, what="5 dead letters")
+    wait_for(lambda: DeadLetter.objects.count() == 6, what="6 dead letters")
     reasons = {letter.task_id: letter.reason for letter in DeadLetter.objects.all()}
     assert "malformed JSON" in reasons["malformed-1"]
     assert "unknown task" in reasons["unknown-1"]
     assert "not accepted" in reasons["pickle-1"]
     assert "signature: too many positional arguments" in reasons["arity-1"]
     assert "not a django_tq message" in reasons[None]
-    for task_id in ("malformed-1", "unknown-1", "pickle-1", "arity-1"):
+    assert "over TQ['MAX_PAYLOAD_BYTES'] (4096)" in reasons["oversize-1"]
+    assert "x" * 5000 in DeadLetter.objects.get(task_id="oversize-1").payload  # kept whole
+    for task_id in ("malformed-1", "unknown-1", "pickle-1", "arity-1", "oversize-1"):
         assert AsyncResult(task_id).state == states.DEAD
     with pytest.raises(TaskError, match="dead-lettered: unknown task"):
         AsyncResult("unknown-1").get(timeout=1)
