@@ -15,7 +15,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -215,6 +216,46 @@ class Subscription:
         self.connection, self.consumer = None, None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    """How a publish retries while the broker is unreachable (Celery's ``retry_policy``).
+
+    The default tries again and again, 0.2 s, 0.4 s, … (at most 1 s) apart, for
+    ``BROKER_CONNECTION_TIMEOUT`` seconds in all; then the publish raises :class:`PublishError`.
+    """
+
+    max_retries: int | None = None  #: None: as many as fit in the timeout
+    interval_start: float = 0.2
+    interval_step: float = 0.2
+    interval_max: float = 1.0
+    timeout: float | None = None  #: seconds in all; None: ``BROKER_CONNECTION_TIMEOUT``
+
+    @classmethod
+    def from_options(cls, retry: bool | None, policy: Mapping[str, Any] | None) -> RetryPolicy:
+        """Read ``apply_async(retry=…, retry_policy={…})``; ``retry=False`` tries once."""
+        fields = dict(policy or {})
+        unknown = set(fields) - {
+            "max_retries", "interval_start", "interval_step", "interval_max", "timeout"
+        }  # fmt: skip
+        if unknown:
+            raise TypeError(f"Unknown retry_policy key(s): {', '.join(sorted(unknown))}")
+        if retry is False:
+            fields["max_retries"] = 0
+        for key, value in fields.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise TypeError(f"retry_policy[{key!r}] must be a number, got {value!r}")
+        return cls(**fields)
+
+    def wait(self, attempt: int) -> float:
+        """Return the seconds to wait after failed attempt number ``attempt`` (from 1)."""
+        return min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max)
+
+
+DEFAULT_RETRY_POLICY = RetryPolicy()
+
+
 class Broker:
     """The broker named by a URL: publishing, consuming and queue administration."""
 
@@ -236,16 +277,23 @@ class Broker:
         self._declared: set[str] = set()
 
     # -- connections ----------------------------------------------------------------------
-    def connection(self) -> Any:
-        """Return a new kombu connection to this broker."""
+    def connection(self, *, retry_connect: bool = True) -> Any:
+        """Return a new kombu connection to this broker.
+
+        ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
+        for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
+        """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
             module, _, name = transport.partition(":")
             transport = getattr(__import__(module, fromlist=[name]), name)
+        options = dict(self.transport_options)
+        if not retry_connect:
+            options["max_retries"] = 0
         return Connection(
             self._kombu_url,
             transport=transport,
-            transport_options=dict(self.transport_options),
+            transport_options=options,
             connect_timeout=self.connect_timeout,
         )
 
@@ -286,7 +334,7 @@ class Broker:
         state = self._local
         if getattr(state, "pid", None) != os.getpid() or state.producer is None:
             state.pid = os.getpid()
-            state.connection = self.connection()
+            state.connection = self.connection(retry_connect=False)
             state.producer = Producer(state.connection)
             state.declared = set()
         return state.producer
@@ -309,9 +357,11 @@ class Broker:
         priority: int | None = None,
         not_before: str | None = None,
         routing_key: str | None = None,
+        policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     ) -> None:
-        """Hand ``wire`` to the broker or raise :class:`PublishError` within the connect timeout."""
-        deadline = time.monotonic() + self.connect_timeout
+        """Hand ``wire`` to the broker or raise :class:`PublishError` as ``policy`` says."""
+        timeout = self.connect_timeout if policy.timeout is None else policy.timeout
+        deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
         attempt = 0
         while True:
@@ -324,11 +374,12 @@ class Broker:
                 last_error = exc
                 self._reset_producer()
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or attempt >= 3:
+            out_of_retries = policy.max_retries is not None and attempt > policy.max_retries
+            if remaining <= 0 or out_of_retries:
                 raise PublishError(
                     f"Could not publish to {self.safe_url} (queue {queue!r}): {last_error!r}"
                 ) from last_error
-            time.sleep(min(0.2 * attempt, remaining))
+            time.sleep(min(policy.wait(attempt), remaining))
 
     def _publish_once(
         self,

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from django_tq import message as wire_format
 from django_tq import outbox, parking, serialization, signals, signing, states, unique
-from django_tq.broker import Broker, get_broker
+from django_tq.broker import DEFAULT_RETRY_POLICY, Broker, RetryPolicy, get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PayloadTooLarge, PublishError
 from django_tq.message import TaskMessage, WireMessage
@@ -61,6 +61,7 @@ class PendingPublish:
     message: TaskMessage
     wire: WireMessage
     broker: Broker
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY
 
     @property
     def task_id(self) -> str:
@@ -69,7 +70,7 @@ class PendingPublish:
 
     def __call__(self) -> None:
         try:
-            publish_now(self.message, self.wire, self.broker)
+            publish_now(self.message, self.wire, self.broker, self.policy)
         except PublishError as exc:
             logger.error(
                 "Task %s[%s] was not published after commit: %s",
@@ -154,12 +155,14 @@ def enqueue(
     using: str | None = None,
     owner_id: Any = None,
     on_commit: bool | None = None,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> str:
     """Record and publish ``message`` (see the module docstring for when it is published).
 
     Return the id of the task that will run: ``message.id``, or for a ``unique_key`` already
     held, the id of the task holding it (then nothing is sent). ``on_commit`` overrides
-    ``PUBLISH_ON_COMMIT`` for this call (``delay_on_commit`` passes True).
+    ``PUBLISH_ON_COMMIT`` for this call (``delay_on_commit`` passes True); ``policy`` says how
+    a publish to an unreachable broker retries.
     """
     broker = get_broker()
     alias = using or default_alias(broker)
@@ -186,13 +189,13 @@ def enqueue(
         row_id = outbox.write(message, wire, using=alias)  # commits or rolls back with the caller
         transaction.on_commit(OutboxPublish(message, wire, broker, row_id, alias), using=alias)
     elif in_transaction and wait_for_commit:
-        pending = PendingPublish(message, wire, broker)
+        pending = PendingPublish(message, wire, broker, policy)
         for sink in _sinks:
             sink.pending(pending)
         transaction.on_commit(pending, using=alias)
     else:
         try:
-            publish_now(message, wire, broker)
+            publish_now(message, wire, broker, policy)
         except PublishError as exc:
             unique.release(message)
             if tq_settings.TRACK_ENQUEUED and not in_transaction:
@@ -204,8 +207,13 @@ def enqueue(
     return message.id
 
 
-def publish_now(message: TaskMessage, wire: WireMessage, broker: Broker) -> None:
-    """Hand ``wire`` to the broker now (raises ``PublishError``)."""
+def publish_now(
+    message: TaskMessage,
+    wire: WireMessage,
+    broker: Broker,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+) -> None:
+    """Hand ``wire`` to the broker now (raises ``PublishError`` as ``policy`` says)."""
     signals.send(
         signals.before_task_publish, sender=message.task, message=message, headers=wire.headers
     )
@@ -215,7 +223,9 @@ def publish_now(message: TaskMessage, wire: WireMessage, broker: Broker) -> None
     not_before = None
     if message.eta is not None and message.eta > timezone.now():
         not_before = message.eta.isoformat()
-    broker.publish(wire, queue=message.queue, priority=message.priority, not_before=not_before)
+    broker.publish(
+        wire, queue=message.queue, priority=message.priority, not_before=not_before, policy=policy
+    )
     signals.send(signals.after_task_publish, sender=message.task, message=message)
 
 

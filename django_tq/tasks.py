@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from django_tq import enqueue as enqueue_module
 from django_tq import rate_limits, routing, unique
+from django_tq.broker import RetryPolicy
 from django_tq.conf import tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request
 from django_tq.exceptions import MaxRetriesExceededError, Retry
@@ -75,7 +76,7 @@ CALL_OPTIONS = frozenset(
     {
         "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
-        "time_limit", "soft_time_limit", "unique_key", "unique_ttl",
+        "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy",
     }
 )  # fmt: skip
 #: ``apply_async`` options that place a call in a workflow (see ``django_tq.canvas``)
@@ -257,13 +258,18 @@ class Task(Generic[P, R]):
         unknown = set(options) - CALL_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
+        policy = RetryPolicy.from_options(options.get("retry"), options.get("retry_policy"))
         message = self.build_message(args, kwargs, options)
         if tq_settings.ALWAYS_EAGER:
             return self._apply_unique_eagerly(message, options.get("using"))
         owner = options.get("owner")
         owner_id = getattr(owner, "pk", owner)
         task_id = enqueue_module.enqueue(
-            message, using=options.get("using"), owner_id=owner_id, on_commit=publish_on_commit
+            message,
+            using=options.get("using"),
+            owner_id=owner_id,
+            on_commit=publish_on_commit,
+            policy=policy,
         )
         return AsyncResult(task_id, task_name=self.name)
 

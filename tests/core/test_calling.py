@@ -127,6 +127,30 @@ def test_unreachable_broker_raises_publish_error_in_bounded_time(settings):
     assert TaskResult.objects.get().state == states.FAILURE
 
 
+@pytest.mark.django_db(transaction=True)
+def test_retry_and_retry_policy_say_how_long_a_publish_tries(settings):
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": "amqp://guest:guest@127.0.0.1:1//",
+        "BROKER_CONNECTION_TIMEOUT": 10,
+    }
+    timings = {}
+    for name, options in {
+        "default": {"retry_policy": {"timeout": 1.5}},  # tries until the timeout
+        "once": {"retry": False},
+        "patient": {"retry_policy": {"max_retries": 4, "interval_start": 0.3, "interval_step": 0}},
+    }.items():
+        started = time.monotonic()
+        with pytest.raises(PublishError):
+            add.apply_async((1, 2), **options)
+        timings[name] = time.monotonic() - started
+    assert 1.5 <= timings["default"] < 5
+    assert 1.2 <= timings["patient"] < 5  # four waits of 0.3 s, well within the 10 s timeout
+    assert timings["once"] < 1.0  # one refused connection, no wait
+    with pytest.raises(TypeError, match="retry_errors"):
+        add.apply_async((1, 2), retry_policy={"retry_errors": None})
+
+
 @pytest.mark.django_db
 def test_send_task_by_name_without_importing():
     result = send_task("tests.testapp.tasks.add", (1, 2))
