@@ -3,19 +3,21 @@
 * ``charge_order`` — bound (``self``): reports progress with ``update_state("PROGRESS")``, retries
   by itself when the gateway is unavailable, fails for a declined card, then enqueues the receipt
   in the same transaction that marks the order paid.
-* ``send_receipt`` — goes to the ``mail`` queue (start a worker with ``-Q default,mail``).
-* ``rebuild_report`` — recomputes the sales report; its return value is the task's result. Beat
-  runs it every minute (``TQ["BEAT_SCHEDULE"]`` in ``shop/settings.py``).
+* ``send_receipt`` — goes to the ``mail`` queue (start a worker with ``-Q default,mail``), at most
+  30 a minute across every worker (``rate_limit``): the mail provider's limit.
+* ``rebuild_report`` — recomputes the sales report as a chord: one ``product_figures`` task per
+  product, then ``write_report`` with their results. It is unique: while a rebuild is queued or
+  running, sending another returns that one. Beat runs it every minute (``TQ["BEAT_SCHEDULE"]`` in
+  ``shop/settings.py``).
 * ``count_open_orders`` — a periodic task declared with ``@periodic_task``: every 30 seconds.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -23,7 +25,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from django_tq import get_task_logger, periodic_task, task
+from django_tq import chord, get_task_logger, periodic_task, task
 from orders.models import PRODUCTS, Order, SalesReport
 from orders.payments import GatewayUnavailable, PaymentDeclined, charge_card
 
@@ -75,7 +77,7 @@ def charge_order(self: Any, order_id: int) -> dict[str, Any]:
     return {"order": order.pk, "total": str(order.total), "transaction": transaction_id}
 
 
-@task(queue="mail")
+@task(queue="mail", rate_limit="30/m")
 def send_receipt(order_id: int) -> str:
     """Mail the customer a receipt (the console email backend prints it)."""
     order = Order.objects.get(pk=order_id)
@@ -92,23 +94,40 @@ def send_receipt(order_id: int) -> str:
     return f"receipt for order #{order.pk} sent to {order.email}"
 
 
+@task(bind=True, unique=True)
+def rebuild_report(self: Any) -> NoReturn:
+    """Rebuild the sales report: figures per product in parallel, then one report from them.
+
+    ``self.replace`` hands this task's id to the chord's body, so the rebuild's result is the
+    report ``write_report`` returns, and the unique key stays held until the report is written.
+    """
+    self.replace(chord((product_figures.s(code) for code in PRODUCTS), write_report.s()))
+
+
 @task
-def rebuild_report() -> dict[str, Any]:
-    """Recompute the sales totals over every order; store and return them."""
-    orders = Order.objects.all()
+def product_figures(product: str) -> dict[str, Any]:
+    """Return one product's figures: its orders, paid orders, paid units and revenue."""
+    orders = Order.objects.filter(product=product)
     paid = orders.filter(status=Order.Status.PAID)
-    revenue = (paid.aggregate(total=Sum("total"))["total"] or Decimal("0")).quantize(
-        Decimal("0.01")
-    )
-    units: Counter[str] = Counter()
-    for product, quantity in paid.values_list("product", "quantity"):
-        units[product] += quantity
+    totals = paid.aggregate(units=Sum("quantity"), revenue=Sum("total"))
+    return {
+        "product": product,
+        "orders": orders.count(),
+        "paid_orders": paid.count(),
+        "units": totals["units"] or 0,
+        "revenue": str((totals["revenue"] or Decimal("0")).quantize(Decimal("0.01"))),
+    }
+
+
+@task
+def write_report(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Store the SalesReport that adds up ``figures`` (one dict per product); return its totals."""
     report = SalesReport.objects.create(
-        orders=orders.count(),
-        paid_orders=paid.count(),
-        revenue=revenue,
-        by_product=dict(units),
-        task_id=rebuild_report.request.id or "",
+        orders=sum(item["orders"] for item in figures),
+        paid_orders=sum(item["paid_orders"] for item in figures),
+        revenue=sum((Decimal(item["revenue"]) for item in figures), Decimal("0.00")),
+        by_product={item["product"]: item["units"] for item in figures if item["units"]},
+        task_id=write_report.request.id or "",
     )
     return {
         "orders": report.orders,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from django.contrib import messages
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from django_tq import AsyncResult, states
-from django_tq.models import TaskResult
+from django_tq.models import GroupResult, TaskResult
 from orders.forms import OrderForm
 from orders.models import Order, SalesReport
 from orders.tasks import charge_order, rebuild_report
@@ -48,8 +51,11 @@ def states_of(task_ids: list[str]) -> dict[str, str]:
 
 @require_POST
 def rebuild(request: HttpRequest) -> HttpResponse:
-    """Enqueue a rebuild of the sales report and show its task."""
-    result = rebuild_report.delay()
+    """Enqueue a rebuild of the sales report and show its task (the running one, if any)."""
+    task_id = str(uuid.uuid4())
+    result = rebuild_report.apply_async(task_id=task_id)
+    if result.id != task_id:  # rebuild_report is unique: a rebuild is queued or running
+        messages.info(request, _("A rebuild is already under way: here it is."))
     return redirect("orders:task", task_id=result.id)
 
 
@@ -84,6 +90,7 @@ def describe(task_id: str) -> dict[str, Any]:
         .order_by("date_created")
         .values_list("task_id", "task_name", "queue", "state")
     ]
+    members = chord_members(task_id)
     return {
         "id": task_id,
         "name": row.task_name,
@@ -104,8 +111,42 @@ def describe(task_id: str) -> dict[str, Any]:
             "receipt": "sent" if order.receipt_sent_at else "not sent",
         },
         "children": children,
-        "done": ready and all(child["state"] in states.READY_STATES for child in children),
+        "members": members,
+        "group_id": members[0]["group_id"] if members else "",
+        "done": ready
+        and all(item["state"] in states.READY_STATES for item in [*children, *members]),
     }
+
+
+def chord_members(task_id: str) -> list[dict[str, Any]]:
+    """Return the header tasks of the chord ``task_id`` was replaced with, in the header's order.
+
+    ``rebuild_report`` calls ``self.replace(chord(...))``: the header tasks are recorded with the
+    rebuild as their root and the chord's group id, and the body takes over the rebuild's id.
+    """
+    rows = list(
+        TaskResult.objects.filter(root_id=task_id, group_id__isnull=False)
+        .exclude(task_id=task_id)
+        .values("task_id", "task_name", "args", "state", "group_id")
+    )
+    header = GroupResult.objects.filter(group_id__in={row["group_id"] for row in rows})
+    order = {
+        member_id: number
+        for number, member_id in enumerate(
+            header.values_list("result_ids", flat=True).first() or []
+        )
+    }
+    rows.sort(key=lambda row: order.get(row["task_id"], len(order)))
+    return [
+        {
+            "id": row["task_id"],
+            "name": row["task_name"].rpartition(".")[2],
+            "args": ", ".join(map(str, row["args"] or ())),
+            "state": row["state"],
+            "group_id": row["group_id"],
+        }
+        for row in rows
+    ]
 
 
 WAITING = {

@@ -1,6 +1,7 @@
-"""The example project: its checks pass, it migrates, and an order placed through its form is
-charged, and its receipt mailed, by a real worker. Everything runs in subprocesses with the
-example's own settings, against a temporary SQLite file."""
+"""The example project: its checks pass, it migrates, an order placed through its form is
+charged, and its receipt mailed, by a real worker, and the sales report is rebuilt by a chord, one
+rebuild at a time, with rate-limited receipts. Everything runs in subprocesses with the example's
+own settings, against a temporary SQLite file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,39 +140,44 @@ print(json.dumps({{
 """
 
 
-def test_an_order_is_charged_and_its_receipt_mailed_by_a_worker(
-    example_env: dict[str, str], tmp_path: Path
-) -> None:
-    manage(example_env, "migrate", "--noinput")
-    ids = run_django(example_env, PLACE_ORDERS)
-
-    log_path = tmp_path / "worker.log"
+@contextmanager
+def worker(env: dict[str, str], log_path: Path) -> Iterator[Path]:
+    """Run the example's worker (solo pool, queues default and mail) while the block runs."""
     with log_path.open("wb") as log:
-        worker = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, str(MANAGE), "tqworker", "-P", "solo", "-Q", "default,mail"],
-            env=example_env,
+            env=env,
             cwd=PROJECT,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
-            outcome = run_django(example_env, WAIT_FOR_OUTCOMES.format(ids=json.dumps(ids)))
-            # The receipt is enqueued when the charge commits; the worker mails it next.
-            wait_for(
-                lambda: "Your receipt for order" in log_path.read_text(errors="replace"),
-                timeout=60,
-                what="the receipt in the worker's output",
-            )
+            yield log_path
         finally:
-            worker.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
             try:
-                exit_code = worker.wait(30)
+                exit_code = process.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+                os.killpg(process.pid, signal.SIGKILL)
                 raise
-    output = log_path.read_text(errors="replace")
-    assert exit_code == 0, output
+    assert exit_code == 0, log_path.read_text(errors="replace")
+
+
+def test_an_order_is_charged_and_its_receipt_mailed_by_a_worker(
+    example_env: dict[str, str], tmp_path: Path
+) -> None:
+    manage(example_env, "migrate", "--noinput")
+    ids = run_django(example_env, PLACE_ORDERS)
+
+    with worker(example_env, tmp_path / "worker.log") as log_path:
+        outcome = run_django(example_env, WAIT_FOR_OUTCOMES.format(ids=json.dumps(ids)))
+        # The receipt is enqueued when the charge commits; the worker mails it next.
+        wait_for(
+            lambda: "Your receipt for order" in log_path.read_text(errors="replace"),
+            timeout=60,
+            what="the receipt in the worker's output",
+        )
 
     assert outcome["paid"]["order"] and outcome["paid"]["total"] == "24.00"
     assert outcome["declined_state"] == "FAILURE"
@@ -179,6 +187,123 @@ def test_an_order_is_charged_and_its_receipt_mailed_by_a_worker(
     assert status["state"] == "SUCCESS"
     assert [child["name"] for child in status["children"]] == ["send_receipt"]
     assert status["children"][0]["queue"] == "mail"
+    assert status["members"] == []  # no workflow of its own: the receipt is a follow-up task
+
+
+REQUEST_REBUILDS = """
+from datetime import timedelta
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from django.test import Client
+from django.utils import timezone
+from django_tq.beat.scheduler import Scheduler
+from django_tq.beat.sync import sync_declared
+from django_tq.models import QueueMessage, TaskResult
+from orders.models import Order
+
+paid = Order.Status.PAID
+Order.objects.create(email="a@example.com", product="mug", quantity=2, total="24.00", status=paid)
+Order.objects.create(email="b@example.com", product="hoodie", quantity=1, total="49.00", status=paid)
+Order.objects.create(email="c@example.com", product="tee", quantity=3, total="72.00")
+
+client = Client()
+first = client.post("/reports/rebuild/")
+again = client.post("/reports/rebuild/", follow=True)
+messages = QueueMessage.objects.count()
+results = list(TaskResult.objects.values_list("task_name", flat=True))
+
+# Beat's "sales-report" falls due at the next minute while the rebuild is queued: it joins it.
+sync_declared()
+minute = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+beat = [sent.periodic_task for sent in Scheduler().tick(minute + timedelta(seconds=1))]
+print(json.dumps({
+    "first": first["Location"],
+    "again": again.redirect_chain[0][0],
+    "again_page": again.content.decode(),
+    "first_page": client.get(first["Location"]).content.decode(),
+    "messages": messages,
+    "results": results,
+    "beat": beat,
+    "rebuilds": TaskResult.objects.filter(task_name="orders.tasks.rebuild_report").count(),
+}))
+"""
+
+WAIT_FOR_REPORT = """
+from django.contrib.auth.models import User
+from django.test.utils import setup_test_environment
+setup_test_environment()
+from django.test import Client
+from django_tq import AsyncResult
+from django_tq.models import TaskResult
+from orders.models import Order, SalesReport
+from orders.tasks import send_receipt
+
+task_id = {task_id!r}
+returned = AsyncResult(task_id).get(timeout=60)
+reports = list(SalesReport.objects.values("orders", "paid_orders", "revenue", "by_product", "task_id"))
+staff = Client()
+staff.force_login(User.objects.create_superuser("admin", "admin@example.com", "admin"))
+page = staff.get(f"/tasks/{{task_id}}/").content.decode()
+graph = staff.get(f"/admin/django_tq/groupresult/graph/{{task_id}}/")
+next_rebuild = Client().post("/reports/rebuild/")["Location"]
+receipts = [send_receipt.delay(order.pk) for order in Order.objects.filter(status="paid")]
+for receipt in receipts:
+    receipt.get(timeout=60)
+print(json.dumps({{
+    "returned": returned,
+    "reports": reports,
+    "status": Client().get(f"/tasks/{{task_id}}/status/").json(),
+    "staff_page": page,
+    "graph_status": graph.status_code,
+    "next_rebuild": next_rebuild,
+    "receipts_started": sorted(
+        started.timestamp()
+        for started in TaskResult.objects.filter(task_id__in=[r.id for r in receipts])
+        .values_list("date_started", flat=True)
+    ),
+}}, default=str))
+"""
+
+
+def test_the_report_is_rebuilt_by_a_chord_one_rebuild_at_a_time(
+    example_env: dict[str, str], tmp_path: Path
+) -> None:
+    manage(example_env, "migrate", "--noinput", "-v", "0")
+    asked = run_django(example_env, REQUEST_REBUILDS)
+    # rebuild_report is unique: the second press returns the rebuild already queued, and says so.
+    assert asked["again"] == asked["first"]
+    assert "A rebuild is already under way" in asked["again_page"]
+    assert "already under way" not in asked["first_page"]
+    assert asked["messages"] == 1 and asked["results"] == ["orders.tasks.rebuild_report"]
+    assert "sales-report" in asked["beat"] and asked["rebuilds"] == 1
+    task_id = asked["first"].split("/")[-2]
+
+    with worker(example_env, tmp_path / "worker.log"):
+        outcome = run_django(example_env, WAIT_FOR_REPORT.format(task_id=task_id))
+
+    expected = {
+        "orders": 3,
+        "paid_orders": 2,
+        "revenue": "73.00",
+        "by_product": {"hoodie": 1, "mug": 2},
+    }
+    # The chord's body took over the rebuild's id: its result is the report it wrote, once.
+    assert outcome["returned"] == expected
+    assert outcome["reports"] == [{**expected, "task_id": task_id}]
+    status = outcome["status"]
+    assert status["state"] == "SUCCESS" and status["done"]
+    members = [(member["name"], member["args"], member["state"]) for member in status["members"]]
+    assert members == [
+        ("product_figures", product, "SUCCESS") for product in ("mug", "tee", "hoodie", "poster")
+    ]
+    assert status["group_id"] and f"group_id={status['group_id']}" in outcome["staff_page"]
+    assert f"/admin/django_tq/groupresult/graph/{task_id}/" in outcome["staff_page"]
+    assert outcome["graph_status"] == 200
+    # Once the report is written the key is free: the next press starts a new rebuild.
+    assert outcome["next_rebuild"] != asked["first"]
+    # send_receipt's rate limit, "30/m", spaces the starts of the two receipts by 2 s.
+    first, second = outcome["receipts_started"]
+    assert second - first >= 1.9
 
 
 def test_demo_data_fills_every_screen_and_can_run_again(example_env: dict[str, str]) -> None:

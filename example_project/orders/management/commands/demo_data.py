@@ -30,7 +30,7 @@ from django_tq.models import (
     WorkerState,
 )
 from orders.payments import GatewayUnavailable
-from orders.tasks import charge_order, rebuild_report, send_receipt
+from orders.tasks import charge_order, send_receipt
 
 CHARGE = "orders.tasks.charge_order"
 RECEIPT = "orders.tasks.send_receipt"
@@ -113,7 +113,7 @@ class Command(BaseCommand):
         for order_id in (101, 102, 103):
             charge_order.delay(order_id)  # waits in the queue: no worker runs
         send_receipt.delay(101)
-        rebuild_report.apply_async(countdown=600)  # delayed
+        send_receipt.apply_async((102,), countdown=600)  # delayed
         running = {
             "task_name": CHARGE,
             "queue": "default",
