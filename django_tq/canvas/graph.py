@@ -76,6 +76,14 @@ def workflow_graph(task_id: str) -> dict[str, Any] | None:
         }
 
     top = [r for r in rows if r["task_id"] == root_id] or rows[:1]
-    if top and top[0]["group_id"] and not top[0]["parent_id"]:  # a group applied on its own
+    if not top:
+        return None
+    if top[0]["group_id"] and not top[0]["parent_id"]:  # a group applied on its own
         return group_node(top[0]["group_id"], by_parent.get(None, []))
-    return task_node(top[0]) if top else None
+    tree = task_node(top[0])
+    # Rows of the workflow whose parent is not in it (a task that replaced itself with a chord
+    # gives the chord's header its own parent, none for a root) go under the root, never lost.
+    ids = {r["task_id"] for r in rows}
+    for parent_id in [p for p in by_parent if p is None or p not in ids]:
+        tree["children"] += nodes(parent_id, None)
+    return tree

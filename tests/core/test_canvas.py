@@ -31,6 +31,7 @@ from tests.testapp.tasks import (
     on_error_old_style,
     record_sum,
     replaced_by_add,
+    replaced_by_chord,
     tsum,
 )
 
@@ -198,6 +199,20 @@ def test_replace_takes_over_the_id_and_the_chain() -> None:
         queue.run_all()
     assert result.get(timeout=5) == 202
     assert result.parent.get(timeout=5) == 101
+
+
+def test_the_graph_of_a_task_replaced_by_a_chord_shows_the_header() -> None:
+    with capture() as queue:
+        result = replaced_by_chord.delay(3)
+        queue.run_all()
+    assert result.get(timeout=5) == 6
+    tree = workflow_graph(result.id)
+    assert tree is not None and tree["id"] == result.id
+
+    def names(node: dict[str, Any]) -> list[str]:
+        return [node["name"], *(name for child in node["children"] for name in names(child))]
+
+    assert names(tree).count("tests.testapp.tasks.add") == 3
 
 
 def test_nested_workflows() -> None:

@@ -280,3 +280,11 @@ def kill_my_process_once(self: Any) -> None:
 
     Execution.objects.create(task_id=self.request.id, label="lost", pid=os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task(bind=True)
+def replaced_by_chord(self: Any, n: int) -> None:
+    """Replace itself with a chord of ``n`` additions summed by ``tsum``."""
+    from django_tq import chord
+
+    self.replace(chord((add.s(i, i) for i in range(n)), tsum.s()))
