@@ -207,14 +207,14 @@ class Scheduler:
             with transaction.atomic(using=self.alias):
                 if not claim():
                     return None
-                self._publish(periodic_task, scheduled_for, task_id)
-                self._mark_sent(periodic_task, scheduled_for, now)
+                sent_id = self._publish(periodic_task, scheduled_for, task_id)
+                self._mark_sent(periodic_task, scheduled_for, now, sent_id)
         else:
             with transaction.atomic(using=self.alias):
                 if not claim():
                     return None
             try:
-                self._publish(periodic_task, scheduled_for, task_id)
+                sent_id = self._publish(periodic_task, scheduled_for, task_id)
             except PublishError as exc:
                 logger.warning(
                     "Periodic task %r (%s) claimed but not sent, will retry: %s",
@@ -223,18 +223,27 @@ class Scheduler:
                     exc,
                 )
                 return None
-            self._mark_sent(periodic_task, scheduled_for, now)
-        logger.info(
-            "Sent %s[%s] for periodic task %r (%s)",
-            periodic_task.task,
-            task_id,
-            periodic_task.name,
-            scheduled_for.isoformat(),
-        )
+            self._mark_sent(periodic_task, scheduled_for, now, sent_id)
+        if sent_id != task_id:
+            logger.info(
+                "Periodic task %r (%s): %s[%s] still holds its unique key; not sent again",
+                periodic_task.name,
+                scheduled_for.isoformat(),
+                periodic_task.task,
+                sent_id,
+            )
+        else:
+            logger.info(
+                "Sent %s[%s] for periodic task %r (%s)",
+                periodic_task.task,
+                task_id,
+                periodic_task.name,
+                scheduled_for.isoformat(),
+            )
         return Sent(
             periodic_task=periodic_task.name,
             task=periodic_task.task,
-            task_id=task_id,
+            task_id=sent_id,
             scheduled_for=scheduled_for,
         )
 
@@ -277,22 +286,31 @@ class Scheduler:
 
     def _publish(
         self, periodic_task: PeriodicTask, scheduled_for: dt.datetime, task_id: str
-    ) -> None:
-        send_task(
+    ) -> str:
+        """Send the occurrence; return the id of the task that runs it (a unique task's holder)."""
+        return send_task(
             periodic_task.task,
             periodic_task.args,
             periodic_task.kwargs,
             task_id=task_id,
             using=self.alias,
             **periodic_task.call_options(scheduled_for),
-        )
+        ).id
 
     def _mark_sent(
-        self, periodic_task: PeriodicTask, scheduled_for: dt.datetime, now: dt.datetime
+        self,
+        periodic_task: PeriodicTask,
+        scheduled_for: dt.datetime,
+        now: dt.datetime,
+        task_id: str | None = None,
     ) -> None:
+        """Mark the run sent, naming the task that runs it when that is another (unique) task."""
+        values: dict[str, Any] = {"sent_at": now}
+        if task_id is not None:
+            values["task_id"] = task_id
         PeriodicTaskRun.objects.using(self.alias).filter(
             periodic_task=periodic_task, scheduled_for=scheduled_for
-        ).update(sent_at=now)
+        ).update(**values)
 
     # -- repair and housekeeping ----------------------------------------------------------------
     def republish(self, now: dt.datetime) -> list[Sent]:

@@ -392,3 +392,21 @@ def test_a_daily_task_in_the_gap_or_the_overlap_runs_once(
 ) -> None:
     cron = crontab(minute=30, hour=hour, timezone=zone)
     assert run_through_local_day(zone, day, cron, queue) == expected
+
+
+def test_a_unique_task_still_running_is_joined_not_sent_again(
+    beat: Scheduler, queue: CapturedQueue
+) -> None:
+    job = make_task(
+        dt.timedelta(minutes=1),
+        created=T0,
+        task="tests.testapp.tasks.sync_user",
+        kwargs={"user_id": 1},
+    )
+    (first,) = beat.tick(T0 + MINUTE)
+    (second,) = beat.tick(T0 + 2 * MINUTE)  # the first one has not run yet: it holds the key
+    assert second.task_id == first.task_id == occurrence_task_id(job.pk, T0 + MINUTE)
+    assert len(queue.messages) == 1
+    runs = PeriodicTaskRun.objects.order_by("scheduled_for")
+    assert [run.task_id for run in runs] == [first.task_id, first.task_id]  # what ran each one
+    assert all(run.sent_at is not None for run in runs)
