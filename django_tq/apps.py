@@ -6,6 +6,8 @@ from importlib import import_module
 
 from django.apps import AppConfig
 from django.core.signals import setting_changed
+from django.urls import register_converter
+from django.urls.converters import get_converters
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 
@@ -22,6 +24,10 @@ class DjangoTQConfig(AppConfig):
         from django_tq import checks  # noqa: F401 - registers the system checks
         from django_tq.canvas import builtins  # noqa: F401 - registers map, starmap, accumulate
         from django_tq.conf import reload_on_setting_changed, tq_settings
+        from django_tq.converters import NAME, TaskIdConverter
+
+        if NAME not in get_converters():
+            register_converter(TaskIdConverter, NAME)
 
         setting_changed.connect(reload_on_setting_changed, dispatch_uid="django_tq.conf.reload")
         autodiscover_modules("tasks")

@@ -76,7 +76,7 @@ class GroupResultAdmin(ReadOnlyAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.graph_view)
-        graph = path("graph/<path:task_id>/", view, name="django_tq_workflow_graph")
+        graph = path("graph/<tq_id:task_id>/", view, name="django_tq_workflow_graph")
         return [graph, *super().get_urls()]
 
     def graph_view(self, request: HttpRequest, task_id: str) -> HttpResponse:

@@ -14,14 +14,14 @@ app_name = "django_tq_api"
 
 urlpatterns: list[URLPattern] = [
     path("results/", views.ResultList.as_view(), name="result-list"),
-    # Task and group ids are the caller's strings and may hold "/": the routes with a suffix come
-    # before the detail route, which takes the rest of the path.
-    path("results/<path:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
-    path("results/<path:task_id>/revoke/", views.ResultRevoke.as_view(), name="result-revoke"),
-    path("results/<path:task_id>/graph/", groups.ResultGraph.as_view(), name="result-graph"),
-    path("results/<path:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
+    # Task and group ids are the caller's strings (``converters.py``): the routes with a suffix
+    # come before the detail route, which takes the rest of the path.
+    path("results/<tq_id:task_id>/retry/", views.ResultRequeue.as_view(), name="result-retry"),
+    path("results/<tq_id:task_id>/revoke/", views.ResultRevoke.as_view(), name="result-revoke"),
+    path("results/<tq_id:task_id>/graph/", groups.ResultGraph.as_view(), name="result-graph"),
+    path("results/<tq_id:task_id>/", views.ResultDetail.as_view(), name="result-detail"),
     path("groups/", groups.GroupList.as_view(), name="group-list"),
-    path("groups/<path:group_id>/", groups.GroupDetail.as_view(), name="group-detail"),
+    path("groups/<tq_id:group_id>/", groups.GroupDetail.as_view(), name="group-detail"),
     path("dead-letters/", views.DeadLetterList.as_view(), name="dead-letter-list"),
     path("dead-letters/<int:pk>/", views.DeadLetterDetail.as_view(), name="dead-letter-detail"),
     path("tasks/", views.TaskList.as_view(), name="task-list"),
@@ -45,5 +45,6 @@ schema_view = schema.schema_view()
 if schema_view is not None:
     urlpatterns.append(path("schema/", schema_view, name="schema"))
 
-# Last: paths ending in "/" that match nothing above (APPEND_SLASH redirects the others here).
-urlpatterns.append(re_path(r"^(?:.*/)?$", errors.not_found, name="not-found"))
+# Last: paths ending in "/" that match nothing above (APPEND_SLASH redirects the others here),
+# whatever characters they hold.
+urlpatterns.append(re_path(r"^(?:[\s\S]*/)?$", errors.not_found, name="not-found"))

@@ -298,3 +298,15 @@ def test_list_and_detail_queries_do_not_grow_with_rows(users: Users, role: str) 
     assert count(RESULTS + "first/") <= few
     listed = client.get(RESULTS).json()["results"]
     assert any(row["owner"] and row["owner"]["username"] for row in listed)
+
+
+def test_ids_holding_any_character_are_addressable(users: Users) -> None:
+    for task_id in ("line\nbreak", "tab\there", "%2F and ?q=1#x", "中文"):
+        make_result(task_id, owner=users.user)
+    client = users.client("user")
+    listed = client.get(RESULTS).json()["results"]
+    assert len(listed) == 4
+    for row in listed:
+        assert client.get(row["url"]).json()["task_id"] == row["task_id"]
+    response = client.get(API + "groups/line%0Abreak/")  # unknown: a JSON 404, never HTML
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
