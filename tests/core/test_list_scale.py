@@ -143,6 +143,7 @@ INDEXED = [
 FULL_SCAN = {"sqlite": "SCAN django_tq_taskresult\n", "postgresql": "Seq Scan", "mysql": "ALL"}
 
 
+@pytest.mark.django_db(transaction=True)  # MySQL's ANALYZE TABLE commits: flush the rows after
 def test_the_filters_use_the_indexes() -> None:
     now = timezone.now()
     rare = {"state": states.FAILURE, "task_name": "rare.task", "queue": "rare", "worker": "tq@rare"}
@@ -163,9 +164,7 @@ def test_the_filters_use_the_indexes() -> None:
             cursor.fetchall()
     for lookups, index in INDEXED:
         plan = TaskResult.objects.filter(**lookups).order_by("-date_created")[:50].explain()
-        (column,) = lookups
-        # ours, or on PostgreSQL the one of task_name's db_index (with its _like twin)
-        assert index in plan or f"django_tq_taskresult_{column}_" in plan, plan
+        assert index in plan, plan
         assert FULL_SCAN[connection.vendor] not in plan + "\n", plan
 
 
