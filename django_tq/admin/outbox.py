@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -24,6 +22,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     """
 
     allow_delete = False
+    actions = None  # nothing to delete in bulk here
     list_display = ("created", "task_name", "task_link", "queue", "priority", "not_before_short")
     list_display_links = ("created",)
     list_filter = ["queue", "task_name"]
@@ -69,6 +68,3 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     @admin.display(description=_("body"))
     def body_pre(self, obj: OutboxMessage) -> SafeString | str:
         return display.pretty_json_text(obj.body)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return {}  # nothing to delete in bulk here

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -28,6 +26,7 @@ class QueueMessageAdmin(ReadOnlyAdmin):
     """
 
     allow_delete = False
+    actions = None  # nothing to delete in bulk here
     list_display = (
         "id",
         "queue",
@@ -87,6 +86,3 @@ class QueueMessageAdmin(ReadOnlyAdmin):
     @admin.display(description=_("payload"))
     def payload_pretty(self, obj: QueueMessage) -> SafeString | str:
         return pretty_json_text(obj.payload)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return {}  # nothing to delete in bulk here

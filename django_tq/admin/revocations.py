@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
@@ -28,6 +26,7 @@ class RevocationAdmin(ReadOnlyAdmin):
     """
 
     allow_delete = False
+    actions = None  # nothing to do in bulk: see the class docstring
     list_display = ["revoked", "task_link", "task_name", "state", "mode", "signal"]
     list_display_links = ["revoked"]
     list_filter = ["terminate", "signal", "created_at"]
@@ -46,9 +45,6 @@ class RevocationAdmin(ReadOnlyAdmin):
                 task_name=Subquery(results.values("task_name")[:1]),
             )
         )
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return {}  # nothing to do in bulk: see the class docstring
 
     @admin.display(description=_("revoked at"), ordering="created_at")
     def revoked(self, obj: Revocation) -> SafeString | str:
