@@ -233,6 +233,8 @@ class RetryPolicy:
     @classmethod
     def from_options(cls, retry: bool | None, policy: Mapping[str, Any] | None) -> RetryPolicy:
         """Read ``apply_async(retry=…, retry_policy={…})``; ``retry=False`` tries once."""
+        if retry is not False and not policy:
+            return DEFAULT_RETRY_POLICY  # the usual call: nothing to read on the hot path
         fields = dict(policy or {})
         unknown = set(fields) - {
             "max_retries", "interval_start", "interval_step", "interval_max", "timeout"
