@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.systems import BROKER_TITLES
-from benchmarks.targets import judge
+from benchmarks.targets import judge, number
 
 Row = dict[str, Any]
 
@@ -34,11 +34,6 @@ def fmt(value: Any, spec: str = ",.0f") -> str:
     if isinstance(value, str):
         return value
     return format(value, spec)
-
-
-def number(row: Row | None, key: str) -> float | None:
-    value = row.get(key) if row else None
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def ratio(a: Any, b: Any) -> str:
@@ -105,7 +100,7 @@ def results_tables(rows: list[Row], by_key: dict[str, Row]) -> list[str]:
     def line(row: Row) -> str:
         return table_row(row["label"], [str(row["n"]), *(cell(row, k) for k in keys)])
 
-    def ratios(label: str, a: Row | None, b: Row | None, names: bool = False) -> str:
+    def ratios(label: str, a: Row | None, b: Row | None) -> str:
         return table_row(label, ["", *(ratio(number(a, k), number(b, k)) for k in keys)])
 
     if db_rows:
@@ -204,6 +199,11 @@ def report(rows: list[Row], skipped: list[tuple[str, str]]) -> str:
     for broker in BROKER_TITLES:
         section = [row for row in rows if row["broker"] == broker and not row["results"]]
         out += broker_section(section)
+    out += [
+        "",
+        "Ratios are django_tq's figure over the other's: above 1 is better for rates (/s), below 1"
+        " for times, CPU and memory.",
+    ]
     out += results_tables(rows, by_key)
     notes = problems(rows, skipped)
     if notes:

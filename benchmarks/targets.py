@@ -32,7 +32,8 @@ class Verdict:
     met: bool | None  # None: not measured in this run
 
 
-def _number(row: Row | None, key: str) -> float | None:
+def number(row: Row | None, key: str) -> float | None:
+    """Return ``row[key]`` if it is a measured figure, else None (missing, a status, a flag)."""
     value = row.get(key) if row else None
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -58,8 +59,8 @@ def versus(
     unit: str = "/s",
 ) -> Verdict:
     """Judge ``ours[key] / best(others)[key]`` against ``threshold`` (``≤`` if ``lower``)."""
-    value = _number(ours, key)
-    candidates = [(v, row) for row in others if row and (v := _number(row, key)) is not None]
+    value = number(ours, key)
+    candidates = [(v, row) for row in others if row and (v := number(row, key)) is not None]
     if value is None or not candidates:
         return Verdict(figure=figure, goal=goal, source=source, measured="—", met=None)
     pick = min if lower else max
@@ -83,7 +84,7 @@ def absolute(
     lower: bool = False,
     unit: str = "",
 ) -> Verdict:
-    value = _number(row, key)
+    value = number(row, key)
     if value is None:
         return Verdict(figure=figure, goal=goal, source=source, measured="—", met=None)
     met = value <= threshold if lower else value >= threshold
@@ -302,7 +303,7 @@ def bulk_enqueue(rows: Rows) -> Verdict:
 
 def sqlite_drain(row: Row | None) -> Verdict:
     goal = "≥ 500/s, no 'database is locked'"
-    rate = _number(row, "drain_rate")
+    rate = number(row, "drain_rate")
     if row is None or rate is None:
         return Verdict(
             figure="drain, django:// SQLite", goal=goal, source=SPEC, measured="—", met=None
