@@ -14,9 +14,11 @@ little left to remove; one far below it has work to do. Each message is ``json [
   prefetch 4 and one ``message.ack()`` per message after the body (on Redis that is kombu's
   Redis QoS: unacked hash and index, two MULTI/EXEC per message).
 * ``pg`` — psycopg 3 on PostgreSQL, autocommit: ``INSERT`` + ``pg_notify`` in one statement to
-  publish; each worker claims and deletes one row in one statement, ``DELETE … WHERE id =
-  (SELECT id … ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING``, then runs the body (the
-  row is gone before the body runs: at-most-once, the fastest shape, so a ceiling and not a
+  publish (a durable commit, as django_tq's ``django://`` publish); each worker claims and
+  deletes up to 4 rows (django_tq's prefetch) in one statement, ``DELETE … WHERE id IN (SELECT
+  id … ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 4) RETURNING``, on a connection with
+  ``synchronous_commit = off`` (as django_tq's consumer connection), then runs the bodies (the
+  rows are gone before the bodies run: at-most-once, the fastest shape, so a ceiling and not a
   design), and ``LISTEN``s with a timeout when the table is empty.
 
 ``python -m benchmarks.raw KIND`` runs one consumer on ``$BENCH_RAW_URL`` until SIGTERM;
@@ -130,8 +132,9 @@ PUBLISH = (
     f"SELECT pg_notify('{QUEUE}', '') FROM i"
 )
 CLAIM = (
-    f"DELETE FROM {QUEUE} WHERE id = "
-    f"(SELECT id FROM {QUEUE} ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING payload"
+    f"DELETE FROM {QUEUE} WHERE id IN "
+    f"(SELECT id FROM {QUEUE} ORDER BY id FOR UPDATE SKIP LOCKED LIMIT {PREFETCH}) "
+    "RETURNING id, payload"
 )
 
 
@@ -154,15 +157,17 @@ def pg_client() -> Iterator[Send]:
 
 def pg_worker() -> None:
     with pg_connect() as conn:
+        conn.execute("SET synchronous_commit = off")
         conn.execute(f"LISTEN {QUEUE}")
         while True:
-            row = conn.execute(CLAIM).fetchone()
-            if row is None:
+            rows = conn.execute(CLAIM).fetchall()
+            if not rows:
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
                     pass
                 continue
-            phase, sent = json.loads(row[0])
-            record(phase, sent)
+            for _, payload in sorted(rows):  # DELETE … RETURNING has no order: run oldest first
+                phase, sent = json.loads(payload)
+                record(phase, sent)
 
 
 # -- entry points -----------------------------------------------------------------------------------------
