@@ -2,7 +2,8 @@
 
 Results off (default): no result backend and ``task_ignore_result``. ``BENCH_RESULTS=1``: results
 in PostgreSQL through django-celery-results (``result_backend="django-db"``), which needs the
-Django settings in ``benchmarks.settings``.
+Django settings in ``benchmarks.settings``. ``BENCH_RESULTS=redis``: Celery's Redis result backend
+on the broker's Redis database (``result_backend`` = the broker URL).
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from celery import Celery
 
 from benchmarks.probe import record
 
-RESULTS = os.environ.get("BENCH_RESULTS") == "1"
+RESULTS = os.environ.get("BENCH_RESULTS", "0")
+BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/11")
 
-if RESULTS:
+if RESULTS == "1":
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
     django.setup()
 
-app = Celery("bench", broker=os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/11"))
+app = Celery("bench", broker=BROKER)
 app.conf.update(
     task_default_queue="celery_bench",
-    task_ignore_result=not RESULTS,
-    result_backend="django-db" if RESULTS else None,
+    task_ignore_result=RESULTS not in ("1", "redis"),
+    result_backend={"1": "django-db", "redis": BROKER}.get(RESULTS),
     worker_hijack_root_logger=False,
     worker_redirect_stdouts=False,
     broker_connection_retry_on_startup=True,

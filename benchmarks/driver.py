@@ -7,8 +7,9 @@
 * ``latency --n 300 --interval 0.01`` — publish N tasks paced ``interval`` apart, each carrying
   its ``time.time()`` at publish so the task body can record the enqueue→start latency.
 
-SYSTEM is ``tq``, ``celery`` or ``procrastinate``. A process per system keeps Django, Celery and
-Procrastinate state from leaking into each other's measurements.
+SYSTEM is a name from ``benchmarks.systems.SYSTEMS`` (``tq``, ``celery``, ``huey``, ``dramatiq``,
+``procrastinate``, ``raw-redis-py``, ``raw-kombu``, ``raw-pg``). A process per system keeps each
+system's state (Django, Celery's app, brokers' connection pools) out of the others' measurements.
 """
 
 from __future__ import annotations
@@ -49,7 +50,42 @@ def procrastinate_client() -> Iterator[Callable[[str, float], Any]]:
         yield lambda phase, sent: noop.defer(phase=phase, sent=sent)
 
 
-CLIENTS = {"tq": tq_client, "celery": celery_client, "procrastinate": procrastinate_client}
+@contextlib.contextmanager
+def huey_client() -> Iterator[Callable[[str, float], Any]]:
+    from benchmarks.huey_app import noop
+
+    yield noop  # calling a Huey task enqueues it
+
+
+@contextlib.contextmanager
+def dramatiq_client() -> Iterator[Callable[[str, float], Any]]:
+    from benchmarks.dramatiq_app import broker, noop
+
+    try:
+        yield noop.send
+    finally:
+        broker.close()
+
+
+def raw_client(kind: str) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    def client() -> contextlib.AbstractContextManager[Any]:
+        from benchmarks import raw
+
+        return raw.client(kind)
+
+    return client
+
+
+CLIENTS: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+    "tq": tq_client,
+    "celery": celery_client,
+    "huey": huey_client,
+    "dramatiq": dramatiq_client,
+    "procrastinate": procrastinate_client,
+    "raw-redis-py": raw_client("redis-py"),
+    "raw-kombu": raw_client("kombu"),
+    "raw-pg": raw_client("pg"),
+}
 
 
 def setup(system: str) -> dict[str, Any]:
@@ -66,6 +102,10 @@ def setup(system: str) -> dict[str, Any]:
 
         with app.open():
             app.schema_manager.apply_schema()
+    elif system == "raw-pg":
+        from benchmarks.raw import pg_setup
+
+        pg_setup()
     return {"seconds": time.perf_counter() - started}
 
 

@@ -26,20 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import (
-    PG_DB,
-    PG_PROCRASTINATE_DB,
-    REPO,
-    Context,
-    Recorder,
-    Scenario,
-    WorkerGroup,
-    drop_pg,
-    prepare,
-    process_tree,
-    run_driver,
-    worker_commands,
-)
+from benchmarks.processes import Recorder, WorkerGroup, process_tree, run_driver
+from benchmarks.run import Context, drop_pg, prepare
+from benchmarks.systems import BROKER_TITLES, PG_DATABASES, REPO, SYSTEMS, Scenario, worker_commands
 
 # Stages of a consumer or publisher: (stage, [(function name, file substring), ...]). A sample
 # belongs to the stage of the innermost frame that matches (so the probe inside ``execute`` is
@@ -151,13 +140,13 @@ def profile_enqueue(args: argparse.Namespace, ctx: Context, sc: Scenario) -> Non
     record_dir = Path(tempfile.mkdtemp(dir=ctx.workdir))
     env = ctx.env(sc, record_dir)
     prepare(ctx, sc, env)
-    plain = run_driver(ctx, sc, env, "enqueue", 600, "--n", str(args.n))
+    plain = run_driver(sc.system, env, "enqueue", 600, "--n", str(args.n))
     print(
         f"enqueue without profiler: {plain['rate']:,.0f}/s = {1e6 / plain['rate']:.0f} µs per task"
     )
     prepare(ctx, sc, env)
     out = ctx.workdir / "enqueue.prof"
-    profiled = run_driver(ctx, sc, env, "enqueue", 600, "--n", str(args.n), "--profile", str(out))
+    profiled = run_driver(sc.system, env, "enqueue", 600, "--n", str(args.n), "--profile", str(out))
     print(
         f"enqueue under cProfile: {profiled['rate']:,.0f}/s (cProfile inflates Python-heavy code)"
     )
@@ -193,14 +182,14 @@ def profile_worker(args: argparse.Namespace, ctx: Context, sc: Scenario) -> None
     record_dir = Path(tempfile.mkdtemp(dir=ctx.workdir))
     env = ctx.env(sc, record_dir)
     prepare(ctx, sc, env)
-    run_driver(ctx, sc, env, "enqueue", 600, "--n", str(args.n))
+    run_driver(sc.system, env, "enqueue", 600, "--n", str(args.n))
     recorder = Recorder(record_dir)
     group = WorkerGroup(worker_commands(sc), env, ctx.workdir / "worker.log")
     spies: list[tuple[int, Path, subprocess.Popen[bytes]]] = []
     try:
         # attach as soon as the pool's children exist (they start on a backlog at once)
         deadline = time.monotonic() + 20
-        want = 3 if sc.system in ("tq", "celery") else 2
+        want = 3 if len(worker_commands(sc)) == 1 else 2  # a parent and 2 children, or 2 alone
         pids: list[int] = []
         while time.monotonic() < deadline:
             pids = [p for p in process_tree(group.pids()) if _is_python(p)]
@@ -262,21 +251,28 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("what", choices=["enqueue", "worker"])
-    parser.add_argument(
-        "--broker", default="redis", choices=["redis", "amqp", "postgres", "sqlite"]
-    )
-    parser.add_argument("--system", default="tq", choices=["tq", "celery", "procrastinate"])
+    parser.add_argument("--broker", default="redis", choices=list(BROKER_TITLES))
+    parser.add_argument("--system", default="tq", choices=list(SYSTEMS))
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
         "--min-us", type=float, default=1.0, help="hide functions under this many µs per task"
     )
-    parser.add_argument("--results", action="store_true", help="results on (django_tq defaults)")
+    parser.add_argument(
+        "--results",
+        nargs="?",
+        const="db",
+        default="",
+        choices=["db", "redis"],
+        help="results on: db (django_tq defaults, the default) or redis (django-cache on django-redis)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="tq-profile-"))
     ns = argparse.Namespace(n=args.n, results_n=args.n, timeout_scale=1.0)
     ctx = Context(ns, workdir)
+    if args.broker not in SYSTEMS[args.system].brokers:
+        parser.error(f"{args.system} does not run on {args.broker}")
     sc = Scenario(args.broker, args.system, results=args.results)
     print(f"profiling {args.what} of {sc.label}, N={args.n}; files in {workdir}")
     try:
@@ -285,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             profile_worker(args, ctx, sc)
     finally:
-        drop_pg(PG_DB)
-        drop_pg(PG_PROCRASTINATE_DB)
+        for name in PG_DATABASES:
+            drop_pg(name)
     return 0
 
 

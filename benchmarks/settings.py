@@ -7,8 +7,10 @@ Environment:
 * ``BENCH_TQ_BROKER`` — ``TQ["BROKER_URL"]`` (default ``django://``);
 * ``BENCH_CELERY_RESULTS`` — ``1`` adds django-celery-results (Celery's results-on processes only);
 * ``BENCH_TQ_TRANSPORT_OPTIONS`` — JSON for ``TQ["BROKER_TRANSPORT_OPTIONS"]`` (what-if runs);
-* ``BENCH_RESULTS`` — ``1`` keeps django_tq's defaults (results in the database, ``TRACK_ENQUEUED``);
-  otherwise ``RESULT_BACKEND=None, TRACK_ENQUEUED=False`` as for the peers.
+* ``BENCH_RESULTS`` — ``1`` keeps django_tq's defaults (results in the database, ``TRACK_ENQUEUED``,
+  ``TRACK_STARTED``); ``redis`` the same with ``RESULT_BACKEND="django-cache"`` on a django-redis
+  ``default`` cache at ``$BENCH_TQ_CACHE_URL``; otherwise ``RESULT_BACKEND=None,
+  TRACK_ENQUEUED=False`` as for the peers.
 """
 
 from __future__ import annotations
@@ -55,7 +57,14 @@ else:
         }
     }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+if os.environ.get("BENCH_RESULTS") == "redis":
+    CACHES["default"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ.get("BENCH_TQ_CACHE_URL", "redis://127.0.0.1:6379/12"),
+    }
 
 TQ: dict[str, object] = {
     "BROKER_URL": os.environ.get("BENCH_TQ_BROKER", "django://"),
@@ -65,7 +74,9 @@ TQ: dict[str, object] = {
 # what-if experiments, e.g. BENCH_TQ_TRANSPORT_OPTIONS='{"confirm_publish": false}'
 if os.environ.get("BENCH_TQ_TRANSPORT_OPTIONS"):
     TQ["BROKER_TRANSPORT_OPTIONS"] = json.loads(os.environ["BENCH_TQ_TRANSPORT_OPTIONS"])
-if os.environ.get("BENCH_RESULTS") != "1":
+if os.environ.get("BENCH_RESULTS") == "redis":
+    TQ["RESULT_BACKEND"] = "django-cache"
+elif os.environ.get("BENCH_RESULTS") != "1":
     TQ.update(RESULT_BACKEND=None, TRACK_ENQUEUED=False)
 
 LOGGING = {
