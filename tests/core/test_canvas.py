@@ -29,6 +29,7 @@ from tests.testapp.tasks import (
     mul,
     on_error,
     on_error_old_style,
+    record_call,
     record_sum,
     replaced_by_add,
     replaced_by_chord,
@@ -183,6 +184,30 @@ def test_link_and_link_error() -> None:
     assert child.get(timeout=5) == 15
     labels = list(Execution.objects.filter(task_id=broken.id).values_list("label", flat=True))
     assert sorted(labels) == ["errback:ValueError:bad", "old-errback"]
+
+
+IMMUTABLE_CALLS = ["call:'chord-failed'|", "call:'link-error'|", "call:'linked'|"]
+
+
+def test_immutable_callbacks_and_errbacks_get_exactly_their_own_arguments() -> None:
+    with capture() as queue:
+        add.apply_async((1, 2), link=record_call.si("linked"))
+        fail.apply_async(("bad",), link_error=record_call.si("link-error"))
+        body = record_sum.s().on_error(record_call.si("chord-failed"))
+        chord([add.s(1, 1), fail.s("header broke")], body).delay()
+        queue.run_all()
+    calls = Execution.objects.filter(label__startswith="call:").values_list("label", flat=True)
+    assert sorted(calls) == IMMUTABLE_CALLS
+
+
+def test_immutable_callbacks_and_errbacks_in_eager_mode(settings: Any) -> None:
+    """An eager chord raises its header's error at the call (as Celery's): no chord errback."""
+    settings.TQ = {**settings.TQ, "ALWAYS_EAGER": True}
+    assert add.apply_async((1, 2), link=record_call.si("linked")).get() == 3
+    with pytest.raises(ValueError, match="bad"):
+        fail.apply_async(("bad",), link_error=record_call.si("link-error"))
+    calls = Execution.objects.filter(label__startswith="call:").values_list("label", flat=True)
+    assert sorted(calls) == IMMUTABLE_CALLS[1:]
 
 
 def test_a_failed_chain_step_fails_the_rest_instead_of_leaving_it_pending() -> None:
