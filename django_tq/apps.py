@@ -1,4 +1,5 @@
-"""The Django app: autodiscovers every installed app's ``tasks.py`` and wires settings reloads."""
+"""The Django app: autodiscovers every installed app's ``tasks.py``, wires settings reloads, and
+registers django_tq's transports with kombu (so ``kombu.Connection("django://")`` works)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ class DjangoTQConfig(AppConfig):
         from django_tq.canvas import builtins  # noqa: F401 - registers map, starmap, accumulate
         from django_tq.conf import reload_on_setting_changed, tq_settings
         from django_tq.converters import NAME, TaskIdConverter
+        from django_tq.transport import register_with_kombu
 
         if NAME not in get_converters():
             register_converter(TaskIdConverter, NAME)
 
+        register_with_kombu()
         setting_changed.connect(reload_on_setting_changed, dispatch_uid="django_tq.conf.reload")
         autodiscover_modules("tasks")
         for module in tq_settings.IMPORTS:

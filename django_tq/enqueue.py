@@ -121,7 +121,8 @@ class OutboxPublish:
 
 @dataclass(frozen=True, slots=True)
 class CommitMarker:
-    """Marks a ``django://`` message written inside an open transaction (invisible until commit)."""
+    """Marks a message row written inside an open transaction: a ``django://`` queue row or a
+    parked row, invisible to workers until the commit."""
 
     task_id: str
 
@@ -180,6 +181,8 @@ def enqueue(
     wait_for_commit = tq_settings.PUBLISH_ON_COMMIT if on_commit is None else on_commit
     if parking.should_park(message) and not _sinks:
         parking.park(message, wire, using=alias)  # commits or rolls back with the caller
+        if in_transaction:
+            transaction.on_commit(CommitMarker(message.id), using=alias)
     elif broker.database_alias == alias and not _sinks:
         # The message row is written by the caller's connection: it commits with the caller.
         publish_now(message, wire, broker)
@@ -229,12 +232,15 @@ def publish_now(
     signals.send(signals.after_task_publish, sender=message.task, message=message)
 
 
-def is_waiting_for_commit(task_id: str, using: str | None = None) -> bool:
-    """Return whether ``task_id``'s publish is waiting for an atomic block to commit."""
-    connection = connections[using or default_alias()]
-    if not connection.in_atomic_block:
-        return False
+def is_waiting_for_commit(task_id: str) -> bool:
+    """Return whether ``task_id``'s publish waits for an atomic block of this thread to commit.
+
+    On any alias: a publish waiting in an ``on_commit`` callback, or a row no worker can see
+    before the commit (a ``django://`` message, a parked message, an outbox row).
+    """
     return any(
         isinstance(func, PendingPublish | OutboxPublish | CommitMarker) and func.task_id == task_id
+        for connection in connections.all(initialized_only=True)
+        if connection.in_atomic_block
         for _sids, func, *_ in connection.run_on_commit
     )

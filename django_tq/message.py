@@ -5,6 +5,9 @@ is not) plus a body holding ``{"args": [...], "kwargs": {...}}`` in the task's s
 that is part of a workflow also carries, in the ``canvas`` header, the signatures (as JSON dicts,
 see ``django_tq.canvas``) of what follows it: the rest of its chain, its callbacks and errbacks,
 and the id of the chord it counts towards.
+
+Producers that are not django_tq (plain kombu, another service) write this format by hand:
+docs/transports.md ("The wire format") lists the headers they may send.
 """
 
 from __future__ import annotations

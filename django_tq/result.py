@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
+#: a handle as plain data, in Celery's shape: ``((id, parent's tuple or None), None)`` for a task,
+#: ``((id, parent's tuple or None), [member tuples])`` for a group (lists once through JSON)
+ResultTuple = tuple[tuple[str, Any], list[Any] | None]
+
 
 class AsyncResult(Generic[R]):
     """The state and outcome of a task, read from the result backend.
@@ -225,14 +229,18 @@ class AsyncResult(Generic[R]):
         self.backend.forget(self.id)
         self._final = None
 
-    def as_tuple(self) -> tuple[str, None]:
-        """Return a tuple that :meth:`from_tuple` turns back into this handle."""
-        return (self.id, None)
+    def as_tuple(self) -> ResultTuple:
+        """Return this handle and its parents as plain data (Celery's shape), for :meth:`from_tuple`."""
+        parent = self.parent
+        return ((self.id, parent.as_tuple() if parent is not None else None), None)
 
     @classmethod
-    def from_tuple(cls, value: tuple[str, Any]) -> AsyncResult[Any]:
-        """Rebuild a handle from :meth:`as_tuple`."""
-        return cls(value[0])
+    def from_tuple(cls, value: ResultTuple | Any) -> AsyncResult[Any]:
+        """Rebuild a handle, its parents included, from :meth:`as_tuple` (or Celery's)."""
+        handle = result_from_tuple(value)
+        if not isinstance(handle, AsyncResult):
+            raise TypeError(f"{value!r} is a group's tuple: use GroupResult.from_tuple().")
+        return handle
 
 
 class EagerResult(AsyncResult[R]):
@@ -369,11 +377,37 @@ class GroupResult:
             return None
         return cls(id, [AsyncResult(task_id) for task_id in ids])
 
-    def as_tuple(self) -> tuple[str, list[tuple[str, None]]]:
-        """Return a tuple that :meth:`from_tuple` turns back into this handle."""
-        return (self.id, [result.as_tuple() for result in self.results])
+    def as_tuple(self) -> ResultTuple:
+        """Return the group, its members and its parents as plain data, for :meth:`from_tuple`."""
+        parent = self.parent
+        return (
+            (self.id, parent.as_tuple() if parent is not None else None),
+            [result.as_tuple() for result in self.results],
+        )
 
     @classmethod
-    def from_tuple(cls, value: tuple[str, list[tuple[str, Any]]]) -> GroupResult:
-        """Rebuild a handle from :meth:`as_tuple`."""
-        return cls(value[0], [AsyncResult.from_tuple(item) for item in value[1]])
+    def from_tuple(cls, value: ResultTuple | Any) -> GroupResult:
+        """Rebuild a group handle, its members and parents included, from :meth:`as_tuple`."""
+        handle = result_from_tuple(value)
+        if not isinstance(handle, GroupResult):
+            raise TypeError(f"{value!r} is a task's tuple: use AsyncResult.from_tuple().")
+        return handle
+
+
+def result_from_tuple(value: ResultTuple | Any) -> AsyncResult[Any] | GroupResult:
+    """Rebuild the handle ``as_tuple()`` made (a task's or a group's), parents included.
+
+    Also reads the older flat forms, ``(id, None)`` and ``(id, [member tuples])``.
+    """
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"Not a result tuple: {value!r}")
+    node, members = value
+    task_id, parent = node if isinstance(node, list | tuple) else (node, None)
+    handle: AsyncResult[Any] | GroupResult
+    if members is not None:
+        handle = GroupResult(task_id, [AsyncResult.from_tuple(member) for member in members])
+    else:
+        handle = AsyncResult(task_id)
+    if parent:
+        handle.parent = result_from_tuple(parent)
+    return handle

@@ -134,7 +134,8 @@ def _takes_request(sig: Signature) -> bool:
 
 def _errbacks(message: TaskMessage, outcome: Outcome, place: Placement, *, eager: bool) -> None:
     """Call each errback: new-style ones inline with (request, exc, traceback) as in Celery;
-    old-style ones (taking one argument) are applied with the failed task's id."""
+    old-style ones (taking one argument) are applied with the failed task's id; immutable ones
+    (``.si()``) are applied with exactly their own arguments."""
     if not message.link_error:
         return
     from django_tq.execution import build_request
@@ -143,7 +144,9 @@ def _errbacks(message: TaskMessage, outcome: Outcome, place: Placement, *, eager
     error = _error(outcome)
     for entry in message.link_error:
         errback = signature(entry)
-        if _takes_request(errback):
+        if errback.immutable:
+            _apply(errback, (), place, eager=eager)
+        elif _takes_request(errback):
             try:
                 registry.get(errback.task)(
                     request, error, outcome.traceback, *errback.args, **errback.kwargs

@@ -3,7 +3,7 @@
 ``TQ_TEST_DB`` picks the database: ``sqlite`` (default, a file so worker subprocesses share it),
 ``postgres`` or ``mysql`` (the local services). ``TQ_TEST_DB_NAME`` makes a worker subprocess use
 the test database the pytest process created; ``TQ_TEST_PG_PORT`` points it at another PostgreSQL
-(the fault tests' private cluster).
+(the fault tests' private cluster). ``other`` is a second alias of the same database.
 """
 
 import json
@@ -96,6 +96,14 @@ else:
             "TEST": {"NAME": db_file},
         }
     }
+
+#: a second alias of the same database (a connection of its own, so transactions of its own), for
+#: what must hold on every alias (``using=``, ``django://?alias=other``), as a project with a
+#: ``queue`` alias for the transport has. A test mirror: no second test database on any leg, and
+#: migrations run on ``default`` only (tests.routers). On SQLite the two share the file's one
+#: writer: inside ``atomic(using="other")`` a write on ``default`` waits for that transaction.
+DATABASES["other"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+DATABASE_ROUTERS = ["tests.routers.MigrateDefaultOnly"]
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -9,7 +9,8 @@
 * On PostgreSQL the insert sends ``NOTIFY django_tq`` (delivered at commit) and idle consumers
   ``LISTEN``, so an idle worker wakes in about a round trip instead of a polling interval.
 
-``django://?alias=queue`` puts the queue in another database alias.
+``django://?alias=queue`` puts the queue in another database alias (read from the URL by the
+transport itself, so ``kombu.Connection("django://?alias=queue")`` works outside django_tq too).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import select
 from collections.abc import Collection
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import F
@@ -292,6 +294,8 @@ class Transport(LeasedTransport):
     Channel = Channel
     driver_type = "sql"
     driver_name = "django"
+    #: kombu hands the URL over as is: the query string carries ``alias``, not a host
+    can_parse_url = True
     connection_errors = (OperationalError, InterfaceError)
     channel_errors = (DatabaseError,)
 
@@ -301,7 +305,12 @@ class Transport(LeasedTransport):
 
     @staticmethod
     def _alias_from(client: Any) -> str:
-        return str(client.transport_options.get("alias") or "default")
+        """Return the alias of ``transport_options``, else of the URL (``django://?alias=…``)."""
+        alias = client.transport_options.get("alias")
+        url = client.hostname or ""
+        if not alias and "://" in url:
+            alias = dict(parse_qsl(urlsplit(url).query)).get("alias")
+        return str(alias or "default")
 
     def establish_connection(self) -> Any:
         if self.alias not in connections:

@@ -9,6 +9,7 @@ from django.test import TestCase
 from django.utils import timezone
 
 from django_tq import AsyncResult, send_task, states
+from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import PayloadTooLarge, PublishError, TaskError
 from django_tq.models import QueueMessage, TaskResult
 from django_tq.testing import capture
@@ -95,6 +96,50 @@ def test_get_inside_the_publishing_transaction_raises_instead_of_hanging(setting
         result = add.delay(1, 2)
         with pytest.raises(RuntimeError, match="commits"):
             result.get()  # no timeout: without the guard this would wait forever
+
+
+def _waiting_publish(case: str, alias: str) -> tuple[dict, dict]:
+    """Return the TQ changes and apply_async options that make ``case``'s publish wait."""
+    # On SQLite ``other`` shares the default's file and writer: the QUEUED row, written on
+    # ``default``, would wait for the open transaction on ``other``. The check needs no row.
+    tracking = {"TRACK_ENQUEUED": alias == "default"}
+    if case == "message row":  # the django:// queue on the caller's alias
+        url = "django://" if alias == "default" else f"django://?alias={alias}"
+        return {"BROKER_URL": url, **tracking}, {}
+    if case == "parked row":  # an ETA beyond ETA_HORIZON_SECONDS
+        return {"BROKER_URL": "django://", **tracking}, {"countdown": 3600}
+    if case == "outbox row":
+        return {"BROKER_URL": "memory://", "OUTBOX": True, **tracking}, {}
+    return {"BROKER_URL": "memory://", **tracking}, {}  # an on-commit callback
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+@pytest.mark.parametrize("alias", ["default", "other"])
+@pytest.mark.parametrize("case", ["message row", "parked row", "outbox row", "on-commit callback"])
+def test_get_on_a_publish_waiting_for_commit_raises_on_every_alias(settings, case, alias):
+    changes, options = _waiting_publish(case, alias)
+    settings.TQ = {**settings.TQ, **changes}
+    with transaction.atomic(using=alias):
+        result = add.apply_async((1, 2), using=alias, **options)
+        assert is_waiting_for_commit(result.id)
+        assert not is_waiting_for_commit("another-task")
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="published when the current transaction commits"):
+            result.get(timeout=10)
+        assert time.monotonic() - started < 2  # at once, not after the timeout
+    assert not is_waiting_for_commit(result.id)
+    with pytest.raises(TimeoutError):  # committed: now it only waits for a worker
+        result.get(timeout=0.2)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_a_publish_on_an_alias_without_a_transaction_does_not_wait(settings):
+    settings.TQ = {**settings.TQ, "BROKER_URL": "memory://", "TRACK_ENQUEUED": False}
+    with transaction.atomic(using="default"):
+        result = add.apply_async((1, 2), using="other")  # published at once
+        assert not is_waiting_for_commit(result.id)
+        with pytest.raises(TimeoutError):
+            result.get(timeout=0.2)
 
 
 @pytest.mark.django_db(transaction=True)

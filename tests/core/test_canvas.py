@@ -7,6 +7,7 @@ captured) or eagerly; tests/core/test_canvas_worker.py runs them in real workers
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from tests.testapp.tasks import (
     mul,
     on_error,
     on_error_old_style,
+    record_call,
     record_sum,
     replaced_by_add,
     replaced_by_chord,
@@ -183,6 +185,68 @@ def test_link_and_link_error() -> None:
     assert child.get(timeout=5) == 15
     labels = list(Execution.objects.filter(task_id=broken.id).values_list("label", flat=True))
     assert sorted(labels) == ["errback:ValueError:bad", "old-errback"]
+
+
+IMMUTABLE_CALLS = ["call:'chord-failed'|", "call:'link-error'|", "call:'linked'|"]
+
+
+def test_immutable_callbacks_and_errbacks_get_exactly_their_own_arguments() -> None:
+    with capture() as queue:
+        add.apply_async((1, 2), link=record_call.si("linked"))
+        fail.apply_async(("bad",), link_error=record_call.si("link-error"))
+        body = record_sum.s().on_error(record_call.si("chord-failed"))
+        chord([add.s(1, 1), fail.s("header broke")], body).delay()
+        queue.run_all()
+    calls = Execution.objects.filter(label__startswith="call:").values_list("label", flat=True)
+    assert sorted(calls) == IMMUTABLE_CALLS
+
+
+def test_immutable_callbacks_and_errbacks_in_eager_mode(settings: Any) -> None:
+    """An eager chord raises its header's error at the call (as Celery's): no chord errback."""
+    settings.TQ = {**settings.TQ, "ALWAYS_EAGER": True}
+    assert add.apply_async((1, 2), link=record_call.si("linked")).get() == 3
+    with pytest.raises(ValueError, match="bad"):
+        fail.apply_async(("bad",), link_error=record_call.si("link-error"))
+    calls = Execution.objects.filter(label__startswith="call:").values_list("label", flat=True)
+    assert sorted(calls) == IMMUTABLE_CALLS[1:]
+
+
+def test_as_tuple_keeps_the_parent_chain_in_celerys_shape_and_round_trips() -> None:
+    with capture() as queue:
+        result = (add.s(1, 2) | add.s(3) | mul.s(10)).delay()
+        queue.run_all()
+    middle, first = result.parent, result.parent.parent
+    as_tuple = result.as_tuple()
+    assert as_tuple == ((result.id, ((middle.id, ((first.id, None), None)), None)), None)
+    for value in (as_tuple, json.loads(json.dumps(as_tuple))):  # lists once stored as JSON
+        rebuilt = AsyncResult.from_tuple(value)
+        assert [rebuilt.id, rebuilt.parent.id, rebuilt.parent.parent.id] == [
+            result.id,
+            middle.id,
+            first.id,
+        ]
+        assert rebuilt.parent.parent.parent is None
+        assert (rebuilt.get(timeout=5), rebuilt.parent.get(timeout=5)) == (60, 6)
+        assert rebuilt.as_tuple() == as_tuple
+
+
+def test_a_chord_result_tuple_holds_its_header_group() -> None:
+    with capture() as queue:
+        result = chord([add.s(1, 1), add.s(2, 2)], tsum.s()).delay()
+        queue.run_all()
+    header = result.parent
+    members = [((member.id, None), None) for member in header.results]
+    assert result.as_tuple() == ((result.id, ((header.id, None), members)), None)
+    rebuilt = AsyncResult.from_tuple(json.loads(json.dumps(result.as_tuple())))
+    assert isinstance(rebuilt.parent, GroupResult)
+    assert rebuilt.parent.id == header.id
+    assert rebuilt.parent.join(timeout=5) == [2, 4]
+    assert GroupResult.from_tuple(header.as_tuple()).results == header.results
+    assert AsyncResult.from_tuple(("old-form", None)).id == "old-form"  # before parents were kept
+    with pytest.raises(TypeError, match="group's tuple"):
+        AsyncResult.from_tuple(header.as_tuple())
+    with pytest.raises(TypeError, match="task's tuple"):
+        GroupResult.from_tuple(result.as_tuple())
 
 
 def test_a_failed_chain_step_fails_the_rest_instead_of_leaving_it_pending() -> None:

@@ -12,11 +12,20 @@ import pytest
 
 from django_tq import chain, chord, group, states
 from django_tq.exceptions import TaskError
-from django_tq.models import ChordCounter
+from django_tq.models import ChordCounter, TaskResult
 from django_tq.result import AsyncResult
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
-from tests.testapp.tasks import add, fail, mul, on_error, record_sum, slow_add, tsum
+from tests.testapp.tasks import (
+    add,
+    fail,
+    mul,
+    on_error,
+    record_call,
+    record_sum,
+    slow_add,
+    tsum,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,6 +81,34 @@ def test_link_error_runs_once_with_the_exception(broker_url: str, start_worker: 
     assert list(Execution.objects.values_list("task_id", "label")) == [
         (broken.id, "errback:ValueError:bad input")
     ]
+
+
+def test_immutable_callbacks_and_errbacks_get_exactly_their_own_arguments(
+    broker_url: str, start_worker: Any
+) -> None:
+    start_worker("-P", "prefork", "-c", "2")
+    linked = add.apply_async((1, 2), link=record_call.si("linked"))
+    broken = fail.apply_async(("bad input",), link_error=record_call.si("link-error"))
+    body = record_sum.s().on_error(record_call.si("chord-failed"))
+    failed_chord = chord([add.s(1, 1), fail.s("header broke")], body).delay()
+    assert linked.get(timeout=30) == 3
+    with pytest.raises(ValueError, match="bad input"):
+        broken.get(timeout=30)
+    with pytest.raises(ValueError, match="header broke"):
+        failed_chord.get(timeout=30)
+    calls = Execution.objects.filter(label__startswith="call:")
+    wait_for(lambda: calls.count() == 3, what="the callback and both errbacks")
+    assert add.delay(2, 2).get(timeout=30) == 4
+    assert sorted(calls.values_list("label", flat=True)) == [
+        "call:'chord-failed'|",
+        "call:'link-error'|",
+        "call:'linked'|",
+    ]
+    ran = dict(calls.values_list("label", "task_id"))
+    parents = dict(TaskResult.objects.values_list("task_id", "parent_id"))
+    assert parents[ran["call:'linked'|"]] == linked.id  # each one its own task, in the graph
+    assert parents[ran["call:'link-error'|"]] == broken.id
+    assert not Execution.objects.filter(label="body").exists()
 
 
 def test_a_chord_survives_a_worker_killed_mid_header(
