@@ -3,7 +3,9 @@
 ``TQ_TEST_DB`` picks the database: ``sqlite`` (default, a file so worker subprocesses share it),
 ``postgres`` or ``mysql`` (the local services). ``TQ_TEST_DB_NAME`` makes a worker subprocess use
 the test database the pytest process created; ``TQ_TEST_PG_PORT`` points it at another PostgreSQL
-(the fault tests' private cluster).
+(the fault tests' private cluster). ``TQ_TEST_SQLITE_STOCK=1`` gives SQLite the ``DATABASES`` that
+``django-admin startproject`` writes (no ``OPTIONS``: deferred transactions, a 5 s busy timeout,
+the journal mode the file has).
 """
 
 import json
@@ -96,6 +98,8 @@ else:
             "TEST": {"NAME": db_file},
         }
     }
+    if os.environ.get("TQ_TEST_SQLITE_STOCK") == "1":
+        del DATABASES["default"]["OPTIONS"]
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
