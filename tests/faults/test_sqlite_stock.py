@@ -177,10 +177,7 @@ def test_worker_beat_and_web_writers_share_a_stock_sqlite_file(tmp_path: Path) -
         gaps = {later - earlier for earlier, later in pairwise(_when(r[0]) for r in runs)}
         assert gaps == {SECOND}, sorted(gaps)
         beat_runs = Counter(
-            task_id
-            for task_id, rows in executions.items()
-            for label, _ in rows
-            if label == "beat"
+            task_id for task_id, rows in executions.items() for label, _ in rows if label == "beat"
         )
         assert set(beat_runs) == {task_id for _, task_id, _ in runs}
         assert set(beat_runs.values()) == {1}
