@@ -26,11 +26,12 @@ system check ``tq.W002`` asks for :func:`recommended_options` there.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 
 logger = logging.getLogger("django_tq.sqlite")
 
@@ -39,6 +40,8 @@ BUSY_TIMEOUT = 20
 #: the transaction modes that take the write lock at ``BEGIN``
 WRITE_LOCKING = frozenset({"IMMEDIATE", "EXCLUSIVE"})
 WAL_PRAGMA = "PRAGMA journal_mode=WAL;"
+#: how long a process keeps trying to switch a busy file to WAL when it starts
+WAL_SWITCH_SECONDS = 5.0
 
 
 def is_shared_file(settings_dict: dict[str, Any]) -> bool:
@@ -124,22 +127,33 @@ def prepare_process() -> None:
             turn_on_wal(alias)
 
 
-def turn_on_wal(alias: str) -> bool:
+def turn_on_wal(alias: str, *, within: float = WAL_SWITCH_SECONDS) -> bool:
     """Switch ``alias``'s file to WAL if it is not in it yet; return whether it is in WAL now.
 
-    Through a connection of its own. A database that cannot switch now (another connection is in
-    a transaction, a read-only file) stays as it is, with a warning: everything still works, with
-    more waiting for locks.
+    Through a connection of its own. The switch needs a moment when no other connection writes
+    (SQLite refuses it at once, without waiting, while one does), so it is tried again every
+    50 ms for ``within`` seconds. A database that cannot switch (always busy meanwhile, a
+    read-only file) stays as it is, with a warning: everything still works, with more waiting for
+    locks, and the next django_tq process to start tries again.
     """
     connection = connections.create_connection(alias)
-    connection.settings_dict = own_settings(connection.settings_dict)
+    own = own_settings(connection.settings_dict)
+    connection.settings_dict = {**own, "OPTIONS": {**own["OPTIONS"], "timeout": 0.1}}
+    deadline = time.monotonic() + within
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA journal_mode")
-            if str(cursor.fetchone()[0]).lower() == "wal":
-                return True
-            cursor.execute("PRAGMA journal_mode=WAL")
-            mode = str(cursor.fetchone()[0]).lower()
+        while True:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA journal_mode")
+                    if str(cursor.fetchone()[0]).lower() == "wal":
+                        return True
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    mode = str(cursor.fetchone()[0]).lower()
+                break
+            except OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
     except DatabaseError as exc:
         logger.warning(
             "Could not switch the SQLite database %r to WAL (%s); it keeps its journal mode",

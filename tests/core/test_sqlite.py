@@ -44,10 +44,15 @@ def other_writer() -> Iterator[sqlite3.Connection]:
     db.close()
 
 
-def _hold_write_lock(db: sqlite3.Connection, seconds: float) -> threading.Thread:
+def _hold_write_lock(
+    db: sqlite3.Connection, seconds: float, table: str = "testapp_order"
+) -> threading.Thread:
     """Take the write lock on ``db`` now (a row written, not committed); commit after ``seconds``."""
     db.execute("BEGIN IMMEDIATE")
-    db.execute("INSERT INTO testapp_order (number) VALUES ('other')")
+    if table == "testapp_order":
+        db.execute("INSERT INTO testapp_order (number) VALUES ('other')")
+    else:
+        db.execute(f"INSERT INTO {table} VALUES (1)")
     committer = threading.Timer(seconds, lambda: db.execute("COMMIT"))
     committer.start()
     return committer
@@ -125,9 +130,11 @@ def test_prepare_process_sets_a_busy_timeout_and_switches_the_file_to_wal(
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")
     path = tmp_path / "stock.sqlite3"
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("CREATE TABLE t (x)")
-    db.close()
+    # Another process is writing when the worker starts: SQLite refuses the switch while it does,
+    # so the switch is tried again until the writer commits.
+    committer = _hold_write_lock(db, 3.0, table="t")
     script = (
         "import django, json; django.setup()\n"
         "from django.db import connection\n"
@@ -140,6 +147,8 @@ def test_prepare_process_sets_a_busy_timeout_and_switches_the_file_to_wal(
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, timeout=60
     )
+    committer.join()
+    db.close()
     assert done.returncode == 0, done.stderr.decode()
     assert json.loads(done.stdout) == {"timeout": sqlite.BUSY_TIMEOUT}
     assert b"Switched the SQLite database 'default' to WAL" in done.stderr

@@ -167,6 +167,12 @@ def test_worker_beat_and_web_writers_share_a_stock_sqlite_file(tmp_path: Path) -
             task_id: min(when for _, when in executions[task_id]) - due[task_id]
             for task_id in enqueued
         }
+        refused = Counter(report["where"] for report in reports if "refused" in report)
+        print(
+            f"{len(enqueued)} web tasks enqueued (refused by the web's own settings: "
+            f"{dict(refused)}), "
+            f"{len(runs)} beat runs; latest start {max(lateness.values())} after its time"
+        )
         late = {task_id: late for task_id, late in lateness.items() if late > LATE}
         assert late == {}, f"{len(late)} of {len(enqueued)} tasks ran late: {late}"
         assert all(len(executions[task_id]) == 1 for task_id in enqueued)

@@ -3,9 +3,10 @@
 For SECONDS, in a loop: a view-like transaction (read, then write an ``Order`` row and enqueue a
 ``record`` task with a countdown in the same ``atomic()``), then an enqueue outside any
 transaction. Prints one JSON line per task whose ``.apply_async()`` returned and committed
-(``{"id": …}``; its ETA is on its result row), and ``{"refused": error}`` for a call or transaction that raised: the
-web process keeps the settings it was given, so its own transactions may fail under load; a test
-counts only the tasks that were really enqueued. Ends with ``{"done": iterations}``.
+(``{"id": …}``; its ETA is on its result row), and ``{"refused": error, "where": …}`` for a call
+or transaction that raised: the web process keeps the settings it was given, so its own
+transactions may fail under load; a test counts only the tasks that were really enqueued. Ends
+with ``{"done": iterations}``.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ def main(seconds: float) -> None:
                 )
             report(id=result.id)
         except DatabaseError as exc:
-            report(refused=repr(exc))
+            report(refused=repr(exc), where="atomic")
         try:
             result = record.apply_async(kwargs={"label": "web"}, countdown=random.uniform(0, 4))
             report(id=result.id)
         except DatabaseError as exc:
-            report(refused=repr(exc))
+            report(refused=repr(exc), where="autocommit")
         time.sleep(random.uniform(0.01, 0.05))
     report(done=iterations)
 
