@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,19 +14,13 @@ from django.db import OperationalError
 from django_tq.beat import scheduler as scheduler_module
 from django_tq.beat.scheduler import Scheduler
 from django_tq.models import PeriodicTask
-from django_tq.testing import CapturedQueue, capture
+from django_tq.testing import CapturedQueue
 from tests.beat.conftest import RECORD, make_task, utc
 
 pytestmark = pytest.mark.django_db
 
 T0 = utc("2024-05-01 12:00")
 LOCKED = OperationalError("database is locked")
-
-
-@pytest.fixture
-def queue() -> Iterator[CapturedQueue]:
-    with capture() as captured:
-        yield captured
 
 
 @pytest.fixture
