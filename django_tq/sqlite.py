@@ -61,6 +61,15 @@ def sets_journal_mode(settings_dict: dict[str, Any]) -> bool:
     return "journal_mode" in str(_options(settings_dict).get("init_command", "")).lower()
 
 
+def _for_writers(settings_dict: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of the ``OPTIONS`` with a busy timeout and a write-locking transaction mode."""
+    options = _options(settings_dict)
+    options.setdefault("timeout", BUSY_TIMEOUT)
+    if str(options.get("transaction_mode") or "").upper() not in WRITE_LOCKING:
+        options["transaction_mode"] = "IMMEDIATE"
+    return options
+
+
 def missing_options(settings_dict: dict[str, Any]) -> list[str]:
     """Return what a SQLite alias's ``OPTIONS`` lack for several writing processes.
 
@@ -83,10 +92,7 @@ def recommended_options(settings_dict: dict[str, Any]) -> dict[str, Any]:
     A busy timeout, ``IMMEDIATE`` transactions, and WAL unless ``init_command`` chooses a
     journal mode already.
     """
-    options = _options(settings_dict)
-    options.setdefault("timeout", BUSY_TIMEOUT)
-    if str(options.get("transaction_mode") or "").upper() not in WRITE_LOCKING:
-        options["transaction_mode"] = "IMMEDIATE"
+    options = _for_writers(settings_dict)
     if not sets_journal_mode(settings_dict):
         command = str(options.get("init_command") or "").strip()
         if command and not command.endswith(";"):
@@ -100,11 +106,7 @@ def own_settings(settings_dict: dict[str, Any]) -> dict[str, Any]:
 
     A ``timeout`` or a write-locking ``transaction_mode`` in ``OPTIONS`` is kept.
     """
-    options = _options(settings_dict)
-    options.setdefault("timeout", BUSY_TIMEOUT)
-    if str(options.get("transaction_mode") or "").upper() not in WRITE_LOCKING:
-        options["transaction_mode"] = "IMMEDIATE"
-    return {**settings_dict, "OPTIONS": options}
+    return {**settings_dict, "OPTIONS": _for_writers(settings_dict)}
 
 
 def prepare_process() -> None:
