@@ -20,6 +20,7 @@ from django_tq import signals, states
 from django_tq.models import PeriodicTask, Revocation
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
+from django_tq.sqlite import write_atomic
 from django_tq.tasks import send_task
 
 if TYPE_CHECKING:
@@ -37,9 +38,10 @@ def revoke(task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") ->
     if not hasattr(signals_module, signal):
         raise ValueError(f"Unknown signal {signal!r}")
     alias = router.db_for_write(Revocation) or "default"
-    Revocation.objects.using(alias).update_or_create(
-        task_id=task_id, defaults={"terminate": terminate, "signal": signal}
-    )
+    with write_atomic(alias):  # update_or_create reads, then writes
+        Revocation.objects.using(alias).update_or_create(
+            task_id=task_id, defaults={"terminate": terminate, "signal": signal}
+        )
     backend = get_backend()
     data = backend.get(task_id)
     if data is None or data.state in NOT_STARTED:

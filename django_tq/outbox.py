@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import router, transaction
+from django.db import router
 from django.utils import timezone
 
 from django_tq.broker import Broker
@@ -32,6 +32,7 @@ from django_tq.message import (
     body_to_text,
 )
 from django_tq.models import OutboxMessage
+from django_tq.sqlite import write_atomic
 
 #: the relay leaves younger rows to the publish that follows their commit
 RELAY_AFTER = dt.timedelta(seconds=2)
@@ -58,7 +59,7 @@ def take(row_id: int, publish: Callable[[], None], *, using: str) -> bool:
 
     Return whether this call published it (False: already relayed, or being relayed now).
     """
-    with transaction.atomic(using=using):
+    with write_atomic(using):  # reads, then writes: SQLite's write lock at BEGIN
         rows = OutboxMessage.objects.using(using).select_for_update(skip_locked=True)
         if not list(rows.filter(pk=row_id).values_list("pk", flat=True)):
             return False
@@ -96,7 +97,7 @@ def relay(broker: Broker, now: dt.datetime | None = None, *, limit: int = 200) -
             continue
         error: PublishError | None = None
         published = []
-        with transaction.atomic(using=alias):
+        with write_atomic(alias):
             rows = list(waiting.select_for_update(skip_locked=True).order_by("id")[:limit])
             for row in rows:
                 not_before = row.not_before.isoformat() if row.not_before else None

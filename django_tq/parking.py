@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db import router, transaction
+from django.db import router
 from django.utils import timezone
 
 from django_tq.broker import Broker
@@ -25,6 +25,7 @@ from django_tq.message import (
     body_to_text,
 )
 from django_tq.models import ParkedMessage, TaskResult
+from django_tq.sqlite import write_atomic
 
 #: released this long before they are due (the consumer holds them the last stretch)
 RELEASE_LEAD = dt.timedelta(seconds=1)
@@ -69,7 +70,7 @@ def release_due(broker: Broker, now: dt.datetime | None = None, *, limit: int = 
     """
     alias = router.db_for_write(ParkedMessage) or "default"
     horizon = (now or timezone.now()) + RELEASE_LEAD
-    with transaction.atomic(using=alias):
+    with write_atomic(alias):  # reads, then writes: SQLite's write lock at BEGIN
         rows = list(
             ParkedMessage.objects.using(alias)
             .select_for_update(skip_locked=True)
@@ -96,7 +97,7 @@ def release_now(task_ids: list[str], now: dt.datetime | None = None) -> int:
     """
     now = now or timezone.now()
     alias = router.db_for_write(ParkedMessage) or "default"
-    with transaction.atomic(using=alias):
+    with write_atomic(alias):
         rows = list(
             ParkedMessage.objects.using(alias)
             .select_for_update(skip_locked=True)

@@ -8,12 +8,15 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from django.db import router
+
 from django_tq import control, serialization, states
 from django_tq.canvas.graph import workflow_graph as workflow_graph  # re-exported
 from django_tq.context import current_request
 from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import TaskError, TaskRevokedError, TimeoutError
 from django_tq.result_backends import NullBackend, ResultBackend, ResultData, get_backend
+from django_tq.sqlite import write_atomic
 
 if TYPE_CHECKING:
     from django_tq.execution import Outcome
@@ -362,9 +365,11 @@ class GroupResult:
         """Store the group (its id and members), so :meth:`restore` finds it."""
         from django_tq.models import GroupResult as GroupRow
 
-        GroupRow.objects.update_or_create(
-            group_id=self.id, defaults={"result_ids": [r.id for r in self.results]}
-        )
+        alias = router.db_for_write(GroupRow) or "default"
+        with write_atomic(alias):  # update_or_create reads, then writes
+            GroupRow.objects.using(alias).update_or_create(
+                group_id=self.id, defaults={"result_ids": [r.id for r in self.results]}
+            )
         return self
 
     @classmethod

@@ -34,6 +34,7 @@ from django_tq.conf import tq_settings
 from django_tq.message import TaskMessage
 from django_tq.models import UniqueLock
 from django_tq.result_backends import get_backend
+from django_tq.sqlite import write_atomic
 
 logger = logging.getLogger("django_tq.unique")
 
@@ -81,7 +82,7 @@ def acquire(message: TaskMessage, *, using: str, now: dt.datetime | None = None)
     now = now or timezone.now()
     until = expires_at(message, now)
     locks = UniqueLock.objects.using(using).filter(key=key)
-    with transaction.atomic(using=using):
+    with write_atomic(using):
         for _ in range(_ATTEMPTS):
             try:
                 with transaction.atomic(using=using):

@@ -4,6 +4,8 @@
 ``postgres`` or ``mysql`` (the local services). ``TQ_TEST_DB_NAME`` makes a worker subprocess use
 the test database the pytest process created; ``TQ_TEST_PG_PORT`` points it at another PostgreSQL
 (the fault tests' private cluster). ``other`` is a second alias of the same database.
+``TQ_TEST_SQLITE_STOCK=1`` gives SQLite the ``DATABASES`` that ``django-admin startproject``
+writes (no ``OPTIONS``: deferred transactions, a 5 s busy timeout, the journal mode the file has).
 """
 
 import json
@@ -96,6 +98,8 @@ else:
             "TEST": {"NAME": db_file},
         }
     }
+    if os.environ.get("TQ_TEST_SQLITE_STOCK") == "1":
+        del DATABASES["default"]["OPTIONS"]
 
 #: a second alias of the same database (a connection of its own, so transactions of its own), for
 #: what must hold on every alias (``using=``, ``django://?alias=other``), as a project with a

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import router, transaction
+from django.db import router
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -45,6 +45,7 @@ from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule,
 from django_tq.models.schedules import ScheduleRow
 from django_tq.registry import registry
 from django_tq.routing import QUEUE_NAME
+from django_tq.sqlite import write_atomic
 
 #: the largest ``every`` of an interval (a million days is already past any calendar)
 MAX_EVERY = 1_000_000
@@ -218,7 +219,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
     def written(self, instance: PeriodicTask, attrs: dict[str, Any]) -> PeriodicTask:
         """Apply ``attrs`` to ``instance``, validate it as the admin does, and save it."""
         schedules = {field: attrs.pop(field) for field in SCHEDULES if field in attrs}
-        with transaction.atomic(using=router.db_for_write(PeriodicTask)):
+        with write_atomic(router.db_for_write(PeriodicTask) or "default"):
             if any(value is not None for value in schedules.values()):
                 for field in SCHEDULES:  # a new schedule replaces the one the task had
                     setattr(instance, field, None)

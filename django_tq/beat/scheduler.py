@@ -10,6 +10,10 @@ With the ``django://`` transport on the same database, claim and message commit 
 another broker the claim commits first, the message is published, then the run is marked sent; a
 run claimed but never marked sent (its beat died, or the broker was down) is sent again by any
 beat after ``republish_after``.
+
+Beat never exits on a database or broker outage (a busy SQLite file, a restarting server): the
+start-up sync and every tick retry with back-off, logging one line per outage; a bug (any other
+exception) logs its traceback once per distinct failure (see :mod:`django_tq.outage`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +33,7 @@ from django.db import IntegrityError, close_old_connections, connections, router
 from django.db.models import F, Q
 from django.utils import timezone
 
-from django_tq import signals
+from django_tq import signals, sqlite
 from django_tq.beat.due import due
 from django_tq.beat.sync import sync_declared
 from django_tq.broker import get_broker
@@ -36,6 +41,7 @@ from django_tq.conf import tq_settings
 from django_tq.exceptions import PublishError
 from django_tq.models import PeriodicTask, PeriodicTaskRun
 from django_tq.models.schedules import occurrence_task_id
+from django_tq.outage import Outage
 from django_tq.result_backends import get_backend
 from django_tq.tasks import send_task
 
@@ -87,33 +93,63 @@ class Scheduler:
         #: when the next occurrence is due (computed by each tick)
         self.next_due: dt.datetime | None = None
         self._next_cleanup: dt.datetime | None = None
+        self._ticks = Outage(f"Beat {self.name}: a tick", logger)
+        #: each periodic task's own failures (a bad schedule, an unknown task), by name
+        self._task_outages: dict[str, Outage] = {}
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> int:
         """Sync the declared schedules, then tick until :meth:`stop`; return the exit code."""
-        report = sync_declared()
-        for what in ("created", "updated", "deleted"):
-            names = getattr(report, what)
-            if names:
-                logger.info("Periodic tasks declared in code %s: %s", what, ", ".join(names))
-        logger.info(
-            "Beat %s ready: %d enabled periodic task(s); checking at least every %.1fs",
-            self.name,
-            PeriodicTask.objects.filter(enabled=True).count(),
-            self.max_interval,
-        )
-        while not self.stop_requested.is_set():
-            close_old_connections()
-            try:
-                self.tick(timezone.now())
-            except Exception:
-                logger.exception("Beat tick failed; retrying")
-                connections.close_all()
-            close_old_connections()
-            self.stop_requested.wait(self.seconds_to_wait(timezone.now()))
+        sqlite.prepare_process()
+        if self.start():
+            while not self.stop_requested.is_set():
+                self.stop_requested.wait(self.run_tick())
         connections.close_all()
         logger.info("Beat %s stopped", self.name)
         return 0
+
+    def start(self) -> bool:
+        """Sync the declared schedules, retrying while the database is out; False if stopped first.
+
+        A bad declaration raises ``ImproperlyConfigured`` at once, as does any other bug.
+        """
+        outage = Outage(f"Beat {self.name}: syncing the periodic tasks declared in code", logger)
+        while not self.stop_requested.is_set():
+            close_old_connections()
+            try:
+                report = sync_declared()
+                enabled = PeriodicTask.objects.filter(enabled=True).count()
+            except Exception as exc:
+                if not outage.is_transient(exc):
+                    raise
+                connections.close_all()
+                self.stop_requested.wait(outage.failed(exc, time.monotonic()))
+                continue
+            outage.succeeded(time.monotonic())
+            for what in ("created", "updated", "deleted"):
+                names = getattr(report, what)
+                if names:
+                    logger.info("Periodic tasks declared in code %s: %s", what, ", ".join(names))
+            logger.info(
+                "Beat %s ready: %d enabled periodic task(s); checking at least every %.1fs",
+                self.name,
+                enabled,
+                self.max_interval,
+            )
+            return True
+        return False
+
+    def run_tick(self) -> float:
+        """Run one tick now; return the seconds to wait before the next (a back-off if it failed)."""
+        close_old_connections()
+        try:
+            self.tick(timezone.now())
+        except Exception as exc:
+            connections.close_all()
+            return self._ticks.failed(exc, time.monotonic())
+        self._ticks.succeeded(time.monotonic())
+        close_old_connections()
+        return self.seconds_to_wait(timezone.now())
 
     def stop(self) -> None:
         """Finish the running tick, then stop."""
@@ -138,18 +174,26 @@ class Scheduler:
 
     # -- one tick -------------------------------------------------------------------------------
     def tick(self, now: dt.datetime) -> list[Sent]:
-        """Send what is due at ``now`` and re-send stale unsent runs; return what was sent."""
+        """Send what is due at ``now`` and re-send stale unsent runs; return what was sent.
+
+        A periodic task that fails for a reason of its own is logged and skipped; a database or
+        broker outage ends the tick (the caller retries it).
+        """
         sent = self.republish(now)
         next_due = now + dt.timedelta(seconds=self.max_interval)
         tasks = PeriodicTask.objects.using(self.alias).filter(enabled=True)
         for periodic_task in tasks.select_related("interval", "crontab", "clocked"):
+            outage = self._task_outage(periodic_task.name)
             try:
                 sent.extend(self.send_due(periodic_task, now))
                 schedule = periodic_task.get_schedule()
                 upcoming = schedule.next_after(now, since=periodic_task.since(schedule))
-            except Exception:
-                logger.exception("Periodic task %r could not be sent", periodic_task.name)
+            except Exception as exc:
+                if outage.is_transient(exc):
+                    raise
+                outage.failed(exc, time.monotonic())
                 continue
+            outage.succeeded(time.monotonic())
             if upcoming is not None and upcoming < next_due:
                 next_due = upcoming
         self.next_due = next_due
@@ -158,6 +202,13 @@ class Scheduler:
             self.cleanup(now)
         signals.send(signals.beat_tick, sender=self, now=now, sent=sent)
         return sent
+
+    def _task_outage(self, name: str) -> Outage:
+        outage = self._task_outages.get(name)
+        if outage is None:
+            outage = Outage(f"Periodic task {name!r}", logger)
+            self._task_outages[name] = outage
+        return outage
 
     def send_due(self, periodic_task: PeriodicTask, now: dt.datetime) -> list[Sent]:
         """Claim and send the due occurrences of one periodic task."""
@@ -204,13 +255,13 @@ class Scheduler:
     ) -> Sent | None:
         """Run ``claim``; when it wins, send the occurrence and mark its run sent."""
         if self.publishes_in_transaction():
-            with transaction.atomic(using=self.alias):
+            with sqlite.write_atomic(self.alias):
                 if not claim():
                     return None
                 sent_id = self._publish(periodic_task, scheduled_for, task_id)
                 self._mark_sent(periodic_task, scheduled_for, now, sent_id)
         else:
-            with transaction.atomic(using=self.alias):
+            with sqlite.write_atomic(self.alias):
                 if not claim():
                     return None
             try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, router
 
 from django_tq.beat.declarations import Declaration, declarations
 from django_tq.models import (
@@ -23,6 +23,7 @@ from django_tq.models import (
     PeriodicTask,
 )
 from django_tq.schedules import Clocked, Crontab, Every, Schedule
+from django_tq.sqlite import write_atomic
 
 logger = logging.getLogger("django_tq.beat")
 
@@ -109,10 +110,10 @@ def sync_declared(declared: list[Declaration] | None = None) -> SyncReport:
     outcomes: dict[str, list[str]] = {"created": [], "updated": [], "skipped": [], "same": []}
     for declaration in declared:
         try:
-            with transaction.atomic(using=alias):
+            with write_atomic(alias):  # reads, then writes: SQLite's write lock at BEGIN
                 outcome = _upsert(declaration)
         except IntegrityError:  # another beat created it at the same moment
-            with transaction.atomic(using=alias):
+            with write_atomic(alias):
                 outcome = _upsert(declaration)
         outcomes[outcome].append(declaration.name)
     for name in outcomes["skipped"]:

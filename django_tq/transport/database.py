@@ -8,6 +8,9 @@
   ``UPDATE`` in one short transaction on MySQL/MariaDB.
 * On PostgreSQL the insert sends ``NOTIFY django_tq`` (delivered at commit) and idle consumers
   ``LISTEN``, so an idle worker wakes in about a round trip instead of a polling interval.
+* On SQLite the channel's own connection waits for the write lock (a busy timeout of
+  :data:`django_tq.sqlite.BUSY_TIMEOUT` unless ``OPTIONS`` sets one) and begins any transaction
+  ``IMMEDIATE``, whatever the alias's ``OPTIONS`` say (see :mod:`django_tq.sqlite`).
 
 ``django://?alias=queue`` puts the queue in another database alias (read from the URL by the
 transport itself, so ``kombu.Connection("django://?alias=queue")`` works outside django_tq too).
@@ -27,6 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from django_tq.models import QueueMessage
+from django_tq.sqlite import own_settings
 from django_tq.transport.leased import LeasedChannel, LeasedTransport
 
 NOTIFY_CHANNEL = "django_tq"
@@ -59,6 +63,8 @@ class Channel(LeasedChannel):
         """Return this channel's own database connection (claims, acks, renewals, LISTEN)."""
         if self._consumer_db is None:
             db = connections.create_connection(self.alias)
+            if db.vendor == "sqlite":
+                db.settings_dict = own_settings(db.settings_dict)
             db.inc_thread_sharing()  # the lease renewer runs in another thread, under self._lock
             self._consumer_db = db
             self._listening = False

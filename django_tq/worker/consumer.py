@@ -5,6 +5,8 @@ the ``threads`` pool runs one per thread, ``solo`` one in the worker process. ``
 around ``tick()``; a ``LeaseKeeper`` thread renews the leases of held messages meanwhile.
 Messages are held (leased, unacked) until their ETA, and a rate-limited task's message until the
 token its ``RateLimiter`` reserved is due; the consumer runs other messages meanwhile.
+A broker or database outage never ends a consumer: it reconnects and retries with back-off,
+logging one line when the outage starts and one when it ends (:mod:`django_tq.outage`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from django_tq.exceptions import (
 )
 from django_tq.execution import REJECTED, Outcome, execute, record
 from django_tq.message import TaskMessage
+from django_tq.outage import TRANSIENT, Outage
 from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -105,14 +108,11 @@ class LeaseKeeper(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        outage = Outage("Renewing leases", logger, transient=self.consumer.transient)
         while not self.stopped.wait(self.interval):
             subscription = self.consumer.subscription
-            if subscription is None:
-                continue
-            try:
-                subscription.renew_leases()
-            except Exception:
-                logger.warning("Renewing leases failed; will retry", exc_info=True)
+            if subscription is not None:
+                outage.attempt(subscription.renew_leases, time.monotonic())
 
     def stop(self) -> None:
         """Stop renewing."""
@@ -150,6 +150,15 @@ class Consumer:
         self.max_payload_bytes = int(tq_settings.MAX_PAYLOAD_BYTES)
         self.revocations = Revocations()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
+        #: what means "busy or unreachable, retry" rather than a bug
+        self.transient = (*TRANSIENT, *broker.connection_errors)
+        self._broker_outage = Outage(
+            "Consuming from the broker", logger, transient=self.transient, max_delay=10.0
+        )
+        self._revocations_outage = Outage("Reading revocations", logger, transient=self.transient)
+        self._rate_limit_outage = Outage(
+            "Taking a rate-limit token", logger, transient=self.transient
+        )
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -167,7 +176,6 @@ class Consumer:
             self._close()
 
     def _subscribe(self) -> Subscription:
-        delay = 0.5
         while True:
             # django:// declares the queue through this thread's own Django connection: one
             # broken by a database restart must be dropped, or every attempt fails on it.
@@ -181,9 +189,7 @@ class Consumer:
             except self.broker.connection_errors as exc:
                 if self.stopping.is_set():
                     raise
-                logger.warning("Cannot reach the broker (%r); retrying in %.1fs", exc, delay)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
+                self.stopping.wait(self._broker_outage.failed(exc, time.monotonic()))
 
     def tick(self) -> None:
         """Run due held (ETA) messages, then wait up to ``drain_timeout`` for new ones."""
@@ -199,11 +205,13 @@ class Consumer:
         except self.broker.connection_errors as exc:
             if self.stopping.is_set():
                 return
-            logger.warning("Lost the broker connection (%r); reconnecting", exc)
+            self._broker_outage.failed(exc, time.monotonic())  # reconnects at once
             self._held.clear()  # held messages come back by themselves (lease or redelivery)
             self._throttled.clear()
             self.subscription.close()
             self.subscription = self._subscribe()
+        else:
+            self._broker_outage.succeeded(time.monotonic())
 
     def stop(self) -> None:
         """Finish the running task, then stop (warm shutdown)."""
@@ -261,13 +269,12 @@ class Consumer:
             return
         try:
             wait = self.limiter.reserve(task, timezone.now())
-        except Exception:
-            logger.warning(
-                "Taking a rate-limit token for %s failed; will retry", message.task, exc_info=True
-            )
+        except Exception as exc:
+            self._rate_limit_outage.failed(exc, time.monotonic())
             close_old_connections()
             wait, heap = 1.0, self._held  # back through _admit when it is due
         else:
+            self._rate_limit_outage.succeeded(time.monotonic())
             heap = self._throttled
         if wait <= 0:
             self.handle(delivery, message)
@@ -336,11 +343,16 @@ class Consumer:
         return True
 
     def _guarded_refresh(self) -> None:
+        now = time.monotonic()
+        if not self._revocations_outage.is_due(now):
+            return
         try:
-            self.revocations.refresh(time.monotonic())
-        except Exception:
-            logger.warning("Reading revocations failed; will retry", exc_info=True)
+            self.revocations.refresh(now)
+        except Exception as exc:
+            self._revocations_outage.failed(exc, now)
             close_old_connections()
+        else:
+            self._revocations_outage.succeeded(now)
 
     def _start(self, task: Task[Any, Any], message: TaskMessage, delivery: Delivery) -> bool:
         """Record STARTED; return False if the task already ran (this is a second copy).

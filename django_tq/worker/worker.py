@@ -2,7 +2,9 @@
 
 ``Worker.run()`` loops around ``tick(now)``: reap and respawn dead children (releasing their
 leases at once), release due parked messages, relay the outbox, write the heartbeat row, sample
-queue depths for the dashboard, delete expired results. SIGTERM/SIGINT ask for a warm
+queue depths for the dashboard, delete expired results. Each step reaching the database or the
+broker runs through an :class:`~django_tq.outage.Outage`: while it fails it backs off and logs
+one line per outage, and the worker goes on. SIGTERM/SIGINT ask for a warm
 shutdown (running tasks finish, unstarted prefetched messages go back), a second one — or
 SIGQUIT — for a cold one (running tasks are abandoned and their messages released). SIGHUP
 restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
@@ -19,17 +21,19 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
-from django_tq import outbox, parking, queues, serialization, signals, states
+from django_tq import outbox, parking, queues, serialization, signals, sqlite, states
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import TimeLimitExceeded
 from django_tq.models import QueueDepthSample, Revocation, WorkerState
+from django_tq.outage import Outage
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
@@ -97,6 +101,7 @@ class Worker:
         self._next_sample = 0.0
         self._restart_children = False
         self.revocations = Revocations()
+        self._outages: dict[str, Outage] = {}
 
     # -- life cycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -134,11 +139,9 @@ class Worker:
         return 0
 
     def _housekeeping(self) -> None:
+        outage = Outage("Worker housekeeping", logger)
         while not self.stop_requested.wait(0.5):
-            try:
-                self.tick(time.monotonic())
-            except Exception:
-                logger.exception("Worker housekeeping failed")
+            outage.attempt(lambda: self.tick(time.monotonic()), time.monotonic())
 
     def tick(self, now: float) -> None:
         """Reap dead children, write the heartbeat, sample queues, delete old results (when due)."""
@@ -146,27 +149,40 @@ class Worker:
             self._restart_children = False
             self.pool.restart()
         self._release_ended(self.pool.tick())
-        self._guard(self.release_parked)
-        self._guard(self.relay_outbox)
-        self._guard(lambda: self.terminate_revoked(now))
-        self._guard(self.enforce_time_limits)
+        self._guard("release_parked", self.release_parked, now)
+        self._guard("relay_outbox", self.relay_outbox, now)
+        self._guard("terminate_revoked", lambda: self.terminate_revoked(now), now)
+        self._guard("enforce_time_limits", self.enforce_time_limits, now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
-            self._guard(self.heartbeat)
+            self._guard("heartbeat", self.heartbeat, now)
         if now >= self._next_sample:
             self._next_sample = now + self.config.sample_interval
-            self._guard(self.sample_queues)
+            self._guard("sample_queues", self.sample_queues, now)
         if now >= self._next_cleanup:
             self._next_cleanup = now + self.config.cleanup_interval
-            self._guard(self.cleanup)
+            self._guard("cleanup", self.cleanup, now)
         close_old_connections()
 
-    def _guard(self, step: Any) -> None:
+    def _guard(self, name: str, step: Callable[[], object], now: float) -> None:
+        """Run one housekeeping step unless it is backing off after a failure.
+
+        A failure is logged by the step's :class:`Outage` (one line per outage; a traceback
+        once per distinct bug) and the connections are closed, so the next attempt opens fresh
+        ones.
+        """
+        outage = self._outages.get(name)
+        if outage is None:
+            outage = self._outages[name] = Outage(f"Worker housekeeping step {name}", logger)
+        if not outage.is_due(now):
+            return
         try:
             step()
-        except Exception:
-            logger.warning("Worker housekeeping step %s failed", step.__name__, exc_info=True)
+        except Exception as exc:
+            outage.failed(exc, now)
             connections.close_all()
+        else:
+            outage.succeeded(now)
 
     def _release(self, pid: int, running: Any = None) -> None:
         try:
@@ -219,19 +235,21 @@ class Worker:
     def heartbeat(self, stopped: bool = False) -> None:
         """Write this worker's ``WorkerState`` row."""
         now = timezone.now()
-        WorkerState.objects.update_or_create(
-            hostname=self.hostname,
-            defaults={
-                "pid": os.getpid(),
-                "queues": list(self.config.queues),
-                "pool": self.pool.name,
-                "concurrency": self.pool.concurrency,
-                "processed": self.pool.processed(),
-                "started_at": self.started_at,
-                "last_heartbeat": now,
-                "stopped_at": now if stopped else None,
-            },
-        )
+        alias = router.db_for_write(WorkerState) or "default"
+        with sqlite.write_atomic(alias):  # update_or_create reads, then writes
+            WorkerState.objects.using(alias).update_or_create(
+                hostname=self.hostname,
+                defaults={
+                    "pid": os.getpid(),
+                    "queues": list(self.config.queues),
+                    "pool": self.pool.name,
+                    "concurrency": self.pool.concurrency,
+                    "processed": self.pool.processed(),
+                    "started_at": self.started_at,
+                    "last_heartbeat": now,
+                    "stopped_at": now if stopped else None,
+                },
+            )
 
     def sample_queues(self) -> int:
         """Record the depth of every queue in use for the dashboard; return how many queues."""
@@ -305,7 +323,7 @@ class Worker:
             self._release_ended(self.pool.kill())
             self._release(os.getpid())  # threads and solo consumers of this very process
         self._release_ended(self.pool.tick())
-        self._guard(lambda: self.heartbeat(stopped=True))
+        self._guard("final heartbeat", lambda: self.heartbeat(stopped=True), time.monotonic())
         signals.send(signals.worker_shutdown, sender=self)
         connections.close_all()
         logger.info("Worker %s stopped", self.hostname)
@@ -317,9 +335,13 @@ class Worker:
 
 
 def configure_connections() -> None:
-    """Keep healthy DB connections across tasks for ``WORKER_DB_CONN_MAX_AGE`` seconds."""
+    """Keep healthy DB connections across tasks for ``WORKER_DB_CONN_MAX_AGE`` seconds.
+
+    On SQLite, give them a busy timeout and the file WAL (:func:`django_tq.sqlite.prepare_process`).
+    """
     max_age = tq_settings.WORKER_DB_CONN_MAX_AGE
     for alias in connections:
         settings_dict = connections[alias].settings_dict
         settings_dict["CONN_MAX_AGE"] = max_age
         settings_dict["CONN_HEALTH_CHECKS"] = True
+    sqlite.prepare_process()

@@ -11,6 +11,7 @@ import pytest
 
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.schedules import Clocked, Crontab, Every, Schedule, to_schedule
+from django_tq.testing import CapturedQueue, capture
 from tests.conftest import WorkerProcess, worker_env
 
 UTC = dt.UTC
@@ -49,6 +50,13 @@ def make_task(
     )
     periodic_task.refresh_from_db()
     return periodic_task
+
+
+@pytest.fixture
+def queue() -> Iterator[CapturedQueue]:
+    """Capture what beat sends instead of publishing it."""
+    with capture() as captured:
+        yield captured
 
 
 class BeatProcess(WorkerProcess):

@@ -4,7 +4,6 @@ one-off and expiring tasks, claims between beats, re-sending claimed runs, and D
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.django_db
 
 MINUTE = dt.timedelta(minutes=1)
 T0 = utc("2024-05-01 12:00")
-
-
-@pytest.fixture
-def queue() -> Iterator[CapturedQueue]:
-    with capture() as captured:
-        yield captured
 
 
 @pytest.fixture

@@ -181,3 +181,24 @@ def test_consumer_connection_does_not_wait_for_the_wal_flush_on_postgresql(queue
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
     subscription.close()
+
+
+def test_consumer_connection_waits_for_the_sqlite_write_lock_whatever_options_say(
+    queue_name, monkeypatch
+):
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite setting")
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {})  # startproject's settings
+    broker = _broker()
+    _send(broker, queue_name, "m0")
+    subscription, received = _collect(broker, queue_name)
+    db = subscription.channel.consumer_db
+    assert db.settings_dict["OPTIONS"] == {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    assert db.transaction_mode == "IMMEDIATE"
+    with db.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] == 20_000
+    assert connection.settings_dict["OPTIONS"] == {}  # the alias's own settings are left alone
+    assert [d.headers["id"] for d in received] == ["m0"]
+    received[0].ack()
+    subscription.close()

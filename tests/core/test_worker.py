@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
 import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
-from django_tq import states
+from django_tq import parking, states
 from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult, WorkerState
 from django_tq.worker.consumer import Consumer, ConsumerConfig
+from django_tq.worker.worker import Worker, WorkerConfig
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
 from tests.testapp.tasks import (
@@ -197,4 +199,47 @@ def test_leases_are_renewed_after_a_reconnect(broker_url, settings, start_worker
     assert result.get(timeout=30) == "long"
     assert add.delay(3, 3).get(timeout=20) == 6
     assert Execution.objects.filter(label="start:long").count() == 1
-    assert "reconnecting" in worker.output()
+    output = worker.output()
+    assert "Consuming from the broker failed" in output  # one line when the outage starts
+    assert "Consuming from the broker works again" in output  # and one when it ends
+
+
+def test_a_failing_housekeeping_step_backs_off_and_logs_once_per_outage(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="django_tq.worker")
+    worker = Worker(get_broker(), WorkerConfig(queues=("default",), concurrency=1, pool="threads"))
+    attempts: list[float] = []
+    failure: list[Exception] = [OperationalError("database is locked")]
+
+    def release_due(broker: object) -> int:
+        attempts.append(now)
+        if failure:
+            raise failure[0]
+        return 0
+
+    monkeypatch.setattr(parking, "release_due", release_due)
+    start = 1000.0
+    for step in range(24):  # six seconds of ticks, a quarter of a second apart
+        now = start + step * 0.25
+        worker.tick(now)
+    assert [t - start for t in attempts] == [0.0, 0.5, 1.5, 3.5]  # backed off: 0.5, 1, 2 s
+    assert WorkerState.objects.filter(hostname=worker.hostname).exists()
+
+    failure.clear()
+    now = start + 10
+    worker.tick(now)
+    records = [r for r in caplog.records if "release_parked" in r.getMessage()]
+    assert [(r.levelname, r.exc_info is None) for r in records if r.levelno > logging.DEBUG] == [
+        ("WARNING", True),
+        ("INFO", True),
+    ]
+    assert "database is locked" in records[0].getMessage()
+    assert "works again" in records[-1].getMessage()
+
+    failure.append(ValueError("a bug"))  # not the database: its traceback shows, once
+    caplog.clear()
+    for step in range(40):
+        now = start + 20 + step * 0.25
+        worker.tick(now)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "release_parked" in errors[0].getMessage()
