@@ -112,8 +112,18 @@ TQ = {"BROKER_URL": "django://", **json.loads(os.environ.get("TQ_SETTINGS_JSON",
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "formatters": {
+        "record": {"format": "@@record %(levelname)s %(name)s %(process)d\n%(message)s"}
+    },
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {
         "django_tq": {"handlers": ["stderr"], "level": os.environ.get("TQ_LOG_LEVEL", "WARNING")}
     },
 }
+if os.environ.get("TQ_TEST_LOG_FILE"):  # a test reading the worker's log records, one by one
+    LOGGING["handlers"]["file"] = {
+        "class": "logging.FileHandler",
+        "filename": os.environ["TQ_TEST_LOG_FILE"],
+        "formatter": "record",
+    }
+    LOGGING["loggers"]["django_tq"]["handlers"].append("file")

@@ -316,10 +316,10 @@ class Consumer:
             data = get_backend().get(message.id)
             if data is not None and data.state == states.STARTED:
                 outcome = revoked_outcome(message.id, terminated=signal_name)
+        send_revoked(registry.get(message.task), message.id, outcome)  # before task_finished
         record(
             message, outcome, worker=self.config.hostname, delivery_count=delivery.delivery_count
         )
-        send_revoked(registry.get(message.task), message.id, outcome)
         delivery.ack()
         logger.info("Skipped revoked task %s[%s]", message.task, message.id)
 

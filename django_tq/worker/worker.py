@@ -220,12 +220,12 @@ class Worker:
             accept=list(tq_settings.ACCEPT_CONTENT),
         )
         outcome = revoked_outcome(task_id, terminated=signal_name)
-        record(message, outcome, worker=self.hostname, delivery_count=delivery.delivery_count)
         try:
             task = registry.get(message.task)
         except NotRegistered:
             task = None
-        send_revoked(task, task_id, outcome)
+        send_revoked(task, task_id, outcome)  # before record() sends task_finished
+        record(message, outcome, worker=self.hostname, delivery_count=delivery.delivery_count)
         logger.warning("Task %s[%s] terminated (%s): REVOKED", message.task, task_id, signal_name)
         return True
 

@@ -88,7 +88,9 @@ def test_prefork_terminate_stops_the_task_with_the_signal_meaning(
         assert labels(result) == ["start"]
         assert next_task_pid(worker) != child
     else:  # raised inside the task: it cleans up, and the same child goes on
-        expected = ["start", "soft", "finally"] if signal_name == "SIGUSR1" else ["start", "finally"]
+        expected = (
+            ["start", "soft", "finally"] if signal_name == "SIGUSR1" else ["start", "finally"]
+        )
         assert labels(result) == expected
         assert next_task_pid(worker) == child
     output = worker.output()

@@ -350,7 +350,9 @@ async def async_runs_until_stopped(self: Any, seconds: float, label: str = "") -
                 )
                 return "aborted"
     except asyncio.CancelledError:
-        await Execution.objects.acreate(task_id=task_id, label=f"cancelled:{label}", pid=os.getpid())
+        await Execution.objects.acreate(
+            task_id=task_id, label=f"cancelled:{label}", pid=os.getpid()
+        )
         raise
     await Execution.objects.acreate(task_id=task_id, label=f"end:{label}", pid=os.getpid())
     return label
