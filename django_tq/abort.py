@@ -108,16 +108,19 @@ class Abort:
         self._next_poll = 0.0
 
     def __enter__(self) -> Abort:
-        with _registry_lock:
-            _running[self.task_id] = self
-            pending = _pending.pop(self.task_id, None)
-        with self._lock:
-            if self.signal_name is None:
-                self.signal_name = pending
-            self._active = True
-            if self.signal_name is not None and not self.is_async:  # asked before the task began
-                self._leave()
-                raise exception_for(self.signal_name)()
+        try:
+            with _registry_lock:
+                _running[self.task_id] = self
+                pending = _pending.pop(self.task_id, None)
+            with self._lock:
+                if self.signal_name is None:
+                    self.signal_name = pending
+                self._active = True
+                if self.signal_name is not None and not self.is_async:  # asked before it began
+                    raise exception_for(self.signal_name)()
+        except BaseException:  # that one, or a signal handler's, raised while entering
+            self._leave()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -218,11 +221,15 @@ def is_revoked(task_id: str) -> bool:
         asyncio.get_running_loop()
     except RuntimeError:
         return _read_revoked(task_id)
-    return _reader().submit(_read_revoked, task_id).result()
+    return _reader().submit(_read_revoked_in_helper, task_id).result()
+
+
+def _read_revoked_in_helper(task_id: str) -> bool:
+    close_old_connections()  # the helper thread's own connection (never inside a transaction)
+    return _read_revoked(task_id)
 
 
 def _read_revoked(task_id: str) -> bool:
-    close_old_connections()
     alias = router.db_for_read(Revocation) or "default"
     try:
         return Revocation.objects.using(alias).filter(task_id=task_id).exists()

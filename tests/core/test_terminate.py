@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from django_tq import AsyncResult, control, serialization, states
+from django_tq import AsyncResult, abort, control, serialization, states
 from django_tq.broker import get_broker
 from django_tq.conf import tq_settings
-from django_tq.exceptions import TaskRevokedError
+from django_tq.exceptions import TaskRevokedError, Terminated
 from django_tq.models import QueueMessage, Revocation, TaskResult
 from tests.conftest import WorkerProcess, wait_for
 from tests.testapp.models import Execution
@@ -248,3 +248,10 @@ def test_revoke_refuses_a_signal_terminate_does_not_accept() -> None:
     assert not Revocation.objects.exists()
     control.revoke("some-id", terminate=True, signal="kill")  # Celery's spellings are accepted
     assert Revocation.objects.get(task_id="some-id").signal == "SIGKILL"
+
+
+def test_a_terminate_asked_before_the_execution_begins_is_raised_as_it_begins() -> None:
+    abort.terminate("early", "SIGTERM")  # e.g. while the worker records STARTED
+    with pytest.raises(Terminated), abort.Abort("early"):
+        pytest.fail("the task's code must not run")
+    assert abort.is_aborted("early") is False  # no Revocation row, and nothing left running
