@@ -186,23 +186,9 @@ def execute(
     )
     token = current_request.set(request)
     started = time.perf_counter()
-    signals.send(
-        signals.task_started,
-        sender=task,
-        task_id=message.id,
-        task=task,
-        args=message.args,
-        kwargs=message.kwargs,
-        request=request,
-    )
-    signals.send(
-        signals.task_prerun,
-        sender=task,
-        task_id=message.id,
-        task=task,
-        args=message.args,
-        kwargs=message.kwargs,
-    )
+    call = {"task_id": message.id, "task": task, "args": message.args, "kwargs": message.kwargs}
+    signals.send(signals.task_started, sender=task, request=request, **call)
+    signals.send(signals.task_prerun, sender=task, **call)
     try:
         outcome = _run(task, message)
     finally:

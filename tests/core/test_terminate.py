@@ -59,6 +59,20 @@ def assert_revoked(result: AsyncResult[Any], signal_name: str | None) -> None:
         assert signal_name in str(raised.value)
 
 
+def terminated(
+    task: Any, label: str, signal_name: str = "SIGTERM", **kwargs: Any
+) -> tuple[AsyncResult[Any], int]:
+    """Start ``task``, terminate it with ``signal_name`` once it runs, wait until it is REVOKED.
+
+    Return its result and the pid of the process that ran it.
+    """
+    result = task.delay(LONG, label, **kwargs)
+    pid = wait_started(result)
+    result.revoke(terminate=True, signal=signal_name)
+    assert_revoked(result, signal_name)
+    return result, pid
+
+
 def next_task_pid(worker: WorkerProcess) -> int:
     """Run one more task on the worker; return the pid that ran it (the worker goes on)."""
     after = record.delay("after")
@@ -80,10 +94,7 @@ def test_prefork_terminate_stops_the_task_with_the_signal_meaning(
     signal_name: str, broker_url: str, start_worker: Any
 ) -> None:
     worker = start_worker("-P", "prefork", "-c", "1")
-    result = runs_until_stopped.delay(LONG, "doomed")
-    child = wait_started(result)
-    result.revoke(terminate=True, signal=signal_name)
-    assert_revoked(result, signal_name)
+    result, child = terminated(runs_until_stopped, "doomed", signal_name)
     if signal_name == "SIGKILL":  # nothing runs in the task; a new child takes the dead one's place
         assert labels(result) == ["start"]
         assert next_task_pid(worker) != child
@@ -104,10 +115,7 @@ def test_prefork_terminate_stops_the_task_with_the_signal_meaning(
 
 def test_terminate_is_not_swallowed_by_except_exception(start_worker: Any) -> None:
     worker = start_worker("-P", "prefork", "-c", "1")
-    result = runs_until_stopped.delay(LONG, "careless", swallow=True)
-    wait_started(result)
-    result.revoke(terminate=True)  # SIGTERM, the default
-    assert_revoked(result, "SIGTERM")
+    result, _ = terminated(runs_until_stopped, "careless", swallow=True)
     assert labels(result) == ["start", "finally"]
     assert next_task_pid(worker)
 
@@ -128,10 +136,7 @@ def test_in_process_pools_raise_at_the_next_checkpoint(
     pool: str, broker_url: str, start_worker: Any
 ) -> None:
     worker = start_worker("-P", pool, "-c", "1")
-    result = runs_until_stopped.delay(LONG, "doomed")
-    pid = wait_started(result)
-    result.revoke(terminate=True)
-    assert_revoked(result, "SIGTERM")
+    result, pid = terminated(runs_until_stopped, "doomed")
     assert labels(result) == ["start", "finally"]
     assert next_task_pid(worker) == pid == worker.pid
     assert worker.output().count("Terminating revoked task") == 1
@@ -147,10 +152,7 @@ def test_threads_pool_gives_each_signal_its_in_process_meaning(
 ) -> None:
     """SIGUSR1 raises SoftTimeLimitExceeded; SIGKILL cannot kill a thread, so it raises too."""
     worker = start_worker("-P", "threads", "-c", "2")
-    result = runs_until_stopped.delay(LONG, "doomed")
-    wait_started(result)
-    result.revoke(terminate=True, signal=signal_name)
-    assert_revoked(result, signal_name)
+    result, _ = terminated(runs_until_stopped, "doomed", signal_name)
     assert labels(result) == expected
     assert next_task_pid(worker) == worker.pid  # the worker process lives on
 
@@ -158,10 +160,7 @@ def test_threads_pool_gives_each_signal_its_in_process_meaning(
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_terminate_cancels_an_async_task(pool: str, start_worker: Any) -> None:
     worker = start_worker("-P", pool, "-c", "1")
-    result = async_runs_until_stopped.delay(LONG, "doomed")
-    pid = wait_started(result)
-    result.revoke(terminate=True)
-    assert_revoked(result, "SIGTERM")
+    result, pid = terminated(async_runs_until_stopped, "doomed")
     assert labels(result) == ["start", "cancelled"]
     assert next_task_pid(worker) == pid
 
@@ -207,37 +206,36 @@ def test_is_aborted_in_eager_mode_reads_the_revocation() -> None:
     assert polls_is_aborted.is_aborted() is False  # outside an execution
 
 
-def test_the_admin_terminate_action_stops_a_running_task(
-    admin_client: Any, start_worker: Any
-) -> None:
-    start_worker("-P", "prefork", "-c", "1")
-    result = runs_until_stopped.delay(LONG, "admin")
-    wait_started(result)
+def by_admin_action(client: Any, result: AsyncResult[Any]) -> None:
     pk = TaskResult.objects.get(task_id=result.id).pk
-    response = admin_client.post(
+    response = client.post(
         "/admin/django_tq/taskresult/",
         {"action": "terminate_tasks", "_selected_action": [str(pk)]},
         follow=True,
     )
     assert response.status_code == 200
-    assert_revoked(result, "SIGTERM")
-    assert labels(result) == ["start", "finally"]
 
 
-def test_the_rest_revoke_with_terminate_stops_a_running_task(
-    admin_client: Any, start_worker: Any
-) -> None:
-    start_worker("-P", "prefork", "-c", "1")
-    result = runs_until_stopped.delay(LONG, "rest")
-    wait_started(result)
-    response = admin_client.post(
+def by_rest(client: Any, result: AsyncResult[Any]) -> None:
+    response = client.post(
         f"/api/tq/results/{result.id}/revoke/", {"terminate": True}, content_type="application/json"
     )
     assert response.status_code == 202, response.content
     assert response.json()["state"] == states.STARTED  # running: the worker stops it
+
+
+@pytest.mark.parametrize("terminate", [by_admin_action, by_rest], ids=["admin", "rest"])
+def test_the_admin_action_and_the_rest_endpoint_stop_a_running_task(
+    terminate: Any, admin_client: Any, start_worker: Any
+) -> None:
+    start_worker("-P", "prefork", "-c", "1")
+    result = runs_until_stopped.delay(LONG, "remote")
+    wait_started(result)
+    terminate(admin_client, result)
     assert_revoked(result, "SIGTERM")
     assert labels(result) == ["start", "finally"]
-    assert Revocation.objects.get(task_id=result.id).signal == "SIGTERM"
+    revocation = Revocation.objects.get(task_id=result.id)
+    assert (revocation.terminate, revocation.signal) == (True, "SIGTERM")
 
 
 def test_revoke_refuses_a_signal_terminate_does_not_accept() -> None:
