@@ -178,6 +178,14 @@ class Abort:
         """Return whether terminate was asked for this execution."""
         return self.signal_name is not None
 
+    def within_a_terminate(self) -> bool:
+        """Return whether an execution that runs this one (eagerly, in the same thread) is being
+        terminated: then an exception this one did not ask for is that one's."""
+        return any(
+            other is not self and other.thread_id == self.thread_id and other.terminated
+            for other in list(_running.values())
+        )
+
     def is_aborted(self) -> bool:
         """Return whether the task is terminated or revoked (a cheap poll for long loops)."""
         if self.signal_name is None and not self._revoked:

@@ -209,8 +209,8 @@ def _run(task: Task[Any, Any], message: TaskMessage) -> Outcome:
             outcome = _attempt(task, message, abort)
     except (Terminated, SoftTimeLimitExceeded, asyncio.CancelledError) as exc:
         if not abort.terminated:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            if isinstance(exc, asyncio.CancelledError) or abort.within_a_terminate():
+                raise  # not ours: the task's own cancellation, or the eager caller's terminate
             outcome = _failure(exc)  # raised by the task itself, or a soft limit fired late
         trace = tb.format_exc()
     if abort.terminated or abort.aborted:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -253,3 +254,22 @@ def test_a_terminate_asked_before_the_execution_begins_is_raised_as_it_begins() 
     with pytest.raises(Terminated), abort.Abort("early"):
         pytest.fail("the task's code must not run")
     assert abort.is_aborted("early") is False  # no Revocation row, and nothing left running
+
+
+def test_terminating_a_task_goes_through_a_task_it_runs_eagerly(settings: Any) -> None:
+    """The inner (eager) execution did not ask for the exception: it lets it reach the outer,
+    even when eager failures do not propagate."""
+    settings.TQ = {**settings.TQ, "EAGER_PROPAGATES": False}
+
+    def terminate_when_inner_runs() -> None:
+        wait_for(lambda: Execution.objects.filter(label="start:inner").exists(), what="inner")
+        abort.terminate("outer", "SIGTERM")
+
+    helper = threading.Thread(target=terminate_when_inner_runs)
+    helper.start()
+    with pytest.raises(Terminated), abort.Abort("outer") as outer:
+        runs_until_stopped.apply((LONG, "inner"))
+    helper.join()
+    assert outer.terminated
+    inner = Execution.objects.filter(label__endswith=":inner").order_by("id")
+    assert [row.label for row in inner] == ["start:inner", "finally:inner"]
