@@ -53,8 +53,9 @@ PENDING_LIMIT = 64
 
 _running: dict[str, Abort] = {}
 _pending: dict[str, str] = {}
-#: reentrant: a signal handler may interrupt the very thread that holds it
-_registry_lock = threading.RLock()
+#: guards both, and every execution's state; reentrant: a signal handler may interrupt the very
+#: thread that holds it
+_lock = threading.RLock()
 
 
 def signal_name(value: str | int) -> str:
@@ -103,18 +104,15 @@ class Abort:
         self._async_exc = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._future: asyncio.Future[Any] | None = None
-        self._lock = threading.RLock()
         self._revoked = False
         self._next_poll = 0.0
 
     def __enter__(self) -> Abort:
         try:
-            with _registry_lock:
+            with _lock:
                 _running[self.task_id] = self
-                pending = _pending.pop(self.task_id, None)
-            with self._lock:
                 if self.signal_name is None:
-                    self.signal_name = pending
+                    self.signal_name = _pending.pop(self.task_id, None) if _pending else None
                 self._active = True
                 if self.signal_name is not None and not self.is_async:  # asked before it began
                     raise exception_for(self.signal_name)()
@@ -127,20 +125,17 @@ class Abort:
         self._leave()
 
     def _leave(self) -> None:
-        try:
-            with self._lock:
-                self._active = False
-                if self._async_exc:  # asked but maybe not raised yet: never in the worker's code
-                    self._async_exc = False
-                    _set_async_exc(self.thread_id, None)
-        finally:
-            with _registry_lock:
-                if _running.get(self.task_id) is self:
-                    del _running[self.task_id]
+        with _lock:
+            self._active = False
+            if _running.get(self.task_id) is self:
+                del _running[self.task_id]
+            if self._async_exc:  # asked but maybe not raised yet: never in the worker's code
+                self._async_exc = False
+                _set_async_exc(self.thread_id, None)
 
     async def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Await ``coroutine`` in this execution's asyncio task, which terminate cancels."""
-        with self._lock:
+        with _lock:
             self._loop = asyncio.get_running_loop()
             self._future = asyncio.current_task()
             if self.signal_name is not None and self._future is not None:
@@ -149,7 +144,7 @@ class Abort:
 
     def terminate(self, name: str) -> None:
         """Interrupt the task as the signal ``name`` means; only the first request counts."""
-        with self._lock:
+        with _lock:
             if self.signal_name is not None:
                 return
             self.signal_name = name
@@ -203,7 +198,7 @@ def terminate(task_id: str, name: str) -> None:
 
     An execution that has not begun yet is interrupted as it begins.
     """
-    with _registry_lock:
+    with _lock:
         running = _running.get(task_id)
         if running is None:
             _pending[task_id] = name
