@@ -143,9 +143,9 @@ class Abort:
         return await coroutine
 
     def terminate(self, name: str) -> None:
-        """Interrupt the task as the signal ``name`` means; only the first request counts."""
+        """Interrupt the task as the signal ``name`` means (again only for another signal)."""
         with _lock:
-            if self.signal_name is not None:
+            if self.signal_name == name:
                 return
             self.signal_name = name
             if not self._active:

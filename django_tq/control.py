@@ -40,7 +40,11 @@ def revoke(task_id: str, *, terminate: bool = False, signal: str | int = "SIGTER
     name = abort.signal_name(signal)
     alias = router.db_for_write(Revocation) or "default"
     Revocation.objects.using(alias).update_or_create(
-        task_id=task_id, defaults={"terminate": terminate, "signal": name}
+        task_id=task_id,
+        # a new date: workers read revocations by date, so they see a revoke again (another
+        # signal, e.g. SIGKILL for a task that ignored SIGTERM)
+        defaults={"terminate": terminate, "signal": name, "created_at": timezone.now()},
+        create_defaults={"terminate": terminate, "signal": name},
     )
     backend = get_backend()
     data = backend.get(task_id)

@@ -178,7 +178,8 @@ class Pool:
     def terminate(self, task_id: str, signal_name: str) -> bool:
         """Stop the running task ``task_id`` as ``signal_name`` means; return whether asked now.
 
-        A task is asked once: False when it is not running, or was asked already.
+        A task is asked once per signal: False when it is not running, or was asked already
+        with that signal (another one, e.g. ``SIGKILL`` after ``SIGTERM``, asks again).
         """
         return False
 
@@ -352,9 +353,8 @@ class PreforkPool(Pool):
         for child, slot in zip(self.children, self.slots, strict=True):
             if child is None or not child.is_alive() or slot.running_task() != task_id:
                 continue
-            request = slot.terminate_request()
-            if request is not None and request[0] == task_id:
-                return False  # asked already: once per task
+            if slot.terminate_request() == (task_id, signal_name):
+                return False  # asked already: once per task (and signal)
             slot.request_terminate(task_id, signal_name)
             if slot.running_task() != task_id:
                 return False  # it finished meanwhile: the next task must not get the signal
@@ -432,9 +432,8 @@ class ThreadPool(Pool):
         for slot in self.slots:
             if slot.running_task() != task_id:
                 continue
-            request = slot.terminate_request()
-            if request is not None and request[0] == task_id:
-                return False  # asked already: once per task
+            if slot.terminate_request() == (task_id, signal_name):
+                return False  # asked already: once per task (and signal)
             slot.request_terminate(task_id, signal_name)
             abort.terminate(task_id, signal_name)
             return True

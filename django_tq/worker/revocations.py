@@ -37,6 +37,8 @@ class Revocations:
             self.ids.add(task_id)
             if terminate:
                 self.terminate[task_id] = signal
+            else:
+                self.terminate.pop(task_id, None)
         self._since = started
 
     def __contains__(self, task_id: object) -> bool:

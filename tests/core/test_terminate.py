@@ -116,9 +116,23 @@ def test_prefork_terminate_stops_the_task_with_the_signal_meaning(
 
 def test_terminate_is_not_swallowed_by_except_exception(start_worker: Any) -> None:
     worker = start_worker("-P", "prefork", "-c", "1")
-    result, _ = terminated(runs_until_stopped, "careless", swallow=True)
+    result, _ = terminated(runs_until_stopped, "careless", swallow="exceptions")
     assert labels(result) == ["start", "finally"]
     assert next_task_pid(worker)
+
+
+def test_a_task_that_swallows_terminate_can_then_be_killed(start_worker: Any) -> None:
+    worker = start_worker("-P", "prefork", "-c", "1")
+    result = runs_until_stopped.delay(LONG, "stubborn", swallow="everything")
+    child = wait_started(result)
+    result.revoke(terminate=True)
+    wait_for(lambda: "swallowed" in labels(result), what="the task to swallow Terminated")
+    assert AsyncResult(result.id).state == states.STARTED  # it goes on: nothing more is sent
+    result.revoke(terminate=True, signal="SIGKILL")  # a new request: the parent sends it too
+    assert_revoked(result, "SIGKILL")
+    assert labels(result) == ["start", "swallowed"]
+    assert next_task_pid(worker) != child
+    assert worker.output().count("Terminating revoked task") == 2  # once per signal
 
 
 def test_a_group_wide_sigterm_is_still_a_warm_shutdown(start_worker: Any) -> None:

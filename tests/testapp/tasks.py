@@ -291,23 +291,29 @@ def replaced_by_chord(self: Any, n: int) -> None:
 
 
 @task(bind=True)
-def runs_until_stopped(self: Any, seconds: float, label: str = "", swallow: bool = False) -> str:
+def runs_until_stopped(self: Any, seconds: float, label: str = "", swallow: str = "") -> str:
     """Sleep in short steps for up to ``seconds``, writing a row for each way it can end.
 
-    ``swallow``: catch every ``Exception`` inside the loop, as careless task code does (terminate
-    must end the task anyway).
+    ``swallow="exceptions"``: catch every ``Exception`` inside the loop, as careless task code
+    does (terminate must end the task anyway); ``"everything"``: every ``BaseException`` too
+    (only ``SIGKILL`` ends it), noting each one it swallowed.
     """
     from django_tq.exceptions import SoftTimeLimitExceeded
 
     Execution.objects.create(task_id=self.request.id, label=f"start:{label}", pid=os.getpid())
     deadline = time.monotonic() + seconds
+    caught = BaseException if swallow == "everything" else Exception
     try:
         while time.monotonic() < deadline:
             try:
                 time.sleep(0.05)
-            except Exception:
+            except caught as exc:
                 if not swallow:
                     raise
+                if not isinstance(exc, Exception):
+                    Execution.objects.create(
+                        task_id=self.request.id, label=f"swallowed:{label}", pid=os.getpid()
+                    )
     except SoftTimeLimitExceeded:
         Execution.objects.create(task_id=self.request.id, label=f"soft:{label}", pid=os.getpid())
         raise
