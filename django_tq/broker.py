@@ -439,18 +439,44 @@ class Broker:
         return Subscription(self, queues, prefetch, on_delivery)
 
     def release_leases_of(
-        self, pid: int, *, running: Collection[Any] = (), hostname: str | None = None
+        self,
+        pid: int,
+        *,
+        running: Collection[Any] = (),
+        acked: Collection[Any] = (),
+        hostname: str | None = None,
     ) -> int:
         """Make every message leased by process ``pid`` visible again (it died); return how many.
 
         ``running`` are the delivery tags it was executing: only those count as deliveries.
+        ``acked`` are tags to acknowledge instead (settled by the caller, e.g. terminated).
         """
         with self.connection() as conn:
             channel = conn.default_channel
             release = getattr(channel, "release_owner_prefix", None)
             if release is None:
                 return 0  # AMQP gives a dead consumer's messages back by itself
+            if acked:
+                channel.ack_leases(acked)
             return int(release(owner_prefix(pid, hostname), running))
+
+    def leased_delivery(
+        self, pid: int, tag: Any, *, hostname: str | None = None
+    ) -> Delivery | None:
+        """Return the message ``tag`` that process ``pid`` holds a lease on (it died running it).
+
+        None on AMQP, which gives a dead consumer's messages back by itself, and when the
+        message is gone or leased by another process now. The delivery is for reading: settle
+        it with :meth:`release_leases_of`.
+        """
+        with self.connection() as conn:
+            channel = conn.default_channel
+            read = getattr(channel, "leased_payload", None)
+            raw = read(owner_prefix(pid, hostname), tag) if read is not None else None
+            if raw is None:
+                return None
+            message = channel.Message(raw, channel=channel)
+            return Delivery(message, message.delivery_info.get("routing_key") or "")
 
     def purge(self, queues: list[str]) -> int:
         """Delete every waiting message in ``queues``; return how many."""

@@ -9,14 +9,13 @@ API do both the same way.
 
 from __future__ import annotations
 
-import signal as signals_module
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import router
 from django.utils import timezone
 
-from django_tq import signals, states
+from django_tq import abort, states
 from django_tq.models import PeriodicTask, Revocation
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -30,25 +29,29 @@ if TYPE_CHECKING:
 NOT_STARTED = frozenset({states.PENDING, states.QUEUED, states.RETRY})
 
 
-def revoke(task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
-    """Revoke ``task_id``: it will not run; with ``terminate`` a running one is killed (prefork).
+def revoke(task_id: str, *, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+    """Revoke ``task_id``: it will not run; with ``terminate`` a running one is stopped.
 
-    Without ``terminate`` a task that is already running finishes, as in Celery.
+    Without ``terminate`` a task that is already running finishes, as in Celery (unless it polls
+    ``self.is_aborted()``). ``signal`` says how terminate stops it: ``SIGTERM`` (the default),
+    ``SIGINT``, ``SIGUSR1`` or ``SIGKILL`` (also spelt ``"TERM"``, ``15``, …); see the worker
+    documentation for what each does on each pool. Raise ``ValueError`` for another signal.
+    The worker sends ``task_revoked`` when it skips or stops the task.
     """
-    if not hasattr(signals_module, signal):
-        raise ValueError(f"Unknown signal {signal!r}")
+    name = abort.signal_name(signal)
     alias = router.db_for_write(Revocation) or "default"
     with write_atomic(alias):  # update_or_create reads, then writes
         Revocation.objects.using(alias).update_or_create(
-            task_id=task_id, defaults={"terminate": terminate, "signal": signal}
+            task_id=task_id,
+            # a new date: workers read revocations by date, so they see a revoke again (another
+            # signal, e.g. SIGKILL for a task that ignored SIGTERM)
+            defaults={"terminate": terminate, "signal": name, "created_at": timezone.now()},
+            create_defaults={"terminate": terminate, "signal": name},
         )
     backend = get_backend()
     data = backend.get(task_id)
     if data is None or data.state in NOT_STARTED:
         backend.set_state(task_id, states.REVOKED, result={"reason": "revoked"})
-    signals.send(
-        signals.task_revoked, sender=None, task_id=task_id, terminated=False, expired=False
-    )
 
 
 def revoked_since(since: object | None = None) -> list[tuple[str, bool, str]]:

@@ -57,6 +57,17 @@ class TaskRevokedError(TQError):
     """The task was revoked before or while it ran."""
 
 
+class Terminated(BaseException):
+    """Raised inside a task that ``revoke(terminate=True)`` stops; the task ends ``REVOKED``.
+
+    A ``BaseException``, like ``SystemExit`` and ``asyncio.CancelledError``: ``except Exception``
+    does not swallow it, ``finally`` blocks and ``except Terminated`` run.
+    """
+
+    def __init__(self, message: str = "terminated by revoke(terminate=True)") -> None:
+        super().__init__(message)
+
+
 class WorkerLostError(TQError):
     """The worker process running the task died."""
 

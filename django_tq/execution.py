@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import signal as signal_module
 import time
 import traceback as tb
 from dataclasses import dataclass, replace
@@ -19,10 +20,20 @@ from django.utils import timezone
 
 from django_tq import message as wire_format
 from django_tq import serialization, signals, states, unique, workflow
+from django_tq.abort import Abort
 from django_tq.conf import tq_settings
 from django_tq.context import Request, current_request
 from django_tq.enqueue import enqueue
-from django_tq.exceptions import EncodeError, Ignore, Reject, Replace, Retry
+from django_tq.exceptions import (
+    EncodeError,
+    Ignore,
+    Reject,
+    Replace,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    Terminated,
+)
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -49,14 +60,47 @@ class Outcome:
     requeue: bool = False  #: ``Reject(requeue=True)``
     runtime: float = 0.0
     replacement: dict[str, Any] | None = None  #: the signature of ``self.replace(sig)``
+    #: REVOKED: the signal ``revoke(terminate=True)`` stopped the running task with
+    terminated: str | None = None
+    expired: bool = False  #: REVOKED: the message's ``expires`` had passed, it did not run
 
 
-def _call(task: Task[Any, Any], message: TaskMessage) -> Any:
+def revoked_outcome(task_id: str, *, terminated: str | None = None, traceback: str = "") -> Outcome:
+    """Return the outcome of a task revoked while it ran, with ``TaskRevokedError`` as result.
+
+    ``terminated`` is the signal that stopped it; None when it stopped after ``is_aborted()``.
+    """
+    how = f"terminated ({terminated})" if terminated else "revoked while it ran"
+    error = TaskRevokedError(f"Task {task_id} was {how}.")
+    return Outcome(
+        state=states.REVOKED,
+        result=serialization.exception_to_data(error),
+        exception=error,
+        traceback=traceback,
+        terminated=terminated,
+    )
+
+
+def send_revoked(task: Task[Any, Any] | None, task_id: str, outcome: Outcome) -> None:
+    """Send ``task_revoked`` for a REVOKED ``outcome`` (Celery's arguments, plus the name)."""
+    name = outcome.terminated
+    signals.send(
+        signals.task_revoked,
+        sender=task,
+        task_id=task_id,
+        terminated=name is not None,
+        expired=outcome.expired,
+        signum=int(getattr(signal_module, name)) if name else None,
+        signal_name=name,
+    )
+
+
+def _call(task: Task[Any, Any], message: TaskMessage, abort: Abort) -> Any:
     args, kwargs = message.args, message.kwargs
     if task.bind:
         args = (task, *args)
     if task.is_async:
-        return asyncio.run(task.run(*args, **kwargs))
+        return asyncio.run(abort.run(task.run(*args, **kwargs)))
     return task.run(*args, **kwargs)
 
 
@@ -134,20 +178,17 @@ def execute(
     """Run ``message``'s task here and return the :class:`Outcome` (never raises for task errors)."""
     task = registry.get(message.task)
     if message.expires is not None and message.expires <= timezone.now():
-        return Outcome(state=states.REVOKED, result={"reason": "expired"})
+        expired = Outcome(state=states.REVOKED, result={"reason": "expired"}, expired=True)
+        send_revoked(task, message.id, expired)
+        return expired
     request = build_request(
         message, hostname=hostname, delivery_count=delivery_count, is_eager=is_eager
     )
     token = current_request.set(request)
     started = time.perf_counter()
-    signals.send(
-        signals.task_prerun,
-        sender=task,
-        task_id=message.id,
-        task=task,
-        args=message.args,
-        kwargs=message.kwargs,
-    )
+    call = {"task_id": message.id, "task": task, "args": message.args, "kwargs": message.kwargs}
+    signals.send(signals.task_started, sender=task, request=request, **call)
+    signals.send(signals.task_prerun, sender=task, **call)
     try:
         outcome = _run(task, message)
     finally:
@@ -158,9 +199,32 @@ def execute(
 
 
 def _run(task: Task[Any, Any], message: TaskMessage) -> Outcome:
+    """Run the task where terminate can interrupt it; a terminate, or a revocation the task saw
+    with ``is_aborted()``, makes the outcome REVOKED whatever the task did next."""
+    abort = Abort(message.id, is_async=task.is_async)
+    outcome: Outcome | None = None
+    trace = ""
+    try:
+        with abort:
+            outcome = _attempt(task, message, abort)
+    except (Terminated, SoftTimeLimitExceeded, asyncio.CancelledError) as exc:
+        if not abort.terminated:
+            if isinstance(exc, asyncio.CancelledError) or abort.within_a_terminate():
+                raise  # not ours: the task's own cancellation, or the eager caller's terminate
+            outcome = _failure(exc)  # raised by the task itself, or a soft limit fired late
+        trace = tb.format_exc()
+    if abort.terminated or abort.aborted:
+        if outcome is not None and not trace:
+            trace = outcome.traceback
+        return revoked_outcome(message.id, terminated=abort.signal_name, traceback=trace)
+    assert outcome is not None
+    return outcome
+
+
+def _attempt(task: Task[Any, Any], message: TaskMessage, abort: Abort) -> Outcome:
     try:
         task.before_start(message.id, message.args, message.kwargs)
-        retval = _call(task, message)
+        retval = _call(task, message, abort)
         if _stores_result(task, message) and message.serializer == "json":
             serialization.to_json(retval)
         return Outcome(state=states.SUCCESS, result=retval)
@@ -225,9 +289,7 @@ def _after(task: Task[Any, Any], message: TaskMessage, outcome: Outcome) -> None
         _robust(task.on_retry, outcome.exception, task_id, args, kwargs, outcome.traceback)
         signals.send(signals.task_retried, sender=task, task_id=task_id, reason=outcome.exception)
     elif outcome.state == states.REVOKED:
-        signals.send(
-            signals.task_revoked, sender=task, task_id=task_id, expired=True, terminated=False
-        )
+        send_revoked(task, task_id, outcome)
     _robust(
         task.after_return, outcome.state, outcome.result, task_id, args, kwargs, outcome.traceback
     )
@@ -320,4 +382,14 @@ def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
     return result
 
 
-__all__ = ["IGNORED", "REJECTED", "REPLACED", "Outcome", "execute", "record", "run_eagerly"]
+__all__ = [
+    "IGNORED",
+    "REJECTED",
+    "REPLACED",
+    "Outcome",
+    "execute",
+    "record",
+    "revoked_outcome",
+    "run_eagerly",
+    "send_revoked",
+]

@@ -222,8 +222,12 @@ class AsyncResult(Generic[R]):
             raise error
         return error
 
-    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
-        """Revoke the task: it will not run; ``terminate=True`` kills it if running (prefork)."""
+    def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+        """Revoke the task: it will not run; ``terminate=True`` stops it if running.
+
+        ``signal`` (``SIGTERM``, ``SIGINT``, ``SIGUSR1``, ``SIGKILL``) says how: see
+        :func:`django_tq.control.revoke`.
+        """
         control.revoke(self.id, terminate=terminate, signal=signal)
         self._final = None
 
@@ -348,7 +352,7 @@ class GroupResult:
 
     get = join
 
-    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+    def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
         """Revoke every member."""
         for result in self.results:
             result.revoke(terminate=terminate, signal=signal)

@@ -27,8 +27,8 @@ from typing import (
 
 from django.utils import timezone
 
+from django_tq import abort, rate_limits, routing, unique
 from django_tq import enqueue as enqueue_module
-from django_tq import rate_limits, routing, unique
 from django_tq.broker import RetryPolicy
 from django_tq.conf import tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request
@@ -400,6 +400,18 @@ class Task(Generic[P, R]):
         if request is None or request.task != self.name:
             return DIRECT_CALL
         return request
+
+    def is_aborted(self) -> bool:
+        """Return whether this execution was revoked or terminated: poll it to stop a long loop.
+
+        It reads the revocations at most every half second, so polling it in a loop is cheap.
+        Once it returned True the execution ends ``REVOKED``, whatever the task returns next.
+        Outside an execution it is False.
+        """
+        request = self.request
+        if request.called_directly or request.id is None:
+            return False
+        return abort.is_aborted(request.id)
 
     def retry(
         self,

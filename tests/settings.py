@@ -121,11 +121,26 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TQ = {"BROKER_URL": "django://", **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}"))}
 
+#: the worker's log also goes to this file, one "@@record" line per record, for tests that read it
+LOG_FILE = os.environ.get("TQ_TEST_LOG_FILE")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "record": {"format": "@@record %(levelname)s %(name)s %(process)d\n%(message)s"}
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler"},
+        **(
+            {"file": {"class": "logging.FileHandler", "filename": LOG_FILE, "formatter": "record"}}
+            if LOG_FILE
+            else {}
+        ),
+    },
     "loggers": {
-        "django_tq": {"handlers": ["stderr"], "level": os.environ.get("TQ_LOG_LEVEL", "WARNING")}
+        "django_tq": {
+            "handlers": ["stderr", "file"] if LOG_FILE else ["stderr"],
+            "level": os.environ.get("TQ_LOG_LEVEL", "WARNING"),
+        }
     },
 }

@@ -115,7 +115,7 @@ class TaskResultAdmin(ReadOnlyAdmin):
         permissions=["revoke"],
     )
     def terminate_tasks(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
-        """Revoke with ``terminate=True``: a running task's worker child is killed (prefork)."""
+        """Revoke with ``terminate=True`` (``SIGTERM``): a running task is stopped, on any pool."""
         for task_id in queryset.values_list("task_id", flat=True):
             control.revoke(task_id, terminate=True)
         self.message_user(request, _("Terminated %(count)d task(s).") % {"count": len(queryset)})

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from django_tq import serialization, states
+from django_tq import abort, serialization, states
 from django_tq.api.schema import document_field
 from django_tq.exceptions import DecodeError
 from django_tq.models import DeadLetter, TaskResult, WorkerState
@@ -240,10 +240,13 @@ class RevokeSerializer(serializers.Serializer):
     """The body of ``POST results/{id}/revoke/``."""
 
     terminate = serializers.BooleanField(
-        default=False, help_text="Kill the task if it is running (prefork workers)."
+        default=False, help_text="Stop the task if it is running (on every pool)."
     )
     signal = serializers.ChoiceField(
-        choices=["SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1"], default="SIGTERM"
+        choices=list(abort.SIGNALS),
+        default="SIGTERM",
+        help_text="How terminate stops it: SIGTERM and SIGINT raise Terminated in the task, "
+        "SIGUSR1 raises SoftTimeLimitExceeded, SIGKILL kills a prefork child.",
     )
 
 

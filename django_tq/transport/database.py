@@ -257,6 +257,15 @@ class Channel(LeasedChannel):
         )
         return prefetched + leased.update(lease_owner=None, lease_expires_at=None)
 
+    def leased_payload(self, prefix: str, tag: Any) -> dict[str, Any] | None:
+        row = (
+            QueueMessage.objects.using(self.alias)
+            .filter(id=tag, lease_owner__startswith=prefix)
+            .values_list("payload", "delivery_count")
+            .first()
+        )
+        return None if row is None else self._payload(int(tag), row[0], row[1])
+
     # -- waiting -----------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:
         db = self.consumer_db

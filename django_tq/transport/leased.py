@@ -234,6 +234,14 @@ class LeasedChannel(virtual.Channel):
         """
         raise NotImplementedError
 
+    def leased_payload(self, prefix: str, tag: Any) -> dict[str, Any] | None:
+        """Return the raw message ``tag`` if a lease owner id starting with ``prefix`` holds it.
+
+        A worker's parent reads the message a child died running, to settle it (a terminated
+        task) instead of giving it back. None when the message is gone or leased by another.
+        """
+        raise NotImplementedError
+
     def renew_leases(self) -> int:
         """Extend the lease of every held message; return how many."""
         tags = self.held_tags()

@@ -581,6 +581,18 @@ class Channel(LeasedChannel):
             )
         return released
 
+    def leased_payload(self, prefix: str, tag: Any) -> dict[str, Any] | None:
+        queue, message_id = split_tag(str(tag))
+        keys = self.keys_for(queue)
+        pipeline = self.client.pipeline(transaction=False)
+        pipeline.hget(keys.owners, message_id)
+        pipeline.hget(keys.payloads, message_id)
+        pipeline.hget(keys.deliveries, message_id)
+        owner, payload, count = pipeline.execute()
+        if owner is None or payload is None or not str(owner).startswith(prefix):
+            return None
+        return self._payload(queue, message_id, payload, int(count or 1))
+
     # -- waiting ------------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:
         """Block in ``BLPOP`` on the consumed queues' wake lists, up to the next due time.

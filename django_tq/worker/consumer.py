@@ -37,7 +37,7 @@ from django_tq.exceptions import (
     SoftTimeLimitExceeded,
     WorkerLostError,
 )
-from django_tq.execution import REJECTED, Outcome, execute, record
+from django_tq.execution import REJECTED, Outcome, execute, record, revoked_outcome, send_revoked
 from django_tq.message import TaskMessage
 from django_tq.outage import TRANSIENT, Outage
 from django_tq.rate_limits import RateLimiter
@@ -310,13 +310,22 @@ class Consumer:
             )
 
     def _revoked(self, delivery: Delivery, message: TaskMessage) -> None:
+        """Skip a revoked task's message: record REVOKED, ack it.
+
+        A redelivered message of a task revoked with ``terminate=True`` that is still
+        ``STARTED`` was running in a child the terminate killed (AMQP gives such a message back):
+        it is recorded as terminated.
+        """
         close_old_connections()
         outcome = Outcome(state=states.REVOKED, result={"reason": "revoked"})
+        signal_name = self.revocations.terminate.get(message.id)
+        if signal_name is not None and delivery.redelivered:
+            data = get_backend().get(message.id)
+            if data is not None and data.state == states.STARTED:
+                outcome = revoked_outcome(message.id, terminated=signal_name)
+        send_revoked(registry.get(message.task), message.id, outcome)  # before task_finished
         record(
             message, outcome, worker=self.config.hostname, delivery_count=delivery.delivery_count
-        )
-        signals.send(
-            signals.task_revoked, sender=None, task_id=message.id, terminated=False, expired=False
         )
         delivery.ack()
         logger.info("Skipped revoked task %s[%s]", message.task, message.id)
@@ -342,12 +351,12 @@ class Consumer:
         logger.error("Task %s[%s] failed: its worker died", message.task, message.id)
         return True
 
-    def _guarded_refresh(self) -> None:
+    def _guarded_refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not self._revocations_outage.is_due(now):
+        if not force and not self._revocations_outage.is_due(now):
             return
         try:
-            self.revocations.refresh(now)
+            self.revocations.refresh(now, force=force)
         except Exception as exc:
             self._revocations_outage.failed(exc, now)
             close_old_connections()
@@ -444,6 +453,8 @@ class Consumer:
         acks_late = task.resolved_acks_late()
         close_old_connections()
         count = delivery.delivery_count
+        if delivery.redelivered and message.id not in self.revocations:
+            self._guarded_refresh(force=True)  # it may have been terminated in a child just now
         if message.id in self.revocations:
             self._revoked(delivery, message)
             return
@@ -477,6 +488,10 @@ class Consumer:
         self.slot.finished()
         if outcome.state == states.FAILURE:
             logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
+        elif outcome.terminated:
+            logger.warning(
+                "Task %s[%s] terminated (%s): REVOKED", message.task, message.id, outcome.terminated
+            )
         self._recycle_if_due()
 
     def _recycle_if_due(self) -> None:

@@ -20,6 +20,9 @@ from typing import Any
 import billiard
 from django.db import connections
 
+from django_tq import abort
+from django_tq.worker.tracebacks import log_tracebacks
+
 logger = logging.getLogger("django_tq.worker")
 
 #: what a pool runs: ``target(index, stop_event, slot)`` runs one consumer until stopped
@@ -34,18 +37,23 @@ class ChildExit:
     pid: int | None  #: the child process, or None for a thread (it released its own leases)
     exitcode: int | None
     running: Any = None  #: the delivery tag it was executing when it ended, if any
+    #: ``(task id, signal)`` when it ended running a task the pool was asked to terminate
+    terminated: tuple[str, str] | None = None
 
 
 class Slot:
-    """What one consumer shares with its pool: tasks finished, and the delivery it is running.
+    """What one consumer shares with its pool: tasks finished, the delivery it is running, and
+    a request to terminate that task.
 
     In a prefork pool the values live in shared memory, so the parent can read what a child
-    was running when it died (that message, and only that one, counts as a delivery).
+    was running when it died (that message, and only that one, counts as a delivery), and the
+    child can tell the parent's terminate signal from a signal sent to the whole process group.
     """
 
     def __init__(self, *, shared: bool) -> None:
         self.processed: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
         self._running: Any = billiard.Array("c", 512, lock=False) if shared else _Counter()
+        self._terminate: Any = billiard.Array("c", 320, lock=False) if shared else _Counter()
 
     @property
     def is_shared(self) -> bool:
@@ -65,12 +73,27 @@ class Slot:
         ``deadline`` (epoch seconds) is when the task's hard time limit runs out.
         """
         record = [tag, task_id, task_name, deadline]
+        self._terminate.value = b""
         self._running.value = json.dumps(record).encode()[:511] if tag is not None else b""
 
     def finished(self) -> None:
         """Note that the consumer settled its delivery."""
         self._running.value = b""
+        self._terminate.value = b""
         self.processed.value += 1
+
+    def request_terminate(self, task_id: str, signal_name: str) -> None:
+        """Note that the pool terminates the running task ``task_id`` with ``signal_name``."""
+        self._terminate.value = json.dumps([task_id, signal_name]).encode()[:319]
+
+    def terminate_request(self) -> tuple[str, str] | None:
+        """Return ``(task id, signal name)`` of the terminate asked for the running task."""
+        raw = self._terminate.value
+        try:
+            task_id, signal_name = json.loads(raw) if raw else (None, None)
+        except ValueError:  # an id too long for the slot: never asked for (nor honoured)
+            return None
+        return None if task_id is None else (str(task_id), str(signal_name))
 
     def _read(self) -> list[Any]:
         raw = self._running.value
@@ -106,7 +129,8 @@ class Pool:
     name = "base"
     #: the consumer runs in the worker's main thread (``run_in_main_thread`` blocks)
     runs_in_main_thread = False
-    #: a running task can be killed from outside (hard time limits, ``terminate=True``)
+    #: a running task's process can be killed from outside (hard time limits, ``SIGKILL``);
+    #: every pool can terminate a task by raising in it (:mod:`django_tq.abort`)
     supports_terminate = False
 
     def __init__(self, target: Target, concurrency: int) -> None:
@@ -147,8 +171,16 @@ class Pool:
         """Return how many tasks the consumers finished."""
         raise NotImplementedError
 
-    def terminate(self, task_id: str, signum: int) -> bool:
-        """Kill the consumer running ``task_id`` with ``signum``; return whether one was."""
+    def running_tasks(self) -> list[str]:
+        """Return the ids of the tasks the consumers are running."""
+        return []
+
+    def terminate(self, task_id: str, signal_name: str) -> bool:
+        """Stop the running task ``task_id`` as ``signal_name`` means; return whether asked now.
+
+        A task is asked once per signal: False when it is not running, or was asked already
+        with that signal (another one, e.g. ``SIGKILL`` after ``SIGTERM``, asks again).
+        """
         return False
 
     def kill_overdue(self, now: float) -> list[tuple[str, str]]:
@@ -157,16 +189,32 @@ class Pool:
 
 
 def _child_main(target: Target, index: int, stop_event: Any, slot: Slot) -> None:
-    """Entry point of a prefork child: own signals, own DB connections, one consumer."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C
+    """Entry point of a prefork child: own signals, own DB connections, one consumer.
 
-    def warm(signum: int, frame: Any) -> None:
-        stop_event.set()  # finish the running task, then stop (the parent sends SIGQUIT for cold)
+    ``SIGTERM``, ``SIGINT`` and ``SIGUSR1`` mean "terminate the running task" when the parent
+    asked for it in the slot before signalling; otherwise they keep their meaning for the whole
+    worker: ``SIGTERM`` finishes the running task then stops (warm), ``SIGINT`` is left to the
+    parent (Ctrl-C reaches it too, and it stops the children), ``SIGUSR1`` logs the stacks.
+    """
+    handled: list[tuple[str, str] | None] = [None]
+
+    def on_signal(signum: int, frame: Any) -> None:
+        request = slot.terminate_request()
+        name = signal.Signals(signum).name
+        if request is not None and request != handled[0] and request[1] == name:
+            handled[0] = request
+            abort.terminate(*request)  # raises in the task, right here, when it runs now
+            return
+        if signum == signal.SIGTERM:
+            stop_event.set()  # finish the running task, then stop (the parent sends SIGQUIT for cold)
+        elif signum == signal.SIGUSR1:
+            log_tracebacks(frame)
 
     def cold(signum: int, frame: Any) -> None:
         raise SystemExit(1)
 
-    signal.signal(signal.SIGTERM, warm)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, on_signal)
     signal.signal(signal.SIGQUIT, cold)
     for connection in connections.all(initialized_only=True):
         connection.connection = None  # inherited sockets belong to the parent: never use them
@@ -212,14 +260,34 @@ class PreforkPool(Pool):
             if child is None or child.is_alive():
                 continue
             child.join(0)
-            running = self.slots[index].running()
-            self.slots[index].started(None)
+            slot = self.slots[index]
+            running, task_id, request = (
+                slot.running(),
+                slot.running_task(),
+                slot.terminate_request(),
+            )
+            terminated = request if request is not None and request[0] == task_id else None
+            slot.started(None)
             exits.append(
-                ChildExit(index=index, pid=child.pid, exitcode=child.exitcode, running=running)
+                ChildExit(
+                    index=index,
+                    pid=child.pid,
+                    exitcode=child.exitcode,
+                    running=running,
+                    terminated=terminated,
+                )
             )
             self.children[index] = None
             if not self.stopping:
-                if child.exitcode not in (0, None):
+                if terminated is not None:
+                    logger.info(
+                        "Child %d (pid %d) ended by terminating task %s with %s; "
+                        "starting a new one",
+                        index,
+                        child.pid,
+                        *terminated,
+                    )
+                elif child.exitcode not in (0, None):
                     logger.error(
                         "Child %d (pid %d) died with exit code %s; starting a new one",
                         index,
@@ -272,14 +340,29 @@ class PreforkPool(Pool):
                 killed.append(task)
         return killed
 
-    def terminate(self, task_id: str, signum: int) -> bool:
+    def running_tasks(self) -> list[str]:
+        return [
+            task_id
+            for child, slot in zip(self.children, self.slots, strict=True)
+            if child is not None and (task_id := slot.running_task()) is not None
+        ]
+
+    def terminate(self, task_id: str, signal_name: str) -> bool:
+        """Note the request in the child's slot, then signal the child (it raises in the task;
+        ``SIGKILL`` kills it, and the worker settles the task when it reaps the child)."""
         for child, slot in zip(self.children, self.slots, strict=True):
-            if child is not None and child.is_alive() and slot.running_task() == task_id:
-                try:
-                    os.kill(child.pid, signum)
-                except ProcessLookupError:
-                    return False
-                return True
+            if child is None or not child.is_alive() or slot.running_task() != task_id:
+                continue
+            if slot.terminate_request() == (task_id, signal_name):
+                return False  # asked already: once per task (and signal)
+            slot.request_terminate(task_id, signal_name)
+            if slot.running_task() != task_id:
+                return False  # it finished meanwhile: the next task must not get the signal
+            try:
+                os.kill(child.pid, getattr(signal, signal_name))
+            except ProcessLookupError:
+                return False
+            return True
         return False
 
 
@@ -340,6 +423,21 @@ class ThreadPool(Pool):
 
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
+
+    def running_tasks(self) -> list[str]:
+        return [task_id for slot in self.slots if (task_id := slot.running_task()) is not None]
+
+    def terminate(self, task_id: str, signal_name: str) -> bool:
+        """Raise in the task at its thread's next bytecode (nothing can kill one thread)."""
+        for slot in self.slots:
+            if slot.running_task() != task_id:
+                continue
+            if slot.terminate_request() == (task_id, signal_name):
+                return False  # asked already: once per task (and signal)
+            slot.request_terminate(task_id, signal_name)
+            abort.terminate(task_id, signal_name)
+            return True
+        return False
 
 
 class SoloPool(ThreadPool):

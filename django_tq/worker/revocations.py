@@ -13,7 +13,7 @@ OVERLAP = dt.timedelta(seconds=5)
 
 
 class Revocations:
-    """Revoked ids (skip them) and those to terminate if running (the prefork parent kills them)."""
+    """Revoked ids (skip them) and those to terminate if running (the worker's parent stops them)."""
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
@@ -22,9 +22,13 @@ class Revocations:
         self._since: dt.datetime | None = None
         self._next = 0.0
 
-    def refresh(self, now: float) -> None:
-        """Read revocations created since the last read (all of them the first time), when due."""
-        if now < self._next:
+    def refresh(self, now: float, *, force: bool = False) -> None:
+        """Read revocations created since the last read (all of them the first time), when due.
+
+        ``force``: read now, due or not (before running a redelivered message, whose task may
+        have been terminated a moment ago).
+        """
+        if now < self._next and not force:
             return
         self._next = now + self.interval
         started = timezone.now()
@@ -33,6 +37,8 @@ class Revocations:
             self.ids.add(task_id)
             if terminate:
                 self.terminate[task_id] = signal
+            else:
+                self.terminate.pop(task_id, None)
         self._since = started
 
     def __contains__(self, task_id: object) -> bool:

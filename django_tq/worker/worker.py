@@ -13,7 +13,6 @@ restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
 from __future__ import annotations
 
 import datetime as dt
-import faulthandler
 import functools
 import logging
 import os
@@ -28,16 +27,20 @@ from typing import Any
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
+from django_tq import message as wire_format
 from django_tq import outbox, parking, queues, serialization, signals, sqlite, states
 from django_tq.broker import Broker
 from django_tq.conf import tq_settings
-from django_tq.exceptions import TimeLimitExceeded
+from django_tq.exceptions import NotRegistered, TimeLimitExceeded
+from django_tq.execution import record, revoked_outcome, send_revoked
 from django_tq.models import QueueDepthSample, Revocation, WorkerState
 from django_tq.outage import Outage
+from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
 from django_tq.worker.revocations import Revocations
+from django_tq.worker.tracebacks import log_tracebacks
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -184,10 +187,11 @@ class Worker:
         else:
             outage.succeeded(now)
 
-    def _release(self, pid: int, running: Any = None) -> None:
+    def _release(self, pid: int, running: Any = None, *, acked: Any = None) -> None:
         try:
             running_tags = [] if running is None else [running]
-            released = self.broker.release_leases_of(pid, running=running_tags)
+            acked_tags = [] if acked is None else [acked]
+            released = self.broker.release_leases_of(pid, running=running_tags, acked=acked_tags)
         except Exception:
             logger.warning(
                 "Could not release the leases of pid %d; they will expire", pid, exc_info=True
@@ -197,11 +201,49 @@ class Worker:
             logger.warning("Released %d message(s) held by ended child pid %d", released, pid)
 
     def terminate_revoked(self, now: float) -> None:
-        """Kill consumers running a task revoked with ``terminate=True`` (prefork only)."""
+        """Stop running tasks revoked with ``terminate=True``: each is asked once, on any pool."""
         self.revocations.refresh(now)
-        for task_id, signal_name in self.revocations.terminate.items():
-            if self.pool.terminate(task_id, getattr(signal, signal_name)):
-                logger.warning("Terminated revoked task %s with %s", task_id, signal_name)
+        if not self.revocations.terminate:
+            return
+        for task_id in self.pool.running_tasks():
+            signal_name = self.revocations.terminate.get(task_id)
+            if signal_name is not None and self.pool.terminate(task_id, signal_name):
+                logger.warning("Terminating revoked task %s with %s", task_id, signal_name)
+
+    def _settle_terminated(self, exit: ChildExit) -> bool:
+        """Record the task a terminate killed with its child as REVOKED; return whether it was.
+
+        The message is read back from the dead child's lease, so the result is recorded as a
+        consumer would (chords and chains follow), then acked by the caller. AMQP keeps no
+        lease: the broker gives the message back, and the consumer that gets it skips it as a
+        terminated task.
+        """
+        assert exit.pid is not None and exit.terminated is not None
+        task_id, signal_name = exit.terminated
+        delivery = self.broker.leased_delivery(exit.pid, exit.running)
+        if delivery is None:
+            logger.warning(
+                "Terminated task %s with %s; its message comes back and is skipped as revoked",
+                task_id,
+                signal_name,
+            )
+            return False
+        message = wire_format.decode(
+            delivery.headers,
+            delivery.body,
+            delivery.content_type,
+            queue=delivery.queue,
+            accept=list(tq_settings.ACCEPT_CONTENT),
+        )
+        outcome = revoked_outcome(task_id, terminated=signal_name)
+        try:
+            task = registry.get(message.task)
+        except NotRegistered:
+            task = None
+        send_revoked(task, task_id, outcome)  # before record() sends task_finished
+        record(message, outcome, worker=self.hostname, delivery_count=delivery.delivery_count)
+        logger.warning("Task %s[%s] terminated (%s): REVOKED", message.task, task_id, signal_name)
+        return True
 
     def enforce_time_limits(self) -> None:
         """Kill children whose task ran past its hard time limit; record the failure.
@@ -288,7 +330,7 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGQUIT, self._on_cold_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
-        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if self.stop_requested.is_set():
@@ -310,6 +352,9 @@ class Worker:
         if self.pool.runs_in_main_thread:
             raise SystemExit(1)
 
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        log_tracebacks(frame)
+
     def _on_hup(self, signum: int, frame: Any) -> None:
         logger.info("SIGHUP: restarting children")
         self._restart_children = True
@@ -330,8 +375,24 @@ class Worker:
 
     def _release_ended(self, exits: list[ChildExit]) -> None:
         for exit in exits:
-            if exit.pid is not None:
-                self._release(exit.pid, exit.running)
+            if exit.pid is None:
+                continue
+            if exit.terminated is not None and exit.running is not None:
+                try:
+                    settled = self._settle_terminated(exit)
+                except Exception:
+                    logger.warning(
+                        "Recording terminated task %s failed; its message goes back and is "
+                        "skipped as revoked",
+                        exit.terminated[0],
+                        exc_info=True,
+                    )
+                    connections.close_all()
+                    settled = False
+                if settled:
+                    self._release(exit.pid, acked=exit.running)
+                    continue
+            self._release(exit.pid, exit.running)
 
 
 def configure_connections() -> None:

@@ -49,7 +49,7 @@ def test_terminate_kills_the_running_task_and_the_worker_goes_on(start_worker):
     wait_for(lambda: AsyncResult(result.id).state == states.REVOKED, timeout=15, what="REVOKED")
     assert add.delay(3, 4).get(timeout=20) == 7
     assert not Execution.objects.filter(label="end:doomed").exists()
-    assert "Terminated revoked task" in worker.output()
+    assert worker.output().count("Terminating revoked task") == 1
     assert Revocation.objects.get(task_id=result.id).terminate
 
 

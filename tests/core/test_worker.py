@@ -243,3 +243,32 @@ def test_a_failing_housekeeping_step_backs_off_and_logs_once_per_outage(monkeypa
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert "release_parked" in errors[0].getMessage()
+
+
+def test_sigusr1_logs_the_stack_of_every_thread_as_one_record(tmp_path, start_worker):
+    log = tmp_path / "worker.log"
+    worker = start_worker("-P", "threads", "-c", "2", env={"TQ_TEST_LOG_FILE": str(log)})
+    worker.signal(signal.SIGUSR1)
+
+    def dumps() -> list[str]:
+        records = log.read_text().split("@@record ")
+        return [record for record in records if "SIGUSR1: the stacks of" in record]
+
+    wait_for(dumps, what="the stack dump in the worker's log")
+    (dump,) = dumps()  # one record
+    assert dump.startswith(f"WARNING django_tq.worker {worker.pid}\n")
+    assert 'Thread "MainThread"' in dump and 'Thread "django_tq-consumer-1"' in dump
+    assert "in run" in dump and "in _on_usr1" not in dump  # where it was, not the handler
+    assert "most recent call first" not in worker.output()  # not faulthandler's dump on stderr
+
+
+def test_sigusr1_to_a_prefork_child_logs_its_own_stack(tmp_path, start_worker):
+    log = tmp_path / "worker.log"
+    worker = start_worker("-P", "prefork", "-c", "1", env={"TQ_TEST_LOG_FILE": str(log)})
+    first = record.delay("pid")
+    assert first.get(timeout=20) == "pid"
+    child = Execution.objects.get(task_id=first.id).pid
+    os.kill(child, signal.SIGUSR1)
+    wait_for(lambda: f"WARNING django_tq.worker {child}\nSIGUSR1" in log.read_text(), what="dump")
+    assert worker.process.poll() is None
+    assert record.delay("still").get(timeout=20) == "still"  # the child lives on

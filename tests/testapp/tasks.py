@@ -296,3 +296,77 @@ def replaced_by_chord(self: Any, n: int) -> None:
     from django_tq import chord
 
     self.replace(chord((add.s(i, i) for i in range(n)), tsum.s()))
+
+
+@task(bind=True)
+def runs_until_stopped(self: Any, seconds: float, label: str = "", swallow: str = "") -> str:
+    """Sleep in short steps for up to ``seconds``, writing a row for each way it can end.
+
+    ``swallow="exceptions"``: catch every ``Exception`` inside the loop, as careless task code
+    does (terminate must end the task anyway); ``"everything"``: every ``BaseException`` too
+    (only ``SIGKILL`` ends it), noting each one it swallowed.
+    """
+    from django_tq.exceptions import SoftTimeLimitExceeded
+
+    Execution.objects.create(task_id=self.request.id, label=f"start:{label}", pid=os.getpid())
+    deadline = time.monotonic() + seconds
+    caught = BaseException if swallow == "everything" else Exception
+    try:
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.05)
+            except caught as exc:
+                if not swallow:
+                    raise
+                if not isinstance(exc, Exception):
+                    Execution.objects.create(
+                        task_id=self.request.id, label=f"swallowed:{label}", pid=os.getpid()
+                    )
+    except SoftTimeLimitExceeded:
+        Execution.objects.create(task_id=self.request.id, label=f"soft:{label}", pid=os.getpid())
+        raise
+    finally:
+        Execution.objects.create(task_id=self.request.id, label=f"finally:{label}", pid=os.getpid())
+    Execution.objects.create(task_id=self.request.id, label=f"end:{label}", pid=os.getpid())
+    return label
+
+
+@task(bind=True)
+def polls_is_aborted(self: Any, seconds: float, label: str = "") -> str:
+    """Loop for up to ``seconds`` and stop early once ``self.is_aborted()`` says so."""
+    Execution.objects.create(task_id=self.request.id, label=f"start:{label}", pid=os.getpid())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if self.is_aborted():
+            Execution.objects.create(
+                task_id=self.request.id, label=f"aborted:{label}", pid=os.getpid()
+            )
+            return "aborted"
+        time.sleep(0.05)
+    Execution.objects.create(task_id=self.request.id, label=f"end:{label}", pid=os.getpid())
+    return "finished"
+
+
+@task(bind=True)
+async def async_runs_until_stopped(self: Any, seconds: float, label: str = "") -> str:
+    """An ``async def`` task: await short sleeps for up to ``seconds``; note a cancellation."""
+    import asyncio
+
+    task_id = self.request.id
+    await Execution.objects.acreate(task_id=task_id, label=f"start:{label}", pid=os.getpid())
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if self.is_aborted() and label.startswith("poll"):
+                await Execution.objects.acreate(
+                    task_id=task_id, label=f"aborted:{label}", pid=os.getpid()
+                )
+                return "aborted"
+    except asyncio.CancelledError:
+        await Execution.objects.acreate(
+            task_id=task_id, label=f"cancelled:{label}", pid=os.getpid()
+        )
+        raise
+    await Execution.objects.acreate(task_id=task_id, label=f"end:{label}", pid=os.getpid())
+    return label
