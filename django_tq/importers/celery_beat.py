@@ -22,6 +22,7 @@ not make it run again.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,6 +172,11 @@ def _crontab(row: dict[str, Any]) -> dict[str, Any]:
     return {"crontab": {**fields, "timezone": zone}}
 
 
+def _degrees(value: Any) -> str:
+    """Return a latitude or longitude as written (``48.85``; SQL may read it as a float)."""
+    return format(decimal.Decimal(str(value)).normalize(), "f")
+
+
 def _schedule(row: dict[str, Any]) -> dict[str, Any]:
     """Return the schedule of a row, as recorded; raise ``Skipped`` or ``Invalid``."""
     kinds = [kind for kind in SCHEDULE_TABLES if row[f"{kind}_id"] is not None]
@@ -182,10 +188,10 @@ def _schedule(row: dict[str, Any]) -> dict[str, Any]:
     if schedule is None:
         raise Invalid(f"its {kind} schedule {row[f'{kind}_id']} does not exist")
     if kind == "solar":
+        latitude, longitude = (_degrees(schedule[key]) for key in ("latitude", "longitude"))
         raise Skipped(
-            f"a solar schedule ({schedule['event']} at {schedule['latitude']}, "
-            f"{schedule['longitude']}): django_tq has no solar schedules yet; create a crontab "
-            "for it by hand"
+            f"a solar schedule ({schedule['event']} at {latitude}, {longitude}): django_tq has "
+            "no solar schedules yet; create a crontab for it by hand"
         )
     if kind == "interval":
         return _interval(schedule)

@@ -9,8 +9,8 @@ the apps are not installed and their tables are still there: the importers' plai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from django.apps import apps
@@ -19,6 +19,7 @@ from django.db import connections
 from django.test.utils import override_settings
 
 CELERY_APPS = ["django_celery_beat", "django_celery_results"]
+T = TypeVar("T")
 
 
 def installed_apps() -> list[str]:
@@ -50,8 +51,27 @@ def celery_tables(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None
                 editor.delete_model(model)
 
 
+def celery_model(app_label: str, name: str) -> Any:
+    """Return a model of one of the two apps (usable whether or not they are installed now)."""
+    return apps.all_models[app_label][name.lower()]
+
+
 @pytest.fixture
-def celery_apps(celery_tables: None, db: None) -> Iterator[None]:
-    """Install django-celery-beat and django-celery-results for the test."""
-    with override_settings(INSTALLED_APPS=installed_apps()):
-        yield
+def celery_apps(celery_tables: None, db: None) -> Callable[[], Any]:
+    """Return ``installed()``: a context in which the two Celery apps are installed."""
+    return lambda: override_settings(INSTALLED_APPS=installed_apps())
+
+
+@pytest.fixture(params=["models", "sql"])
+def read_via(request: pytest.FixtureRequest, celery_apps: Callable[[], Any]) -> Callable[..., Any]:
+    """Return ``run(function)``: call it with the Celery apps installed (the importers read
+    through their models) or not (plain SQL on their tables), once each."""
+
+    def run(function: Callable[[], T]) -> T:
+        if request.param == "models":
+            with celery_apps():
+                return function()
+        assert not apps.is_installed("django_celery_beat")
+        return function()
+
+    return run

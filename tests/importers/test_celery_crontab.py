@@ -81,7 +81,7 @@ def test_text_both_read_alike_is_kept_and_the_rest_becomes_numbers() -> None:
     }
     assert our_crontab_fields(fields) == {
         "minute": "*/15",
-        "hour": "0-2,22,23",
+        "hour": "1,23",
         "day_of_week": "1",
         "day_of_month": "*",
         "month_of_year": "jan-mar",

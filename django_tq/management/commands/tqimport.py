@@ -108,6 +108,6 @@ class Command(BaseCommand):
             self.stdout.write(f"{prefix}{source}: {line}.")
         failed = report.count(Action.FAILED)
         if report.total and not report.changed_anything and not failed:
-            self.stdout.write(f"{source}: nothing to change, everything is imported already.")
+            self.stdout.write(f"{source}: nothing to do: every row was imported before or is skipped.")
         if failed:
             raise CommandError(f"{failed:,} row(s) could not be imported: see the reasons above.")
