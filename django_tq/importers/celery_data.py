@@ -130,10 +130,11 @@ def _literal(text: str) -> Any:
 
 
 def arguments(text: str | None, *, kind: type[list[Any]] | type[dict[str, Any]]) -> tuple[Any, str]:
-    """Return stored task arguments as ``(value, text kept)``: JSON data of ``kind``, else text.
+    """Return stored task arguments as ``(value, text)``: JSON data of ``kind``, else text.
 
-    ``value`` is a list (``kind=list``) or a dict (``kind=dict``), or ``None`` when the text
-    is neither JSON nor a literal repr of one; then the text is returned to be kept beside it.
+    ``value`` is a list (``kind=list``) or a dict (``kind=dict``); when the stored text is
+    neither JSON of that kind nor a repr of literals, ``value`` is ``None`` and ``text`` is what
+    to keep instead (the repr itself, unquoted if it was stored JSON-quoted).
     """
     if text is None or text == "":
         return None, ""
@@ -141,20 +142,19 @@ def arguments(text: str | None, *, kind: type[list[Any]] | type[dict[str, Any]])
     try:
         candidate = loads(text)
     except ValueError:
-        candidate = text  # not JSON: maybe a repr stored as it is
+        candidate = text  # not JSON: a repr stored as it is (django-celery-results < 2)
     if isinstance(candidate, str):  # a repr, JSON-quoted or not
+        kept = candidate
         try:
             candidate = _literal(candidate)
-        except ValueError:
-            return None, text
-        if isinstance(candidate, tuple):
-            candidate = list(candidate)
-        try:
             json.dumps(candidate)
-        except (TypeError, ValueError):
-            return None, text  # a set, bytes, …: not JSON data
+        except (ValueError, TypeError):
+            return None, kept  # not only literals, or a set, bytes, …: not JSON data
+        if kind is list and isinstance(candidate, tuple):
+            candidate = list(candidate)
+        if not isinstance(candidate, kind):
+            return None, kept
+        return candidate, ""
     if isinstance(candidate, kind):
         return candidate, ""
-    if kind is list and isinstance(candidate, tuple):
-        return list(candidate), ""
     return None, text

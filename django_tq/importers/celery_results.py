@@ -308,6 +308,21 @@ def tables(alias: str) -> tuple[SourceTable, SourceTable]:
 Progress = Callable[[int, int], None]
 
 
+def _expired(planned: list[Planned]) -> int:
+    """Return how many planned results the worker's cleanup would delete at once."""
+    expires: dt.timedelta | None = tq_settings.RESULT_EXPIRES
+    if expires is None:
+        return 0
+    cutoff = timezone.now() - expires
+    return sum(
+        1
+        for item in planned
+        if item.values["state"] in states.READY_STATES
+        and item.values["date_done"] is not None
+        and item.values["date_done"] < cutoff
+    )
+
+
 class ResultsImport:
     """One run of the import: where it writes, how far it got, what it found."""
 

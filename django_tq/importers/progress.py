@@ -28,11 +28,11 @@ class ProgressBar:
         self.started = clock()
         self.drawn_at: float | None = None
 
-    def render(self, done: int, total: int) -> str:
-        """Return the bar for ``done`` rows of ``total``."""
+    def render(self, done: int, total: int, now: float) -> str:
+        """Return the bar for ``done`` rows of ``total`` at clock time ``now``."""
         fraction = min(done / total, 1.0) if total else 1.0
         filled = round(fraction * self.width)
-        elapsed = self.clock() - self.started
+        elapsed = now - self.started
         rate = f"  {done / elapsed:,.0f}/s" if elapsed > 0 else ""
         bar = "#" * filled + "-" * (self.width - filled)
         return f"[{bar}] {fraction:4.0%}  {done:,}/{total:,} rows{rate}"
@@ -42,7 +42,7 @@ class ProgressBar:
         if done < total and self.drawn_at is not None and now - self.drawn_at < self.every:
             return
         self.drawn_at = now
-        self.write("\r" + self.render(done, total).ljust(self.width + 40))
+        self.write("\r" + self.render(done, total, now).ljust(self.width + 40))
 
     def close(self) -> None:
         """End the bar's line (if one was drawn)."""
