@@ -161,9 +161,13 @@ def _interval(row: dict[str, Any]) -> dict[str, Any]:
 
 def _crontab(row: dict[str, Any]) -> dict[str, Any]:
     try:
-        fields = our_crontab_fields({key: str(row[key]) for key in SCHEDULE_TABLES["crontab"][1][:5]})
+        fields = our_crontab_fields(
+            {key: str(row[key]) for key in SCHEDULE_TABLES["crontab"][1][:5]}
+        )
     except CronParseError as exc:
-        raise Invalid(f"{exc} (Celery cannot read it, so django-celery-beat never ran it)") from None
+        raise Invalid(
+            f"{exc} (Celery cannot read it, so django-celery-beat never ran it)"
+        ) from None
     zone = str(row["timezone"] or "UTC")
     try:
         Crontab(**fields, timezone=zone)
@@ -219,7 +223,11 @@ def _route(row: dict[str, Any]) -> tuple[str, list[str], list[str]]:
     django_tq routes by queue name only: a routing key naming a queue is that queue. (When
     exchanges arrive, they and the routing key are kept here instead of disabling the task.)
     """
-    queue, exchange, routing_key = row["queue"] or "", row["exchange"] or "", row["routing_key"] or ""
+    queue, exchange, routing_key = (
+        row["queue"] or "",
+        row["exchange"] or "",
+        row["routing_key"] or "",
+    )
     disable, notes = [], []
     if routing_key and not queue:
         queue = routing_key
@@ -314,7 +322,7 @@ def _schedule_fields(recorded: dict[str, Any]) -> dict[str, Any]:
         fields["interval"] = IntervalSchedule.for_schedule(schedule)
     elif isinstance(schedule, Crontab):
         fields["crontab"] = CrontabSchedule.for_schedule(schedule)
-    else:
+    elif isinstance(schedule, Clocked):
         fields["clocked"] = ClockedSchedule.for_schedule(schedule)
     return fields
 
@@ -376,11 +384,11 @@ def _write(name: str, planned: Planned) -> RowOutcome:
                 else "a periodic task of this name was created here: rename one of them"
             )
             return RowOutcome(kind=KIND, key=name, action=Action.SKIPPED, reason=reason)
-        task = PeriodicTask(name=name)
-        _apply(task, planned.values)
-        task.save(force_insert=True)
+        new = PeriodicTask(name=name)
+        _apply(new, planned.values)
+        new.save(force_insert=True)
         ImportedPeriodicTask.objects.create(
-            source_name=name, periodic_task=task, values=planned.values
+            source_name=name, periodic_task=new, values=planned.values
         )
         return RowOutcome(kind=KIND, key=name, action=Action.IMPORTED, notes=notes)
     task = record.periodic_task

@@ -25,9 +25,11 @@ RANGES = {
     "day_of_month": (31, 1),
     "month_of_year": (12, 1),
 }
-MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 MONTHS = {name: number for number, name in enumerate(MONTH_NAMES, 1)}
-WEEKDAYS = {name: number for number, name in enumerate("sun mon tue wed thu fri sat".split())}
+WEEKDAYS = {
+    name: number for number, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])
+}
 #: field text django_tq's crontab reads exactly as written (no spaces, no L/W/#/H words)
 PLAIN = re.compile(r"^[0-9a-z*/,-]+$")
 #: the names each field of django_tq's crontab understands (croniter's), beside numbers

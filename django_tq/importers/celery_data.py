@@ -93,7 +93,9 @@ def decode(
             return Content(value=loads(text))
         except ValueError as exc:
             note = f"[not imported: unreadable JSON ({exc})]"
-            return Content(value=note, note=note, theme=f"unreadable JSON {what} replaced by a note")
+            return Content(
+                value=note, note=note, theme=f"unreadable JSON {what} replaced by a note"
+            )
     if content_type == PICKLE:
         note = f"[not imported: a pickled {what} ({PICKLE}); django_tq never unpickles]"
         return Content(value=note, note=note, theme=f"pickled {what} replaced by a note")
@@ -112,7 +114,9 @@ def exception_data(value: Any) -> Any:
     arguments = value["exc_message"]
     if isinstance(arguments, list | tuple):
         arguments = list(arguments)
-        message = "" if not arguments else str(arguments[0] if len(arguments) == 1 else tuple(arguments))
+        message = (
+            "" if not arguments else str(arguments[0] if len(arguments) == 1 else tuple(arguments))
+        )
     else:
         message = str(arguments)
         arguments = [message]

@@ -52,7 +52,14 @@ TASK_COLUMNS = (
     "meta", "task_args", "task_kwargs", "worker", "periodic_task_name", "date_created",
     "date_started", "date_done",
 )  # fmt: skip
-GROUP_COLUMNS = ("group_id", "content_type", "content_encoding", "result", "date_created", "date_done")
+GROUP_COLUMNS = (
+    "group_id",
+    "content_type",
+    "content_encoding",
+    "result",
+    "date_created",
+    "date_done",
+)
 #: the fields of a django_tq row an import writes (and compares, on a later run)
 TASK_FIELDS = (
     "task_name", "state", "args", "kwargs", "result", "traceback", "meta", "worker",
@@ -223,7 +230,9 @@ def _decide(target: Target, planned: list[Planned], alias: str) -> Writes:
     writes = Writes()
     for item in planned:
         row = existing.get(item.key)
-        outcome = RowOutcome(kind=target.kind, key=item.key, action=Action.IMPORTED, notes=item.notes)
+        outcome = RowOutcome(
+            kind=target.kind, key=item.key, action=Action.IMPORTED, notes=item.notes
+        )
         if row is None:
             writes.create.append(target.model(**item.values))
         elif target.is_imported is not None and not target.is_imported(row):
@@ -259,7 +268,9 @@ def _persist(target: Target, writes: Writes, alias: str) -> None:
         if writes.create:
             created = {getattr(row, target.key): row.date_created for row in writes.create}  # type: ignore[attr-defined]
             manager.bulk_create(writes.create)
-            ids = dict(manager.filter(**{f"{target.key}__in": created}).values_list(target.key, "pk"))
+            ids = dict(
+                manager.filter(**{f"{target.key}__in": created}).values_list(target.key, "pk")
+            )
             for row in writes.create:
                 key = getattr(row, target.key)
                 row.pk = ids[key]
@@ -289,7 +300,9 @@ def _import_batch(
             _persist(target, single, alias)
             outcomes.extend(single.outcomes)
         except DatabaseError as exc:
-            failed = RowOutcome(kind=target.kind, key=item.key, action=Action.FAILED, reason=str(exc))
+            failed = RowOutcome(
+                kind=target.kind, key=item.key, action=Action.FAILED, reason=str(exc)
+            )
             outcomes.append((failed, ()))
     return outcomes
 

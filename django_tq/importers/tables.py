@@ -89,13 +89,13 @@ class SourceTable:
         """Return the table's column names (the model's, when the app is installed)."""
         if self._columns is None:
             if self.model is not None:
-                names = {f.column for f in self.model._meta.concrete_fields}
+                names = {str(f.column) for f in self.model._meta.concrete_fields}
             else:
                 with self.connection.cursor() as cursor:
                     description = self.connection.introspection.get_table_description(
                         cursor, self.table
                     )
-                names = {column.name for column in description}
+                names = {str(column.name) for column in description}
             self._columns = frozenset(names)
         return self._columns
 

@@ -45,10 +45,13 @@ def celery_tables(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None
                 if model._meta.db_table not in existing:
                     editor.create_model(model)
     yield
-    with django_db_blocker.unblock(), override_settings(INSTALLED_APPS=installed_apps()):
-        with connections["default"].schema_editor() as editor:
-            for model in reversed(celery_models()):
-                editor.delete_model(model)
+    with (
+        django_db_blocker.unblock(),
+        override_settings(INSTALLED_APPS=installed_apps()),
+        connections["default"].schema_editor() as editor,
+    ):
+        for model in reversed(celery_models()):
+            editor.delete_model(model)
 
 
 def celery_model(app_label: str, name: str) -> Any:

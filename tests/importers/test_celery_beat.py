@@ -350,7 +350,7 @@ def test_an_imported_crontab_is_sent_by_beat_at_its_time_in_its_zone(
         periodic(
             "weekday report",
             crontab=crontab(minute="30", hour="9", day_of_week="mon-fri", timezone="Europe/Paris"),
-                kwargs='{"label": "report"}',
+            kwargs='{"label": "report"}',
             queue="reports",
         )
     celery_beat.import_periodic_tasks()

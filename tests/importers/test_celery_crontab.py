@@ -7,8 +7,8 @@ each field django_tq stores is expanded by django_tq's crontab and compared with
 from __future__ import annotations
 
 import pytest
-from celery.schedules import crontab as celery_crontab
 from celery.schedules import ParseException, crontab_parser
+from celery.schedules import crontab as celery_crontab
 
 from django_tq.importers.celery_crontab import (
     RANGES,

@@ -91,7 +91,9 @@ class Command(BaseCommand):
         if verbosity >= 1:
             self.stdout.write(f"Reading {report.source} through {report.via}.")
             listed = [
-                row for row in report.rows if every_row or row.action in (Action.SKIPPED, Action.FAILED)
+                row
+                for row in report.rows
+                if every_row or row.action in (Action.SKIPPED, Action.FAILED)
             ]
             for row in listed[: None if every_row else LISTED]:
                 style = self.style.ERROR if row.action == Action.FAILED else None
@@ -100,7 +102,7 @@ class Command(BaseCommand):
             if not every_row and hidden > 0:
                 self.stdout.write(f"  … and {hidden:,} more (-v 2 lists them)")
             for theme, count in report.remarks.most_common():
-                self.stdout.write(f"  {count:,} × {theme}")
+                self.stdout.write(f"  {theme}: {count:,}")
         for warning in report.warnings:
             self.stderr.write(warning, style_func=self.style.WARNING)
         prefix = "Dry run, nothing written: " if report.dry_run else ""
@@ -108,6 +110,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{prefix}{source}: {line}.")
         failed = report.count(Action.FAILED)
         if report.total and not report.changed_anything and not failed:
-            self.stdout.write(f"{source}: nothing to do: every row was imported before or is skipped.")
+            self.stdout.write(
+                f"{source}: nothing to do: every row was imported before or is skipped."
+            )
         if failed:
             raise CommandError(f"{failed:,} row(s) could not be imported: see the reasons above.")
