@@ -44,7 +44,7 @@ from django_tq.models import (
     PeriodicTask,
 )
 from django_tq.registry import registry
-from django_tq.schedules import Clocked, Crontab, Every, Schedule
+from django_tq.schedules import CRONTAB_FIELDS, Clocked, Crontab, Every, Schedule
 from django_tq.sqlite import write_atomic
 
 SOURCE = "django-celery-beat"
@@ -76,6 +76,7 @@ VALUE_KEYS = (
     "task", "schedule", "args", "kwargs", "headers", "queue", "priority", "enabled", "one_off",
     "start_time", "expires", "expire_seconds", "description", "last_run_at", "total_run_count",
 )  # fmt: skip
+DATETIME_KEYS = ("start_time", "expires", "last_run_at")
 #: values that only move forward (the later of the two is kept)
 RUN_STATE = ("last_run_at", "total_run_count")
 
@@ -161,8 +162,9 @@ def _interval(row: dict[str, Any]) -> dict[str, Any]:
 
 def _crontab(row: dict[str, Any]) -> dict[str, Any]:
     try:
+        # Celery reads a missing field as "*" (celery.schedules.cronfield)
         fields = our_crontab_fields(
-            {key: str(row[key]) for key in SCHEDULE_TABLES["crontab"][1][:5]}
+            {key: "*" if row[key] is None else str(row[key]) for key in CRONTAB_FIELDS}
         )
     except CronParseError as exc:
         raise Invalid(
@@ -327,21 +329,24 @@ def _schedule_fields(recorded: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _recorded_schedule(schedule: Schedule) -> dict[str, Any]:
+    """Return a schedule value in the form an import records it (what ``_schedule`` returns)."""
+    if isinstance(schedule, Every):
+        return {"interval": int(schedule.every.total_seconds())}
+    if isinstance(schedule, Crontab):
+        fields = {name: getattr(schedule, name) for name in CRONTAB_FIELDS}
+        return {"crontab": {**fields, "timezone": schedule.zone_name}}
+    if isinstance(schedule, Clocked):
+        return {"clocked": _moment(schedule.at)}
+    raise ValueError(f"Unsupported schedule {schedule!r}.")
+
+
 def recorded_values(task: PeriodicTask) -> dict[str, Any]:
     """Return a django_tq periodic task's values in the form an import records them."""
-    schedule = task.get_schedule()
-    if isinstance(schedule, Every):
-        recorded: dict[str, Any] = {"interval": int(schedule.every.total_seconds())}
-    elif isinstance(schedule, Crontab):
-        crontab = task.crontab
-        assert crontab is not None
-        recorded = {"crontab": {**{f: getattr(crontab, f) for f in SCHEDULE_TABLES["crontab"][1]}}}
-    else:
-        recorded = {"clocked": _moment(getattr(schedule, "at", None))}
     values = {key: getattr(task, key) for key in VALUE_KEYS if key != "schedule"}
-    for key in ("start_time", "expires", "last_run_at"):
+    for key in DATETIME_KEYS:
         values[key] = _moment(values[key])
-    return {**values, "schedule": recorded}
+    return {**values, "schedule": _recorded_schedule(task.get_schedule())}
 
 
 def _apply(task: PeriodicTask, values: dict[str, Any]) -> None:
@@ -351,7 +356,7 @@ def _apply(task: PeriodicTask, values: dict[str, Any]) -> None:
         if key == "schedule":
             continue
         value = values[key]
-        if key in ("start_time", "expires", "last_run_at") and value is not None:
+        if key in DATETIME_KEYS and value is not None:
             value = dt.datetime.fromisoformat(value)
         setattr(task, key, value)
     try:
@@ -371,12 +376,17 @@ def _later(key: str, ours: Any, theirs: Any) -> Any:
     return max(ours, theirs)
 
 
-def _write(name: str, planned: Planned) -> RowOutcome:
+def _write(name: str, planned: Planned, alias: str) -> RowOutcome:
     """Create, update or leave the task ``name`` for ``planned``; return what was done."""
-    record = ImportedPeriodicTask.objects.filter(source_name=name).first()
+    record = (
+        ImportedPeriodicTask.objects.using(alias)
+        .select_related("periodic_task")
+        .filter(source_name=name)
+        .first()
+    )
     notes = planned.notes
     if record is None:
-        existing = PeriodicTask.objects.filter(name=name).first()
+        existing = PeriodicTask.objects.using(alias).filter(name=name).first()
         if existing is not None:
             reason = (
                 "declared in code here (TQ['BEAT_SCHEDULE'] or @periodic_task): the code wins"
@@ -386,8 +396,8 @@ def _write(name: str, planned: Planned) -> RowOutcome:
             return RowOutcome(kind=KIND, key=name, action=Action.SKIPPED, reason=reason)
         new = PeriodicTask(name=name)
         _apply(new, planned.values)
-        new.save(force_insert=True)
-        ImportedPeriodicTask.objects.create(
+        new.save(force_insert=True, using=alias)
+        ImportedPeriodicTask.objects.using(alias).create(
             source_name=name, periodic_task=new, values=planned.values
         )
         return RowOutcome(kind=KIND, key=name, action=Action.IMPORTED, notes=notes)
@@ -406,11 +416,11 @@ def _write(name: str, planned: Planned) -> RowOutcome:
         target[key] = _later(key, current[key], target[key])
     if changed:
         record.values = planned.values
-        record.save(update_fields=["values", "date_updated"])
+        record.save(update_fields=["values", "date_updated"], using=alias)
     if target == current:
         return RowOutcome(kind=KIND, key=name, action=Action.UNCHANGED)
     _apply(task, target)
-    task.save()
+    task.save(using=alias)
     changes = ", ".join(key for key in VALUE_KEYS if target[key] != current[key])
     return RowOutcome(
         kind=KIND, key=name, action=Action.UPDATED, notes=(f"changed: {changes}", *notes)
@@ -434,7 +444,7 @@ def import_row(row: dict[str, Any], *, alias: str, priority_order: str = AMQP) -
     try:
         planned = plan(row, priority_order=priority_order)
         with write_atomic(alias):
-            return _write(name, planned)
+            return _write(name, planned, alias)
     except Skipped as exc:
         return RowOutcome(kind=KIND, key=name, action=Action.SKIPPED, reason=str(exc))
     except (Invalid, ValueError, DatabaseError) as exc:

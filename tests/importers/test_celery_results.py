@@ -381,3 +381,28 @@ def _read_all(terminal: Any) -> str:
             break
         chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.django_db
+def test_thousands_of_results_in_batches(celery_apps: Callable[[], Any]) -> None:
+    with celery_apps():
+        dcr("TaskResult").objects.bulk_create(
+            dcr("TaskResult")(
+                task_id=f"t-{number:05d}",
+                task_name=ADD,
+                status=states.SUCCESS,
+                content_type="application/json",
+                content_encoding="utf-8",
+                result=str(number),
+                task_args="[1, 2]",
+                task_kwargs="{}",
+            )
+            for number in range(2500)
+        )
+    seen = []
+    report = celery_results.import_results(progress=lambda done, total: seen.append(done))
+    assert seen == [1000, 2000, 2500]
+    assert report.count(Action.IMPORTED) == 2500 and report.rows == []
+    assert TaskResult.objects.filter(state=states.SUCCESS, args=[1, 2]).count() == 2500
+    assert TaskResult.objects.get(task_id="t-02499").result == 2499
+    assert celery_results.import_results().count(Action.UNCHANGED) == 2500
