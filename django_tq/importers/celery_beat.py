@@ -447,7 +447,7 @@ def import_row(row: dict[str, Any], *, alias: str, priority_order: str = AMQP) -
             return _write(name, planned, alias)
     except Skipped as exc:
         return RowOutcome(kind=KIND, key=name, action=Action.SKIPPED, reason=str(exc))
-    except (Invalid, ValueError, DatabaseError) as exc:
+    except (Invalid, ValueError, TypeError, DatabaseError) as exc:
         return RowOutcome(kind=KIND, key=name, action=Action.FAILED, reason=str(exc))
 
 
@@ -467,4 +467,15 @@ def import_periodic_tasks(
     with _dry_run(alias, dry_run):
         for row in rows:
             report.add(import_row(row, alias=alias, priority_order=priority_order))
+    gone = sorted(
+        ImportedPeriodicTask.objects.using(alias)
+        .filter(periodic_task__isnull=False)
+        .exclude(source_name__in=[str(row["name"]) for row in rows])
+        .values_list("source_name", flat=True)
+    )
+    if gone:
+        report.warnings.append(
+            f"{len(gone)} periodic task(s) imported earlier are no longer in django-celery-beat; "
+            f"they are left as they are here: {', '.join(gone)}."
+        )
     return report

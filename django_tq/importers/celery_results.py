@@ -102,6 +102,15 @@ def _check(values: dict[str, Any], *, postgres: bool) -> None:
         raise Invalid("it holds the character U+0000, which PostgreSQL cannot store")
 
 
+def _created(row: dict[str, Any]) -> dt.datetime:
+    """Return when a row was created: ``date_created`` (django-celery-results 2.0 and later)
+    or else ``date_done``, its last update (which every version has)."""
+    created = row["date_created"] or row["date_done"]
+    if created is None:
+        raise Invalid("it has neither date_created nor date_done")
+    return created
+
+
 def plan_task(row: dict[str, Any], *, postgres: bool = False) -> Planned:
     """Return what a django-celery-results task result becomes here; raise ``Invalid``."""
     status = str(row["status"] or states.PENDING)
@@ -123,7 +132,6 @@ def plan_task(row: dict[str, Any], *, postgres: bool = False) -> Planned:
         meta["task_args_text"] = args_text
     if kwargs_text:
         meta["task_kwargs_text"] = kwargs_text
-    created = row["date_created"] or row["date_done"] or timezone.now()
     values = {
         "task_id": str(row["task_id"]),
         "task_name": row["task_name"] or "",
@@ -134,7 +142,7 @@ def plan_task(row: dict[str, Any], *, postgres: bool = False) -> Planned:
         "traceback": row["traceback"] or "",
         "meta": meta,
         "worker": row["worker"] or "",
-        "date_created": created,
+        "date_created": _created(row),
         "date_started": row["date_started"],
         "date_done": row["date_done"] if state in states.READY_STATES else None,
     }
@@ -189,7 +197,7 @@ def plan_group(row: dict[str, Any], *, postgres: bool = False) -> Planned:
         "group_id": str(row["group_id"]),
         "result_ids": result_ids,
         "parent_id": parent_id,
-        "date_created": row["date_created"] or row["date_done"] or timezone.now(),
+        "date_created": _created(row),
         "date_done": row["date_done"],
     }
     _check(values, postgres=postgres)

@@ -63,9 +63,12 @@ class SourceTable:
         self.alias = alias
         self.datetimes = frozenset(datetimes)
         self.booleans = frozenset(booleans)
-        self.model: type[Model] | None = (
-            apps.get_model(app_label, model_name) if apps.is_installed(app_label) else None
-        )
+        self.model: type[Model] | None = None
+        if apps.is_installed(app_label):
+            try:
+                self.model = apps.get_model(app_label, model_name)
+            except LookupError:  # a version of the app without this model: read the table
+                pass
         self._columns: frozenset[str] | None = None
 
     @property

@@ -331,6 +331,24 @@ def test_tasks_of_this_project_are_never_taken_over(celery_apps: Callable[[], An
 
 
 @pytest.mark.django_db
+def test_a_task_deleted_in_celery_beat_is_left_here_and_named(
+    celery_apps: Callable[[], Any],
+) -> None:
+    with celery_apps():
+        periodic("kept")
+        periodic("dropped there")
+    celery_beat.import_periodic_tasks()
+    with celery_apps():
+        dcb("PeriodicTask").objects.filter(name="dropped there").delete()
+    report = celery_beat.import_periodic_tasks()
+    assert report.warnings == [
+        "1 periodic task(s) imported earlier are no longer in django-celery-beat; they are left "
+        "as they are here: dropped there."
+    ]
+    assert PeriodicTask.objects.filter(name="dropped there").exists()
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(("order", "expected"), [("amqp", [0, 5, 9]), ("redis", [9, 4, 0])])
 def test_priorities_follow_what_they_meant_to_celerys_broker(
     celery_apps: Callable[[], Any], order: str, expected: list[int]
