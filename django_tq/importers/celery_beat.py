@@ -35,7 +35,7 @@ from django_tq.conf import tq_settings
 from django_tq.importers import celery_data
 from django_tq.importers.celery_crontab import CronParseError, our_crontab_fields
 from django_tq.importers.report import Action, Report, RowOutcome
-from django_tq.importers.tables import SourceMissing, SourceTable
+from django_tq.importers.tables import SourceTable
 from django_tq.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -120,12 +120,7 @@ def read(alias: str) -> tuple[SourceTable, list[dict[str, Any]]]:
         booleans=("one_off", "enabled"),
     )
     if not tasks.exists():
-        raise SourceMissing(
-            f"No django-celery-beat periodic tasks in database {alias!r}: its table "
-            f"{tasks.table} does not exist there"
-            + ("" if tasks.model else f" ({APP} is not installed, so the table was looked up)")
-            + ". Pass --database to read another database."
-        )
+        raise tasks.missing("django-celery-beat periodic tasks")
     schedules: dict[str, dict[int, dict[str, Any]]] = {}
     for kind, (model_name, columns) in SCHEDULE_TABLES.items():
         table = _table(model_name, alias, datetimes=("clocked_time",))

@@ -33,7 +33,7 @@ from django_tq import states
 from django_tq.conf import tq_settings
 from django_tq.importers import celery_data
 from django_tq.importers.report import Action, Report, RowOutcome
-from django_tq.importers.tables import SourceMissing, SourceTable
+from django_tq.importers.tables import SourceTable
 from django_tq.models import GroupResult, TaskResult
 from django_tq.serialization import has_nul
 from django_tq.sqlite import write_atomic
@@ -412,12 +412,7 @@ def import_results(
     """
     task_table, group_table = tables(database)
     if not task_table.exists():
-        raise SourceMissing(
-            f"No django-celery-results results in database {database!r}: its table "
-            f"{task_table.table} does not exist there"
-            + ("" if task_table.model else f" ({APP} is not installed, so the table was looked up)")
-            + ". Pass --database to read another database."
-        )
+        raise task_table.missing("django-celery-results results")
     report = Report(source=SOURCE, via=task_table.via, dry_run=dry_run, keep_every_row=False)
     groups = group_table.exists()  # django-celery-results before 2.0 had no group results
     total = task_table.count() + (group_table.count() if groups else 0)

@@ -88,6 +88,19 @@ class SourceTable:
         with self.connection.cursor() as cursor:
             return self.table in self.connection.introspection.table_names(cursor)
 
+    def missing(self, what: str) -> SourceMissing:
+        """Return the error saying the table of ``what`` (``"django-celery-beat periodic
+        tasks"``) is not in the database read."""
+        return SourceMissing(
+            f"No {what} in database {self.alias!r}: its table {self.table} does not exist there"
+            + (
+                ""
+                if self.model
+                else f" ({self.app_label} is not installed, so the table was looked up)"
+            )
+            + ". Pass --database to read another database."
+        )
+
     def columns(self) -> frozenset[str]:
         """Return the table's column names (the model's, when the app is installed)."""
         if self._columns is None:

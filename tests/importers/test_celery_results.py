@@ -406,3 +406,15 @@ def test_thousands_of_results_in_batches(celery_apps: Callable[[], Any]) -> None
     assert TaskResult.objects.filter(state=states.SUCCESS, args=[1, 2]).count() == 2500
     assert TaskResult.objects.get(task_id="t-02499").result == 2499
     assert celery_results.import_results().count(Action.UNCHANGED) == 2500
+
+
+@pytest.mark.django_db
+def test_no_tables_is_said_plainly(celery_tables: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(celery_results, "APP", "celery_results_elsewhere")
+    with pytest.raises(CommandError) as error:
+        call_command("tqimport", "celery-results", stdout=io.StringIO())
+    assert str(error.value) == (
+        "No django-celery-results results in database 'default': its table "
+        "celery_results_elsewhere_taskresult does not exist there (celery_results_elsewhere is "
+        "not installed, so the table was looked up). Pass --database to read another database."
+    )
