@@ -45,6 +45,7 @@ class ProgressBar:
         self.write("\r" + self.render(done, total, now).ljust(self.width + 40))
 
     def close(self) -> None:
-        """End the bar's line (if one was drawn)."""
+        """End the bar's line (if one was drawn); closing again does nothing."""
         if self.drawn_at is not None:
             self.write("\n")
+            self.drawn_at = None

@@ -418,3 +418,35 @@ def test_no_tables_is_said_plainly(celery_tables: None, monkeypatch: pytest.Monk
         "celery_results_elsewhere_taskresult does not exist there (celery_results_elsewhere is "
         "not installed, so the table was looked up). Pass --database to read another database."
     )
+
+
+@pytest.mark.django_db
+def test_ctrl_c_keeps_what_was_written_and_says_how_to_go_on(
+    celery_apps: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with celery_apps():
+        for number in range(3):
+            backend().store_result(f"t-{number}", number, states.SUCCESS, request=request())
+    import_batch = celery_results._import_batch
+    batches = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        batches.append(args)
+        if len(batches) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second batch is read
+        return import_batch(*args, **kwargs)
+
+    monkeypatch.setattr(celery_results, "_import_batch", interrupted)
+    with pytest.raises(CommandError) as error:
+        call_command("tqimport", "celery-results", "--batch-size", "1", stdout=io.StringIO())
+    assert str(error.value) == (
+        "Interrupted. Every batch written is kept: run the same command again to go on where "
+        "it stopped."
+    )
+    assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["t-0"]
+    monkeypatch.setattr(celery_results, "_import_batch", import_batch)
+    out = io.StringIO()
+    call_command("tqimport", "celery-results", "--batch-size", "1", stdout=out)
+    assert out.getvalue().splitlines()[-1] == (
+        "celery-results: 3 task results: 2 imported, 0 updated, 1 unchanged, 0 skipped, 0 failed."
+    )

@@ -80,6 +80,11 @@ class Command(BaseCommand):
                 )
         except SourceMissing as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted. Every batch written is kept: run the same command again to go on "
+                "where it stopped."
+            ) from None
         finally:
             if bar is not None:
                 bar.close()
