@@ -12,11 +12,10 @@ What cannot be carried over exactly is said, row by row:
   as are solar schedules (django_tq has none yet) and intervals that are not whole seconds;
 * rows Celery itself could not run (bad JSON, a crontab its parser rejects) fail.
 
-Each imported task is recorded (:class:`~django_tq.models.ImportedPeriodicTask`) with the values
-copied, so running the import again applies only what changed in django-celery-beat since, keeps
-edits made here, never takes over a task created here, and reports the rest as unchanged. A run
-count or last run only ever moves forward: an import after django_tq's beat has run a task does
-not make it run again.
+This module reads and maps the rows; :mod:`django_tq.importers.periodic_tasks` writes them, and
+records each with the values copied, so running the import again applies only what changed in
+django-celery-beat since, keeps edits made here, never takes over a task created here, and never
+moves a last run or a run count back.
 """
 
 from __future__ import annotations
@@ -25,31 +24,23 @@ import datetime as dt
 import decimal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import DatabaseError, router, transaction
 
 from django_tq.conf import tq_settings
 from django_tq.importers import celery_data
 from django_tq.importers.celery_crontab import CronParseError, our_crontab_fields
-from django_tq.importers.report import Action, Report, RowOutcome
+from django_tq.importers.periodic_tasks import KIND, PlannedTask, moment, write
+from django_tq.importers.report import Action, Invalid, Report, RowOutcome, Skipped
 from django_tq.importers.tables import SourceTable
-from django_tq.models import (
-    ClockedSchedule,
-    CrontabSchedule,
-    ImportedPeriodicTask,
-    IntervalSchedule,
-    PeriodicTask,
-)
+from django_tq.models import ImportedPeriodicTask, PeriodicTask
 from django_tq.registry import registry
-from django_tq.schedules import CRONTAB_FIELDS, Clocked, Crontab, Every, Schedule
+from django_tq.schedules import CRONTAB_FIELDS, Crontab, Every
 from django_tq.sqlite import write_atomic
 
 SOURCE = "django-celery-beat"
 APP = "django_celery_beat"
-KIND = "periodic task"
 #: Celery's own periodic task deleting expired results: django_tq's worker does that itself
 CLEANUP_TASK = "celery.backend_cleanup"
 #: what a priority number means to the broker Celery used: higher first, or (Redis) 0 first
@@ -71,30 +62,6 @@ SCHEDULE_TABLES = {
     "solar": ("SolarSchedule", ("event", "latitude", "longitude")),
 }
 PERIODS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-#: the values an import compares, in the form :class:`ImportedPeriodicTask` records them
-VALUE_KEYS = (
-    "task", "schedule", "args", "kwargs", "headers", "queue", "priority", "enabled", "one_off",
-    "start_time", "expires", "expire_seconds", "description", "last_run_at", "total_run_count",
-)  # fmt: skip
-DATETIME_KEYS = ("start_time", "expires", "last_run_at")
-#: values that only move forward (the later of the two is kept)
-RUN_STATE = ("last_run_at", "total_run_count")
-
-
-class Skipped(Exception):
-    """The row is deliberately not imported (the message says why)."""
-
-
-class Invalid(Exception):
-    """The row cannot be imported as it is (the message says what is wrong)."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Planned:
-    """What a django-celery-beat row becomes: the values to store, and remarks on them."""
-
-    values: dict[str, Any]  #: JSON data, keyed by VALUE_KEYS
-    notes: tuple[str, ...] = ()
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -133,10 +100,6 @@ def read(alias: str) -> tuple[SourceTable, list[dict[str, Any]]]:
 
 
 # -- mapping a row ---------------------------------------------------------------------------------
-def _moment(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).isoformat() if value is not None else None
-
-
 def _interval(row: dict[str, Any]) -> dict[str, Any]:
     every, period = row["every"], row["period"]
     if period == "microseconds":
@@ -198,7 +161,7 @@ def _schedule(row: dict[str, Any]) -> dict[str, Any]:
         return _interval(schedule)
     if kind == "crontab":
         return _crontab(schedule)
-    return {"clocked": _moment(schedule["clocked_time"])}
+    return {"clocked": moment(schedule["clocked_time"])}
 
 
 def _json(row: dict[str, Any], column: str, kind: type, default: Any) -> Any:
@@ -255,7 +218,7 @@ def _priority(value: int | None, order: str) -> tuple[int | None, list[str]]:
     return value, []
 
 
-def plan(row: dict[str, Any], *, priority_order: str = AMQP) -> Planned:
+def plan(row: dict[str, Any], *, priority_order: str = AMQP) -> PlannedTask:
     """Return what a django-celery-beat row becomes here; raise ``Skipped`` or ``Invalid``."""
     if row["task"] == CLEANUP_TASK:
         raise Skipped(
@@ -292,136 +255,17 @@ def plan(row: dict[str, Any], *, priority_order: str = AMQP) -> Planned:
         "priority": priority,
         "enabled": enabled and not disable,
         "one_off": bool(row["one_off"]),
-        "start_time": _moment(start_time),
-        "expires": _moment(expires),
+        "start_time": moment(start_time),
+        "expires": moment(expires),
         "expire_seconds": row["expire_seconds"],
         "description": row["description"] or "",
-        "last_run_at": _moment(row["last_run_at"]),
+        "last_run_at": moment(row["last_run_at"]),
         "total_run_count": row["total_run_count"] or 0,
     }
-    return Planned(values=values, notes=tuple(notes))
+    return PlannedTask(values=values, notes=tuple(notes))
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def _schedule_value(recorded: dict[str, Any]) -> Schedule:
-    if "interval" in recorded:
-        return Every(dt.timedelta(seconds=recorded["interval"]))
-    if "crontab" in recorded:
-        return Crontab(**recorded["crontab"])
-    return Clocked(dt.datetime.fromisoformat(recorded["clocked"]))
-
-
-def _schedule_fields(recorded: dict[str, Any]) -> dict[str, Any]:
-    """Return the schedule foreign keys of a task on the ``recorded`` schedule (rows created)."""
-    schedule = _schedule_value(recorded)
-    fields: dict[str, Any] = dict.fromkeys(PeriodicTask.SCHEDULE_FIELDS)
-    if isinstance(schedule, Every):
-        fields["interval"] = IntervalSchedule.for_schedule(schedule)
-    elif isinstance(schedule, Crontab):
-        fields["crontab"] = CrontabSchedule.for_schedule(schedule)
-    elif isinstance(schedule, Clocked):
-        fields["clocked"] = ClockedSchedule.for_schedule(schedule)
-    return fields
-
-
-def _recorded_schedule(schedule: Schedule) -> dict[str, Any]:
-    """Return a schedule value in the form an import records it (what ``_schedule`` returns)."""
-    if isinstance(schedule, Every):
-        return {"interval": int(schedule.every.total_seconds())}
-    if isinstance(schedule, Crontab):
-        fields = {name: getattr(schedule, name) for name in CRONTAB_FIELDS}
-        return {"crontab": {**fields, "timezone": schedule.zone_name}}
-    if isinstance(schedule, Clocked):
-        return {"clocked": _moment(schedule.at)}
-    raise ValueError(f"Unsupported schedule {schedule!r}.")
-
-
-def recorded_values(task: PeriodicTask) -> dict[str, Any]:
-    """Return a django_tq periodic task's values in the form an import records them."""
-    values = {key: getattr(task, key) for key in VALUE_KEYS if key != "schedule"}
-    for key in DATETIME_KEYS:
-        values[key] = _moment(values[key])
-    return {**values, "schedule": _recorded_schedule(task.get_schedule())}
-
-
-def _apply(task: PeriodicTask, values: dict[str, Any]) -> None:
-    for key, value in _schedule_fields(values["schedule"]).items():
-        setattr(task, key, value)
-    for key in VALUE_KEYS:
-        if key == "schedule":
-            continue
-        value = values[key]
-        if key in DATETIME_KEYS and value is not None:
-            value = dt.datetime.fromisoformat(value)
-        setattr(task, key, value)
-    try:
-        task.clean_fields()
-        task.validate_constraints()
-    except ValidationError as exc:
-        raise Invalid(
-            "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
-        ) from None
-
-
-def _later(key: str, ours: Any, theirs: Any) -> Any:
-    if ours is None or theirs is None:
-        return theirs if ours is None else ours
-    if key == "last_run_at":
-        return max(ours, theirs, key=dt.datetime.fromisoformat)
-    return max(ours, theirs)
-
-
-def _write(name: str, planned: Planned, alias: str) -> RowOutcome:
-    """Create, update or leave the task ``name`` for ``planned``; return what was done."""
-    record = (
-        ImportedPeriodicTask.objects.using(alias)
-        .select_related("periodic_task")
-        .filter(source_name=name)
-        .first()
-    )
-    notes = planned.notes
-    if record is None:
-        existing = PeriodicTask.objects.using(alias).filter(name=name).first()
-        if existing is not None:
-            reason = (
-                "declared in code here (TQ['BEAT_SCHEDULE'] or @periodic_task): the code wins"
-                if existing.code_managed
-                else "a periodic task of this name was created here: rename one of them"
-            )
-            return RowOutcome(kind=KIND, key=name, action=Action.SKIPPED, reason=reason)
-        new = PeriodicTask(name=name)
-        _apply(new, planned.values)
-        new.save(force_insert=True, using=alias)
-        ImportedPeriodicTask.objects.using(alias).create(
-            source_name=name, periodic_task=new, values=planned.values
-        )
-        return RowOutcome(kind=KIND, key=name, action=Action.IMPORTED, notes=notes)
-    task = record.periodic_task
-    if task is None:
-        return RowOutcome(
-            kind=KIND,
-            key=name,
-            action=Action.SKIPPED,
-            reason=f"imported on {record.date_imported:%Y-%m-%d} and deleted here since",
-        )
-    current = recorded_values(task)
-    changed = [key for key in VALUE_KEYS if record.values.get(key) != planned.values[key]]
-    target = {**current, **{key: planned.values[key] for key in changed}}
-    for key in RUN_STATE:
-        target[key] = _later(key, current[key], target[key])
-    if changed:
-        record.values = planned.values
-        record.save(update_fields=["values", "date_updated"], using=alias)
-    if target == current:
-        return RowOutcome(kind=KIND, key=name, action=Action.UNCHANGED)
-    _apply(task, target)
-    task.save(using=alias)
-    changes = ", ".join(key for key in VALUE_KEYS if target[key] != current[key])
-    return RowOutcome(
-        kind=KIND, key=name, action=Action.UPDATED, notes=(f"changed: {changes}", *notes)
-    )
-
-
 @contextmanager
 def _dry_run(alias: str, enabled: bool) -> Iterator[None]:
     """Roll everything back at the end when ``enabled`` (a dry run writes and undoes)."""
@@ -439,7 +283,7 @@ def import_row(row: dict[str, Any], *, alias: str, priority_order: str = AMQP) -
     try:
         planned = plan(row, priority_order=priority_order)
         with write_atomic(alias):
-            return _write(name, planned, alias)
+            return write(name, planned, alias)
     except Skipped as exc:
         return RowOutcome(kind=KIND, key=name, action=Action.SKIPPED, reason=str(exc))
     except (Invalid, ValueError, TypeError, DatabaseError) as exc:

@@ -21,22 +21,20 @@ the same id is left alone.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, connections, router
-from django.db.models import Model
+from django.db import connections, router
 from django.utils import timezone
 
 from django_tq import states
 from django_tq.conf import tq_settings
 from django_tq.importers import celery_data
-from django_tq.importers.report import Action, Report, RowOutcome
+from django_tq.importers.batches import PlannedRow, Target, import_batch
+from django_tq.importers.report import Action, Invalid, Report, RowOutcome
 from django_tq.importers.tables import SourceTable
 from django_tq.models import GroupResult, TaskResult
 from django_tq.serialization import has_nul
-from django_tq.sqlite import write_atomic
 
 SOURCE = "django-celery-results"
 APP = "django_celery_results"
@@ -69,29 +67,6 @@ GROUP_FIELDS = ("result_ids", "parent_id", "date_created", "date_done")
 LENGTHS = {"task_id": 255, "group_id": 255, "task_name": 255, "state": 50, "worker": 255}
 
 
-class Invalid(Exception):
-    """The row cannot be imported as it is (the message says what is wrong)."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Planned:
-    """What one source row becomes: the field values, remarks, and remark themes to count."""
-
-    key: str
-    values: dict[str, Any]
-    notes: tuple[str, ...] = ()
-    themes: tuple[str, ...] = ()
-
-
-@dataclass(kw_only=True, slots=True)
-class Writes:
-    """The rows a batch creates and updates, and the outcome of each source row."""
-
-    create: list[Model] = field(default_factory=list)
-    update: list[Model] = field(default_factory=list)
-    outcomes: list[tuple[RowOutcome, tuple[str, ...]]] = field(default_factory=list)
-
-
 # -- mapping rows ----------------------------------------------------------------------------------
 def _check(values: dict[str, Any], *, postgres: bool) -> None:
     for name, limit in LENGTHS.items():
@@ -111,7 +86,7 @@ def _created(row: dict[str, Any]) -> dt.datetime:
     return created
 
 
-def plan_task(row: dict[str, Any], *, postgres: bool = False) -> Planned:
+def plan_task(row: dict[str, Any], *, postgres: bool = False) -> PlannedRow:
     """Return what a django-celery-results task result becomes here; raise ``Invalid``."""
     status = str(row["status"] or states.PENDING)
     state = STATES.get(status, status)
@@ -152,7 +127,7 @@ def plan_task(row: dict[str, Any], *, postgres: bool = False) -> Planned:
     if args_text or kwargs_text:
         notes += ("arguments kept as text in meta: neither JSON nor a repr of literals",)
         themes += ("arguments kept as text in meta",)
-    return Planned(key=values["task_id"], values=values, notes=notes, themes=themes)
+    return PlannedRow(key=values["task_id"], values=values, notes=notes, themes=themes)
 
 
 def _member_ids(value: Any) -> tuple[list[str], bool]:
@@ -172,7 +147,7 @@ def _member_ids(value: Any) -> tuple[list[str], bool]:
     return ids, nested
 
 
-def plan_group(row: dict[str, Any], *, postgres: bool = False) -> Planned:
+def plan_group(row: dict[str, Any], *, postgres: bool = False) -> PlannedRow:
     """Return what a django-celery-results group result becomes here; raise ``Invalid``."""
     content = celery_data.decode(
         row["result"], row["content_type"], row["content_encoding"], what="member list"
@@ -202,22 +177,10 @@ def plan_group(row: dict[str, Any], *, postgres: bool = False) -> Planned:
     }
     _check(values, postgres=postgres)
     themes = (content.theme,) if content.theme else ()
-    return Planned(key=values["group_id"], values=values, notes=notes, themes=themes)
+    return PlannedRow(key=values["group_id"], values=values, notes=notes, themes=themes)
 
 
 # -- writing batches -------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Target:
-    """One kind of row written: the model, its key field, the fields written, what marks an
-    imported row (``None``: any row of that key is taken as the same one)."""
-
-    model: type[Model]
-    kind: str
-    key: str
-    fields: tuple[str, ...]
-    is_imported: Callable[[Any], bool] | None = None
-
-
 def _imported_task(row: Any) -> bool:
     return isinstance(row.meta, dict) and row.meta.get("imported_from") == MARK
 
@@ -226,106 +189,6 @@ TASKS = Target(
     model=TaskResult, kind=TASK_KIND, key="task_id", fields=TASK_FIELDS, is_imported=_imported_task
 )
 GROUPS = Target(model=GroupResult, kind=GROUP_KIND, key="group_id", fields=GROUP_FIELDS)
-
-
-def _chunks(keys: list[str], alias: str) -> Iterator[list[str]]:
-    """Yield ``keys`` in lists short enough for one ``IN`` (SQLite takes 999 parameters)."""
-    size = connections[alias].features.max_query_params or len(keys) or 1
-    for start in range(0, len(keys), size):
-        yield keys[start : start + size]
-
-
-def _decide(target: Target, planned: list[Planned], alias: str) -> Writes:
-    """Compare planned rows with the rows here; return what to create and update."""
-    manager = target.model._default_manager.using(alias)
-    existing = {
-        getattr(row, target.key): row
-        for chunk in _chunks([item.key for item in planned], alias)
-        for row in manager.filter(**{f"{target.key}__in": chunk})
-    }
-    writes = Writes()
-    for item in planned:
-        row = existing.get(item.key)
-        outcome = RowOutcome(
-            kind=target.kind, key=item.key, action=Action.IMPORTED, notes=item.notes
-        )
-        if row is None:
-            writes.create.append(target.model(**item.values))
-        elif target.is_imported is not None and not target.is_imported(row):
-            outcome = RowOutcome(
-                kind=target.kind,
-                key=item.key,
-                action=Action.SKIPPED,
-                reason=f"django_tq recorded a {target.kind} with this id itself",
-            )
-        else:
-            changed = [name for name in target.fields if getattr(row, name) != item.values[name]]
-            if not changed:
-                outcome = RowOutcome(kind=target.kind, key=item.key, action=Action.UNCHANGED)
-            else:
-                for name in changed:
-                    setattr(row, name, item.values[name])
-                writes.update.append(row)
-                outcome = RowOutcome(
-                    kind=target.kind,
-                    key=item.key,
-                    action=Action.UPDATED,
-                    notes=(f"changed: {', '.join(changed)}", *item.notes),
-                )
-        themes = item.themes if outcome.action in (Action.IMPORTED, Action.UPDATED) else ()
-        writes.outcomes.append((outcome, themes))
-    return writes
-
-
-def _insert_as_is(target: Target, rows: list[Model], alias: str) -> None:
-    """Insert ``rows`` with their values as set, creation dates included.
-
-    ``bulk_create`` would stamp ``date_created`` (``auto_now_add``) with the time of the import,
-    and setting it again afterwards with ``bulk_update`` costs more than the insert. This is a raw
-    insert, the kind ``loaddata`` makes: values are written as they are, nothing is stamped.
-    """
-    options = target.model._meta
-    fields = [field for field in options.concrete_fields if field is not options.auto_field]
-    size = max(connections[alias].ops.bulk_batch_size(fields, rows), 1)
-    queryset = target.model._default_manager.using(alias)
-    for start in range(0, len(rows), size):
-        queryset._insert(rows[start : start + size], fields=fields, raw=True, using=alias)  # type: ignore[attr-defined]
-
-
-def _persist(target: Target, writes: Writes, alias: str) -> None:
-    """Write a batch in one transaction."""
-    with write_atomic(alias):
-        if writes.create:
-            _insert_as_is(target, writes.create, alias)
-        if writes.update:
-            target.model._default_manager.using(alias).bulk_update(writes.update, target.fields)
-
-
-def _import_batch(
-    target: Target, planned: list[Planned], alias: str, *, dry_run: bool
-) -> list[tuple[RowOutcome, tuple[str, ...]]]:
-    """Import one batch at once; if the database refuses it, row by row (so one bad row fails
-    alone, with the database's reason)."""
-    writes = _decide(target, planned, alias)
-    if dry_run:
-        return writes.outcomes
-    try:
-        _persist(target, writes, alias)
-        return writes.outcomes
-    except DatabaseError:
-        pass
-    outcomes = []
-    for item in planned:
-        try:
-            single = _decide(target, [item], alias)
-            _persist(target, single, alias)
-            outcomes.extend(single.outcomes)
-        except DatabaseError as exc:
-            failed = RowOutcome(
-                kind=target.kind, key=item.key, action=Action.FAILED, reason=str(exc)
-            )
-            outcomes.append((failed, ()))
-    return outcomes
 
 
 # -- the import ------------------------------------------------------------------------------------
@@ -342,7 +205,7 @@ def tables(alias: str) -> tuple[SourceTable, SourceTable]:
 Progress = Callable[[int, int], None]
 
 
-def _expired(planned: list[Planned]) -> int:
+def _expired(planned: list[PlannedRow]) -> int:
     """Return how many planned results the worker's cleanup would delete at once."""
     expires: dt.timedelta | None = tq_settings.RESULT_EXPIRES
     if expires is None:
@@ -372,7 +235,7 @@ class ResultsImport:
         self.done = 0  #: source rows read so far
         self.expired = 0  #: imported results the worker's cleanup would delete at once
 
-    def run(self, target: Target, table: SourceTable, plan: Callable[..., Planned]) -> None:
+    def run(self, target: Target, table: SourceTable, plan: Callable[..., PlannedRow]) -> None:
         """Import every row of ``table`` into ``target``, a batch at a time."""
         columns = TASK_COLUMNS if target is TASKS else GROUP_COLUMNS
         for batch in table.batches(columns, size=self.batch_size):
@@ -388,7 +251,7 @@ class ResultsImport:
                         reason=str(exc),
                     )
                     self.report.add(failed)
-            outcomes = _import_batch(target, planned, self.alias, dry_run=self.report.dry_run)
+            outcomes = import_batch(target, planned, self.alias, dry_run=self.report.dry_run)
             for outcome, themes in outcomes:
                 self.report.add(outcome, remarks=themes)
             if target is TASKS:

@@ -17,6 +17,14 @@ class Action(StrEnum):
     FAILED = "failed"  #: could not be imported (the reason says what is wrong)
 
 
+class Skipped(Exception):
+    """The row is deliberately not imported (the message says why)."""
+
+
+class Invalid(Exception):
+    """The row cannot be imported as it is (the message says what is wrong)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RowOutcome:
     """One source row: its kind and key (a name or an id), what was done, why, and remarks."""

@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_tq import AsyncResult, GroupResult, states
-from django_tq.importers import celery_results
+from django_tq.importers import batches, celery_results
 from django_tq.importers.progress import ProgressBar
 from django_tq.importers.report import Action, Report
 from django_tq.models import GroupResult as GroupResultRow
@@ -280,7 +280,7 @@ def test_a_batch_the_database_refuses_is_retried_row_by_row(
     with celery_apps():
         for number in range(3):
             backend().store_result(f"t-{number}", number, states.SUCCESS, request=request())
-    persist = celery_results._persist
+    persist = batches._persist
     calls = []
 
     def racing(*args: Any) -> None:
@@ -289,7 +289,7 @@ def test_a_batch_the_database_refuses_is_retried_row_by_row(
         calls.append(args)
         persist(*args)
 
-    monkeypatch.setattr(celery_results, "_persist", racing)
+    monkeypatch.setattr(batches, "_persist", racing)
     found = outcomes(celery_results.import_results())
     assert found["t-1"][0] == Action.SKIPPED
     assert TaskResult.objects.get(task_id="t-1").state == states.STARTED
@@ -427,7 +427,7 @@ def test_ctrl_c_keeps_what_was_written_and_says_how_to_go_on(
     with celery_apps():
         for number in range(3):
             backend().store_result(f"t-{number}", number, states.SUCCESS, request=request())
-    import_batch = celery_results._import_batch
+    import_batch = celery_results.import_batch
     batches = []
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
@@ -436,7 +436,7 @@ def test_ctrl_c_keeps_what_was_written_and_says_how_to_go_on(
             raise KeyboardInterrupt  # Ctrl-C while the second batch is read
         return import_batch(*args, **kwargs)
 
-    monkeypatch.setattr(celery_results, "_import_batch", interrupted)
+    monkeypatch.setattr(celery_results, "import_batch", interrupted)
     with pytest.raises(CommandError) as error:
         call_command("tqimport", "celery-results", "--batch-size", "1", stdout=io.StringIO())
     assert str(error.value) == (
@@ -444,7 +444,7 @@ def test_ctrl_c_keeps_what_was_written_and_says_how_to_go_on(
         "it stopped."
     )
     assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["t-0"]
-    monkeypatch.setattr(celery_results, "_import_batch", import_batch)
+    monkeypatch.setattr(celery_results, "import_batch", import_batch)
     out = io.StringIO()
     call_command("tqimport", "celery-results", "--batch-size", "1", stdout=out)
     assert out.getvalue().splitlines()[-1] == (
