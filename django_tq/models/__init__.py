@@ -2,6 +2,7 @@
 
 from django_tq.models.dead_letters import DeadLetter
 from django_tq.models.groups import ChordCounter, GroupResult
+from django_tq.models.imports import ImportedPeriodicTask
 from django_tq.models.metrics import Dashboard, QueueDepthSample
 from django_tq.models.outbox import OutboxMessage
 from django_tq.models.parking import ParkedMessage
@@ -26,6 +27,7 @@ __all__ = [
     "Dashboard",
     "DeadLetter",
     "GroupResult",
+    "ImportedPeriodicTask",
     "IntervalSchedule",
     "OutboxMessage",
     "ParkedMessage",
