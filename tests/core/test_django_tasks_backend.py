@@ -14,8 +14,9 @@ import signal
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -41,6 +42,19 @@ def queue(settings: Any, queue_name: str) -> str:
     """Django's ``"default"`` queue is TQ["DEFAULT_QUEUE"]: a queue of this test's own."""
     settings.TQ = {**settings.TQ, "BROKER_URL": "django://", "DEFAULT_QUEUE": queue_name}
     return queue_name
+
+
+def run_async(awaitable: Any) -> Any:
+    """Run ``awaitable`` on an event loop; close the database connections ``sync_to_async``'s
+    thread opened meanwhile (they would outlive the test and keep the test database busy)."""
+
+    async def scenario() -> Any:
+        try:
+            return await awaitable
+        finally:
+            await sync_to_async(connections.close_all)()
+
+    return asyncio.run(scenario())
 
 
 def finished(result: Any, timeout: float = 20.0) -> Any:
@@ -129,7 +143,7 @@ def test_aenqueue_aget_result_and_arefresh(queue: str, start_worker: Any) -> Non
         fetched = await dj.calculate_meaning_of_life.aget_result(result.id)
         return result, fetched
 
-    result, fetched = asyncio.run(scenario())
+    result, fetched = run_async(scenario())
     assert result.status == Status.SUCCESSFUL
     assert result.return_value == 42
     assert fetched == result
@@ -210,7 +224,7 @@ def test_non_json_arguments_fail_at_enqueue_and_nothing_is_sent(queue: str) -> N
     with pytest.raises(TypeError, match="Unsupported type"):
         dj.noop_task.enqueue(dt.datetime.now())
     with pytest.raises(TypeError, match="Unsupported type"):
-        asyncio.run(dj.noop_task.aenqueue(dt.datetime.now()))
+        run_async(dj.noop_task.aenqueue(dt.datetime.now()))
     assert not TaskResult.objects.exists()
     assert not QueueMessage.objects.exists()
 
@@ -288,13 +302,13 @@ def test_get_result_of_unknown_mismatched_and_django_tq_ids(queue: str) -> None:
     with pytest.raises(compat.TaskResultDoesNotExist):
         dj.noop_task.get_result("123")
     with pytest.raises(compat.TaskResultDoesNotExist):
-        asyncio.run(dj.noop_task.aget_result("123"))
+        run_async(dj.noop_task.aget_result("123"))
     result = dj.noop_task_async.enqueue()
     mismatch = compat._exceptions.TaskResultMismatch
     with pytest.raises(mismatch, match="Task does not match"):
         dj.noop_task.get_result(result.id)
     with pytest.raises(mismatch, match="Task does not match"):
-        asyncio.run(dj.noop_task.aget_result(result.id))
+        run_async(dj.noop_task.aget_result(result.id))
     ours = tq_add.delay(1, 2)
     with pytest.raises(compat.TaskResultDoesNotExist, match=r"not of a django\.tasks Task"):
         backend.get_result(ours.id)
