@@ -124,5 +124,5 @@ class TQTaskBackend(compat.BaseTaskBackend):
                 f"TASKS[{self.alias!r}] gives OPTIONS to TQTaskBackend, which takes none: "
                 f"{', '.join(sorted(self.options))}.",
                 hint='Configure django_tq with the TQ setting; keep only "BACKEND" and "QUEUES".',
-                id="tq.E006",
+                id="tq.E005",
             )

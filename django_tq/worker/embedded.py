@@ -56,6 +56,22 @@ def refuse_open_transactions(what: str) -> None:
         )
 
 
+def refuse_in_memory_sqlite(what: str) -> None:
+    """Raise if a database is SQLite in memory: its connections share one cache and lock whole
+    tables ("database table is locked", which no busy timeout waits out)."""
+    in_memory = [
+        alias
+        for alias in connections
+        if connections[alias].vendor == "sqlite" and connections[alias].is_in_memory_db()
+    ]
+    if in_memory:
+        raise RuntimeError(
+            f"{what} needs a SQLite database in a file, so that its connections and the test's can "
+            f"work at once; {', '.join(in_memory)} is in memory (Django's default test database "
+            "for SQLite). Give it a file: DATABASES[alias]['TEST'] = {'NAME': 'test.sqlite3'}."
+        )
+
+
 class EmbeddedWorker:
     """A worker whose consumers are threads of this process, between ``start()`` and ``stop()``.
 
@@ -112,6 +128,7 @@ class EmbeddedWorker:
         if self._housekeeping is not None:
             raise RuntimeError("This EmbeddedWorker was started already.")
         refuse_open_transactions("An embedded worker")
+        refuse_in_memory_sqlite("An embedded worker")
         self.worker.tick(time.monotonic())  # heartbeat, due parked messages, before consuming
         self.worker.pool.start()
         self._housekeeping = threading.Thread(
@@ -196,6 +213,7 @@ def run_until_empty(
     rate-limit token, stay queued. Return how many tasks ran.
     """
     refuse_open_transactions("run_worker_until_empty()")
+    refuse_in_memory_sqlite("run_worker_until_empty()")
     consumer = _UntilEmpty(
         broker or get_broker(),
         ConsumerConfig(
@@ -210,4 +228,9 @@ def run_until_empty(
     return consumer.processed
 
 
-__all__ = ["EmbeddedWorker", "refuse_open_transactions", "run_until_empty"]
+__all__ = [
+    "EmbeddedWorker",
+    "refuse_in_memory_sqlite",
+    "refuse_open_transactions",
+    "run_until_empty",
+]

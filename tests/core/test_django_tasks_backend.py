@@ -439,7 +439,7 @@ def test_always_eager_runs_at_enqueue_with_signals_in_order(
 def test_a_backend_with_options_fails_its_check() -> None:
     backend = TQTaskBackend("extra", {"OPTIONS": {"url": "x"}})
     messages = list(backend.check())
-    assert [message.id for message in messages] == ["tq.E006"]
+    assert [message.id for message in messages] == ["tq.E005"]
     assert "url" in messages[0].msg
 
 

@@ -140,3 +140,16 @@ class RunWorkerUntilEmptyInsideTestCase(TestCase):
             run_worker_until_empty()
         with self.assertRaisesMessage(RuntimeError, "capture()"):
             EmbeddedWorker().start()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_in_memory_sqlite_database_is_refused_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    monkeypatch.setattr(connection, "is_in_memory_db", lambda: True)
+    with pytest.raises(RuntimeError, match=r"Give it a file: DATABASES\[alias\]\['TEST'\]"):
+        EmbeddedWorker().start()
+    with pytest.raises(RuntimeError, match="needs a SQLite database in a file"):
+        run_worker_until_empty()
