@@ -198,7 +198,7 @@ def check_database(
         return []
     messages = check_migrations_match_models()
     alias = _queue_alias()
-    if alias in databases and _lacks_skip_locked(alias):
+    if alias is not None and alias in databases and _lacks_skip_locked(alias):
         messages.append(
             checks.Warning(
                 f"The django:// queue is in DATABASES[{alias!r}], a MySQL/MariaDB without "

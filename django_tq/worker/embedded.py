@@ -24,7 +24,7 @@ from types import TracebackType
 
 from django.db import connections
 
-from django_tq import signals
+from django_tq import signals, sqlite
 from django_tq.broker import Broker, get_broker
 from django_tq.queue_names import routed_queues
 from django_tq.worker.consumer import Consumer, ConsumerConfig
@@ -62,7 +62,8 @@ def refuse_in_memory_sqlite(what: str) -> None:
     in_memory = [
         alias
         for alias in connections
-        if connections[alias].vendor == "sqlite" and connections[alias].is_in_memory_db()
+        if connections[alias].vendor == "sqlite"
+        and not sqlite.is_shared_file(connections[alias].settings_dict)
     ]
     if in_memory:
         raise RuntimeError(

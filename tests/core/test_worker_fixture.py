@@ -148,7 +148,9 @@ def test_an_in_memory_sqlite_database_is_refused_with_the_fix(
 ) -> None:
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")
-    monkeypatch.setattr(connection, "is_in_memory_db", lambda: True)
+    monkeypatch.setitem(
+        connection.settings_dict, "NAME", "file:memorydb_default?mode=memory&cache=shared"
+    )
     with pytest.raises(RuntimeError, match=r"Give it a file: DATABASES\[alias\]\['TEST'\]"):
         EmbeddedWorker().start()
     with pytest.raises(RuntimeError, match="needs a SQLite database in a file"):
