@@ -165,8 +165,14 @@ def send(signal: Any, alias: str, task_result: Any) -> None:
     """Send one of Django's task signals as its backends do (sender: the backend class)."""
     try:
         sender = type(compat.task_backends[alias])
-    except Exception:  # the alias is gone from TASKS: the receivers still hear of the task
-        logger.warning("TASKS has no backend %r any more; sending %s without it", alias, signal)
+    except Exception:  # not in this process's TASKS: the receivers still hear of the task
+        logger.warning(
+            "TASKS has no backend %r in this process: Django's task signals for %s[%s] are "
+            "sent with sender None",
+            alias,
+            task_result.task.module_path,
+            task_result.id,
+        )
         sender = None
     signals.send(signal, sender=sender, task_result=task_result)
 

@@ -27,6 +27,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from django_tq import serialization, states
@@ -88,11 +89,14 @@ def django_queue(queue: str) -> str:
 
 def _task(django_task: Any, data: ResultData, alias: str) -> Any:
     """Return the Task as enqueued: the declared one with the stored priority, queue and ETA."""
+    try:
+        backend = compat.task_backends[alias]
+    except ImproperlyConfigured:  # InvalidTaskBackend: not in this process's TASKS
+        backend, alias = django_task.get_backend(), django_task.backend
     changes: dict[str, Any] = {"backend": alias}
     if data.priority is not None:
         changes["priority"] = priority.to_priority(data.priority)
     queue = django_queue(data.queue) if data.queue else django_task.queue_name
-    backend = compat.task_backends[alias]
     if not backend.queues or queue in backend.queues:
         changes["queue_name"] = queue
     if data.eta is not None and data.state in READY_FROM | {states.STARTED}:
@@ -124,6 +128,17 @@ def build(django_task: Any, data: ResultData, *, alias: str) -> Any:
     return result
 
 
+def _on_backend(django_task: Any, alias: str) -> Any:
+    """Return ``django_task`` on backend ``alias``; as declared if this process's ``TASKS`` has
+    no such alias (a worker whose settings differ from the caller's must still run the task)."""
+    if django_task.backend == alias:
+        return django_task
+    try:
+        return django_task.using(backend=alias)
+    except ImproperlyConfigured:  # InvalidTaskBackend
+        return django_task
+
+
 def running(
     django_task: Any,
     task_id: str,
@@ -140,7 +155,7 @@ def running(
     enqueued_at = data.date_created if data is not None else None
     started_at = data.date_started if data is not None and data.date_started else now
     return compat.TaskResult(
-        task=django_task.using(backend=alias) if django_task.backend != alias else django_task,
+        task=_on_backend(django_task, alias),
         id=task_id,
         status=compat.TaskResultStatus.RUNNING,
         enqueued_at=enqueued_at or started_at,

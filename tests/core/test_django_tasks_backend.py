@@ -296,6 +296,24 @@ def test_run_after_defers_and_a_far_one_is_parked(
         dj.record.using(run_after=dt.datetime.now())
 
 
+def test_a_second_backend_alias_is_kept_and_a_worker_without_it_still_runs_the_task(
+    queue: str, start_worker: Any
+) -> None:
+    two = {
+        "default": {"BACKEND": "django_tq.backends.TQTaskBackend", "QUEUES": []},
+        "second": {"BACKEND": "django_tq.backends.TQTaskBackend", "QUEUES": []},
+    }
+    with override_settings(TASKS=two):
+        result = dj.context_report.using(backend="second").enqueue(label="second")
+        assert result.backend == "second"
+        assert TaskResult.objects.get(task_id=result.id).task_name == dj.context_report.module_path
+    worker = start_worker("-P", "solo")  # its TASKS has "default" only
+    AsyncResult(result.id).get(timeout=20)
+    report = dj.context_report.get_result(result.id).return_value  # read through "default"
+    assert report["backend"] == "second"  # what the context saw: the alias it was sent through
+    assert "TASKS has no backend 'second' in this process" in worker.output()
+
+
 # -- get_result ----------------------------------------------------------------------------------
 def test_get_result_of_unknown_mismatched_and_django_tq_ids(queue: str) -> None:
     backend = compat.task_backends["default"]
