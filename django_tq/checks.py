@@ -84,7 +84,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     "web process or another worker.",
                     hint="Use a shared cache (django-redis, Memcached, the database cache) or "
                     'RESULT_BACKEND "django-db".',
-                    id="tq.W007",
+                    id="tq.W006",
                 )
             )
     if scheme == "django":
@@ -110,7 +110,7 @@ def _queue_alias() -> str | None:
 
 
 def check_time_limits() -> list[checks.CheckMessage]:
-    """Warn (``tq.W006``) when time limits are set that ``WORKER_POOL`` does not enforce: none
+    """Warn (``tq.W005``) when time limits are set that ``WORKER_POOL`` does not enforce: none
     on ``threads``, the hard one on ``solo``."""
     pool = tq_settings.WORKER_POOL
     if pool == "prefork":
@@ -131,7 +131,7 @@ def check_time_limits() -> list[checks.CheckMessage]:
             f"{shown}. A task past its limit goes on running.",
             hint='Use WORKER_POOL "prefork" (hard and soft limits) or "solo" (soft limits), '
             "or poll self.is_aborted() in long tasks.",
-            id="tq.W006",
+            id="tq.W005",
         )
     ]
 
@@ -158,7 +158,7 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 "or how many tqworker processes you start.",
                 hint="For production put the queue in PostgreSQL (or MySQL 8 / MariaDB 10.6) or "
                 "use Redis or RabbitMQ; on SQLite run one tqworker on one host.",
-                id="tq.W005",
+                id="tq.W004",
             )
         )
     consumed = set(worker_queues())
@@ -172,7 +172,7 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 "started without -Q never consumes it.",
                 hint=f"Add {queue!r} to TQ['WORKER_QUEUES'], the queues your workers consume, "
                 f"and start them without -Q (or with -Q listing {queue!r}).",
-                id="tq.W008",
+                id="tq.W007",
             )
         )
     if settings.DEBUG:
@@ -181,7 +181,7 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 "DEBUG is True: a tqworker keeps every SQL query its tasks run in memory "
                 "(connection.queries, up to 9000 a connection), so it grows with every task.",
                 hint="Set DEBUG = False in the settings tqworker runs with.",
-                id="tq.W009",
+                id="tq.W008",
             )
         )
     return messages
@@ -204,7 +204,7 @@ def check_database(
                 f"The django:// queue is in DATABASES[{alias!r}], a MySQL/MariaDB without "
                 "SKIP LOCKED: consumers wait on each other's row locks to claim messages.",
                 hint="Use MySQL 8.0.1+ or MariaDB 10.6+, PostgreSQL, Redis or RabbitMQ.",
-                id="tq.W005",
+                id="tq.W004",
             )
         )
     return messages

@@ -39,7 +39,7 @@ def database_message(check_id: str) -> Any:
 
 @pytest.fixture
 def no_time_limited_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Leave out the test app's tasks that declare time limits (they would fire tq.W006)."""
+    """Leave out the test app's tasks that declare time limits (they would fire tq.W005)."""
     items = registry.items
     monkeypatch.setattr(
         registry,
@@ -73,16 +73,16 @@ def test_w003_models_changed_without_a_migration(monkeypatch: pytest.MonkeyPatch
     assert "tq.W003" not in ids()
 
 
-# -- tq.W005: django:// without row locks --------------------------------------------------------
-def test_w005_sqlite_queue_with_several_prefork_processes_is_a_deploy_warning(
+# -- tq.W004: django:// without row locks --------------------------------------------------------
+def test_w004_sqlite_queue_with_several_prefork_processes_is_a_deploy_warning(
     settings: Any,
 ) -> None:
     settings.TQ = {"BROKER_URL": "django://", "WORKER_CONCURRENCY": 4, "WORKER_POOL": "prefork"}
-    assert "tq.W005" not in ids()  # not outside --deploy
+    assert "tq.W004" not in ids()  # not outside --deploy
     if connection.vendor != "sqlite":  # PostgreSQL and MySQL lock rows: nothing to say
-        assert "tq.W005" not in ids(include_deployment_checks=True)
+        assert "tq.W004" not in ids(include_deployment_checks=True)
         return
-    warning = message("tq.W005", include_deployment_checks=True)
+    warning = message("tq.W004", include_deployment_checks=True)
     assert "4 consuming processes" in warning.msg
     assert "cannot see -c/-P on a command line" in warning.msg
     assert "PostgreSQL" in warning.hint
@@ -92,47 +92,47 @@ def test_w005_sqlite_queue_with_several_prefork_processes_is_a_deploy_warning(
         {"BROKER_URL": "redis://127.0.0.1:6379/0", "WORKER_CONCURRENCY": 4},
     ):
         settings.TQ = {"BROKER_URL": "django://", **harmless}
-        assert "tq.W005" not in ids(include_deployment_checks=True), harmless
+        assert "tq.W004" not in ids(include_deployment_checks=True), harmless
 
 
 @pytest.mark.django_db
-def test_w005_mysql_without_skip_locked(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+def test_w004_mysql_without_skip_locked(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     if connection.vendor != "mysql":
         pytest.skip("MySQL/MariaDB only")
     settings.TQ = {"BROKER_URL": "django://"}
-    assert "tq.W005" not in database_ids()  # the CI's MariaDB has SKIP LOCKED
+    assert "tq.W004" not in database_ids()  # the CI's MariaDB has SKIP LOCKED
     monkeypatch.setattr(connection.features, "has_select_for_update_skip_locked", False)
-    assert "without SKIP LOCKED" in database_message("tq.W005").msg
+    assert "without SKIP LOCKED" in database_message("tq.W004").msg
 
 
-# -- tq.W006: time limits the pool cannot enforce --------------------------------------------------
-def test_w006_time_limits_with_the_threads_or_solo_pool(
+# -- tq.W005: time limits the pool cannot enforce --------------------------------------------------
+def test_w005_time_limits_with_the_threads_or_solo_pool(
     settings: Any, no_time_limited_tasks: None
 ) -> None:
     settings.TQ = {"WORKER_POOL": "threads", "TASK_SOFT_TIME_LIMIT": 10}
-    warning = message("tq.W006")
+    warning = message("tq.W005")
     assert "TQ['TASK_SOFT_TIME_LIMIT']" in warning.msg and "'threads'" in warning.msg
     assert "prefork" in warning.hint
     settings.TQ = {"WORKER_POOL": "solo", "TASK_SOFT_TIME_LIMIT": 10}
-    assert "tq.W006" not in ids()  # solo enforces soft limits
+    assert "tq.W005" not in ids()  # solo enforces soft limits
     settings.TQ = {"WORKER_POOL": "solo", "TASK_TIME_LIMIT": 10}
-    assert "no hard time limit" in message("tq.W006").msg
+    assert "no hard time limit" in message("tq.W005").msg
     settings.TQ = {"WORKER_POOL": "prefork", "TASK_TIME_LIMIT": 10}
-    assert "tq.W006" not in ids()
+    assert "tq.W005" not in ids()
 
 
-def test_w006_names_the_tasks_that_declare_limits(settings: Any) -> None:
+def test_w005_names_the_tasks_that_declare_limits(settings: Any) -> None:
     limited = Task(lambda: None, name="tests.checks.limited", time_limit=5)
     registry.register(limited)
     try:
         settings.TQ = {"WORKER_POOL": "threads"}
-        assert "tests.checks.limited (time_limit)" in message("tq.W006").msg
+        assert "tests.checks.limited (time_limit)" in message("tq.W005").msg
     finally:
         registry.unregister(limited.name)
 
 
-# -- tq.E003 / tq.W007: the cache results live in ------------------------------------------------
-def test_e003_and_w007_result_cache_missing_or_process_local(settings: Any) -> None:
+# -- tq.E003 / tq.W006: the cache results live in ------------------------------------------------
+def test_e003_and_w006_result_cache_missing_or_process_local(settings: Any) -> None:
     settings.TQ = {"RESULT_BACKEND": "django-cache://missing"}
     error = message("tq.E003")
     assert "'missing'" in error.msg and "results" in error.hint
@@ -143,12 +143,12 @@ def test_e003_and_w007_result_cache_missing_or_process_local(settings: Any) -> N
     }
     for alias, kind in (("local", "LocMemCache"), ("dummy", "DummyCache")):
         settings.TQ = {"RESULT_BACKEND": f"django-cache://{alias}"}
-        warning = message("tq.W007")
+        warning = message("tq.W006")
         assert kind in warning.msg and "never seen by the web process" in warning.msg
     settings.TQ = {"RESULT_BACKEND": "django-cache"}  # the test settings' default is LocMem too
-    assert "tq.W007" in ids()
+    assert "tq.W006" in ids()
     settings.TQ = {"RESULT_BACKEND": "django-cache://results"}  # django-redis
-    assert "tq.W007" not in ids()
+    assert "tq.W006" not in ids()
 
 
 # -- tq.W001: pickle ---------------------------------------------------------------------------
@@ -159,23 +159,23 @@ def test_w001_pickle_accepted(settings: Any) -> None:
     assert "tq.W001" in ids()
 
 
-# -- tq.W008: routed queues no worker consumes -----------------------------------------------------
-def test_w008_a_routed_queue_no_worker_configuration_consumes(
+# -- tq.W007: routed queues no worker consumes -----------------------------------------------------
+def test_w007_a_routed_queue_no_worker_configuration_consumes(
     settings: Any, no_time_limited_tasks: None
 ) -> None:
     settings.TQ = {"TASK_ROUTES": {"shop.tasks.send_*": {"queue": "mail"}, "shop.io": "io"}}
-    assert "tq.W008" not in ids()  # only with --deploy
+    assert "tq.W007" not in ids()  # only with --deploy
     warnings = {
         m.msg.split("'")[1]: m
         for m in run_checks(tags=["django_tq"], include_deployment_checks=True)
-        if m.id == "tq.W008"
+        if m.id == "tq.W007"
     }
     assert {"mail", "io", "other"} <= set(warnings)  # "other": @task(queue="other") in testapp
     assert "TASK_ROUTES['shop.tasks.send_*']" in warnings["mail"].msg
     assert "Add 'mail' to TQ['WORKER_QUEUES']" in warnings["mail"].hint
     everything = ["default", "mail", "io", "other", "emails"]  # emails: a django.tasks Task
     settings.TQ = {**settings.TQ, "WORKER_QUEUES": everything}
-    assert "tq.W008" not in ids(include_deployment_checks=True)
+    assert "tq.W007" not in ids(include_deployment_checks=True)
 
 
 @override_settings(
@@ -186,12 +186,12 @@ def test_w008_a_routed_queue_no_worker_configuration_consumes(
         }
     }
 )
-def test_w008_counts_the_queues_of_a_django_tasks_backend(settings: Any) -> None:
+def test_w007_counts_the_queues_of_a_django_tasks_backend(settings: Any) -> None:
     settings.TQ = {"DEFAULT_QUEUE": "main", "WORKER_QUEUES": ["main", "other", "emails"]}
     routed = [
         m.msg
         for m in run_checks(tags=["django_tq"], include_deployment_checks=True)
-        if m.id == "tq.W008"
+        if m.id == "tq.W007"
     ]
     assert (
         len(routed) == 1 and "'reports'" in routed[0] and "TASKS['default']['QUEUES']" in routed[0]
@@ -207,11 +207,11 @@ def test_worker_queues_is_what_tqworker_consumes_without_q(settings: Any) -> Non
     assert worker_queues() == ["main", "mail"]
 
 
-# -- tq.W009: DEBUG in a worker --------------------------------------------------------------------
-def test_w009_debug_is_a_deploy_warning(settings: Any) -> None:
+# -- tq.W008: DEBUG in a worker --------------------------------------------------------------------
+def test_w008_debug_is_a_deploy_warning(settings: Any) -> None:
     settings.DEBUG = True
-    assert "tq.W009" not in ids()
-    warning = message("tq.W009", include_deployment_checks=True)
+    assert "tq.W008" not in ids()
+    warning = message("tq.W008", include_deployment_checks=True)
     assert "connection.queries" in warning.msg and "DEBUG = False" in warning.hint
 
 

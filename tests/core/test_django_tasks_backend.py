@@ -416,8 +416,9 @@ def test_a_message_naming_a_plain_function_or_any_path_is_dead_lettered_never_ru
 
 # -- admin and REST ------------------------------------------------------------------------------
 def test_django_tasks_results_show_in_the_admin_and_the_rest_api(
-    queue: str, start_worker: Any, admin_client: Any
+    queue: str, settings: Any, start_worker: Any, admin_client: Any
 ) -> None:
+    settings.TQ = {**settings.TQ, "API_ENQUEUE_ALLOWLIST": [dj.add.module_path]}
     start_worker("-P", "solo")
     result = finished(dj.add.enqueue(20, 22))
     page = admin_client.get("/admin/django_tq/taskresult/", {"q": result.id})
@@ -431,6 +432,15 @@ def test_django_tasks_results_show_in_the_admin_and_the_rest_api(
     assert body["result"] == 42
     names = [entry["name"] for entry in admin_client.get("/api/tq/tasks/").json()]
     assert dj.add.module_path in names
+    sent = admin_client.post(
+        f"/api/tq/tasks/{dj.add.module_path}/enqueue/",
+        {"args": [1], "kwargs": {"y": 2}},
+        content_type="application/json",
+    )
+    assert sent.status_code == 202, sent.content
+    AsyncResult(sent.json()["task_id"]).get(timeout=20)
+    over_rest = dj.add.get_result(sent.json()["task_id"])  # a TaskResult like any other
+    assert over_rest.status == Status.SUCCESSFUL and over_rest.return_value == 3
 
 
 # -- eager mode (ALWAYS_EAGER): like Django's ImmediateBackend -----------------------------------
