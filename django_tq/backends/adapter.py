@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -81,36 +82,36 @@ def _context() -> Any:
     return compat.TaskContext(task_result=running.task_result)
 
 
+@contextmanager
+def _failures_as_exceptions() -> Iterator[None]:
+    """Raise a :class:`BaseExceptionRaised` for a ``SystemExit`` and the like raised inside."""
+    try:
+        yield
+    except BaseException as exc:
+        failure = _failure_of(exc)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
 def _runner(func: Callable[..., Any], takes_context: bool) -> Callable[..., Any]:
     """Return the function the adapter runs: ``func`` with the context, normalized result."""
+
+    def arguments(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (_context(), *args) if takes_context else args
+
     if inspect.iscoroutinefunction(func):
 
         async def run(adapter: DjangoTaskAdapter, *args: Any, **kwargs: Any) -> Any:
-            try:
-                if takes_context:
-                    value = await func(_context(), *args, **kwargs)
-                else:
-                    value = await func(*args, **kwargs)
-            except BaseException as exc:
-                failure = _failure_of(exc)
-                if failure is None:
-                    raise
-                raise failure from exc
+            with _failures_as_exceptions():
+                value = await func(*arguments(args), **kwargs)
             return compat.normalize_json(value)
 
     else:
 
         def run(adapter: DjangoTaskAdapter, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-            try:
-                if takes_context:
-                    value = func(_context(), *args, **kwargs)
-                else:
-                    value = func(*args, **kwargs)
-            except BaseException as exc:
-                failure = _failure_of(exc)
-                if failure is None:
-                    raise
-                raise failure from exc
+            with _failures_as_exceptions():
+                value = func(*arguments(args), **kwargs)
             return compat.normalize_json(value)
 
     parameters = list(inspect.signature(func).parameters.values())

@@ -139,6 +139,35 @@ def _on_backend(django_task: Any, alias: str) -> Any:
         return django_task
 
 
+def _fresh(
+    task: Any,
+    task_id: str,
+    status: Any,
+    *,
+    alias: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    enqueued_at: dt.datetime,
+    started_at: dt.datetime | None = None,
+    worker_ids: list[str] | None = None,
+) -> Any:
+    """Return a ``TaskResult`` not finished yet (nothing read from the result backend)."""
+    return compat.TaskResult(
+        task=task,
+        id=task_id,
+        status=status,
+        enqueued_at=enqueued_at,
+        started_at=started_at,
+        finished_at=None,
+        last_attempted_at=started_at,
+        args=args,
+        kwargs=kwargs,
+        backend=alias,
+        errors=[],
+        worker_ids=worker_ids or [],
+    )
+
+
 def running(
     django_task: Any,
     task_id: str,
@@ -151,40 +180,31 @@ def running(
     worker: str,
 ) -> Any:
     """Return the ``TaskResult`` of the execution starting now (``data``: what is stored)."""
-    now = timezone.now()
     enqueued_at = data.date_created if data is not None else None
-    started_at = data.date_started if data is not None and data.date_started else now
-    return compat.TaskResult(
-        task=_on_backend(django_task, alias),
-        id=task_id,
-        status=compat.TaskResultStatus.RUNNING,
-        enqueued_at=enqueued_at or started_at,
-        started_at=started_at,
-        finished_at=None,
-        last_attempted_at=started_at,
+    started_at = data.date_started if data is not None and data.date_started else timezone.now()
+    return _fresh(
+        _on_backend(django_task, alias),
+        task_id,
+        compat.TaskResultStatus.RUNNING,
+        alias=alias,
         args=args,
         kwargs=kwargs,
-        backend=alias,
-        errors=[],
+        enqueued_at=enqueued_at or started_at,
+        started_at=started_at,
         worker_ids=[worker] * attempts,
     )
 
 
 def queued(task: Any, task_id: str, *, alias: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Return the ``TaskResult`` ``enqueue()`` returns: READY, enqueued now."""
-    return compat.TaskResult(
-        task=task,
-        id=task_id,
-        status=compat.TaskResultStatus.READY,
-        enqueued_at=timezone.now(),
-        started_at=None,
-        finished_at=None,
-        last_attempted_at=None,
+    return _fresh(
+        task,
+        task_id,
+        compat.TaskResultStatus.READY,
+        alias=alias,
         args=args,
         kwargs=kwargs,
-        backend=alias,
-        errors=[],
-        worker_ids=[],
+        enqueued_at=timezone.now(),
     )
 
 

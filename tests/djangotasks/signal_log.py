@@ -3,10 +3,13 @@ a file: a worker subprocess connects them when ``TQ_TEST_DJANGO_SIGNAL_LOG`` nam
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any
+
+from tests.testapp.signal_log import append, read
+
+__all__ = ["ENV", "connect", "disconnect", "read"]
 
 ENV = "TQ_TEST_DJANGO_SIGNAL_LOG"
 NAMES = ("task_enqueued", "task_started", "task_finished")
@@ -38,11 +41,7 @@ def _receiver(name: str) -> Callable[..., None]:
             "return_value": task_result._return_value,
             "pid": os.getpid(),
         }
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(line) + "\n").encode())
-        finally:
-            os.close(fd)
+        append(path, line)
 
     return receive
 
@@ -62,12 +61,3 @@ def disconnect() -> None:
     signals = _signals()
     for name in NAMES:
         getattr(signals, name).disconnect(dispatch_uid=f"django-signal-log-{name}")
-
-
-def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Return the lines written so far."""
-    try:
-        with open(path) as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    except FileNotFoundError:
-        return []
