@@ -56,6 +56,7 @@ InvalidTask: type[Exception] = (
     getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError
 )
 TaskResultDoesNotExist: type[Exception] = _exceptions.TaskResultDoesNotExist
+TaskResultMismatch: type[Exception] = _exceptions.TaskResultMismatch
 
 task_enqueued: Any = _signals.task_enqueued
 task_started: Any = _signals.task_started

@@ -322,7 +322,7 @@ def test_get_result_of_unknown_mismatched_and_django_tq_ids(queue: str) -> None:
     with pytest.raises(compat.TaskResultDoesNotExist):
         run_async(dj.noop_task.aget_result("123"))
     result = dj.noop_task_async.enqueue()
-    mismatch = compat._exceptions.TaskResultMismatch
+    mismatch = compat.TaskResultMismatch
     with pytest.raises(mismatch, match="Task does not match"):
         dj.noop_task.get_result(result.id)
     with pytest.raises(mismatch, match="Task does not match"):
