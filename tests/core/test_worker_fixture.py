@@ -26,7 +26,7 @@ def test_tq_worker_runs_what_a_view_enqueues(client: Any, tq_worker: EmbeddedWor
     result = AsyncResult(response.json()["task_id"])
     assert result.get(timeout=10) is True  # the task found the order its view committed
     assert result.worker == tq_worker.hostname
-    assert tq_worker.processed == 1
+    wait_for(lambda: tq_worker.processed == 1, what="the count (after the result and the ack)")
 
 
 @pytest.mark.django_db  # a TestCase-style marker: tq_worker turns the test transactional
