@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "UNIQUE_TTL": 3600,
     "WORKER_CONCURRENCY": None,  # None: number of CPUs
     "WORKER_POOL": "prefork",
+    "WORKER_QUEUES": None,  # None: [DEFAULT_QUEUE]; what tqworker consumes without -Q
     "WORKER_PREFETCH_MULTIPLIER": 4,
     "WORKER_MAX_TASKS_PER_CHILD": None,
     "WORKER_MAX_MEMORY_PER_CHILD": None,
@@ -134,6 +135,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "UNIQUE_TTL": _number(1),
     "WORKER_CONCURRENCY": _number(1, allow_none=True),
     "WORKER_POOL": _one_of(*POOLS),
+    "WORKER_QUEUES": _of_type(list, tuple, allow_none=True),
     "WORKER_PREFETCH_MULTIPLIER": _number(1),
     "WORKER_MAX_TASKS_PER_CHILD": _number(1, allow_none=True),
     "WORKER_MAX_MEMORY_PER_CHILD": _number(1, allow_none=True),

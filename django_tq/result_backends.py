@@ -34,6 +34,7 @@ class ResultData:
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
     queue: str = ""
+    priority: int | None = None
     worker: str = ""
     retries: int = 0
     delivery_count: int = 0
@@ -114,6 +115,7 @@ class DatabaseBackend(ResultBackend):
             args=_json(list(message.args)),
             kwargs=_json(message.kwargs),
             queue=message.queue,
+            priority=message.priority,
             retries=message.retries,
             eta=message.eta,
             expires=message.expires,
@@ -184,6 +186,7 @@ class DatabaseBackend(ResultBackend):
             "args": _json(list(message.args)),
             "kwargs": _json(message.kwargs),
             "queue": message.queue,
+            "priority": message.priority,
             "parent_id": message.parent_id,
             "root_id": message.root_id,
             "group_id": message.group_id,
@@ -219,6 +222,7 @@ class DatabaseBackend(ResultBackend):
             args=serialization.from_jsonable(row.args),
             kwargs=serialization.from_jsonable(row.kwargs),
             queue=row.queue,
+            priority=row.priority,
             worker=row.worker,
             retries=row.retries,
             delivery_count=row.delivery_count,
@@ -289,6 +293,7 @@ class CacheBackend(ResultBackend):
             args=list(message.args),
             kwargs=message.kwargs,
             queue=message.queue,
+            priority=message.priority,
             retries=message.retries,
             parent_id=message.parent_id,
             root_id=message.root_id,

@@ -9,11 +9,15 @@
 task enqueued in an atomic block counts once the block is left without rolling back, and not at
 all after a rollback. Messages round-trip through serialization, so non-JSON arguments fail here
 as they would in production.
+
+For tests that commit (``TransactionTestCase``), :func:`run_worker_until_empty` runs what is
+really queued through the worker's consumer in this thread; the pytest fixture ``tq_worker``
+runs a whole worker in threads for the length of a test (``django_tq.worker.embedded``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +27,7 @@ from django_tq import message as wire_format
 from django_tq.enqueue import PendingPublish, Sink, install_sink, remove_sink
 from django_tq.execution import Outcome, execute, record
 from django_tq.message import TaskMessage
+from django_tq.worker import embedded
 
 
 def _name(task: Any) -> str:
@@ -137,3 +142,18 @@ def capture() -> Iterator[CapturedQueue]:
         yield queue
     finally:
         remove_sink(queue)
+
+
+def run_worker_until_empty(
+    *, queues: Sequence[str] | None = None, limit: int = 10_000, hostname: str | None = None
+) -> int:
+    """Run the queued tasks in this thread, through the real worker, until none is left to run.
+
+    For ``unittest`` tests (``TransactionTestCase``: the worker's connections see committed rows
+    only, so inside ``TestCase`` it raises; use :func:`capture` there). It consumes ``queues``
+    (default: every queue tasks are routed to) from ``TQ["BROKER_URL"]`` with the worker's
+    consumer — claim, execute, record the result, ack — so retries, chains and chords follow as
+    in production, and what the tasks enqueue runs too. Messages whose ETA is still ahead stay
+    queued. Returns how many tasks ran; raises after ``limit`` (a task that enqueues itself).
+    """
+    return embedded.run_until_empty(queues=queues, limit=limit, hostname=hostname)

@@ -8,6 +8,7 @@ the test database the pytest process created; ``TQ_TEST_PG_PORT`` points it at a
 writes (no ``OPTIONS``: deferred transactions, a 5 s busy timeout, the journal mode the file has).
 """
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,16 @@ INSTALLED_APPS = [
     "django_tq",
     "tests.testapp",
 ]
+
+#: django.tasks: Django 6's own, or the backport on Django 5.2 (its app runs its checks)
+HAS_DJANGO_TASKS = importlib.util.find_spec("django.tasks") is not None
+if not HAS_DJANGO_TASKS and importlib.util.find_spec("django_tasks") is not None:
+    HAS_DJANGO_TASKS = True
+    INSTALLED_APPS.append("django_tasks")
+if HAS_DJANGO_TASKS:
+    INSTALLED_APPS.append("tests.djangotasks")
+#: QUEUES empty: any queue name is valid (tests use a queue of their own)
+TASKS = {"default": {"BACKEND": "django_tq.backends.TQTaskBackend", "QUEUES": []}}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from tests.testapp.views import place_order
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/tq/", include("django_tq.api.urls")),
+    path("orders/", place_order),
 ]

@@ -35,6 +35,8 @@ class TaskResult(models.Model):
     traceback = models.TextField(_("traceback"), blank=True, default="")
     meta = models.JSONField(_("meta"), null=True, blank=True)
     queue = models.CharField(_("queue"), max_length=200, blank=True, default="")
+    #: 0-9 (9 highest) as sent; None: the broker's default
+    priority = models.PositiveSmallIntegerField(_("priority"), null=True, blank=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
     retries = models.PositiveIntegerField(_("retries"), default=0)
     delivery_count = models.PositiveIntegerField(_("deliveries"), default=0)

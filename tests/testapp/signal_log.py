@@ -61,14 +61,19 @@ def _receiver(name: str) -> Callable[..., None]:
             request = kwargs["request"]
             line["hostname"] = request.hostname
             line["is_eager"] = request.is_eager
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(line) + "\n").encode())
-        finally:
-            os.close(fd)
+        append(path, line)
 
     receive.__qualname__ = f"signal_log.{name}"
     return receive
+
+
+def append(path: str, line: dict[str, Any]) -> None:
+    """Append ``line`` as one JSON line with one ``write`` (lines of processes never mix)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(line) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 RECEIVERS = {name: _receiver(name) for name in NAMES}

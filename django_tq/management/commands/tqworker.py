@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django_tq.beat.scheduler import Scheduler
 from django_tq.broker import get_broker
 from django_tq.conf import POOLS, tq_settings
+from django_tq.queue_names import worker_queues
 from django_tq.worker.worker import Worker, WorkerConfig, default_hostname
 
 
@@ -33,7 +34,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "-Q", "--queues", help="comma-separated queues (default: TQ['DEFAULT_QUEUE'])"
+            "-Q",
+            "--queues",
+            help="comma-separated queues (default: TQ['WORKER_QUEUES'], else TQ['DEFAULT_QUEUE'])",
         )
         parser.add_argument(
             "-c", "--concurrency", type=int, help="consumers (default: TQ['WORKER_CONCURRENCY'])"
@@ -64,7 +67,7 @@ class Command(BaseCommand):
         configure_logging(options["loglevel"])
         queues = tuple(
             q.strip()
-            for q in (options["queues"] or tq_settings.DEFAULT_QUEUE).split(",")
+            for q in (options["queues"] or ",".join(worker_queues())).split(",")
             if q.strip()
         )
         config = WorkerConfig(
