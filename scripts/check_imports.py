@@ -17,10 +17,11 @@ of the package's modules, at module level or inside a function; imports under
 
 Any cycle in that graph fails the check, named module by module with the lines that import.
 
-An import of one of the package's modules inside a function fails too, unless the import carries
-``# import-inside: <reason>``. The reasons that hold are Django's app loading (``models`` or the
-admin cannot be imported before the apps are ready) and optional extras; ARCHITECTURE.md says how
-the core reaches upward without them.
+An import of one of the package's modules inside a function fails too, unless the import (or a
+comment line right above it) carries ``# import-inside: <reason>``, where the reason begins with
+``app loading`` (the models or the admin cannot be imported before Django's apps are loaded) or
+``optional extra`` (a module that needs an extra that may not be installed). ARCHITECTURE.md says
+how the core reaches upward without them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARKER = re.compile(r"#\s*import-inside:\s*(?P<reason>\S.*)$")
+#: what an ``# import-inside:`` reason must begin with
+REASONS = ("app loading", "optional extra")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,8 +136,11 @@ class _Collector(ast.NodeVisitor):
                 if not (self.module == parent or self.module.startswith(parent + ".")):
                     depends.append(parent)
                 parent = parent.rpartition(".")[0]
-        text = "\n".join(self.lines[node.lineno - 1 : (node.end_lineno or node.lineno)])
-        marker = MARKER.search(text.split("\n")[0]) or MARKER.search(text)
+        # the marker is on one of the statement's lines, or on a comment line right above it
+        first = node.lineno - 1
+        above = self.lines[first - 1].strip() if first > 0 else ""
+        text = "\n".join(self.lines[first : (node.end_lineno or node.lineno)])
+        marker = MARKER.search(text) or (MARKER.search(above) if above.startswith("#") else None)
         self.imports.append(
             Import(
                 source=self.module,
@@ -255,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {source} -> {target}  ({edge.path.relative_to(root)}:{edge.line})")
 
     inside = [found for found in imports if found.in_function]
-    unexplained = [found for found in inside if found.reason is None]
-    for found in unexplained:
+    for found in inside:
+        if found.reason is not None and found.reason.startswith(REASONS):
+            continue
         failed = True
+        how = "without '# import-inside: <reason>'"
+        if found.reason is not None:
+            how = f"for {found.reason!r}, which begins with none of {', '.join(REASONS)}"
         print(
             f"{found.path.relative_to(root)}:{found.line}: {found.source} imports "
-            f"{max(found.targets, key=len)} inside a function; import it at module level (see "
-            "ARCHITECTURE.md), or mark a Django app-loading need with '# import-inside: <reason>'"
+            f"{max(found.targets, key=len)} inside a function {how}; import it at module level "
+            "(ARCHITECTURE.md says how the core reaches upward)"
         )
     if options.list:
         for found in inside:
