@@ -26,7 +26,7 @@ class DjangoTQConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Both import the models, which Django allows once the apps are loaded, that is here.
+        # Both import the models: Django allows that once the apps are loaded, that is, here.
         # import-inside: app loading: registers the system checks
         from django_tq import checks  # noqa: F401
 

@@ -4,6 +4,10 @@
 :class:`Task` and registers it under ``"<module>.<function>"`` (or ``name=``). Calling the task
 runs the function inline; ``delay``/``apply_async`` enqueue it; ``apply`` runs it eagerly through
 the same execution path a worker uses.
+
+``Task`` sits above the canvas, ``execution`` and ``result``, which it uses; they reach a task by
+name through the registry, which this module tells how to make the stand-in of a task only the
+workers know (its last line).
 """
 
 from __future__ import annotations
