@@ -29,7 +29,9 @@ from django.utils import timezone
 
 from django_tq import message as wire_format
 from django_tq import serialization, signals, signing, states, unique
-from django_tq.broker import Broker, Delivery, Subscription
+from django_tq.broker import Broker
+from django_tq.broker.delivery import Delivery
+from django_tq.broker.subscription import Subscription
 from django_tq.conf import tq_settings
 from django_tq.exceptions import (
     DecodeError,
