@@ -145,7 +145,7 @@ class Consumer:
         assert self.subscription is not None
         self._guarded_refresh()
         self._run_due()
-        timeout = self.holding.wait(self.config.drain_timeout, time.time())
+        timeout = self.holding.wait_timeout(self.config.drain_timeout, time.time())
         try:
             self.subscription.drain(timeout)
         except self.broker.connection_errors as exc:

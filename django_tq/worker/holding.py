@@ -37,7 +37,7 @@ class Holding:
         """Hold ``message`` until its reserved rate-limit token is due (epoch seconds)."""
         heapq.heappush(self.throttled, (due, next(self._sequence), delivery, message))
 
-    def wait(self, timeout: float, now: float) -> float:
+    def wait_timeout(self, timeout: float, now: float) -> float:
         """Return ``timeout`` shortened to the time until the next held message is due."""
         for heap in (self.held, self.throttled):
             if heap:
