@@ -55,7 +55,7 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
             ("drain_events", "amqp/connection.py"),
         ],
     ),
-    ("publish (broker)", [("publish", "django_tq/broker.py")]),
+    ("publish (broker)", [("publish", "django_tq/broker/__init__.py")]),
     ("encode + size check", [("encode", "django_tq/enqueue.py")]),
     ("build message", [("build_message", "django_tq/tasks.py")]),
     (

@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from django_tq import message as wire_format
 from django_tq import outbox, parking, serialization, signals, signing, states, unique
-from django_tq.broker import DEFAULT_RETRY_POLICY, Broker, RetryPolicy, get_broker
+from django_tq.broker import Broker, get_broker
+from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PayloadTooLarge, PublishError
 from django_tq.message import TaskMessage, WireMessage

@@ -15,6 +15,7 @@ and expands the five fields and decides nothing else. Daylight saving time follo
   that does not exist runs once, at the first instant after the gap (02:30 → 03:00).
 
 Day of month and day of week must both match (Celery's rule, not Vixie cron's "either").
+A crontab in words (``describe()``) is :mod:`django_tq.crontab_words`'s.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from django.utils.dates import MONTHS, WEEKDAYS
-from django.utils.text import get_text_list
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext, pgettext
+from django.utils.translation import ngettext
 
 from django_tq.conf import tq_settings
+from django_tq.crontab_words import describe_crontab
 
 UTC = dt.UTC
 #: the earliest instant, for "count from the beginning of time"
@@ -359,65 +359,6 @@ class Crontab(Schedule):
 
 def _days_in(month: int) -> int:
     return 29 if month == 2 else (30 if month in (4, 6, 9, 11) else 31)
-
-
-# -- describing a crontab in words ---------------------------------------------------------------
-def _runs(numbers: Iterable[int]) -> list[tuple[int, int]]:
-    """Group sorted numbers into (first, last) runs of consecutive values."""
-    runs: list[tuple[int, int]] = []
-    for number in sorted(numbers):
-        if runs and number == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], number)
-        else:
-            runs.append((number, number))
-    return runs
-
-
-def _named(numbers: Iterable[int], name: dict[int, str]) -> str:
-    """Return numbers as names, consecutive runs of three or more as ``Monday to Friday``."""
-    parts: list[str] = []
-    for first, last in _runs(numbers):
-        if last - first >= 2:
-            parts.append(_("%(first)s to %(last)s") % {"first": name[first], "last": name[last]})
-        else:
-            parts.extend(name[n] for n in range(first, last + 1))
-    return get_text_list(parts, _("and"))
-
-
-def _time_part(cron: Crontab, fields: CronFields) -> str:
-    minute, hour = cron.minute, cron.hour
-    if minute == "*" and hour == "*":
-        return pgettext("crontab", "every minute")
-    if hour == "*" and minute.startswith("*/"):
-        return _("every %(n)s minutes") % {"n": minute[2:]}
-    if hour == "*" and len(fields.minutes) == 1:
-        return _("at minute %(minute)d of every hour") % {"minute": fields.minutes[0]}
-    if "*" not in hour and "*" not in minute and len(fields.hours) * len(fields.minutes) <= 4:
-        times = [f"{h:02d}:{m:02d}" for h in fields.hours for m in fields.minutes]
-        return _("at %(times)s") % {"times": get_text_list(times, _("and"))}
-    return _("at minute %(minute)s of hour %(hour)s") % {"minute": minute, "hour": hour}
-
-
-def describe_crontab(cron: Crontab) -> str:
-    """Return a crontab in words: ``at 03:00 every day, Europe/Paris``."""
-    fields = cron.fields
-    parts = [_time_part(cron, fields)]
-    weekdays = {n: str(WEEKDAYS[(n - 1) % 7]) for n in range(7)}
-    months = {n: str(MONTHS[n]) for n in range(1, 13)}
-    if cron.day_of_month == "*" and cron.day_of_week == "*" and cron.hour != "*":
-        parts.append(pgettext("crontab", "every day"))
-    if cron.day_of_month != "*":
-        days = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in _runs(fields.days))
-        parts.append(_("on day %(days)s of the month") % {"days": days})
-    if cron.day_of_week != "*":
-        text = _named(fields.weekdays, weekdays)
-        if cron.day_of_month != "*":
-            parts.append(_("if it is a %(weekdays)s") % {"weekdays": text})
-        else:
-            parts.append(_("on %(weekdays)s") % {"weekdays": text})
-    if cron.month_of_year != "*":
-        parts.append(_("in %(months)s") % {"months": _named(fields.months, months)})
-    return f"{' '.join(parts)}, {cron.zone_name}"
 
 
 # -- constructors with Celery's names ------------------------------------------------------------

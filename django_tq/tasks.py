@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from django_tq import abort, execution, rate_limits, routing, unique
 from django_tq import enqueue as enqueue_module
-from django_tq.broker import RetryPolicy
+from django_tq.broker.retry_policy import RetryPolicy
 from django_tq.canvas import Signature, chunks, group, links_of, xmap, xstarmap
 from django_tq.conf import tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request

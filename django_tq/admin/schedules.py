@@ -2,17 +2,15 @@
 the interval, crontab and clocked schedules; the run history.
 
 Admin edits take effect at beat's next tick (``TQ["BEAT_MAX_LOOP_INTERVAL"]``), with no restart.
+The forms these screens edit with are in :mod:`django_tq.admin.schedule_forms`.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import available_timezones
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
-from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -22,7 +20,8 @@ from django.utils.translation import ngettext
 
 import django_tq.admin.display as display
 from django_tq import control
-from django_tq.admin.display import JSONTextField, ReadOnlyAdmin, badge
+from django_tq.admin.display import ReadOnlyAdmin, badge
+from django_tq.admin.schedule_forms import CrontabForm, PeriodicTaskForm, RecentRunsFormSet
 from django_tq.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -32,7 +31,6 @@ from django_tq.models import (
     TaskResult,
 )
 from django_tq.models.schedules import ScheduleRow
-from django_tq.registry import registry
 from django_tq.schedules import local_format
 
 ENABLED = ("#def7ec", "#03543f")
@@ -40,58 +38,12 @@ DISABLED = ("#e4e7eb", "#3e4c59")
 CODE = ("#e1effe", "#1e429f")
 #: how many upcoming run times the change pages preview
 PREVIEW = 5
-#: how many runs the periodic task page lists
-RECENT_RUNS = 20
 #: fields a code-declared task takes from the code (the admin may only pause it)
 CODE_OWNED = (
     "name", "task", "interval", "crontab", "clocked", "args", "kwargs", "queue", "priority",
     "headers", "start_time", "expires", "expire_seconds", "one_off", "misfire_policy",
     "description",
 )  # fmt: skip
-
-
-def _task_choices(current: str) -> list[tuple[str, str]]:
-    """Return the registered task names, plus ``current`` if this process does not know it."""
-    choices = [("", "---------")] + [(name, name) for name in registry]
-    if current and current not in registry:
-        choices.append((current, str(_("%(name)s (not registered here)") % {"name": current})))
-    return choices
-
-
-class PeriodicTaskForm(forms.ModelForm):
-    """The periodic task form: a task dropdown and JSON fields with clear errors."""
-
-    task = forms.ChoiceField(label=_("task"), choices=())
-    args = JSONTextField(label=_("positional arguments"), empty=[], example='[1, "a"]')
-    kwargs = JSONTextField(label=_("keyword arguments"), empty={}, example='{"order_id": 1}')
-    headers = JSONTextField(label=_("headers"), empty={}, example='{"source": "admin"}')
-
-    class Meta:
-        model = PeriodicTask
-        fields = (
-            "name", "task", "enabled", "description", "interval", "crontab", "clocked",
-            "start_time", "expires", "expire_seconds", "one_off", "misfire_policy", "args",
-            "kwargs", "queue", "priority", "headers",
-        )  # fmt: skip
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if "task" in self.fields:
-            field = self.fields["task"]
-            assert isinstance(field, forms.ChoiceField)
-            field.choices = _task_choices(self.instance.task or "")
-            field.help_text = _("The tasks this process has registered.")
-
-
-class RecentRunsFormSet(BaseInlineFormSet):
-    """Only the latest :data:`RECENT_RUNS` runs."""
-
-    def get_queryset(self) -> QuerySet[PeriodicTaskRun]:
-        queryset: QuerySet[PeriodicTaskRun] = super().get_queryset()
-        latest = list(
-            queryset.order_by("-scheduled_for").values_list("pk", flat=True)[:RECENT_RUNS]
-        )
-        return queryset.filter(pk__in=latest).order_by("-scheduled_for")
 
 
 def _task_link(task_id: str) -> SafeString | str:
@@ -375,23 +327,6 @@ class IntervalScheduleAdmin(ScheduleAdmin):
     list_display = ["described", "every", "period", "tasks"]
     fields = ["every", "period", "described"]
     readonly_fields = ["described"]
-
-
-class CrontabForm(forms.ModelForm):
-    """The crontab form: the time zone is a list of the zones zoneinfo knows."""
-
-    timezone = forms.ChoiceField(label=_("time zone"), choices=())
-
-    class Meta:
-        model = CrontabSchedule
-        fields = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["timezone"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = [(name, name) for name in sorted(available_timezones())]
-        field.initial = self.instance.timezone
 
 
 @admin.register(CrontabSchedule)

@@ -23,7 +23,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from django_tq.conf import tq_settings
-from django_tq.models.schedules import MisfirePolicy
+from django_tq.models.periodic_tasks import MisfirePolicy
 from django_tq.schedules import Schedule, to_schedule
 from django_tq.tasks import Task, task
 

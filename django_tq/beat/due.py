@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from itertools import islice, takewhile
 
-from django_tq.models.schedules import MisfirePolicy
+from django_tq.models.periodic_tasks import MisfirePolicy
 from django_tq.schedules import Schedule
 
 #: the most missed runs ``run_all`` sends after downtime (the latest ones)

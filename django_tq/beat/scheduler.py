@@ -40,7 +40,7 @@ from django_tq.broker import get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PublishError
 from django_tq.models import PeriodicTask, PeriodicTaskRun
-from django_tq.models.schedules import occurrence_task_id
+from django_tq.models.periodic_tasks import occurrence_task_id
 from django_tq.outage import Outage
 from django_tq.result_backends import get_backend
 from django_tq.tasks import send_task

@@ -6,17 +6,12 @@ from django_tq.models.imports import ImportedPeriodicTask
 from django_tq.models.metrics import Dashboard, QueueDepthSample
 from django_tq.models.outbox import OutboxMessage
 from django_tq.models.parking import ParkedMessage
+from django_tq.models.periodic_tasks import PeriodicTask, PeriodicTaskRun
 from django_tq.models.queue import QueueMessage
 from django_tq.models.rate_limits import RateLimitBucket
 from django_tq.models.results import TaskResult
 from django_tq.models.revocations import Revocation
-from django_tq.models.schedules import (
-    ClockedSchedule,
-    CrontabSchedule,
-    IntervalSchedule,
-    PeriodicTask,
-    PeriodicTaskRun,
-)
+from django_tq.models.schedules import ClockedSchedule, CrontabSchedule, IntervalSchedule
 from django_tq.models.unique import UniqueLock
 from django_tq.models.workers import WorkerState
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from django_tq.models.schedules import PeriodicTask
+from django_tq.models.periodic_tasks import PeriodicTask
 
 
 class ImportedPeriodicTask(models.Model):

@@ -26,7 +26,8 @@ A message id is ``"<priority>:<random hex>"``, so a script can requeue it to the
 without reading its payload. A delivery tag is ``"<queue>/<id>"``: acks and renewals need no
 per-process table to find the queue.
 
-Every change of state is one Lua script call (EVALSHA on one reused client per channel):
+Every change of state is one Lua script call (EVALSHA on one reused client per channel; the scripts
+are in :mod:`django_tq.transport.redis_scripts`):
 
 * publish: store the payload, push the id to its ready list (or ``delayed``), push a wake token;
 * claim (up to the free prefetch window at once): move due delayed ids and expired leases to the
@@ -65,6 +66,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from django_tq.transport.leased import LeasedChannel, LeasedTransport
+from django_tq.transport.redis_scripts import SCRIPTS
 
 try:
     import redis
@@ -79,203 +81,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 QUEUES_KEY = "tq:queues"
 #: priorities, highest first (the order claims pop and scripts receive the ready lists in)
 PRIORITIES = tuple(range(9, -1, -1))
-
-_NOW = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-"""
-
-# KEYS: payloads, delayed, ready list of the message's priority, wake
-# ARGV: id, payload, not_before (epoch ms, 0 = now), wake cap
-# (The queue registry is written once per process, when the queue is declared.)
-PUT_SCRIPT = (
-    _NOW
-    + """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local not_before = tonumber(ARGV[3])
-if not_before > now then
-  redis.call('ZADD', KEYS[2], not_before, ARGV[1])
-else
-  redis.call('RPUSH', KEYS[3], ARGV[1])
-end
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
-return 1
-"""
-)
-
-# KEYS: payloads, deliveries, leases, owners, delayed, wake, ready:9 … ready:0 (KEYS[7..16])
-# ARGV: limit, lease (ms), owner, wake cap
-# Returns: {id, payload, delivery count}* followed by ms until the next delayed message or lease
-# deadline is due (-1: none).
-CLAIM_SCRIPT = (
-    _NOW
-    + """
-local function ready_key(id)
-  return KEYS[16 - tonumber(string.sub(id, 1, 1))]
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
-if #due > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, #due - 1)
-  for _, id in ipairs(due) do
-    redis.call('RPUSH', ready_key(id), id)
-  end
-end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
-if #expired > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #expired - 1)
-  for i = #expired, 1, -1 do
-    redis.call('HDEL', KEYS[4], expired[i])
-    redis.call('LPUSH', ready_key(expired[i]), expired[i])
-  end
-end
-local limit = tonumber(ARGV[1])
-local deadline = now + tonumber(ARGV[2])
-local result = {}
-local taken = 0
-local last = 7
-for k = 7, 16 do
-  last = k
-  while taken < limit do
-    local id = redis.call('LPOP', KEYS[k])
-    if not id then break end
-    local payload = redis.call('HGET', KEYS[1], id)
-    if payload then
-      taken = taken + 1
-      result[#result + 1] = id
-      result[#result + 1] = payload
-      result[#result + 1] = redis.call('HINCRBY', KEYS[2], id, 1)
-      redis.call('ZADD', KEYS[3], deadline, id)
-      redis.call('HSET', KEYS[4], id, ARGV[3])
-    end
-  end
-  if taken >= limit then break end
-end
-if taken >= limit then
-  for k = last, 16 do
-    if redis.call('LLEN', KEYS[k]) > 0 then
-      redis.call('LPUSH', KEYS[6], '1')
-      redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[4]) - 1)
-      break
-    end
-  end
-end
-local next_due = -1
-for _, key in ipairs({KEYS[5], KEYS[3]}) do
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local due_in = math.max(0, tonumber(first[2]) - now)
-    if next_due < 0 or due_in < next_due then next_due = due_in end
-  end
-end
-result[#result + 1] = next_due
-return result
-"""
-)
-
-# KEYS: payloads, deliveries, leases, owners   ARGV: ids
-ACK_SCRIPT = """
-redis.call('HDEL', KEYS[1], unpack(ARGV))
-redis.call('HDEL', KEYS[2], unpack(ARGV))
-redis.call('ZREM', KEYS[3], unpack(ARGV))
-redis.call('HDEL', KEYS[4], unpack(ARGV))
-return #ARGV
-"""
-
-# KEYS: leases, owners   ARGV: owner, lease (ms), ids…
-RENEW_SCRIPT = (
-    _NOW
-    + """
-local deadline = now + tonumber(ARGV[2])
-local renewed = 0
-for i = 3, #ARGV do
-  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then
-    redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
-    renewed = renewed + 1
-  end
-end
-return renewed
-"""
-)
-
-_RELEASE_BODY = """
-local function ready_key(id)
-  return KEYS[14 - tonumber(string.sub(id, 1, 1))]
-end
-local released = 0
-for i = #ids, 1, -1 do
-  local id = ids[i]
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-  if undeliver(id) then redis.call('HINCRBY', KEYS[3], id, -1) end
-  redis.call('LPUSH', ready_key(id), id)
-  released = released + 1
-end
-if released > 0 then
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1)
-end
-return released
-"""
-
-# KEYS: leases, owners, deliveries, wake, ready:9 … ready:0 (KEYS[5..14])
-# ARGV: owner, undeliver (0/1), wake cap, ids…  (releases only the ids ``owner`` holds)
-RELEASE_SCRIPT = (
-    """
-local undeliver_all = ARGV[2] == '1'
-local function undeliver(id) return undeliver_all end
-local ids = {}
-for i = 4, #ARGV do
-  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then ids[#ids + 1] = ARGV[i] end
-end
-"""
-    + _RELEASE_BODY
-)
-
-# KEYS: as RELEASE_SCRIPT   ARGV: owner prefix, (unused), wake cap, running ids…
-# Every released message but the running ones was only prefetched: its delivery is taken back.
-RELEASE_PREFIX_SCRIPT = (
-    """
-local running = {}
-for i = 4, #ARGV do running[ARGV[i]] = true end
-local function undeliver(id) return not running[id] end
-local ids = {}
-local owners = redis.call('HGETALL', KEYS[2])
-for i = 1, #owners, 2 do
-  if string.sub(owners[i + 1], 1, #ARGV[1]) == ARGV[1] then ids[#ids + 1] = owners[i] end
-end
-"""
-    + _RELEASE_BODY
-)
-
-# KEYS: payloads, deliveries, delayed, ready:9 … ready:0 (KEYS[4..13])   Returns: messages removed
-PURGE_SCRIPT = """
-local removed = 0
-local function drop(ids)
-  for _, id in ipairs(ids) do
-    removed = removed + redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-  end
-end
-for k = 4, 13 do
-  drop(redis.call('LRANGE', KEYS[k], 0, -1))
-  redis.call('DEL', KEYS[k])
-end
-drop(redis.call('ZRANGE', KEYS[3], 0, -1))
-redis.call('DEL', KEYS[3])
-return removed
-"""
-
-
-SCRIPTS = {
-    "put": PUT_SCRIPT,
-    "claim": CLAIM_SCRIPT,
-    "ack": ACK_SCRIPT,
-    "renew": RENEW_SCRIPT,
-    "release": RELEASE_SCRIPT,
-    "release_prefix": RELEASE_PREFIX_SCRIPT,
-    "purge": PURGE_SCRIPT,
-}
 
 
 class QueueKeys:
@@ -299,7 +104,7 @@ class QueueKeys:
         return self.ready[9 - priority]
 
     def for_claim(self) -> list[str]:
-        """Return the keys :data:`CLAIM_SCRIPT` takes, in its order."""
+        """Return the keys ``CLAIM_SCRIPT`` takes, in its order (see :mod:`.redis_scripts`)."""
         return [
             self.payloads,
             self.deliveries,
@@ -311,7 +116,7 @@ class QueueKeys:
         ]
 
     def for_release(self) -> list[str]:
-        """Return the keys :data:`RELEASE_SCRIPT` and :data:`RELEASE_PREFIX_SCRIPT` take."""
+        """Return the keys ``RELEASE_SCRIPT`` and ``RELEASE_PREFIX_SCRIPT`` take, in their order."""
         return [self.leases, self.owners, self.deliveries, self.wake, *self.ready]
 
     def all(self) -> list[str]:
@@ -398,7 +203,7 @@ class Channel(LeasedChannel):
         return self._client
 
     def _run(self, script: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
-        """Run one of :data:`SCRIPTS` (EVALSHA; loaded again if Redis lost its script cache).
+        """Run one of ``SCRIPTS`` (EVALSHA; loaded again if Redis lost its script cache).
 
         On this channel's own connection, spoken to directly: the hot path (every publish, ack
         and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks.
@@ -509,7 +314,7 @@ class Channel(LeasedChannel):
         return self.claim_batch if window is None else max(1, min(window, self.claim_batch))
 
     def _claimed(self, queue: str, reply: list[Any]) -> list[dict[str, Any]]:
-        """Turn a :data:`CLAIM_SCRIPT` reply into raw payloads; note when to look again."""
+        """Turn a ``CLAIM_SCRIPT`` reply into raw payloads; note when to look again."""
         next_due = int(reply[-1])
         if next_due >= 0:
             self._next_due[queue] = monotonic() + next_due / 1000

@@ -2,24 +2,21 @@
 
 Every prefork child runs one ``Consumer`` with its own broker connection and prefetch window;
 the ``threads`` pool runs one per thread, ``solo`` one in the worker process. ``run()`` loops
-around ``tick()``; a ``LeaseKeeper`` thread renews the leases of held messages meanwhile.
-Messages are held (leased, unacked) until their ETA, and a rate-limited task's message until the
-token its ``RateLimiter`` reserved is due; the consumer runs other messages meanwhile.
+around ``tick()``; a ``LeaseKeeper`` thread (``lease_keeper.py``) renews the leases of held
+messages meanwhile. Messages are held (leased, unacked: ``holding.py``) until their ETA, and a
+rate-limited task's message until the token its ``RateLimiter`` reserved is due; the consumer runs
+other messages meanwhile. ``redelivery.py`` counts a redelivered message and fails one whose first
+run died; ``time_limits.py`` has the soft time limit.
 A broker or database outage never ends a consumer: it reconnects and retries with back-off,
 logging one line when the outage starts and one when it ends (:mod:`django_tq.outage`).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +25,12 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import serialization, signals, signing, states, unique
-from django_tq.broker import Broker, Delivery, Subscription
+from django_tq import signals, signing, states, unique
+from django_tq.broker import Broker
+from django_tq.broker.delivery import Delivery
+from django_tq.broker.subscription import Subscription
 from django_tq.conf import tq_settings
-from django_tq.exceptions import (
-    DecodeError,
-    NotRegistered,
-    SoftTimeLimitExceeded,
-    WorkerLostError,
-)
+from django_tq.exceptions import DecodeError, NotRegistered
 from django_tq.execution import REJECTED, Outcome, execute, record, revoked_outcome, send_revoked
 from django_tq.message import TaskMessage
 from django_tq.outage import TRANSIENT, Outage
@@ -46,8 +40,12 @@ from django_tq.result_backends import get_backend
 from django_tq.tasks import Task
 from django_tq.worker import memory
 from django_tq.worker.dead_letter import dead_letter
+from django_tq.worker.holding import Holding
+from django_tq.worker.lease_keeper import LeaseKeeper
 from django_tq.worker.pool import Slot
+from django_tq.worker.redelivery import count_deliveries, fail_if_lost
 from django_tq.worker.revocations import Revocations
+from django_tq.worker.time_limits import soft_time_limit, warn_unenforced
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -65,58 +63,11 @@ class ConsumerConfig:
     drain_timeout: float = 1.0
 
 
-@contextmanager
-def soft_time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`SoftTimeLimitExceeded` in the task after ``seconds`` (a ``SIGALRM`` timer).
-
-    Signals reach only a process's main thread: prefork children and the solo pool. Elsewhere
-    (the threads pool) the limit is not enforced.
-    """
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum: int, frame: Any) -> None:
-        raise SoftTimeLimitExceeded(f"soft time limit ({seconds:g} s) exceeded")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _body_size(body: str | bytes, limit: int) -> int:
     """Return the size of ``body`` in bytes, exactly when it may be over ``limit``."""
     if isinstance(body, str) and 4 * len(body) > limit:  # UTF-8 takes at most 4 bytes a character
         return len(body.encode("utf-8"))
     return len(body)
-
-
-class LeaseKeeper(threading.Thread):
-    """Renew the leases of every message the consumer holds, every third of the lease.
-
-    It asks the consumer for its subscription each time: after a reconnect, the new one.
-    """
-
-    def __init__(self, consumer: Consumer, interval: float) -> None:
-        super().__init__(name="django_tq-lease-keeper", daemon=True)
-        self.consumer = consumer
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        outage = Outage("Renewing leases", logger, transient=self.consumer.transient)
-        while not self.stopped.wait(self.interval):
-            subscription = self.consumer.subscription
-            if subscription is not None:
-                outage.attempt(subscription.renew_leases, time.monotonic())
-
-    def stop(self) -> None:
-        """Stop renewing."""
-        self.stopped.set()
 
 
 class Consumer:
@@ -138,11 +89,9 @@ class Consumer:
         self.slot = slot if slot is not None else Slot(shared=False)
         self.processed = 0
         self.subscription: Subscription | None = None
-        self._held: list[tuple[float, int, Delivery, TaskMessage]] = []  # ETA heap
-        #: messages whose rate-limit token is reserved, by the time it is due
-        self._throttled: list[tuple[float, int, Delivery, TaskMessage]] = []
+        #: messages held until their ETA, or until their rate-limit token is due
+        self.holding = Holding()
         self.limiter = RateLimiter()
-        self._sequence = itertools.count()
         self.accept = list(tq_settings.ACCEPT_CONTENT)
         self.track_started = bool(tq_settings.TRACK_STARTED)
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
@@ -196,18 +145,14 @@ class Consumer:
         assert self.subscription is not None
         self._guarded_refresh()
         self._run_due()
-        timeout = self.config.drain_timeout
-        for heap in (self._held, self._throttled):
-            if heap:
-                timeout = max(0.0, min(timeout, heap[0][0] - time.time()))
+        timeout = self.holding.wait_timeout(self.config.drain_timeout, time.time())
         try:
             self.subscription.drain(timeout)
         except self.broker.connection_errors as exc:
             if self.stopping.is_set():
                 return
             self._broker_outage.failed(exc, time.monotonic())  # reconnects at once
-            self._held.clear()  # held messages come back by themselves (lease or redelivery)
-            self._throttled.clear()
+            self.holding.clear()  # held messages come back by themselves (lease or redelivery)
             self.subscription.close()
             self.subscription = self._subscribe()
         else:
@@ -222,10 +167,9 @@ class Consumer:
         if subscription is None:
             return
         try:
-            for _, _, delivery, _ in [*self._held, *self._throttled]:
+            for delivery in self.holding.deliveries():
                 delivery.requeue()
-            self._held.clear()
-            self._throttled.clear()
+            self.holding.clear()
             subscription.release_unstarted()
         except Exception:
             logger.warning(
@@ -240,7 +184,7 @@ class Consumer:
             delivery.requeue()
             return
         if delivery.redelivered and not delivery.is_counted:
-            delivery.delivery_count = self._count_deliveries(delivery)
+            delivery.delivery_count = count_deliveries(delivery)
         if delivery.delivery_count > self.max_deliveries:
             self._dead(
                 delivery,
@@ -254,9 +198,7 @@ class Consumer:
         if message.eta is not None:
             wait = (message.eta - timezone.now()).total_seconds()
             if wait > 0:
-                heapq.heappush(
-                    self._held, (time.time() + wait, next(self._sequence), delivery, message)
-                )
+                self.holding.hold(time.time() + wait, delivery, message)
                 self._widen()
                 return
         self._admit(delivery, message)
@@ -272,42 +214,15 @@ class Consumer:
         except Exception as exc:
             self._rate_limit_outage.failed(exc, time.monotonic())
             close_old_connections()
-            wait, heap = 1.0, self._held  # back through _admit when it is due
+            wait, hold = 1.0, self.holding.hold  # back through _admit when it is due
         else:
             self._rate_limit_outage.succeeded(time.monotonic())
-            heap = self._throttled
+            hold = self.holding.throttle
         if wait <= 0:
             self.handle(delivery, message)
             return
-        heapq.heappush(heap, (time.time() + wait, next(self._sequence), delivery, message))
+        hold(time.time() + wait, delivery, message)
         self._widen()
-
-    def _count_deliveries(self, delivery: Delivery) -> int:
-        """Return the count of a redelivered message from a transport that keeps none (AMQP).
-
-        A delivery that started the task and died left it ``STARTED`` with its count: this one
-        is the next. A message that was only prefetched keeps the transport's answer.
-        """
-        task_id = wire_format.read_id(delivery.headers)
-        try:
-            data = get_backend().get(task_id) if task_id else None
-        except Exception:
-            logger.warning("Reading the delivery count of %s failed", task_id, exc_info=True)
-            close_old_connections()
-            return delivery.delivery_count
-        if data is None or data.state != states.STARTED:
-            return delivery.delivery_count
-        return max(data.delivery_count, 1) + 1
-
-    def _warn_unenforced(self, message: TaskMessage) -> None:
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        if (message.time_limit or not in_main_thread) and message.task not in self._warned:
-            self._warned.add(message.task)
-            logger.warning(
-                "Time limits of %s are not enforced by this pool: the hard limit needs "
-                "prefork, the soft limit prefork or solo",
-                message.task,
-            )
 
     def _revoked(self, delivery: Delivery, message: TaskMessage) -> None:
         """Skip a revoked task's message: record REVOKED, ack it.
@@ -329,27 +244,6 @@ class Consumer:
         )
         delivery.ack()
         logger.info("Skipped revoked task %s[%s]", message.task, message.id)
-
-    def _lost(self, delivery: Delivery, message: TaskMessage) -> bool:
-        """Fail a redelivered task whose earlier run died (``reject_on_worker_lost=False``).
-
-        A task still ``STARTED`` when its message comes back was started by a delivery that never
-        finished: its worker died. It is recorded as FAILURE with ``WorkerLostError`` (its
-        errbacks run) and acked instead of run again. Only redeliveries pay for the read.
-        """
-        data = get_backend().get(message.id)
-        if data is None or data.state != states.STARTED:
-            return False
-        error = WorkerLostError(f"The worker running {message.task}[{message.id}] died.")
-        outcome = Outcome(
-            state=states.FAILURE, result=serialization.exception_to_data(error), exception=error
-        )
-        record(
-            message, outcome, worker=self.config.hostname, delivery_count=delivery.delivery_count
-        )
-        delivery.ack()
-        logger.error("Task %s[%s] failed: its worker died", message.task, message.id)
-        return True
 
     def _guarded_refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -382,24 +276,17 @@ class Consumer:
 
     def _run_due(self) -> None:
         now = time.time()
-        while self._held and self._held[0][0] <= now and not self.stopping.is_set():
-            _, _, delivery, message = heapq.heappop(self._held)
+        while not self.stopping.is_set() and (due := self.holding.pop_due_held(now)):
             self._widen()
-            self._admit(delivery, message)
-        while self._throttled and self._throttled[0][0] <= now and not self.stopping.is_set():
-            _, _, delivery, message = heapq.heappop(self._throttled)
+            self._admit(*due)
+        while not self.stopping.is_set() and (due := self.holding.pop_due_throttled(now)):
             self._widen()
-            self.handle(delivery, message)
+            self.handle(*due)
 
     def _widen(self) -> None:
-        """Keep held messages out of the prefetch window, so they never block due ones.
-
-        Rate-limited messages count only up to one more window: a consumer never pulls a whole
-        queue of them (nor reserves all their tokens) while other consumers could run them.
-        """
+        """Keep held messages out of the prefetch window, so they never block due ones."""
         if self.subscription is not None:
-            throttled = min(len(self._throttled), self.config.prefetch)
-            self.subscription.widen_prefetch(len(self._held) + throttled)
+            self.subscription.widen_prefetch(self.holding.prefetch_extra(self.config.prefetch))
 
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         """Verify (``SIGNING``) and decode ``delivery``; dead-letter it and return None if bad."""
@@ -459,7 +346,11 @@ class Consumer:
             self._revoked(delivery, message)
             return
         lost_is_failure = acks_late and not task.resolved_reject_on_worker_lost()
-        if count > 1 and lost_is_failure and self._lost(delivery, message):
+        if (
+            count > 1
+            and lost_is_failure
+            and fail_if_lost(delivery, message, worker=self.config.hostname)
+        ):
             return
         if not self._start(task, message, delivery):
             logger.info("Skipped %s[%s]: it already ran (a second copy)", message.task, message.id)
@@ -473,7 +364,7 @@ class Consumer:
         if message.time_limit and self.slot.is_shared:  # the prefork parent enforces it
             deadline = time.time() + message.time_limit
         elif message.time_limit or message.soft_time_limit:
-            self._warn_unenforced(message)
+            warn_unenforced(message, self._warned)
         self.slot.started(delivery.tag, message.id, task_name=message.task, deadline=deadline)
         with soft_time_limit(message.soft_time_limit):
             outcome = execute(message, hostname=self.config.hostname, delivery_count=count)

@@ -7,7 +7,7 @@ from typing import Any
 
 from django_tq import message as wire_format
 from django_tq import states, unique, workflow
-from django_tq.broker import Delivery
+from django_tq.broker.delivery import Delivery
 from django_tq.message import TaskMessage
 from django_tq.models import DeadLetter
 from django_tq.result_backends import get_backend

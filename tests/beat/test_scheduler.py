@@ -13,7 +13,7 @@ from django_tq import signals
 from django_tq.beat.due import RUN_ALL_LIMIT
 from django_tq.beat.scheduler import Scheduler
 from django_tq.models import PeriodicTask, PeriodicTaskRun, TaskResult
-from django_tq.models.schedules import occurrence_task_id
+from django_tq.models.periodic_tasks import occurrence_task_id
 from django_tq.schedules import Clocked, crontab
 from django_tq.testing import CapturedQueue, capture
 from tests.beat.conftest import make_task, utc

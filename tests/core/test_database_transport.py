@@ -9,7 +9,8 @@ import time
 import pytest
 from django.db import connection
 
-from django_tq.broker import Broker, Delivery
+from django_tq.broker import Broker
+from django_tq.broker.delivery import Delivery
 from django_tq.message import TaskMessage, encode
 from django_tq.models import QueueMessage
 

@@ -18,7 +18,9 @@ import redis.exceptions
 from django.db.models import Count
 from kombu import Connection
 
-from django_tq.broker import Broker, Delivery, Subscription, get_broker
+from django_tq.broker import Broker, get_broker
+from django_tq.broker.delivery import Delivery
+from django_tq.broker.subscription import Subscription
 from django_tq.exceptions import PublishError
 from django_tq.message import WireMessage
 from django_tq.transport.leased import owner_prefix

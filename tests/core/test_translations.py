@@ -14,8 +14,9 @@ from django.urls import reverse
 from django.utils import translation
 
 import django_tq
+from django_tq.crontab_words import describe_crontab
 from django_tq.models import TaskResult
-from django_tq.schedules import Crontab, Every, describe_crontab
+from django_tq.schedules import Crontab, Every
 
 LOCALE = Path(django_tq.__file__).parent / "locale"
 PO = LOCALE / "zh_Hans" / "LC_MESSAGES" / "django.po"

@@ -3,33 +3,40 @@
 ``Broker`` turns ``TQ["BROKER_URL"]`` into kombu connections (``django://`` and ``redis://`` are
 django_tq's leased transports, ``amqp://`` is kombu's py-amqp with publisher confirms), keeps one
 publishing connection per thread and process, and bounds every publish by
-``BROKER_CONNECTION_TIMEOUT``. The worker sees :class:`Delivery` and :class:`Subscription`, never
-a kombu object.
+``BROKER_CONNECTION_TIMEOUT``. The worker sees a :class:`~.subscription.Subscription` handing
+it :class:`~.delivery.Delivery` objects, never a kombu object; a publish retries by a
+:class:`~.retry_policy.RetryPolicy`.
+
+The package is the one door to kombu: ``delivery.py``, ``subscription.py``, ``retry_policy.py``
+each hold one of those nouns, this module the connections, publishing and queue administration.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
+from django_tq.broker.delivery import Delivery
+from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
+from django_tq.broker.subscription import Subscription
 from django_tq.conf import on_reload, tq_settings
 from django_tq.exceptions import PublishError
 from django_tq.message import WireMessage
 from django_tq.transport import TRANSPORTS
 from django_tq.transport.leased import owner_prefix
+
+__all__ = ["MAX_PRIORITY", "Broker", "get_broker"]
 
 logger = logging.getLogger("django_tq.broker")
 
@@ -48,214 +55,6 @@ def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
     if parts.scheme == "django":
         return "django://", TRANSPORTS["django"], dict(parse_qsl(parts.query))
     return url, TRANSPORTS[parts.scheme], {}
-
-
-class Delivery:
-    """One message handed to a consumer: headers, raw body, and how to settle it."""
-
-    __slots__ = ("_delivery_count", "_message", "queue", "received_at")
-
-    def __init__(self, message: Any, queue: str) -> None:
-        self._message = message
-        self.queue = queue
-        self.received_at = time.monotonic()
-        self._delivery_count: int | None = None
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        """Return the message headers (metadata readable even when the body is not)."""
-        return self._message.headers or {}
-
-    @property
-    def body(self) -> str | bytes:
-        """Return the undecoded body."""
-        return self._message.body
-
-    @property
-    def content_type(self) -> str:
-        """Return the body's content type."""
-        return self._message.content_type or ""
-
-    @property
-    def delivery_count(self) -> int:
-        """Return how many times this message was delivered, this time included.
-
-        Leased transports count in the store (a dead child's prefetched messages are not counted).
-        AMQP classic queues keep no count: 2 means "redelivered at least once", unless the
-        consumer counted the deliveries elsewhere and set the count.
-        """
-        if self._delivery_count is not None:
-            return self._delivery_count
-        count = self._message.properties.get("delivery_count")
-        if count:
-            return int(count)
-        return 2 if self.redelivered else 1
-
-    @delivery_count.setter
-    def delivery_count(self, count: int) -> None:
-        self._delivery_count = count
-
-    @property
-    def is_counted(self) -> bool:
-        """Return whether the transport counts deliveries (leased ones do, AMQP does not)."""
-        return bool(self._message.properties.get("delivery_count"))
-
-    @property
-    def redelivered(self) -> bool:
-        """Return whether the broker delivered this message before."""
-        return bool(self._message.delivery_info.get("redelivered"))
-
-    @property
-    def tag(self) -> Any:
-        """Return the transport's delivery tag."""
-        return self._message.delivery_tag
-
-    @property
-    def raw_payload(self) -> str:
-        """Return the body as text for a dead-letter record (``base64:…`` when it is binary)."""
-        body = self.body
-        if isinstance(body, bytes | bytearray):
-            try:
-                text = bytes(body).decode("utf-8")
-            except UnicodeDecodeError:
-                text = "\x00"
-            if "\x00" in text:
-                return "base64:" + base64.b64encode(bytes(body)).decode("ascii")
-            return text
-        return str(body).replace("\x00", "\\x00")
-
-    def ack(self) -> None:
-        """Settle: the message is done and never comes back."""
-        self._message.ack()
-
-    def requeue(self) -> None:
-        """Put the message back on its queue at once."""
-        self._message.reject(requeue=True)
-
-
-class Subscription:
-    """A consumer's open connection: drain deliveries, renew leases, give messages back."""
-
-    def __init__(
-        self,
-        broker: Broker,
-        queues: list[str],
-        prefetch: int,
-        on_delivery: Callable[[Delivery], None],
-    ) -> None:
-        self.broker = broker
-        self.queue_names = queues
-        self.prefetch = prefetch
-        self.on_delivery = on_delivery
-        self.connection: Any = None
-        self.consumer: Any = None
-        self._qos_global = False
-        self.connect()
-
-    def connect(self) -> None:
-        """Open (or reopen) the connection and start consuming."""
-        self.close()
-        connection = self.broker.connection()
-        connection.ensure_connection(max_retries=1)
-        channel = connection.default_channel
-        queues = [self.broker.queue(name) for name in self.queue_names]
-        # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
-        consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
-        # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
-        # one can be widened live (what widen_prefetch needs). Same choice as Celery.
-        self._qos_global = not connection.qos_semantics_matches_spec
-        consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
-        consumer.consume()
-        self.connection, self.consumer = connection, consumer
-
-    def _on_message(self, message: Any) -> None:
-        queue = message.delivery_info.get("routing_key") or self.queue_names[0]
-        self.on_delivery(Delivery(message, queue))
-
-    def widen_prefetch(self, extra: int) -> None:
-        """Allow ``extra`` messages beyond the prefetch window (held ETA messages do not count)."""
-        if self.consumer is not None:
-            self.consumer.qos(prefetch_count=self.prefetch + extra, apply_global=self._qos_global)
-
-    def drain(self, timeout: float) -> None:
-        """Deliver available messages to ``on_delivery``; wait up to ``timeout`` for one."""
-        try:
-            self.connection.drain_events(timeout=timeout)
-        except TimeoutError:
-            pass
-
-    @property
-    def channel(self) -> Any:
-        """Return the consuming channel."""
-        return self.consumer.channel if self.consumer is not None else None
-
-    @property
-    def supports_leases(self) -> bool:
-        """Return whether the transport leases messages (``django://``, ``redis://``)."""
-        return hasattr(self.channel, "renew_leases")
-
-    def renew_leases(self) -> int:
-        """Extend the leases of every message held; return how many (0 without leases)."""
-        if self.supports_leases:
-            return int(self.channel.renew_leases())
-        return 0
-
-    def release_unstarted(self) -> int:
-        """Give back messages prefetched but not delivered yet (warm shutdown)."""
-        if self.supports_leases:
-            return int(self.channel.release_buffered())
-        return 0
-
-    def close(self) -> None:
-        """Close the connection; messages held and not acked go back to the queue."""
-        if self.connection is not None:
-            try:
-                self.connection.release()
-            except Exception:  # closing a dead connection may raise anything
-                logger.debug("closing the consumer connection failed", exc_info=True)
-        self.connection, self.consumer = None, None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RetryPolicy:
-    """How a publish retries while the broker is unreachable (Celery's ``retry_policy``).
-
-    The default tries again and again, 0.2 s, 0.4 s, … (at most 1 s) apart, for
-    ``BROKER_CONNECTION_TIMEOUT`` seconds in all; then the publish raises :class:`PublishError`.
-    """
-
-    max_retries: int | None = None  #: None: as many as fit in the timeout
-    interval_start: float = 0.2
-    interval_step: float = 0.2
-    interval_max: float = 1.0
-    timeout: float | None = None  #: seconds in all; None: ``BROKER_CONNECTION_TIMEOUT``
-
-    @classmethod
-    def from_options(cls, retry: bool | None, policy: Mapping[str, Any] | None) -> RetryPolicy:
-        """Read ``apply_async(retry=…, retry_policy={…})``; ``retry=False`` tries once."""
-        if retry is not False and not policy:
-            return DEFAULT_RETRY_POLICY  # the usual call: nothing to read on the hot path
-        fields = dict(policy or {})
-        unknown = set(fields) - {
-            "max_retries", "interval_start", "interval_step", "interval_max", "timeout"
-        }  # fmt: skip
-        if unknown:
-            raise TypeError(f"Unknown retry_policy key(s): {', '.join(sorted(unknown))}")
-        if retry is False:
-            fields["max_retries"] = 0
-        for key, value in fields.items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise TypeError(f"retry_policy[{key!r}] must be a number, got {value!r}")
-        return cls(**fields)
-
-    def wait(self, attempt: int) -> float:
-        """Return the seconds to wait after failed attempt number ``attempt`` (from 1)."""
-        return min(self.interval_start + self.interval_step * (attempt - 1), self.interval_max)
-
-
-DEFAULT_RETRY_POLICY = RetryPolicy()
 
 
 class Broker:

@@ -1,0 +1,94 @@
+"""A message handed to a consumer: headers, the raw body, its delivery count, and how to settle it.
+
+The worker reads and settles messages only through :class:`Delivery`, never through a kombu
+message, so the same code consumes from every transport.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+
+class Delivery:
+    """One message handed to a consumer: headers, raw body, and how to settle it."""
+
+    __slots__ = ("_delivery_count", "_message", "queue", "received_at")
+
+    def __init__(self, message: Any, queue: str) -> None:
+        self._message = message
+        self.queue = queue
+        self.received_at = time.monotonic()
+        self._delivery_count: int | None = None
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """Return the message headers (metadata readable even when the body is not)."""
+        return self._message.headers or {}
+
+    @property
+    def body(self) -> str | bytes:
+        """Return the undecoded body."""
+        return self._message.body
+
+    @property
+    def content_type(self) -> str:
+        """Return the body's content type."""
+        return self._message.content_type or ""
+
+    @property
+    def delivery_count(self) -> int:
+        """Return how many times this message was delivered, this time included.
+
+        Leased transports count in the store (a dead child's prefetched messages are not counted).
+        AMQP classic queues keep no count: 2 means "redelivered at least once", unless the
+        consumer counted the deliveries elsewhere and set the count.
+        """
+        if self._delivery_count is not None:
+            return self._delivery_count
+        count = self._message.properties.get("delivery_count")
+        if count:
+            return int(count)
+        return 2 if self.redelivered else 1
+
+    @delivery_count.setter
+    def delivery_count(self, count: int) -> None:
+        self._delivery_count = count
+
+    @property
+    def is_counted(self) -> bool:
+        """Return whether the transport counts deliveries (leased ones do, AMQP does not)."""
+        return bool(self._message.properties.get("delivery_count"))
+
+    @property
+    def redelivered(self) -> bool:
+        """Return whether the broker delivered this message before."""
+        return bool(self._message.delivery_info.get("redelivered"))
+
+    @property
+    def tag(self) -> Any:
+        """Return the transport's delivery tag."""
+        return self._message.delivery_tag
+
+    @property
+    def raw_payload(self) -> str:
+        """Return the body as text for a dead-letter record (``base64:…`` when it is binary)."""
+        body = self.body
+        if isinstance(body, bytes | bytearray):
+            try:
+                text = bytes(body).decode("utf-8")
+            except UnicodeDecodeError:
+                text = "\x00"
+            if "\x00" in text:
+                return "base64:" + base64.b64encode(bytes(body)).decode("ascii")
+            return text
+        return str(body).replace("\x00", "\\x00")
+
+    def ack(self) -> None:
+        """Settle: the message is done and never comes back."""
+        self._message.ack()
+
+    def requeue(self) -> None:
+        """Put the message back on its queue at once."""
+        self._message.reject(requeue=True)

@@ -1,0 +1,99 @@
+"""A consumer's open connection to the broker: deliveries in, leases renewed, messages given back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kombu import Consumer
+
+from django_tq.broker.delivery import Delivery
+
+if TYPE_CHECKING:
+    from django_tq.broker import Broker
+
+logger = logging.getLogger("django_tq.broker")
+
+
+class Subscription:
+    """A consumer's open connection: drain deliveries, renew leases, give messages back."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        queues: list[str],
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+    ) -> None:
+        self.broker = broker
+        self.queue_names = queues
+        self.prefetch = prefetch
+        self.on_delivery = on_delivery
+        self.connection: Any = None
+        self.consumer: Any = None
+        self._qos_global = False
+        self.connect()
+
+    def connect(self) -> None:
+        """Open (or reopen) the connection and start consuming."""
+        self.close()
+        connection = self.broker.connection()
+        connection.ensure_connection(max_retries=1)
+        channel = connection.default_channel
+        queues = [self.broker.queue(name) for name in self.queue_names]
+        # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
+        consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
+        # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
+        # one can be widened live (what widen_prefetch needs). Same choice as Celery.
+        self._qos_global = not connection.qos_semantics_matches_spec
+        consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
+        consumer.consume()
+        self.connection, self.consumer = connection, consumer
+
+    def _on_message(self, message: Any) -> None:
+        queue = message.delivery_info.get("routing_key") or self.queue_names[0]
+        self.on_delivery(Delivery(message, queue))
+
+    def widen_prefetch(self, extra: int) -> None:
+        """Allow ``extra`` messages beyond the prefetch window (held ETA messages do not count)."""
+        if self.consumer is not None:
+            self.consumer.qos(prefetch_count=self.prefetch + extra, apply_global=self._qos_global)
+
+    def drain(self, timeout: float) -> None:
+        """Deliver available messages to ``on_delivery``; wait up to ``timeout`` for one."""
+        try:
+            self.connection.drain_events(timeout=timeout)
+        except TimeoutError:
+            pass
+
+    @property
+    def channel(self) -> Any:
+        """Return the consuming channel."""
+        return self.consumer.channel if self.consumer is not None else None
+
+    @property
+    def supports_leases(self) -> bool:
+        """Return whether the transport leases messages (``django://``, ``redis://``)."""
+        return hasattr(self.channel, "renew_leases")
+
+    def renew_leases(self) -> int:
+        """Extend the leases of every message held; return how many (0 without leases)."""
+        if self.supports_leases:
+            return int(self.channel.renew_leases())
+        return 0
+
+    def release_unstarted(self) -> int:
+        """Give back messages prefetched but not delivered yet (warm shutdown)."""
+        if self.supports_leases:
+            return int(self.channel.release_buffered())
+        return 0
+
+    def close(self) -> None:
+        """Close the connection; messages held and not acked go back to the queue."""
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:  # closing a dead connection may raise anything
+                logger.debug("closing the consumer connection failed", exc_info=True)
+        self.connection, self.consumer = None, None
