@@ -12,7 +12,6 @@ restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import os
@@ -30,10 +29,11 @@ from django.utils import timezone
 from django_tq import message as wire_format
 from django_tq import outbox, parking, queues, serialization, signals, sqlite, states
 from django_tq.broker import Broker
+from django_tq.cleanup import expire
 from django_tq.conf import tq_settings
 from django_tq.exceptions import NotRegistered, TimeLimitExceeded
 from django_tq.execution import record, revoked_outcome, send_revoked
-from django_tq.models import QueueDepthSample, Revocation, WorkerState
+from django_tq.models import QueueDepthSample, WorkerState
 from django_tq.outage import Outage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -304,25 +304,8 @@ class Worker:
         return QueueDepthSample.objects.record(depths, now)
 
     def cleanup(self, batches: int = 10) -> int:
-        """Delete results older than ``RESULT_EXPIRES``, a batch at a time; return how many.
-
-        Revocations and queue depth samples older than that go too.
-        """
-        expires: dt.timedelta | None = tq_settings.RESULT_EXPIRES
-        if expires is None:
-            return 0
-        backend = get_backend()
-        Revocation.objects.filter(created_at__lt=timezone.now() - expires).delete()
-        QueueDepthSample.objects.older_than(timezone.now() - expires).delete()
-        total = 0
-        for _ in range(batches):
-            deleted = backend.cleanup(timezone.now() - expires)
-            total += deleted
-            if not deleted:
-                break
-        if total:
-            logger.info("Deleted %d expired result(s)", total)
-        return total
+        """Delete what ``RESULT_EXPIRES`` says has expired (see :mod:`django_tq.cleanup`)."""
+        return expire(batches=batches).results
 
     # -- signals and shutdown -------------------------------------------------------------------
     def _install_signals(self) -> None:
