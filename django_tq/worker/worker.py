@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.db import close_old_connections, connections, router
@@ -37,6 +38,7 @@ from django_tq.models import QueueDepthSample, WorkerState
 from django_tq.outage import Outage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
+from django_tq.worker.autoreload import CodeWatcher
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
 from django_tq.worker.revocations import Revocations
@@ -61,6 +63,7 @@ class WorkerConfig:
     cleanup_interval: float = 60.0
     sample_interval: float = 60.0
     shutdown_timeout: float | None = None
+    autoreload: bool = False  #: stop warm when the code changes (``reload_requested``)
 
 
 def default_hostname() -> str:
@@ -105,6 +108,9 @@ class Worker:
         self._restart_children = False
         self.revocations = Revocations()
         self._outages: dict[str, Outage] = {}
+        self.watcher = CodeWatcher() if config.autoreload else None
+        #: the code changed (``autoreload``): whoever started the worker starts it again
+        self.reload_requested = False
 
     # -- life cycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -151,6 +157,10 @@ class Worker:
         if self._restart_children:
             self._restart_children = False
             self.pool.restart()
+        if self.watcher is not None and not self.reload_requested:
+            changed = self.watcher.tick(now)
+            if changed is not None:
+                self._reload(changed)
         self._release_ended(self.pool.tick())
         self._guard("release_parked", self.release_parked, now)
         self._guard("relay_outbox", self.relay_outbox, now)
@@ -337,6 +347,12 @@ class Worker:
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         log_tracebacks(frame)
+
+    def _reload(self, changed: Path) -> None:
+        logger.info("%s changed: stopping to start again with the new code", changed)
+        self.reload_requested = True
+        self.stop_requested.set()
+        self.pool.stop()
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         logger.info("SIGHUP: restarting children")
