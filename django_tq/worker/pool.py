@@ -154,6 +154,14 @@ class Pool:
         """Ask every consumer to finish its running task; ``tick()`` starts fresh ones."""
         raise NotImplementedError
 
+    def resize(self, concurrency: int) -> None:
+        """Run ``concurrency`` consumers from now on (``pool_grow``/``pool_shrink``, autoscale).
+
+        New consumers start at once; the highest-numbered ones beyond ``concurrency`` are asked
+        to finish their running task and stop (warm), and ``tick()`` does not replace them.
+        """
+        raise ValueError(f"the {self.name} pool cannot change its size")
+
     def stop(self) -> None:
         """Ask every consumer to finish its running task and stop for good (warm)."""
         self.stopping = True
@@ -254,6 +262,21 @@ class PreforkPool(Pool):
         for index in range(self.concurrency):
             self._spawn(index)
 
+    def resize(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"a pool needs at least one consumer, not {concurrency}")
+        while len(self.children) < concurrency:
+            self.children.append(None)
+            self.events.append(None)
+            self.slots.append(Slot(shared=True))
+        old, self.concurrency = self.concurrency, concurrency
+        for index in range(concurrency, len(self.events)):
+            if self.events[index] is not None:
+                self.events[index].set()  # finish the running task, then stop
+        for index in range(min(old, concurrency), concurrency):
+            if self.children[index] is None and not self.stopping:
+                self._spawn(index)
+
     def tick(self) -> list[ChildExit]:
         exits = []
         for index, child in enumerate(self.children):
@@ -278,7 +301,9 @@ class PreforkPool(Pool):
                 )
             )
             self.children[index] = None
-            if not self.stopping:
+            if index >= self.concurrency:
+                logger.info("Child %d (pid %d) stopped: the pool shrank", index, child.pid)
+            elif not self.stopping:
                 if terminated is not None:
                     logger.info(
                         "Child %d (pid %d) ended by terminating task %s with %s; "
@@ -395,6 +420,20 @@ class ThreadPool(Pool):
         for index in range(self.concurrency):
             self._spawn(index)
 
+    def resize(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"a pool needs at least one consumer, not {concurrency}")
+        while len(self.threads) < concurrency:
+            self.threads.append(None)
+            self.events.append(threading.Event())
+            self.slots.append(Slot(shared=False))
+        old, self.concurrency = self.concurrency, concurrency
+        for index in range(concurrency, len(self.events)):
+            self.events[index].set()  # finish the running task, then stop
+        for index in range(min(old, concurrency), concurrency):
+            if self.threads[index] is None and not self.stopping:
+                self._spawn(index)
+
     def tick(self) -> list[ChildExit]:
         exits = []
         for index, thread in enumerate(self.threads):
@@ -402,7 +441,7 @@ class ThreadPool(Pool):
                 continue
             exits.append(ChildExit(index=index, pid=None, exitcode=None))
             self.threads[index] = None
-            if not self.stopping:
+            if index < self.concurrency and not self.stopping:
                 self._spawn(index)
         return exits
 
@@ -452,6 +491,9 @@ class SoloPool(ThreadPool):
 
     def start(self) -> None:
         """Nothing to start: :meth:`run_in_main_thread` runs the consumer."""
+
+    def resize(self, concurrency: int) -> None:
+        raise ValueError("the solo pool runs one consumer: use prefork or threads to resize")
 
     def run_in_main_thread(self) -> None:
         try:

@@ -39,6 +39,7 @@ from django_tq.outage import Outage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.autoreload import CodeWatcher
+from django_tq.worker.autoscale import Autoscaler
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
 from django_tq.worker.revocations import Revocations
@@ -64,6 +65,8 @@ class WorkerConfig:
     sample_interval: float = 60.0
     shutdown_timeout: float | None = None
     autoreload: bool = False  #: stop warm when the code changes (``reload_requested``)
+    autoscale: tuple[int, int] | None = None  #: ``(maximum, minimum)`` consumers
+    autoscale_keepalive: float = 30.0  #: seconds a consumer may idle before it is let go
 
 
 def default_hostname() -> str:
@@ -98,7 +101,19 @@ class Worker:
             max_memory_kib=config.max_memory_per_child,
         )
         target = functools.partial(run_consumer, broker, consumer_config)
-        self.pool: Pool = make_pool(config.pool, target, config.concurrency)
+        concurrency = config.autoscale[1] if config.autoscale else config.concurrency
+        self.pool: Pool = make_pool(config.pool, target, concurrency)
+        self.autoscaler = (
+            Autoscaler(
+                self.pool,
+                maximum=config.autoscale[0],
+                minimum=config.autoscale[1],
+                backlog=self.backlog,
+                keepalive=config.autoscale_keepalive,
+            )
+            if config.autoscale
+            else None
+        )
         self.stop_requested = threading.Event()
         self.cold = False
         self.started_at = timezone.now()
@@ -166,6 +181,9 @@ class Worker:
         self._guard("relay_outbox", self.relay_outbox, now)
         self._guard("terminate_revoked", lambda: self.terminate_revoked(now), now)
         self._guard("enforce_time_limits", self.enforce_time_limits, now)
+        if self.autoscaler is not None:
+            autoscaler = self.autoscaler
+            self._guard("autoscale", lambda: autoscaler.tick(now), now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard("heartbeat", self.heartbeat, now)
@@ -312,6 +330,10 @@ class Worker:
             if info.depth is not None
         ]
         return QueueDepthSample.objects.record(depths, now)
+
+    def backlog(self) -> int:
+        """Return how many messages wait in (or are leased from) this worker's queues."""
+        return sum(self.broker.depth(name) for name in self.config.queues)
 
     def cleanup(self, batches: int = 10) -> int:
         """Delete what ``RESULT_EXPIRES`` says has expired (see :mod:`django_tq.cleanup`)."""

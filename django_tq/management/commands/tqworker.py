@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import logging.handlers
 import os
@@ -42,6 +43,18 @@ def configure_logging(level: str, logfile: str | None = None) -> None:
         logger.addHandler(handler)
 
 
+def autoscale(value: str) -> tuple[int, int]:
+    """Parse ``--autoscale MAX,MIN`` (Celery's order; ``MAX`` alone means ``MAX,1``)."""
+    parts = value.split(",")
+    try:
+        maximum, minimum = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not MAX,MIN: {value!r} (e.g. 10,2)") from None
+    if len(parts) > 2 or not 1 <= minimum <= maximum:
+        raise argparse.ArgumentTypeError(f"needs 1 <= MIN <= MAX: {value!r}")
+    return maximum, minimum
+
+
 class Command(BaseCommand):
     help = "Run a django_tq worker: consume tasks from the broker and run them."
     requires_system_checks = ["django_tq"]
@@ -78,6 +91,13 @@ class Command(BaseCommand):
             help="run in the background (needs --logfile; use --pidfile to find it again)",
         )
         parser.add_argument(
+            "--autoscale",
+            type=autoscale,
+            metavar="MAX,MIN",
+            help="between MIN and MAX consumers: more while messages wait, fewer when idle "
+            "(prefork, threads); -c is then ignored",
+        )
+        parser.add_argument(
             "--autoreload",
             action="store_true",
             help="start again when the project's code changes (development)",
@@ -110,6 +130,8 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if options["autoscale"] and (options["pool"] or tq_settings.WORKER_POOL) == "solo":
+            raise CommandError("--autoscale needs the prefork or threads pool, not solo.")
         if options["detach"]:
             if not logfile:
                 raise CommandError("--detach needs --logfile: a detached worker has no terminal.")
@@ -151,6 +173,8 @@ class Command(BaseCommand):
             or tq_settings.WORKER_MAX_MEMORY_PER_CHILD,
             purge=options["purge"],
             autoreload=options["autoreload"],
+            autoscale=options["autoscale"],
+            autoscale_keepalive=tq_settings.WORKER_AUTOSCALE_KEEPALIVE,
         )
 
     def _run(self, worker: Worker, *, beat: bool) -> int:
