@@ -1,5 +1,6 @@
 """django_tq's models, one module per concern."""
 
+from django_tq.models.control import ControlCommand, ControlReply
 from django_tq.models.dead_letters import DeadLetter
 from django_tq.models.groups import ChordCounter, GroupResult
 from django_tq.models.imports import ImportedPeriodicTask
@@ -18,6 +19,8 @@ from django_tq.models.workers import WorkerState
 __all__ = [
     "ChordCounter",
     "ClockedSchedule",
+    "ControlCommand",
+    "ControlReply",
     "CrontabSchedule",
     "Dashboard",
     "DeadLetter",

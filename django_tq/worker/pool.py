@@ -30,6 +30,16 @@ Target = Callable[[int, Any, "Slot"], None]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Running:
+    """A task a consumer is executing now."""
+
+    index: int
+    pid: int  #: the process running it (the worker's own for threads and solo)
+    task_id: str
+    task_name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ChildExit:
     """A child (process or thread) that ended."""
 
@@ -106,6 +116,11 @@ class Slot:
         """Return the delivery tag being executed, or None."""
         return self._read()[0]
 
+    def running_details(self) -> tuple[str, str] | None:
+        """Return ``(task id, task name)`` of the task being executed, or None."""
+        _, task_id, task_name, _ = self._read()
+        return None if task_id is None else (str(task_id), str(task_name or ""))
+
     def running_task(self) -> str | None:
         """Return the id of the task being executed, or None."""
         task_id = self._read()[1]
@@ -181,6 +196,14 @@ class Pool:
 
     def running_tasks(self) -> list[str]:
         """Return the ids of the tasks the consumers are running."""
+        return [running.task_id for running in self.running()]
+
+    def running(self) -> list[Running]:
+        """Return what each consumer is executing now."""
+        return []
+
+    def child_pids(self) -> list[tuple[int, int]]:
+        """Return ``(index, pid)`` of each consumer process (prefork only)."""
         return []
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -365,11 +388,18 @@ class PreforkPool(Pool):
                 killed.append(task)
         return killed
 
-    def running_tasks(self) -> list[str]:
+    def running(self) -> list[Running]:
         return [
-            task_id
-            for child, slot in zip(self.children, self.slots, strict=True)
-            if child is not None and (task_id := slot.running_task()) is not None
+            Running(index=index, pid=child.pid, task_id=details[0], task_name=details[1])
+            for index, (child, slot) in enumerate(zip(self.children, self.slots, strict=True))
+            if child is not None and (details := slot.running_details()) is not None
+        ]
+
+    def child_pids(self) -> list[tuple[int, int]]:
+        return [
+            (index, child.pid)
+            for index, child in enumerate(self.children)
+            if child is not None and child.pid is not None
         ]
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -463,8 +493,12 @@ class ThreadPool(Pool):
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
 
-    def running_tasks(self) -> list[str]:
-        return [task_id for slot in self.slots if (task_id := slot.running_task()) is not None]
+    def running(self) -> list[Running]:
+        return [
+            Running(index=index, pid=os.getpid(), task_id=details[0], task_name=details[1])
+            for index, slot in enumerate(self.slots)
+            if (details := slot.running_details()) is not None
+        ]
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
         """Raise in the task at its thread's next bytecode (nothing can kill one thread)."""

@@ -42,6 +42,7 @@ from django_tq.worker.autoreload import CodeWatcher
 from django_tq.worker.autoscale import Autoscaler
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
+from django_tq.worker.remote_control import ControlServer
 from django_tq.worker.revocations import Revocations
 from django_tq.worker.tracebacks import log_tracebacks
 
@@ -123,6 +124,7 @@ class Worker:
         self._restart_children = False
         self.revocations = Revocations()
         self._outages: dict[str, Outage] = {}
+        self.control: ControlServer | None = None  # made at the first tick (it reads the DB)
         self.watcher = CodeWatcher() if config.autoreload else None
         #: the code changed (``autoreload``): whoever started the worker starts it again
         self.reload_requested = False
@@ -181,6 +183,7 @@ class Worker:
         self._guard("relay_outbox", self.relay_outbox, now)
         self._guard("terminate_revoked", lambda: self.terminate_revoked(now), now)
         self._guard("enforce_time_limits", self.enforce_time_limits, now)
+        self._guard("remote_control", lambda: self.answer_commands(now), now)
         if self.autoscaler is not None:
             autoscaler = self.autoscaler
             self._guard("autoscale", lambda: autoscaler.tick(now), now)
@@ -331,6 +334,12 @@ class Worker:
         ]
         return QueueDepthSample.objects.record(depths, now)
 
+    def answer_commands(self, now: float) -> int:
+        """Run the remote-control commands sent to this worker; return how many."""
+        if self.control is None:
+            self.control = ControlServer(self)  # commands sent from now on are for us
+        return self.control.tick(now)
+
     def backlog(self) -> int:
         """Return how many messages wait in (or are leased from) this worker's queues."""
         return sum(self.broker.depth(name) for name in self.config.queues)
@@ -354,8 +363,7 @@ class Worker:
         logger.info(
             "Warm shutdown: finishing running tasks (send the signal again to stop at once)"
         )
-        self.stop_requested.set()
-        self.pool.stop()
+        self.request_stop()
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning(
@@ -370,11 +378,15 @@ class Worker:
     def _on_usr1(self, signum: int, frame: Any) -> None:
         log_tracebacks(frame)
 
+    def request_stop(self) -> None:
+        """Shut down warm: running tasks finish, prefetched messages go back (as ``SIGTERM``)."""
+        self.stop_requested.set()
+        self.pool.stop()
+
     def _reload(self, changed: Path) -> None:
         logger.info("%s changed: stopping to start again with the new code", changed)
         self.reload_requested = True
-        self.stop_requested.set()
-        self.pool.stop()
+        self.request_stop()
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         logger.info("SIGHUP: restarting children")

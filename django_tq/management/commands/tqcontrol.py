@@ -1,0 +1,96 @@
+"""``python manage.py tqcontrol shutdown|pool_grow|pool_shrink|revoke|terminate``: change
+running workers (parse, call :mod:`django_tq.control`, print what each worker answered)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_tq import abort, control
+from django_tq.management.commands.tqinspect import destination
+
+BROADCASTS = ("shutdown", "pool_grow", "pool_shrink")
+REVOCATIONS = ("revoke", "terminate")
+
+
+class Command(BaseCommand):
+    help = (
+        "Control the running workers: shutdown (warm), pool_grow [N], pool_shrink [N]; "
+        "revoke TASK_ID…, terminate TASK_ID… [--signal SIGTERM]."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("command", choices=BROADCASTS + REVOCATIONS)
+        parser.add_argument("arguments", nargs="*", help="N for pool_*, task ids for revoke")
+        parser.add_argument(
+            "-d", "--destination", help="comma-separated worker names (default: all)"
+        )
+        parser.add_argument(
+            "-t", "--timeout", type=float, default=2.0, help="seconds to wait for replies (2)"
+        )
+        parser.add_argument(
+            "-s", "--signal", default="SIGTERM", help="terminate: SIGTERM, SIGINT, SIGUSR1, SIGKILL"
+        )
+        parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        name, values = options["command"], options["arguments"]
+        if name in REVOCATIONS:
+            self._revoke(values, terminate=name == "terminate", signal=options["signal"])
+            return
+        arguments: dict[str, Any] = {}
+        if name in ("pool_grow", "pool_shrink"):
+            arguments["n"] = _count(values)
+        elif values:
+            raise CommandError(f"{name} takes no arguments.")
+        replies = control.broadcast(
+            name,
+            arguments,
+            destination=destination(options["destination"]),
+            timeout=options["timeout"],
+        )
+        if options["json"]:
+            self.stdout.write(json.dumps({r.hostname: r.payload for r in replies}, indent=2))
+        for reply in replies if not options["json"] else []:
+            if reply.error:
+                self.stdout.write(self.style.ERROR(f"-> {reply.hostname}: error: {reply.error}"))
+            else:
+                self.stdout.write(self.style.SUCCESS(f"-> {reply.hostname}: ") + _ok(reply.payload))
+        if not replies:
+            self.stderr.write(f"No worker answered within {options['timeout']:g}s.")
+            sys.exit(1)
+        if any(reply.error for reply in replies):
+            sys.exit(1)
+
+    def _revoke(self, task_ids: list[str], *, terminate: bool, signal: str) -> None:
+        if not task_ids:
+            raise CommandError("Name at least one task id.")
+        try:
+            abort.signal_name(signal)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        for task_id in task_ids:
+            control.revoke(task_id, terminate=terminate, signal=signal)
+        how = f"terminate with {signal}" if terminate else "revoke"
+        self.stdout.write(self.style.SUCCESS(f"Asked every worker to {how}: {', '.join(task_ids)}"))
+
+
+def _count(values: list[str]) -> int:
+    if len(values) > 1:
+        raise CommandError("pool_grow/pool_shrink take one number.")
+    try:
+        count = int(values[0]) if values else 1
+    except ValueError:
+        raise CommandError(f"Not a number of consumers: {values[0]!r}") from None
+    if count < 1:
+        raise CommandError("The number of consumers to add or remove must be at least 1.")
+    return count
+
+
+def _ok(payload: Any) -> str:
+    if isinstance(payload, dict) and "ok" in payload:
+        return str(payload["ok"])
+    return json.dumps(payload, default=str)
