@@ -204,3 +204,17 @@ def pool_shrink(
 ) -> list[mailbox.Reply]:
     """Take ``n`` consumers from each worker's pool; they finish their running task first."""
     return broadcast("pool_shrink", {"n": n}, destination=destination, timeout=timeout)
+
+
+def add_consumer(
+    queue: str, *, destination: list[str] | None = None, timeout: float = 2.0
+) -> list[mailbox.Reply]:
+    """Have the workers consume ``queue`` too (their consumers restart warm on the new list)."""
+    return broadcast("add_consumer", {"queue": queue}, destination=destination, timeout=timeout)
+
+
+def cancel_consumer(
+    queue: str, *, destination: list[str] | None = None, timeout: float = 2.0
+) -> list[mailbox.Reply]:
+    """Have the workers stop consuming ``queue`` (refused for a worker's only queue)."""
+    return broadcast("cancel_consumer", {"queue": queue}, destination=destination, timeout=timeout)

@@ -1,7 +1,8 @@
-"""Live actions on the workers screen: shut down warm, grow or shrink the pool.
+"""Live actions on the workers screen: shut down warm, grow or shrink the pool, add or cancel a
+queue.
 
-Like Django's "delete selected", an action first shows what it will do (the workers, and for a
-resize how many consumers); confirming posts the action again (same permission check —
+Like Django's "delete selected", an action first shows what it will do (the workers, and how
+many consumers or which queue); confirming posts the action again (same permission check —
 ``django_tq.control_workerstate`` — and CSRF token) and sends the command through
 :mod:`django_tq.control`. Each worker's reply, or its silence, is reported as a message.
 """
@@ -18,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from django_tq import control
 from django_tq.models import WorkerState
+from django_tq.routing import QUEUE_NAME
 
 TEMPLATE = "admin/django_tq/workerstate/control_confirmation.html"
 #: seconds the action waits for the workers' replies
@@ -26,11 +28,25 @@ TITLES = {
     "shutdown": _("Shut down workers"),
     "pool_grow": _("Grow worker pools"),
     "pool_shrink": _("Shrink worker pools"),
+    "add_consumer": _("Consume another queue"),
+    "cancel_consumer": _("Stop consuming a queue"),
 }
 
 
 class ResizeForm(forms.Form):
     n = forms.IntegerField(label=_("consumers"), min_value=1, max_value=100, initial=1)
+
+
+class QueueForm(forms.Form):
+    queue = forms.RegexField(label=_("queue"), regex=QUEUE_NAME, max_length=200)
+
+
+FORMS: dict[str, type[forms.Form]] = {
+    "pool_grow": ResizeForm,
+    "pool_shrink": ResizeForm,
+    "add_consumer": QueueForm,
+    "cancel_consumer": QueueForm,
+}
 
 
 def confirm_and_send(
@@ -42,10 +58,11 @@ def confirm_and_send(
     """Show the confirmation page for ``command``; once confirmed, send it to the live workers."""
     rows = list(queryset.order_by("hostname"))
     alive = [row for row in rows if row.is_alive()]
-    resize = command != "shutdown"
-    form = ResizeForm(request.POST if request.POST.get("post") == "yes" else None)
-    if request.POST.get("post") == "yes" and (not resize or form.is_valid()):
-        arguments = {"n": form.cleaned_data["n"]} if resize else {}
+    confirmed = request.POST.get("post") == "yes"
+    form_class = FORMS.get(command)
+    form = form_class(request.POST if confirmed else None) if form_class else None
+    if confirmed and (form is None or form.is_valid()):
+        arguments = dict(form.cleaned_data) if form is not None else {}
         _send(modeladmin, request, [row.hostname for row in alive], command, arguments)
         return None
     context = {
@@ -57,7 +74,7 @@ def confirm_and_send(
         "alive": alive,
         "command": command,
         "action": f"{command}_workers",
-        "form": form if resize else None,
+        "form": form,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
     }
     request.current_app = modeladmin.admin_site.name
@@ -69,7 +86,7 @@ def _send(
     request: HttpRequest,
     hostnames: list[str],
     command: str,
-    arguments: dict[str, int],
+    arguments: dict[str, object],
 ) -> None:
     if not hostnames:
         modeladmin.message_user(

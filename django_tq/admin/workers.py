@@ -79,7 +79,13 @@ class WorkerStateAdmin(ReadOnlyAdmin):
         "active_tasks",
     )
     readonly_fields = fields
-    actions = ["shutdown_workers", "pool_grow_workers", "pool_shrink_workers"]
+    actions = [
+        "shutdown_workers",
+        "pool_grow_workers",
+        "pool_shrink_workers",
+        "add_consumer_workers",
+        "cancel_consumer_workers",
+    ]
 
     # -- live actions: each needs django_tq.control_workerstate --------------------------------
     def has_control_permission(self, request: HttpRequest) -> bool:
@@ -102,6 +108,18 @@ class WorkerStateAdmin(ReadOnlyAdmin):
         self, request: HttpRequest, queryset: QuerySet[WorkerState]
     ) -> TemplateResponse | None:
         return worker_control.confirm_and_send(self, request, queryset, "pool_shrink")
+
+    @admin.action(description=_("Consume another queue"), permissions=["control"])
+    def add_consumer_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "add_consumer")
+
+    @admin.action(description=_("Stop consuming a queue"), permissions=["control"])
+    def cancel_consumer_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "cancel_consumer")
 
     @admin.display(description=_("active tasks"))
     def active_tasks(self, obj: WorkerState) -> SafeString | str:

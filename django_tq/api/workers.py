@@ -24,10 +24,11 @@ from django_tq.api.schema import document
 from django_tq.api.serializers import ErrorSerializer
 from django_tq.api.views import ONE_ERRORS, ApiView
 from django_tq.models import WorkerState
+from django_tq.routing import QUEUE_NAME
 
 #: seconds a request waits for the worker's reply
 TIMEOUT = 3.0
-COMMANDS = ("shutdown", "pool_grow", "pool_shrink")
+COMMANDS = ("shutdown", "pool_grow", "pool_shrink", "add_consumer", "cancel_consumer")
 
 
 class NoReply(APIException):
@@ -56,6 +57,23 @@ class WorkerControlSerializer(serializers.Serializer):
     n = serializers.IntegerField(
         default=1, min_value=1, max_value=100, help_text="pool_grow/pool_shrink: consumers"
     )
+    queue = serializers.RegexField(
+        QUEUE_NAME, max_length=200, required=False, help_text="add_consumer/cancel_consumer"
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["command"].endswith("_consumer") and not attrs.get("queue"):
+            raise serializers.ValidationError({"queue": _("Name the queue.")})
+        return attrs
+
+    def arguments(self) -> dict[str, Any]:
+        """Return the command's arguments."""
+        command = self.validated_data["command"]
+        if command.startswith("pool_"):
+            return {"n": self.validated_data["n"]}
+        if command.endswith("_consumer"):
+            return {"queue": self.validated_data["queue"]}
+        return {}
 
 
 class WorkerControlReplySerializer(serializers.Serializer):
@@ -94,7 +112,7 @@ class WorkerActive(WorkerView):
 
 
 class WorkerControl(WorkerView):
-    """``POST workers/{hostname}/control/``: shut the worker down warm, or resize its pool."""
+    """``POST workers/{hostname}/control/``: shut down warm, resize the pool, add/cancel a queue."""
 
     permission_classes = [ApiAccess, CanControlWorkers]
 
@@ -112,8 +130,6 @@ class WorkerControl(WorkerView):
         worker = self.worker(hostname)
         body = WorkerControlSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        command = body.validated_data["command"]
-        arguments = {} if command == "shutdown" else {"n": body.validated_data["n"]}
-        reply = self.ask(worker.hostname, command, arguments)
+        reply = self.ask(worker.hostname, body.validated_data["command"], body.arguments())
         answer = WorkerControlReplySerializer({"hostname": worker.hostname, "reply": reply}).data
         return Response(answer, status=409 if isinstance(reply, dict) and "error" in reply else 200)

@@ -21,6 +21,7 @@ from django_tq import mailbox
 from django_tq.conf import DEFAULTS, tq_settings
 from django_tq.models import TaskResult
 from django_tq.registry import registry
+from django_tq.routing import QUEUE_NAME
 
 if TYPE_CHECKING:
     from django_tq.worker.worker import Worker
@@ -43,6 +44,13 @@ def _rss_kib(pid: int) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def _queue_name(value: Any) -> str:
+    name = str(value)
+    if not QUEUE_NAME.fullmatch(name):
+        raise ValueError(f"not a queue name: {name!r}")
+    return name
 
 
 def _shorten(value: Any) -> str:
@@ -165,6 +173,25 @@ class ControlServer:
     def after_shutdown(self) -> None:
         logger.info("Warm shutdown asked by remote control")
         self.worker.request_stop()
+
+    def do_add_consumer(self, queue: str) -> dict[str, Any]:
+        queues = self.worker.config.queues
+        if queue in queues:
+            return {"ok": f"already consuming {queue}", "queues": list(queues)}
+        return self._consume((*queues, _queue_name(queue)), f"consuming {queue}")
+
+    def do_cancel_consumer(self, queue: str) -> dict[str, Any]:
+        queues = self.worker.config.queues
+        if queue not in queues:
+            return {"ok": f"not consuming {queue}", "queues": list(queues)}
+        if len(queues) == 1:
+            raise ValueError(f"{queue} is this worker's only queue: shut it down instead")
+        return self._consume(tuple(q for q in queues if q != queue), f"no longer consuming {queue}")
+
+    def _consume(self, queues: tuple[str, ...], what: str) -> dict[str, Any]:
+        self.worker.consume(queues)
+        logger.info("Remote control: %s (queues %s)", what, ",".join(queues))
+        return {"ok": what, "queues": list(queues)}
 
     def do_pool_grow(self, n: int = 1) -> dict[str, Any]:
         return self._resize(self.worker.pool.concurrency + int(n))

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from django_tq.result_backends import get_backend
 from django_tq.worker.autoreload import CodeWatcher
 from django_tq.worker.autoscale import Autoscaler
 from django_tq.worker.consumer import Consumer, ConsumerConfig
-from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
+from django_tq.worker.pool import ChildExit, Pool, Slot, Target, make_pool
 from django_tq.worker.remote_control import ControlServer
 from django_tq.worker.revocations import Revocations
 from django_tq.worker.tracebacks import log_tracebacks
@@ -94,16 +94,8 @@ class Worker:
         self.broker = broker
         self.config = config
         self.hostname = config.hostname or default_hostname()
-        consumer_config = ConsumerConfig(
-            queues=config.queues,
-            prefetch=max(1, config.prefetch_multiplier),
-            hostname=self.hostname,
-            max_tasks=config.max_tasks_per_child,
-            max_memory_kib=config.max_memory_per_child,
-        )
-        target = functools.partial(run_consumer, broker, consumer_config)
         concurrency = config.autoscale[1] if config.autoscale else config.concurrency
-        self.pool: Pool = make_pool(config.pool, target, concurrency)
+        self.pool: Pool = make_pool(config.pool, self._target(), concurrency)
         self.autoscaler = (
             Autoscaler(
                 self.pool,
@@ -333,6 +325,29 @@ class Worker:
             if info.depth is not None
         ]
         return QueueDepthSample.objects.record(depths, now)
+
+    def _target(self) -> Target:
+        """Return what each consumer runs: a :class:`Consumer` on ``self.config.queues``."""
+        consumer_config = ConsumerConfig(
+            queues=self.config.queues,
+            prefetch=max(1, self.config.prefetch_multiplier),
+            hostname=self.hostname,
+            max_tasks=self.config.max_tasks_per_child,
+            max_memory_kib=self.config.max_memory_per_child,
+        )
+        return functools.partial(run_consumer, self.broker, consumer_config)
+
+    def consume(self, queues: tuple[str, ...]) -> None:
+        """Consume ``queues`` from now on (``add_consumer``/``cancel_consumer``).
+
+        The consumers are replaced warm, as on ``SIGHUP``: each finishes its running task, gives
+        its prefetched messages back and starts again on the new queues.
+        """
+        if not queues:
+            raise ValueError("a worker consumes at least one queue")
+        self.config = replace(self.config, queues=queues)
+        self.pool.target = self._target()
+        self._restart_children = True
 
     def answer_commands(self, now: float) -> int:
         """Run the remote-control commands sent to this worker; return how many."""

@@ -166,3 +166,32 @@ def test_tqcontrol_revoke_and_terminate_reach_a_running_task(queue_name, setting
         30,
         what="revoked",
     )
+
+
+def test_add_and_cancel_consumer_change_the_queues_live(queue_name, settings, start_worker):
+    from django_tq.models import WorkerState
+    from tests.testapp.tasks import record
+
+    settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
+    other = f"{queue_name}-other"
+    start_worker("-n", "queues@test", "-P", "prefork", "-c", "1")
+    waiting = record.apply_async(("elsewhere",), queue=other)
+    out = _run("tqcontrol", "add_consumer", other, "-d", "queues@test", "-t", "5")
+    assert f"-> queues@test: consuming {other}" in out
+    assert waiting.get(timeout=30) == "elsewhere"  # the new queue is consumed
+    assert control.inspect(["queues@test"], timeout=5).active_queues() == {
+        "queues@test": [queue_name, other]
+    }
+    wait_for(lambda: WorkerState.objects.get(hostname="queues@test").queues == [queue_name, other])
+    assert "no longer consuming" in _run("tqcontrol", "cancel_consumer", other, "-d", "queues@test")
+    with pytest.raises(SystemExit):
+        call_command(
+            "tqcontrol",
+            "cancel_consumer",
+            queue_name,
+            "-d",
+            "queues@test",
+            stdout=(out_ := io.StringIO()),
+        )
+    assert "only queue" in out_.getvalue()
+    assert record.delay("home").get(timeout=30) == "home"

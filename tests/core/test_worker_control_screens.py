@@ -62,6 +62,10 @@ def test_admin_grows_a_pool_after_confirming_and_shuts_a_worker_down(
     assert b"screen@test" in page.content and not ControlCommand.objects.exists()
     done = _action(operator, "pool_grow_workers", row, post="yes", n="2")
     assert _messages(done) == ["screen@test: pool size 3"]
+    page = _action(operator, "add_consumer_workers", row)
+    assert b"Consume another queue" in page.content
+    done = _action(operator, "add_consumer_workers", row, post="yes", queue=f"{queue_name}-b")
+    assert _messages(done) == [f"screen@test: consuming {queue_name}-b"]
     page = _action(operator, "shutdown_workers", row)
     assert b"shut down warm" in page.content
     done = _action(operator, "shutdown_workers", row, post="yes")
@@ -141,6 +145,13 @@ def test_rest_active_and_control(django_user_model, queue_name, settings, start_
     assert status == 200 and body["reply"]["concurrency"] == 3
     status, body = _json(operator, "post", f"{API}api@test/control/", {"command": "reboot"})
     assert status == 400
+    status, body = _json(operator, "post", f"{API}api@test/control/", {"command": "add_consumer"})
+    assert status == 400 and "queue" in json.dumps(body)
+    extra = f"{queue_name}-more"
+    status, body = _json(
+        operator, "post", f"{API}api@test/control/", {"command": "add_consumer", "queue": extra}
+    )
+    assert status == 200 and body["reply"]["queues"] == [queue_name, extra]
     status, _ = _json(operator, "get", f"{API}nobody@test/active/")
     assert status == 404
     assert echo_types.delay(1).get(timeout=20) == "int"

@@ -12,19 +12,22 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_tq import abort, control
 from django_tq.management.commands.tqinspect import destination
 
-BROADCASTS = ("shutdown", "pool_grow", "pool_shrink")
+BROADCASTS = ("shutdown", "pool_grow", "pool_shrink", "add_consumer", "cancel_consumer")
 REVOCATIONS = ("revoke", "terminate")
 
 
 class Command(BaseCommand):
     help = (
-        "Control the running workers: shutdown (warm), pool_grow [N], pool_shrink [N]; "
-        "revoke TASK_ID…, terminate TASK_ID… [--signal SIGTERM]."
+        "Control the running workers: shutdown (warm), pool_grow [N], pool_shrink [N], "
+        "add_consumer QUEUE, cancel_consumer QUEUE; revoke TASK_ID…, terminate TASK_ID… "
+        "[--signal SIGTERM]."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("command", choices=BROADCASTS + REVOCATIONS)
-        parser.add_argument("arguments", nargs="*", help="N for pool_*, task ids for revoke")
+        parser.add_argument(
+            "arguments", nargs="*", help="N for pool_*, a queue for *_consumer, task ids for revoke"
+        )
         parser.add_argument(
             "-d", "--destination", help="comma-separated worker names (default: all)"
         )
@@ -44,6 +47,10 @@ class Command(BaseCommand):
         arguments: dict[str, Any] = {}
         if name in ("pool_grow", "pool_shrink"):
             arguments["n"] = _count(values)
+        elif name in ("add_consumer", "cancel_consumer"):
+            if len(values) != 1:
+                raise CommandError(f"{name} takes one queue name.")
+            arguments["queue"] = values[0]
         elif values:
             raise CommandError(f"{name} takes no arguments.")
         replies = control.broadcast(
