@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import router
 from django.utils import timezone
 
-from django_tq import abort, mailbox, states
+from django_tq import abort, mailbox, overrides, states
 from django_tq.models import PeriodicTask, Revocation
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -218,3 +218,17 @@ def cancel_consumer(
 ) -> list[mailbox.Reply]:
     """Have the workers stop consuming ``queue`` (refused for a worker's only queue)."""
     return broadcast("cancel_consumer", {"queue": queue}, destination=destination, timeout=timeout)
+
+
+def rate_limit(task_name: str, rate: str | None) -> None:
+    """Limit ``task_name`` to ``rate`` (``"10/m"``) on every worker until reset (``None``).
+
+    Durable, like a revocation: workers read it within a second, also workers started later.
+    Raise ``ValueError`` for a rate that does not parse.
+    """
+    overrides.set_rate_limit(task_name, rate)
+
+
+def time_limit(task_name: str, hard: float | None, soft: float | None = None) -> None:
+    """Set ``task_name``'s hard and soft time limits on every worker until reset (``None``)."""
+    overrides.set_time_limits(task_name, hard, soft)

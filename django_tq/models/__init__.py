@@ -6,6 +6,7 @@ from django_tq.models.groups import ChordCounter, GroupResult
 from django_tq.models.imports import ImportedPeriodicTask
 from django_tq.models.metrics import Dashboard, QueueDepthSample
 from django_tq.models.outbox import OutboxMessage
+from django_tq.models.overrides import TaskOverride
 from django_tq.models.parking import ParkedMessage
 from django_tq.models.periodic_tasks import PeriodicTask, PeriodicTaskRun
 from django_tq.models.queue import QueueMessage
@@ -35,6 +36,7 @@ __all__ = [
     "QueueMessage",
     "RateLimitBucket",
     "Revocation",
+    "TaskOverride",
     "TaskResult",
     "UniqueLock",
     "WorkerState",

@@ -68,6 +68,9 @@ class WorkerConfig:
     autoreload: bool = False  #: stop warm when the code changes (``reload_requested``)
     autoscale: tuple[int, int] | None = None  #: ``(maximum, minimum)`` consumers
     autoscale_keepalive: float = 30.0  #: seconds a consumer may idle before it is let go
+    #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose messages carry none
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
 
 def default_hostname() -> str:
@@ -334,6 +337,8 @@ class Worker:
             hostname=self.hostname,
             max_tasks=self.config.max_tasks_per_child,
             max_memory_kib=self.config.max_memory_per_child,
+            time_limit=self.config.time_limit,
+            soft_time_limit=self.config.soft_time_limit,
         )
         return functools.partial(run_consumer, self.broker, consumer_config)
 

@@ -1,4 +1,4 @@
-"""``python manage.py tqcontrol shutdown|pool_grow|pool_shrink|revoke|terminate``: change
+"""``python manage.py tqcontrol shutdown|pool_grow|…|rate_limit|time_limit``: change
 running workers (parse, call :mod:`django_tq.control`, print what each worker answered)."""
 
 from __future__ import annotations
@@ -11,20 +11,22 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tq import abort, control
 from django_tq.management.commands.tqinspect import destination
+from django_tq.registry import registry
 
 BROADCASTS = ("shutdown", "pool_grow", "pool_shrink", "add_consumer", "cancel_consumer")
 REVOCATIONS = ("revoke", "terminate")
+LIMITS = ("rate_limit", "time_limit")
 
 
 class Command(BaseCommand):
     help = (
         "Control the running workers: shutdown (warm), pool_grow [N], pool_shrink [N], "
         "add_consumer QUEUE, cancel_consumer QUEUE; revoke TASK_ID…, terminate TASK_ID… "
-        "[--signal SIGTERM]."
+        "[--signal SIGTERM]; rate_limit TASK RATE|reset, time_limit TASK HARD [SOFT]|reset."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("command", choices=BROADCASTS + REVOCATIONS)
+        parser.add_argument("command", choices=BROADCASTS + REVOCATIONS + LIMITS)
         parser.add_argument(
             "arguments", nargs="*", help="N for pool_*, a queue for *_consumer, task ids for revoke"
         )
@@ -43,6 +45,9 @@ class Command(BaseCommand):
         name, values = options["command"], options["arguments"]
         if name in REVOCATIONS:
             self._revoke(values, terminate=name == "terminate", signal=options["signal"])
+            return
+        if name in LIMITS:
+            self._limit(name, values)
             return
         arguments: dict[str, Any] = {}
         if name in ("pool_grow", "pool_shrink"):
@@ -83,6 +88,39 @@ class Command(BaseCommand):
             control.revoke(task_id, terminate=terminate, signal=signal)
         how = f"terminate with {signal}" if terminate else "revoke"
         self.stdout.write(self.style.SUCCESS(f"Asked every worker to {how}: {', '.join(task_ids)}"))
+
+    def _limit(self, name: str, values: list[str]) -> None:
+        if len(values) < 2 or (name == "rate_limit" and len(values) > 2) or len(values) > 3:
+            usage = "TASK RATE|reset" if name == "rate_limit" else "TASK HARD [SOFT]|reset"
+            raise CommandError(f"{name} takes {usage}.")
+        task_name, reset = values[0], values[1] == "reset"
+        if task_name not in registry:
+            self.stderr.write(f"Warning: {task_name} is not a task this project declares.")
+        try:
+            if name == "rate_limit":
+                control.rate_limit(task_name, None if reset else values[1])
+            else:
+                hard, soft = (None, None) if reset else (_seconds(values[1]), _seconds(values[2:]))
+                control.time_limit(task_name, hard, soft)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        what = "reset" if reset else " ".join(values[1:])
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{name} {task_name} {what}: every worker applies it within a second, "
+                "until it is reset."
+            )
+        )
+
+
+def _seconds(values: str | list[str]) -> float | None:
+    value = values if isinstance(values, str) else (values[0] if values else None)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise CommandError(f"Not a number of seconds: {value!r}") from None
 
 
 def _count(values: list[str]) -> int:

@@ -91,6 +91,18 @@ class Command(BaseCommand):
             help="run in the background (needs --logfile; use --pidfile to find it again)",
         )
         parser.add_argument(
+            "--time-limit",
+            type=float,
+            metavar="SECONDS",
+            help="hard time limit for tasks that set none (prefork kills the child)",
+        )
+        parser.add_argument(
+            "--soft-time-limit",
+            type=float,
+            metavar="SECONDS",
+            help="soft time limit for tasks that set none (SoftTimeLimitExceeded in the task)",
+        )
+        parser.add_argument(
             "--autoscale",
             type=autoscale,
             metavar="MAX,MIN",
@@ -130,6 +142,9 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        for name in ("time_limit", "soft_time_limit"):
+            if options[name] is not None and options[name] <= 0:
+                raise CommandError(f"--{name.replace('_', '-')} must be positive seconds.")
         if options["autoscale"] and (options["pool"] or tq_settings.WORKER_POOL) == "solo":
             raise CommandError("--autoscale needs the prefork or threads pool, not solo.")
         if options["detach"]:
@@ -175,6 +190,8 @@ class Command(BaseCommand):
             autoreload=options["autoreload"],
             autoscale=options["autoscale"],
             autoscale_keepalive=tq_settings.WORKER_AUTOSCALE_KEEPALIVE,
+            time_limit=options["time_limit"],
+            soft_time_limit=options["soft_time_limit"],
         )
 
     def _run(self, worker: Worker, *, beat: bool) -> int:
