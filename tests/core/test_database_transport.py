@@ -13,7 +13,7 @@ from django_tq.broker import Broker, Delivery
 from django_tq.message import TaskMessage, encode
 from django_tq.models import QueueMessage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def _broker(lease_seconds: float = 30) -> Broker:

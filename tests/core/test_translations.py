@@ -17,6 +17,8 @@ import django_tq
 from django_tq.models import TaskResult
 from django_tq.schedules import Crontab, Every, describe_crontab
 
+pytestmark = pytest.mark.django_version
+
 LOCALE = Path(django_tq.__file__).parent / "locale"
 PO = LOCALE / "zh_Hans" / "LC_MESSAGES" / "django.po"
 MO = PO.with_suffix(".mo")
