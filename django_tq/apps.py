@@ -26,6 +26,7 @@ class DjangoTQConfig(AppConfig):
         from django_tq.canvas import builtins  # noqa: F401 - registers map, starmap, accumulate
         from django_tq.conf import reload_on_setting_changed, tq_settings
         from django_tq.converters import NAME, TaskIdConverter
+        from django_tq.tracing import install as install_tracing
         from django_tq.transport import register_with_kombu
 
         if NAME not in get_converters():
@@ -36,3 +37,4 @@ class DjangoTQConfig(AppConfig):
         autodiscover_modules("tasks")
         for module in tq_settings.IMPORTS:
             import_module(module)
+        install_tracing()  # TQ["OTEL"]: connects the tracing receivers
