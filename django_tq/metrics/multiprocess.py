@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
+
 #: the environment variable prometheus_client reads
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -42,6 +44,12 @@ def _reset_value_class() -> None:
 def prepare() -> MetricsDirectory:
     """Enter multiprocess mode: in ``$PROMETHEUS_MULTIPROC_DIR`` if set, else a new temporary
     directory this worker removes when it stops. Call before any metric is created."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            'A metrics port needs prometheus_client: pip install "django-tq[prometheus]".'
+        ) from exc
     existing = os.environ.get(ENV)
     if existing:
         os.makedirs(existing, exist_ok=True)

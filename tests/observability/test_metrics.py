@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_tq import AsyncResult, signals, states
+from django_tq import AsyncResult, message, signals, states
+from django_tq.enqueue import enqueue
+from django_tq.message import TaskMessage
 from django_tq.metrics import tasks as task_metrics
+from django_tq.models import DeadLetter
+from tests.conftest import wait_for
 from tests.testapp.tasks import add, always_retries, fail
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,11 +46,14 @@ def get(url: str) -> str:
         return str(response.read().decode())
 
 
-def test_prefork_worker_serves_the_task_metrics_of_all_its_children(start_worker: Any) -> None:
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_worker_serves_the_task_metrics_of_all_its_consumers(
+    start_worker: Any, pool: str
+) -> None:
     port = free_port()
     worker = start_worker(
         "-P",
-        "prefork",
+        pool,
         "-c",
         "2",
         "--max-tasks-per-child",
@@ -63,6 +71,8 @@ def test_prefork_worker_serves_the_task_metrics_of_all_its_children(start_worker
         with pytest.raises((ValueError, ConnectionError)):
             result.get(timeout=30)
     assert AsyncResult(retried.id).state == states.FAILURE
+    enqueue(TaskMessage(id=str(uuid.uuid4()), task="tests.no_such_task"))
+    wait_for(lambda: DeadLetter.objects.count() == 1, what="a dead letter")
 
     samples = scrape(get(f"http://127.0.0.1:{port}/metrics"))
     add_name, fail_name = add.name, fail.name
@@ -73,6 +83,7 @@ def test_prefork_worker_serves_the_task_metrics_of_all_its_children(start_worker
     assert value(samples, "django_tq_tasks_total", task=retry_name, state="RETRY", **labels) == 2
     assert value(samples, "django_tq_tasks_total", task=retry_name, state="FAILURE", **labels) == 1
     assert value(samples, "django_tq_task_retries_total", task=retry_name, **labels) == 2
+    assert value(samples, "django_tq_dead_letters_total", queue="default") == 1
     assert value(samples, "django_tq_task_runtime_seconds_count", task=add_name, **labels) == 6
     assert (
         value(samples, "django_tq_task_runtime_seconds_bucket", task=add_name, le="+Inf", **labels)
@@ -83,7 +94,7 @@ def test_prefork_worker_serves_the_task_metrics_of_all_its_children(start_worker
     assert wait_sum is not None and 0 < wait_sum < 60
 
     hostname = f"tq-{worker.pid}@{socket.gethostname()}"
-    assert value(samples, "django_tq_worker_info", worker=hostname, pool="prefork") == 1
+    assert value(samples, "django_tq_worker_info", worker=hostname, pool=pool) == 1
     assert value(samples, "django_tq_worker_concurrency", worker=hostname) == 2
     assert value(samples, "django_tq_worker_busy", worker=hostname) == 0
     assert value(samples, "django_tq_worker_processed_total", worker=hostname) is not None
@@ -92,6 +103,17 @@ def test_prefork_worker_serves_the_task_metrics_of_all_its_children(start_worker
     rss = value(samples, "django_tq_worker_resident_memory_bytes", worker=hostname)
     assert rss is not None and rss > 10 * 1024 * 1024
     assert worker.stop() == 0, worker.output()
+
+
+def test_the_queue_wait_reads_the_sent_at_header_and_tolerates_a_bad_one() -> None:
+    wire = message.encode(TaskMessage(id="a", task="t"))
+    decoded = message.decode(wire.headers, wire.body, wire.content_type, queue="q", accept=["json"])
+    assert decoded.sent_at is not None and decoded.sent_at.tzinfo is not None
+    bad = {**wire.headers, "sent_at": "yesterday"}
+    assert (
+        message.decode(bad, wire.body, wire.content_type, queue="q", accept=["json"]).sent_at
+        is None
+    )
 
 
 def test_without_metrics_no_receiver_is_connected() -> None:
