@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models.signals import post_save
@@ -34,6 +34,16 @@ class TaskMetrics:
     queue_wait: Any
     retries: Any
     dead_letters: Any
+    #: labelled children already looked up: ``labels()`` takes a lock, a dict lookup does not
+    children: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
+
+    def child(self, name: str, *labels: str) -> Any:
+        """Return the metric ``name`` with ``labels`` (cached)."""
+        key = (name, labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = getattr(self, name).labels(*labels)
+        return found
 
 
 def build() -> TaskMetrics:
@@ -101,7 +111,7 @@ def on_received(sender: Any, message: Any, **kwargs: Any) -> None:
         return
     ready = message.sent_at if message.eta is None else max(message.sent_at, message.eta)
     wait = (dt.datetime.now(dt.UTC) - ready).total_seconds()
-    _metrics.queue_wait.labels(message.task, message.queue).observe(max(0.0, wait))
+    _metrics.child("queue_wait", message.task, message.queue).observe(max(0.0, wait))
 
 
 def on_started(sender: Any, request: Any, task_id: str, **kwargs: Any) -> None:
@@ -116,8 +126,8 @@ def on_postrun(sender: Any, task_id: str, state: str, **kwargs: Any) -> None:
         return
     queue, at = started
     name = _name(sender)
-    _metrics.tasks.labels(name, queue, state).inc()
-    _metrics.runtime.labels(name, queue).observe(time.perf_counter() - at)
+    _metrics.child("tasks", name, queue, state).inc()
+    _metrics.child("runtime", name, queue).observe(time.perf_counter() - at)
 
 
 def on_retried(sender: Any, task_id: str, **kwargs: Any) -> None:
@@ -125,13 +135,13 @@ def on_retried(sender: Any, task_id: str, **kwargs: Any) -> None:
     if _metrics is None:
         return
     queue = _running.tasks.get(task_id, ("", 0.0))[0]
-    _metrics.retries.labels(_name(sender), queue).inc()
+    _metrics.child("retries", _name(sender), queue).inc()
 
 
 def on_dead_letter(sender: Any, instance: DeadLetter, created: bool, **kwargs: Any) -> None:
     """Count a dead letter when its row is created."""
     if _metrics is not None and created:
-        _metrics.dead_letters.labels(instance.queue).inc()
+        _metrics.child("dead_letters", instance.queue).inc()
 
 
 _RECEIVERS: tuple[tuple[Any, Any], ...] = (
