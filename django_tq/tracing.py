@@ -98,11 +98,26 @@ def _pop_ended() -> None:
         context.detach(_stack.executions.pop().token)
 
 
+def _clear() -> None:
+    """End and detach every execution of this thread: a worker runs one message at a time, so
+    any left when the next starts (kept for its outcome, or cut short) is over."""
+    from opentelemetry import context
+
+    while _stack.executions:
+        execution = _stack.executions.pop()
+        if not execution.ended:
+            execution.span.end()
+        context.detach(execution.token)
+
+
 def on_started(sender: Any, request: Any, task_id: str, **kwargs: Any) -> None:
     """Open the consumer span, child of the producer's context found in the headers."""
     from opentelemetry import context, propagate, trace
 
-    _pop_ended()
+    if request.is_eager:
+        _pop_ended()  # it may run inside a task: keep the enclosing execution
+    else:
+        _clear()
     # No trace context in the headers (an eager run): the caller's context is the parent.
     parent = propagate.extract(request.headers or {}, context=context.get_current())
     attributes = _attributes(task_id, request.task, request.queue or "", "process")
@@ -147,8 +162,6 @@ def on_retried(sender: Any, task_id: str, reason: Any = None, **kwargs: Any) -> 
 
 def on_postrun(sender: Any, task_id: str, state: str, **kwargs: Any) -> None:
     """End the consumer span; keep its context current until the outcome is recorded."""
-    from opentelemetry import context
-
     execution = _running(task_id)
     if execution is None:
         return
@@ -157,9 +170,6 @@ def on_postrun(sender: Any, task_id: str, state: str, **kwargs: Any) -> None:
     execution.ended = True
     if execution.is_eager:  # nothing records an eager outcome: the caller's context comes back
         _pop_ended()
-    elif _stack.executions[-1] is not execution:  # pragma: no cover - an inner one was left open
-        context.detach(execution.token)
-        _stack.executions.remove(execution)
 
 
 def on_finished(sender: Any, task_id: str, **kwargs: Any) -> None:

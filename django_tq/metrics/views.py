@@ -27,8 +27,10 @@ def is_allowed(request: HttpRequest) -> bool:
     given = _bearer_token(request)
     if expected and given is not None and constant_time_compare(given, expected):
         return True
-    user = request.user
-    return bool(user.is_authenticated and (user.is_staff or user.has_perm(PERMISSION)))
+    user = getattr(request, "user", None)  # None without AuthenticationMiddleware
+    if user is None or not user.is_authenticated:
+        return False
+    return bool(user.is_staff or user.has_perm(PERMISSION))
 
 
 @require_GET
