@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from django_tq import chain, tracing
+from django_tq import chain, chord, tracing
 from tests.conftest import wait_for
 from tests.observability import span_file
-from tests.testapp.tasks import add, always_retries, fail
+from tests.testapp.tasks import add, always_retries, fail, tsum
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -188,3 +188,25 @@ def test_an_eager_run_is_a_child_of_the_caller_and_gives_its_context_back(
     spans = {span["name"]: span for span in here(spans_here)}
     assert spans[f"process {add.name}"]["parent_id"] == spans["caller"]["span_id"]
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_a_chord_body_is_a_child_of_the_header_task_that_finished_last(
+    traced_worker: Path, spans_here: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("POST /orders/"):
+        result = chord([add.s(1, 1), add.s(2, 2), add.s(3, 3)], tsum.s()).delay()
+    assert result.get(timeout=30) == 12
+    spans = all_spans(spans_here, traced_worker, 4)
+    add_send, add_process = f"send {add.name}", f"process {add.name}"
+    assert lineage(spans, result.id) == [
+        ("CONSUMER", f"process {tsum.name}"),
+        ("PRODUCER", f"send {tsum.name}"),
+        ("CONSUMER", add_process),
+        ("PRODUCER", add_send),
+        ("INTERNAL", "POST /orders/"),
+    ]
+    [request] = [s for s in spans if s["name"] == "POST /orders/"]
+    header_sends = [s for s in spans if s["name"] == add_send]
+    assert len(header_sends) == 3
+    assert {s["parent_id"] for s in header_sends} == {request["span_id"]}
