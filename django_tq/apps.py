@@ -12,6 +12,11 @@ from django.urls.converters import get_converters
 from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 
+from django_tq.conf import reload_on_setting_changed, tq_settings
+from django_tq.converters import NAME, TaskIdConverter
+from django_tq.tracing import install as install_tracing
+from django_tq.transport import register_with_kombu
+
 
 class DjangoTQConfig(AppConfig):
     """django_tq's app config."""
@@ -22,12 +27,12 @@ class DjangoTQConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_tq import checks  # noqa: F401 - registers the system checks
-        from django_tq.canvas import builtins  # noqa: F401 - registers map, starmap, accumulate
-        from django_tq.conf import reload_on_setting_changed, tq_settings
-        from django_tq.converters import NAME, TaskIdConverter
-        from django_tq.tracing import install as install_tracing
-        from django_tq.transport import register_with_kombu
+        # Both import the models: Django allows that once the apps are loaded, that is, here.
+        # import-inside: app loading: registers the system checks
+        from django_tq import checks  # noqa: F401
+
+        # import-inside: app loading: declares the built-in tasks map, starmap and accumulate
+        from django_tq.canvas import builtins  # noqa: F401
 
         if NAME not in get_converters():
             register_converter(TaskIdConverter, NAME)

@@ -1,4 +1,5 @@
-"""The request of the task running now (``self.request`` in a bound task)."""
+"""The request of the task running now (``self.request`` in a bound task), and how a message
+becomes one (:func:`build_request`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import datetime as dt
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+from django_tq.message import TaskMessage
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,5 +38,34 @@ class Request:
 
 
 DIRECT_CALL = Request()
+
+
+def build_request(
+    message: TaskMessage, *, hostname: str = "", delivery_count: int = 1, is_eager: bool = False
+) -> Request:
+    """Return the ``self.request`` of an execution of ``message``."""
+    return Request(
+        id=message.id,
+        task=message.task,
+        args=message.args,
+        kwargs=message.kwargs,
+        retries=message.retries,
+        delivery_count=delivery_count,
+        eta=message.eta,
+        expires=message.expires,
+        root_id=message.root_id,
+        parent_id=message.parent_id,
+        group_id=message.group_id,
+        chord=message.chord,
+        hostname=hostname,
+        queue=message.queue,
+        headers=message.headers,
+        ignore_result=message.ignore_result,
+        time_limit=message.time_limit,
+        soft_time_limit=message.soft_time_limit,
+        is_eager=is_eager,
+        called_directly=False,
+    )
+
 
 current_request: ContextVar[Request | None] = ContextVar("django_tq_request", default=None)

@@ -20,7 +20,6 @@ from django_tq.models import PeriodicTask, Revocation
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.sqlite import write_atomic
-from django_tq.tasks import send_task
 
 if TYPE_CHECKING:
     from django_tq.result import AsyncResult
@@ -102,8 +101,8 @@ def requeue(
         mismatch = registry.signature_mismatch(data.task_name, new_args or (), new_kwargs or {})
         if mismatch:
             raise ArgumentsMismatch(mismatch)
-    return send_task(
-        data.task_name, new_args, new_kwargs, queue=queue or data.queue or None, owner=owner
+    return registry.sender(data.task_name).apply_async(
+        new_args, new_kwargs, queue=queue or data.queue or None, owner=owner
     )
 
 
@@ -113,8 +112,7 @@ def run_periodic_task(periodic_task: PeriodicTask, *, by: str) -> AsyncResult[An
     The run is recorded (``PeriodicTaskRun``, claimed ``by``) and counted, as a scheduled one.
     """
     task_id = str(uuid.uuid4())
-    sent = send_task(
-        periodic_task.task,
+    sent = registry.sender(periodic_task.task).apply_async(
         periodic_task.args,
         periodic_task.kwargs,
         task_id=task_id,

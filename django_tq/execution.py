@@ -13,7 +13,7 @@ import random
 import signal as signal_module
 import time
 import traceback as tb
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -22,7 +22,7 @@ from django_tq import message as wire_format
 from django_tq import serialization, signals, states, unique, workflow
 from django_tq.abort import Abort
 from django_tq.conf import tq_settings
-from django_tq.context import Request, current_request
+from django_tq.context import build_request, current_request
 from django_tq.enqueue import enqueue
 from django_tq.exceptions import (
     EncodeError,
@@ -35,34 +35,18 @@ from django_tq.exceptions import (
     Terminated,
 )
 from django_tq.message import TaskMessage
+from django_tq.outcome import Outcome
 from django_tq.registry import registry
+from django_tq.result import EagerResult
 from django_tq.result_backends import get_backend
 from django_tq.workflow import IGNORED, REPLACED, follow, settle
 
 if TYPE_CHECKING:
-    from django_tq.result import EagerResult
     from django_tq.tasks import Task
 
 logger = logging.getLogger("django_tq.execution")
 
 REJECTED = "REJECTED"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Outcome:
-    """What one execution of a task message came to."""
-
-    state: str  #: SUCCESS, FAILURE, RETRY, REVOKED, a custom state, IGNORED, REJECTED or REPLACED
-    result: Any = None  #: the return value, or the exception as data
-    exception: BaseException | None = None
-    traceback: str = ""
-    retry: TaskMessage | None = None  #: the next attempt, for RETRY
-    requeue: bool = False  #: ``Reject(requeue=True)``
-    runtime: float = 0.0
-    replacement: dict[str, Any] | None = None  #: the signature of ``self.replace(sig)``
-    #: REVOKED: the signal ``revoke(terminate=True)`` stopped the running task with
-    terminated: str | None = None
-    expired: bool = False  #: REVOKED: the message's ``expires`` had passed, it did not run
 
 
 def revoked_outcome(task_id: str, *, terminated: str | None = None, traceback: str = "") -> Outcome:
@@ -138,34 +122,6 @@ def _robust(hook: Any, *args: Any) -> None:
         hook(*args)
     except Exception:
         logger.exception("Task handler %s failed", getattr(hook, "__qualname__", hook))
-
-
-def build_request(
-    message: TaskMessage, *, hostname: str = "", delivery_count: int = 1, is_eager: bool = False
-) -> Request:
-    """Return the ``self.request`` of an execution of ``message``."""
-    return Request(
-        id=message.id,
-        task=message.task,
-        args=message.args,
-        kwargs=message.kwargs,
-        retries=message.retries,
-        delivery_count=delivery_count,
-        eta=message.eta,
-        expires=message.expires,
-        root_id=message.root_id,
-        parent_id=message.parent_id,
-        group_id=message.group_id,
-        chord=message.chord,
-        hostname=hostname,
-        queue=message.queue,
-        headers=message.headers,
-        ignore_result=message.ignore_result,
-        time_limit=message.time_limit,
-        soft_time_limit=message.soft_time_limit,
-        is_eager=is_eager,
-        called_directly=False,
-    )
 
 
 def _stores_result(task: Task[Any, Any], message: TaskMessage) -> bool:
@@ -364,8 +320,6 @@ def update_state(task: Task[Any, Any], state: str, meta: dict[str, Any] | None) 
 
 def run_eagerly(message: TaskMessage) -> EagerResult[Any]:
     """Run ``message`` now, through serialization, retrying inline like Celery's eager mode."""
-    from django_tq.result import EagerResult
-
     while True:
         outcome = execute(wire_format.round_trip(message), is_eager=True)
         if outcome.retry is None:
@@ -389,6 +343,7 @@ __all__ = [
     "REJECTED",
     "REPLACED",
     "Outcome",
+    "build_request",
     "execute",
     "record",
     "revoked_outcome",

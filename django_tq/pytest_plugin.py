@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def tq_capture() -> Iterator[CapturedQueue]:
     """Capture tasks enqueued during the test: ``tq_capture.assert_enqueued(task, args=…)``."""
+    # import-inside: app loading: pytest loads this plugin before Django's settings and apps
     from django_tq.testing import capture
 
     with capture() as queue:
@@ -53,6 +54,7 @@ def tq_worker(
             "from reaching the broker the worker consumes.",
             pytrace=False,
         )
+    # import-inside: app loading: pytest loads this plugin before Django's settings and apps
     from django_tq.worker.embedded import EmbeddedWorker
 
     with EmbeddedWorker(**tq_worker_parameters) as worker:

@@ -1,10 +1,16 @@
-"""The task registry: name -> task, filled as modules declaring tasks are imported."""
+"""The task registry: name -> task, filled as modules declaring tasks are imported.
+
+It is also how the modules below ``tasks.py`` (canvas, workflow, control) reach a task: by name,
+with :meth:`TaskRegistry.sender`. A name this process does not know (a task registered on the
+workers only) gets a stand-in that can only be sent; ``tasks.py`` says how to make one
+(:meth:`TaskRegistry.use_stand_in`) when it is imported, which Django's app loading does.
+"""
 
 from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext_lazy as _
@@ -21,6 +27,7 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
+        self._stand_in: Callable[[str], Task[Any, Any]] | None = None
 
     def register(self, task: Task[Any, Any]) -> None:
         """Add ``task``; re-registering the same function (a module imported twice) replaces it."""
@@ -44,6 +51,19 @@ class TaskRegistry:
             return self._tasks[name]
         except KeyError:
             raise NotRegistered(name) from None
+
+    def use_stand_in(self, make: Callable[[str], Task[Any, Any]]) -> None:
+        """Make stand-ins with ``make(name)`` for the names :meth:`sender` does not know."""
+        self._stand_in = make
+
+    def sender(self, name: str) -> Task[Any, Any]:
+        """Return the task registered as ``name``, or a stand-in that can only be sent."""
+        task = self._tasks.get(name)
+        if task is not None:
+            return task
+        if self._stand_in is None:  # django_tq.tasks sets it; Django's app loading imports it
+            raise NotRegistered(f"{name} (and django_tq.tasks is not imported to send it)")
+        return self._stand_in(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks

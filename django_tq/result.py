@@ -6,20 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.db import router
 
 from django_tq import control, serialization, states
-from django_tq.canvas.graph import workflow_graph as workflow_graph  # re-exported
 from django_tq.context import current_request
 from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import TaskError, TaskRevokedError, TimeoutError
+from django_tq.graph import workflow_graph as workflow_graph  # re-exported
+from django_tq.models import GroupResult as GroupRow
+from django_tq.outcome import Outcome
 from django_tq.result_backends import NullBackend, ResultBackend, ResultData, get_backend
 from django_tq.sqlite import write_atomic
-
-if TYPE_CHECKING:
-    from django_tq.execution import Outcome
 
 R = TypeVar("R")
 
@@ -359,16 +358,12 @@ class GroupResult:
 
     def forget(self) -> None:
         """Delete the members' results and the group's record."""
-        from django_tq.models import GroupResult as GroupRow
-
         for result in self.results:
             result.forget()
         GroupRow.objects.filter(group_id=self.id).delete()
 
     def save(self) -> GroupResult:
         """Store the group (its id and members), so :meth:`restore` finds it."""
-        from django_tq.models import GroupResult as GroupRow
-
         alias = router.db_for_write(GroupRow) or "default"
         with write_atomic(alias):  # update_or_create reads, then writes
             GroupRow.objects.using(alias).update_or_create(
@@ -379,8 +374,6 @@ class GroupResult:
     @classmethod
     def restore(cls, id: str) -> GroupResult | None:
         """Return the stored group ``id``, or None if it was never stored."""
-        from django_tq.models import GroupResult as GroupRow
-
         ids = GroupRow.objects.filter(group_id=id).values_list("result_ids", flat=True).first()
         if ids is None:
             return None

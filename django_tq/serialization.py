@@ -14,11 +14,12 @@ import datetime as dt
 import decimal
 import json
 import pickle
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django_tq.exceptions import DecodeError, EncodeError
+from django_tq.exceptions import DecodeError, EncodeError, TaskError
 
 JSON = "application/json"
 PICKLE = "application/x-python-serialize"
@@ -179,10 +180,6 @@ def exception_from_data(data: dict[str, Any]) -> BaseException:
     Safe means: the class is already imported (nothing is imported on behalf of stored data), is
     an ``Exception`` subclass, and can be built from its stored arguments.
     """
-    import sys
-
-    from django_tq.exceptions import TaskError
-
     type_name = str(data.get("exc_type", "Exception"))
     message = str(data.get("exc_message", ""))
     module_name, _, qualname = type_name.rpartition(".")

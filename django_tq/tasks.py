@@ -4,6 +4,10 @@
 :class:`Task` and registers it under ``"<module>.<function>"`` (or ``name=``). Calling the task
 runs the function inline; ``delay``/``apply_async`` enqueue it; ``apply`` runs it eagerly through
 the same execution path a worker uses.
+
+``Task`` sits above the canvas, ``execution`` and ``result``, which it uses; they reach a task by
+name through the registry, which this module tells how to make the stand-in of a task only the
+workers know (its last line).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import uuid
 from collections.abc import Callable
 from functools import cached_property
 from typing import (
-    TYPE_CHECKING,
     Any,
     Concatenate,
     Generic,
@@ -27,18 +30,16 @@ from typing import (
 
 from django.utils import timezone
 
-from django_tq import abort, rate_limits, routing, unique
+from django_tq import abort, execution, rate_limits, routing, unique
 from django_tq import enqueue as enqueue_module
 from django_tq.broker import RetryPolicy
+from django_tq.canvas import Signature, chunks, group, links_of, xmap, xstarmap
 from django_tq.conf import tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request
-from django_tq.exceptions import MaxRetriesExceededError, Retry
+from django_tq.exceptions import MaxRetriesExceededError, Replace, Retry
 from django_tq.message import TaskMessage
 from django_tq.registry import registry
-
-if TYPE_CHECKING:
-    from django_tq.canvas import Signature, group
-    from django_tq.result import AsyncResult, EagerResult
+from django_tq.result import AsyncResult, EagerResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -253,8 +254,6 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult[R]:
         """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …)."""
-        from django_tq.result import AsyncResult
-
         unknown = set(options) - CALL_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
@@ -336,8 +335,6 @@ class Task(Generic[P, R]):
 
     def _apply_unique_eagerly(self, message: TaskMessage, using: str | None) -> AsyncResult[R]:
         """Run ``message`` eagerly, unless a task holding its unique key is queued or running."""
-        from django_tq.result import AsyncResult
-
         if message.unique_key is None:
             return self._apply_message(message)
         holder = unique.acquire(message, using=using or enqueue_module.default_alias())
@@ -349,45 +346,31 @@ class Task(Generic[P, R]):
             unique.release(message)
 
     def _apply_message(self, message: TaskMessage) -> EagerResult[R]:
-        from django_tq.execution import run_eagerly
-
-        return run_eagerly(message)
+        return execution.run_eagerly(message)
 
     # -- signatures (see django_tq.canvas) ----------------------------------------------------
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """Return a signature of this task with these (partial) arguments."""
-        from django_tq.canvas import Signature
-
         return Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """Return an immutable signature: a previous step's result is not passed to it."""
-        from django_tq.canvas import Signature
-
         return Signature(self, args, kwargs, immutable=True)
 
     def map(self, items: Any) -> Signature:
         """Return a signature of one task calling this one on each item."""
-        from django_tq.canvas import xmap
-
         return xmap(self.name, items)
 
     def starmap(self, items: Any) -> Signature:
         """Return a signature of one task calling this one with each item's arguments."""
-        from django_tq.canvas import xstarmap
-
         return xstarmap(self.name, items)
 
     def chunks(self, items: Any, size: int) -> group:
         """Return a group of tasks, each calling this one on ``size`` items' arguments."""
-        from django_tq.canvas import chunks
-
         return chunks(self.name, items, size)
 
     def replace(self, sig: Signature) -> NoReturn:
         """Replace the running task with ``sig``, which takes over its id, chain and callbacks."""
-        from django_tq.exceptions import Replace
-
         if self.request.called_directly:
             raise RuntimeError(f"{self.name}.replace() was called outside a task execution.")
         raise Replace(sig.to_dict())
@@ -463,9 +446,7 @@ class Task(Generic[P, R]):
 
     def update_state(self, state: str, meta: dict[str, Any] | None = None) -> None:
         """Record a custom state (e.g. ``PROGRESS``) with ``meta`` for the running task."""
-        from django_tq.execution import update_state
-
-        update_state(self, state, meta)
+        execution.update_state(self, state, meta)
 
     # -- handlers (override in a base class) -------------------------------------------------
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -569,8 +550,6 @@ def _workflow_fields(options: dict[str, Any]) -> dict[str, Any]:
         fields["chord"] = str(options["chord"])
     for key in ("link", "link_error"):
         if options.get(key):
-            from django_tq.canvas import links_of
-
             fields[key] = tuple(links_of(options[key]))
     return fields
 
@@ -582,7 +561,12 @@ def send_task(
     **options: Any,
 ) -> AsyncResult[Any]:
     """Enqueue the task registered (on the worker) as ``name`` without importing its function."""
-    if name in registry:
-        return registry.get(name).apply_async(args, kwargs, **options)
-    placeholder: Task[..., Any] = Task(lambda *a, **k: None, name=name)
-    return placeholder.apply_async(args, kwargs, **options)
+    return registry.sender(name).apply_async(args, kwargs, **options)
+
+
+def _stand_in(name: str) -> Task[..., Any]:
+    """Return a task that can only be sent: the one registered as ``name`` on the workers."""
+    return Task(lambda *a, **k: None, name=name)
+
+
+registry.use_stand_in(_stand_in)

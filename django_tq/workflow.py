@@ -16,7 +16,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace as replace_outcome
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connections, router, transaction
 from django.db.models import F
@@ -24,14 +24,13 @@ from django.utils import timezone
 
 from django_tq import serialization, states
 from django_tq.canvas import Placement, Signature, chain, chord, group, links_of, signature, task_of
-from django_tq.exceptions import TaskRevokedError
+from django_tq.context import build_request
+from django_tq.exceptions import TaskError, TaskRevokedError
 from django_tq.message import TaskMessage
 from django_tq.models import ChordCounter, GroupResult, TaskResult
+from django_tq.outcome import Outcome
 from django_tq.registry import registry
 from django_tq.result_backends import DatabaseBackend, get_backend
-
-if TYPE_CHECKING:
-    from django_tq.execution import Outcome
 
 logger = logging.getLogger("django_tq.workflow")
 
@@ -138,8 +137,6 @@ def _errbacks(message: TaskMessage, outcome: Outcome, place: Placement, *, eager
     (``.si()``) are applied with exactly their own arguments."""
     if not message.link_error:
         return
-    from django_tq.execution import build_request
-
     request = build_request(message, is_eager=eager)
     error = _error(outcome)
     for entry in message.link_error:
@@ -182,9 +179,6 @@ def _store_failed(sig: Signature, message: TaskMessage, outcome: Outcome) -> Non
 
 def dead(message: TaskMessage, reason: str) -> None:
     """Fail what waits for a dead-lettered task (its chord, its chain), which will never run."""
-    from django_tq.exceptions import TaskError
-    from django_tq.execution import Outcome
-
     error = TaskError(states.DEAD, f"Task {message.id} was dead-lettered: {reason}")
     outcome = Outcome(
         state=states.FAILURE, result=serialization.exception_to_data(error), exception=error

@@ -24,8 +24,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+import django_tq.admin.charts as charts
+import django_tq.admin.display as display
 from django_tq import queues, serialization, states
-from django_tq.admin import charts, display
 from django_tq.models import Dashboard, DeadLetter, QueueDepthSample, TaskResult, WorkerState
 from django_tq.models.workers import LOST_AFTER
 

@@ -17,8 +17,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+import django_tq.admin.display as display
 from django_tq import states
-from django_tq.admin import display
 from django_tq.admin.display import ReadOnlyAdmin
 from django_tq.models import GroupResult, TaskResult
 from django_tq.result import workflow_graph

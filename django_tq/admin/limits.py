@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from django_tq.admin import display
+import django_tq.admin.display as display
 from django_tq.admin.display import ReadOnlyAdmin, badge
 from django_tq.models import RateLimitBucket, UniqueLock
 

@@ -9,8 +9,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+import django_tq.admin.display as display
 from django_tq import control, parking
-from django_tq.admin import display
 from django_tq.admin.display import ReadOnlyAdmin
 from django_tq.models import ParkedMessage
 

@@ -20,8 +20,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
 
+import django_tq.admin.display as display
 from django_tq import control, serialization
-from django_tq.admin import display
 from django_tq.admin.display import JSONTextField
 from django_tq.exceptions import DecodeError
 from django_tq.models import TaskResult

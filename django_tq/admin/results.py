@@ -10,8 +10,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+import django_tq.admin.display as display
+import django_tq.admin.requeue as requeue
 from django_tq import control, states
-from django_tq.admin import display, requeue
 from django_tq.admin.display import ReadOnlyAdmin
 from django_tq.admin.groups import graph_url
 from django_tq.models import TaskResult

@@ -69,15 +69,16 @@ def view_schema() -> Any:
     return spectacular_openapi.AutoSchema()
 
 
-def _is_api_view(callback: Any) -> bool:
-    from django_tq.api.views import ApiView
-
+def _is_view_of(callback: Any, base: type) -> bool:
     view_class = getattr(callback, "cls", None)
-    return isinstance(view_class, type) and issubclass(view_class, ApiView)
+    return isinstance(view_class, type) and issubclass(view_class, base)
 
 
-def schema_view() -> Callable[..., Any] | None:
-    """Return the view serving this API's OpenAPI 3 document, or ``None`` without drf-spectacular."""
+def schema_view(base: type) -> Callable[..., Any] | None:
+    """Return the view serving the OpenAPI 3 document of the views built on ``base``.
+
+    ``urls`` passes the API's ``ApiView``. Return ``None`` without drf-spectacular.
+    """
     if not IS_AVAILABLE:
         return None
 
@@ -86,7 +87,7 @@ def schema_view() -> Callable[..., Any] | None:
 
         def _initialise_endpoints(self) -> None:
             super()._initialise_endpoints()
-            self.endpoints = [endpoint for endpoint in self.endpoints if _is_api_view(endpoint[3])]
+            self.endpoints = [e for e in self.endpoints if _is_view_of(e[3], base)]
 
         def get_schema(self, request: Any = None, public: bool = False) -> dict[str, Any]:
             document = dict(super().get_schema(request=request, public=public))

@@ -41,7 +41,7 @@ urlpatterns: list[URLPattern] = [
     path("queues/", views.QueueList.as_view(), name="queue-list"),
 ]
 
-schema_view = schema.schema_view()
+schema_view = schema.schema_view(views.ApiView)
 if schema_view is not None:
     urlpatterns.append(path("schema/", schema_view, name="schema"))
 

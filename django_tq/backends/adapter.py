@@ -25,8 +25,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import django_tq.backends.compat as compat
+import django_tq.backends.priority as priority
+import django_tq.backends.results as results
 from django_tq import signals
-from django_tq.backends import compat, priority, results
 from django_tq.exceptions import Terminated
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend

@@ -20,9 +20,12 @@ from typing import Any
 from django.core import checks
 from django.db import connections, transaction
 
+import django_tq.backends.adapter as adapter
+import django_tq.backends.compat as compat
+import django_tq.backends.priority as priority
+import django_tq.backends.results as results
 from django_tq import enqueue as enqueue_module
 from django_tq import serialization
-from django_tq.backends import adapter, compat, priority, results
 from django_tq.conf import tq_settings
 from django_tq.execution import Outcome
 from django_tq.result import EagerResult

@@ -30,8 +30,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+import django_tq.backends.compat as compat
+import django_tq.backends.priority as priority
 from django_tq import serialization, states
-from django_tq.backends import compat, priority
 from django_tq.conf import tq_settings
 from django_tq.result_backends import ResultData
 

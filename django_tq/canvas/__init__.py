@@ -8,9 +8,13 @@ first *freezes* it (every task gets its id), so the result handles are usable at
 is then sent with ``Task.apply_async`` and so by ``enqueue()``, the one place that publishes. What
 follows a finished task (the next step, callbacks, errbacks, a chord's body) is applied by
 ``execution.record`` through :mod:`django_tq.workflow`. See docs/canvas.md.
+
+The canvas sits below ``tasks.py`` (``Task.s()`` builds signatures) and reaches a task by name
+through the registry; only :mod:`django_tq.canvas.builtins`, which declares tasks, sits above it
+and is not imported here (``apps.ready`` imports it).
 """
 
-from django_tq.canvas.builtins import chunks, xmap, xstarmap
+from django_tq.canvas.maps import chunks, xmap, xstarmap
 from django_tq.canvas.primitives import chain, chord, group
 from django_tq.canvas.signatures import Placement, Signature, links_of, signature, task_of
 

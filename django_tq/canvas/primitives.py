@@ -4,19 +4,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router
 
 from django_tq import serialization
-from django_tq.canvas.signatures import PLACEMENT, Placement, Signature, links_of, new_id, signature
+from django_tq.canvas.signatures import (
+    PLACEMENT,
+    Placement,
+    Signature,
+    kind,
+    links_of,
+    new_id,
+    signature,
+)
 from django_tq.conf import tq_settings
 from django_tq.context import current_request
 from django_tq.models import ChordCounter, GroupResult
-
-if TYPE_CHECKING:
-    from django_tq.result import GroupResult as GroupResultHandle
+from django_tq.result import GroupResult as GroupResultHandle
 
 
 def _flatten(tasks: Iterable[Any], kind: type[Signature]) -> list[Signature]:
@@ -31,6 +37,7 @@ def _flatten(tasks: Iterable[Any], kind: type[Signature]) -> list[Signature]:
     return found
 
 
+@kind
 class chain(Signature):
     """Tasks run one after the other, each given the previous one's result: ``a.s() | b.s()``."""
 
@@ -50,6 +57,11 @@ class chain(Signature):
 
     def __repr__(self) -> str:
         return " | ".join(repr(step) for step in self.tasks)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        steps = [signature(step) for step in data["tasks"]]
+        return cls(*steps)._copy(options=dict(data.get("options") or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +161,7 @@ def _fields(place: Placement) -> dict[str, Any]:
     return {key: getattr(place, key) for key in (*PLACEMENT, "extra")}
 
 
+@kind
 class group(Signature):
     """Tasks run in parallel; the result is a :class:`~django_tq.result.GroupResult`."""
 
@@ -160,6 +173,11 @@ class group(Signature):
 
     def __repr__(self) -> str:
         return f"group({', '.join(repr(t) for t in self.tasks)})"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        members = [signature(member) for member in data["tasks"]]
+        return cls(*members)._copy(options=dict(data.get("options") or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,11 +204,9 @@ class group(Signature):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        from django_tq.result import GroupResult as Handle
-
         frozen = self.set(**options).freeze()
         results = [t.apply(args, kwargs) for t in frozen.tasks]
-        return Handle(frozen.id, results)
+        return GroupResultHandle(frozen.id, results)
 
     def freeze(self) -> Any:
         options = dict(self.options)
@@ -229,9 +245,7 @@ class group(Signature):
             member.send(args, kwargs, inner)
 
     def result(self) -> GroupResultHandle:
-        from django_tq.result import GroupResult as Handle
-
-        return Handle(self.id, [t.result() for t in self.tasks])
+        return GroupResultHandle(self.id, [t.result() for t in self.tasks])
 
 
 def _current_id() -> str | None:
@@ -264,6 +278,7 @@ def save_group(
     )
 
 
+@kind
 class chord(Signature):
     """A group whose results, in order, are given to a body once all finished: ``chord(h)(b)``."""
 
@@ -276,6 +291,11 @@ class chord(Signature):
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        body = signature(data["body"]) if data.get("body") else None
+        return cls(signature(data["header"]), body)._copy(options=dict(data.get("options") or {}))
 
     def __call__(self, body: Any = None, **options: Any) -> Any:
         """``chord(header)(body)``: apply with this body; return the body's result handle."""

@@ -1,19 +1,28 @@
-"""``Signature``: one task call written down, and :func:`signature` to build one (or read a dict)."""
+"""``Signature``: one task call written down, and :func:`signature` to build one (or read a dict).
+
+Signatures sit below ``tasks.py``: ``Task.s()`` builds one, and a signature reaches its task by
+name through the registry (:meth:`~django_tq.registry.TaskRegistry.sender`). The kinds built on
+``Signature`` (``chain``, ``group``, ``chord`` in :mod:`django_tq.canvas.primitives`) add
+themselves to :data:`KINDS` with :func:`kind`, so a dict of any kind reads back here.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django_tq.conf import tq_settings
 from django_tq.context import current_request
 from django_tq.registry import registry
-from django_tq.tasks import Task
+from django_tq.result import AsyncResult
 
 if TYPE_CHECKING:
     from django_tq.canvas.primitives import chain
+    from django_tq.tasks import Task
+
+S = TypeVar("S", bound="type[Signature]")
 
 PLACEMENT = ("parent_id", "root_id", "group_id", "chord", "chain")
 #: call options that apply to every task of a workflow
@@ -43,9 +52,7 @@ def new_id() -> str:
 
 def task_of(name: str) -> Task[Any, Any]:
     """Return the task registered as ``name``, or a stand-in that can only be sent."""
-    if name in registry:
-        return registry.get(name)
-    return Task(lambda *a, **k: None, name=name)  # registered on the workers only (send_task)
+    return registry.sender(name)  # a stand-in: registered on the workers only (send_task)
 
 
 def links_of(value: Any) -> list[dict[str, Any]]:
@@ -132,13 +139,23 @@ class Signature:
     link_error = on_error
 
     def __or__(self, other: Signature) -> chain:
-        from django_tq.canvas.primitives import chain
-
         if not isinstance(other, Signature):
             return NotImplemented
-        return chain(self, other)
+        make: type[chain] = KINDS["chain"]
+        return make(self, other)
 
     # -- serialization --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Signature:
+        """Return the signature :meth:`to_dict` wrote (the kind's own class reads it)."""
+        return cls(
+            data["task"],
+            data.get("args"),
+            data.get("kwargs"),
+            immutable=bool(data.get("immutable")),
+            **dict(data.get("options") or {}),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Return the signature as a JSON-able dict (what messages carry)."""
         return {
@@ -226,8 +243,6 @@ class Signature:
 
     def result(self) -> Any:
         """Return the result handle of this (frozen) signature."""
-        from django_tq.result import AsyncResult
-
         return AsyncResult(self.id, task_name=self.task)
 
 
@@ -246,23 +261,17 @@ def signature(
 
 
 def _from_dict(data: dict[str, Any]) -> Signature:
-    from django_tq.canvas.primitives import chain, chord, group
+    kind_name = data.get("kind", "task")
+    if kind_name not in KINDS:
+        raise ValueError(f"Unknown signature kind {kind_name!r}")
+    return KINDS[kind_name].from_dict(data)
 
-    kind = data.get("kind", "task")
-    options = dict(data.get("options") or {})
-    if kind == "chain":
-        return chain(*[_from_dict(step) for step in data["tasks"]])._copy(options=options)
-    if kind == "group":
-        return group(*[_from_dict(t) for t in data["tasks"]])._copy(options=options)
-    if kind == "chord":
-        body = _from_dict(data["body"]) if data.get("body") else None
-        return chord(_from_dict(data["header"]), body)._copy(options=options)
-    if kind != "task":
-        raise ValueError(f"Unknown signature kind {kind!r}")
-    return Signature(
-        data["task"],
-        data.get("args"),
-        data.get("kwargs"),
-        immutable=bool(data.get("immutable")),
-        **options,
-    )
+
+#: the signature classes by ``kind``; canvas.primitives adds chain, group and chord
+KINDS: dict[str, Any] = {"task": Signature}
+
+
+def kind(cls: S) -> S:
+    """Class decorator: make ``signature(d)`` read a dict of ``cls.kind`` with ``cls.from_dict``."""
+    KINDS[cls.kind] = cls
+    return cls

@@ -11,14 +11,13 @@ from django_tq.broker import Delivery
 from django_tq.message import TaskMessage
 from django_tq.models import DeadLetter
 from django_tq.result_backends import get_backend
+from django_tq.serialization import to_jsonable
 
 logger = logging.getLogger("django_tq.worker")
 
 
 def _jsonable_headers(headers: Any) -> Any:
     try:
-        from django_tq.serialization import to_jsonable
-
         return to_jsonable(headers)
     except Exception:
         return {"unreadable": repr(headers)[:2000]}

@@ -120,7 +120,8 @@ class Worker:
         connections.close_all()
         exporter = None
         if self.config.metrics_port is not None:
-            from django_tq.worker import metrics  # prometheus_client: only when asked for
+            # import-inside: optional extra: prometheus_client, imported only with a metrics port
+            from django_tq.worker import metrics
 
             exporter = metrics.exporter(
                 self.hostname,
