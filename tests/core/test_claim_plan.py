@@ -9,7 +9,7 @@ from django.db import connection
 from django_tq.broker import Broker
 from django_tq.models import QueueMessage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def _fill(queue: str, rows: int) -> None:
