@@ -6,5 +6,6 @@ from tests.testapp.views import place_order
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/tq/", include("django_tq.api.urls")),
+    path("tq/metrics/", include("django_tq.metrics.urls")),
     path("orders/", place_order),
 ]

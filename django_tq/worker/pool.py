@@ -152,6 +152,7 @@ class Pool:
         self.target = target
         self.concurrency = concurrency
         self.stopping = False
+        self.restarts = 0  #: consumers started again after one ended (what the metrics count)
 
     def start(self) -> None:
         """Start the consumers."""
@@ -202,8 +203,12 @@ class Pool:
         """Return what each consumer is executing now."""
         return []
 
-    def child_pids(self) -> list[tuple[int, int]]:
-        """Return ``(index, pid)`` of each consumer process (prefork only)."""
+    def child_pids(self) -> list[int]:
+        """Return the process ids of the live child processes (none but for prefork)."""
+        return [pid for _, pid in self.child_processes()]
+
+    def child_processes(self) -> list[tuple[int, int]]:
+        """Return ``(index, pid)`` of each live consumer process (none but for prefork)."""
         return []
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -342,6 +347,7 @@ class PreforkPool(Pool):
                         child.pid,
                         child.exitcode,
                     )
+                self.restarts += 1
                 self._spawn(index)
         return exits
 
@@ -395,11 +401,11 @@ class PreforkPool(Pool):
             if child is not None and (details := slot.running_details()) is not None
         ]
 
-    def child_pids(self) -> list[tuple[int, int]]:
+    def child_processes(self) -> list[tuple[int, int]]:
         return [
             (index, child.pid)
             for index, child in enumerate(self.children)
-            if child is not None and child.pid is not None
+            if child is not None and child.is_alive()
         ]
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -472,6 +478,7 @@ class ThreadPool(Pool):
             exits.append(ChildExit(index=index, pid=None, exitcode=None))
             self.threads[index] = None
             if index < self.concurrency and not self.stopping:
+                self.restarts += 1
                 self._spawn(index)
         return exits
 

@@ -129,7 +129,7 @@ class ControlServer:
         running = {task.index: task.task_id for task in pool.running()}
         children = [
             {"index": index, "pid": pid, "rss_kib": _rss_kib(pid), "running": running.get(index)}
-            for index, pid in pool.child_pids()
+            for index, pid in pool.child_processes()
         ]
         return {
             "hostname": worker.hostname,

@@ -71,6 +71,8 @@ class WorkerConfig:
     #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose messages carry none
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
+    metrics_address: str = "0.0.0.0"
 
 
 def default_hostname() -> str:
@@ -134,7 +136,20 @@ class Worker:
         self._install_signals()
         self.tick(time.monotonic())
         connections.close_all()
+        exporter = None
+        if self.config.metrics_port is not None:
+            # import-inside: optional extra: prometheus_client, imported only with a metrics port
+            from django_tq.worker import metrics
+
+            exporter = metrics.exporter(
+                self.hostname,
+                self.pool,
+                port=self.config.metrics_port,
+                address=self.config.metrics_address,
+            )
         self.pool.start()
+        if exporter is not None:
+            exporter.start()
         logger.info(
             "Worker %s ready: pool=%s concurrency=%d queues=%s broker=%s",
             self.hostname,
@@ -157,6 +172,8 @@ class Worker:
                     self.stop_requested.wait(0.5)
         finally:
             self._shutdown()
+            if exporter is not None:
+                exporter.stop()
         return 0
 
     def _housekeeping(self) -> None:

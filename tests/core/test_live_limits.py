@@ -15,7 +15,7 @@ from django_tq.models import TaskResult
 from tests.testapp.models import Execution
 from tests.testapp.tasks import record, slow_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 RECORD = "tests.testapp.tasks.record"
 SLOW = "tests.testapp.tasks.slow_record"
 

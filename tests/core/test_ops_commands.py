@@ -25,7 +25,7 @@ from django_tq.models import (
 from tests.conftest import wait_for
 from tests.testapp.tasks import add, record, record_sum, sync_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def _run(*args: str) -> str:

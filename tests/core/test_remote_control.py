@@ -15,7 +15,7 @@ from django_tq.models import ControlCommand, ControlReply, TaskResult
 from tests.conftest import wait_for
 from tests.testapp.tasks import slow_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def _run(*args: str) -> str:

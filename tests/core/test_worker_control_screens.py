@@ -18,7 +18,7 @@ from django_tq.models import ControlCommand, TaskResult, WorkerState
 from tests.conftest import wait_for
 from tests.testapp.tasks import echo_types, slow_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.django_version]
 
 XSS = "<script>alert(1)</script>"
 CHANGELIST = "admin:django_tq_workerstate_changelist"

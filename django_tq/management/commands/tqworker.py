@@ -130,6 +130,15 @@ class Command(BaseCommand):
             "--purge", action="store_true", help="delete waiting messages before starting"
         )
         parser.add_argument(
+            "--metrics-port",
+            type=int,
+            help="serve Prometheus metrics on this port (default: TQ['METRICS_PORT'], else off)",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            help="address the metrics port listens on (default: TQ['METRICS_ADDRESS'])",
+        )
+        parser.add_argument(
             "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
         )
 
@@ -192,6 +201,10 @@ class Command(BaseCommand):
             autoscale_keepalive=tq_settings.WORKER_AUTOSCALE_KEEPALIVE,
             time_limit=options["time_limit"],
             soft_time_limit=options["soft_time_limit"],
+            metrics_port=options["metrics_port"]
+            if options["metrics_port"] is not None
+            else tq_settings.METRICS_PORT,
+            metrics_address=options["metrics_address"] or tq_settings.METRICS_ADDRESS,
         )
 
     def _run(self, worker: Worker, *, beat: bool) -> int:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_tq', '0010_result_priority'),
+        ('django_tq', '0011_metrics_permission'),
     ]
 
     operations = [
