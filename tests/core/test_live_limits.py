@@ -72,6 +72,7 @@ def test_a_rate_limit_set_live_spaces_the_starts_and_reset_lifts_it(
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     start_worker("-P", "prefork", "-c", "2")
     assert "every worker applies it" in _run("tqcontrol", "rate_limit", RECORD, "2/s")
+    time.sleep(1.5)  # every consumer re-reads the overrides within a second
     results = [record.delay(f"limited{i}") for i in range(5)]
     assert [r.get(timeout=30) for r in results] == [f"limited{i}" for i in range(5)]
     starts = _starts("limited")
