@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_PREFETCH_MULTIPLIER": 4,
     "WORKER_MAX_TASKS_PER_CHILD": None,
     "WORKER_MAX_MEMORY_PER_CHILD": None,
+    "WORKER_AUTOSCALE_KEEPALIVE": 30,  # seconds a consumer may idle before --autoscale stops it
     "WORKER_DB_CONN_MAX_AGE": 300,
     "LEASE_SECONDS": 60,
     "ETA_HORIZON_SECONDS": 30,
@@ -143,6 +144,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "WORKER_PREFETCH_MULTIPLIER": _number(1),
     "WORKER_MAX_TASKS_PER_CHILD": _number(1, allow_none=True),
     "WORKER_MAX_MEMORY_PER_CHILD": _number(1, allow_none=True),
+    "WORKER_AUTOSCALE_KEEPALIVE": _number(0),
     "WORKER_DB_CONN_MAX_AGE": _number(0, allow_none=True),
     "LEASE_SECONDS": _number(1),
     "ETA_HORIZON_SECONDS": _number(0),

@@ -1,8 +1,10 @@
-"""Reaching running workers: revocation (and, later, inspection), for results, admin, REST, commands.
+"""Reaching running workers: revocation, inspection and control, for the admin, REST, commands.
 
 Revocations are rows in the database: a worker loads them at start and re-reads new ones every
 second, so a revocation reaches every worker on every transport, including workers started
-after it, and survives restarts. Sending a task again (:func:`requeue`) and running a periodic
+after it, and survives restarts. :func:`inspect` and :func:`broadcast` ask running workers
+through the mailbox (:mod:`django_tq.mailbox`): replies come from each worker's parent process
+within a tick. Sending a task again (:func:`requeue`) and running a periodic
 task outside its schedule (:func:`run_periodic_task`) live here too, so the admin and the REST
 API do both the same way.
 """
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import router
 from django.utils import timezone
 
-from django_tq import abort, states
+from django_tq import abort, mailbox, overrides, states
 from django_tq.models import PeriodicTask, Revocation
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -120,3 +122,113 @@ def run_periodic_task(periodic_task: PeriodicTask, *, by: str) -> AsyncResult[An
     )
     periodic_task.record_sent_now(task_id, by=by)
     return sent
+
+
+# -- remote control of running workers (the mailbox: django_tq.mailbox) -------------------------
+class Inspect:
+    """Ask running workers what they are doing (Celery's ``app.control.inspect()``).
+
+    Each method returns ``{worker name: reply}`` for the workers that answered within
+    ``timeout`` seconds (all live workers, or those in ``destination``); a worker that does not
+    answer in time is missing from the dict, never waited on longer.
+    """
+
+    def __init__(self, destination: list[str] | None = None, timeout: float = 2.0) -> None:
+        self.destination = destination
+        self.timeout = timeout
+
+    def _call(self, name: str) -> dict[str, Any]:
+        replies = mailbox.broadcast(name, destination=self.destination, timeout=self.timeout)
+        return {reply.hostname: reply.payload for reply in replies}
+
+    def ping(self) -> dict[str, Any]:
+        """Return ``{worker: "pong"}``."""
+        return self._call("ping")
+
+    def active(self) -> dict[str, Any]:
+        """Return the tasks each worker runs now: id, name, args, kwargs, pid, started, runtime."""
+        return self._call("active")
+
+    def registered(self) -> dict[str, Any]:
+        """Return the task names each worker knows."""
+        return self._call("registered")
+
+    def stats(self) -> dict[str, Any]:
+        """Return pool, concurrency, processed, uptime, memory per child, broker and database."""
+        return self._call("stats")
+
+    def revoked(self) -> dict[str, Any]:
+        """Return the revoked task ids each worker has loaded."""
+        return self._call("revoked")
+
+    def active_queues(self) -> dict[str, Any]:
+        """Return the queues each worker consumes."""
+        return self._call("active_queues")
+
+    def conf(self) -> dict[str, Any]:
+        """Return each worker's ``TQ`` settings (the broker URL without its password)."""
+        return self._call("conf")
+
+
+def inspect(destination: list[str] | None = None, timeout: float = 2.0) -> Inspect:
+    """Return an :class:`Inspect` for all workers, or those named in ``destination``."""
+    return Inspect(destination, timeout)
+
+
+def broadcast(
+    name: str,
+    arguments: dict[str, Any] | None = None,
+    *,
+    destination: list[str] | None = None,
+    timeout: float = 2.0,
+    reply: bool = True,
+) -> list[mailbox.Reply]:
+    """Send control command ``name`` to the workers; return their replies (``reply=True``)."""
+    return mailbox.broadcast(name, arguments, destination=destination, timeout=timeout, reply=reply)
+
+
+def shutdown(destination: list[str] | None = None, timeout: float = 2.0) -> list[mailbox.Reply]:
+    """Ask the workers to shut down warm (running tasks finish; nothing is lost)."""
+    return broadcast("shutdown", destination=destination, timeout=timeout)
+
+
+def pool_grow(
+    n: int = 1, *, destination: list[str] | None = None, timeout: float = 2.0
+) -> list[mailbox.Reply]:
+    """Add ``n`` consumers to each worker's pool (prefork, threads)."""
+    return broadcast("pool_grow", {"n": n}, destination=destination, timeout=timeout)
+
+
+def pool_shrink(
+    n: int = 1, *, destination: list[str] | None = None, timeout: float = 2.0
+) -> list[mailbox.Reply]:
+    """Take ``n`` consumers from each worker's pool; they finish their running task first."""
+    return broadcast("pool_shrink", {"n": n}, destination=destination, timeout=timeout)
+
+
+def add_consumer(
+    queue: str, *, destination: list[str] | None = None, timeout: float = 2.0
+) -> list[mailbox.Reply]:
+    """Have the workers consume ``queue`` too (their consumers restart warm on the new list)."""
+    return broadcast("add_consumer", {"queue": queue}, destination=destination, timeout=timeout)
+
+
+def cancel_consumer(
+    queue: str, *, destination: list[str] | None = None, timeout: float = 2.0
+) -> list[mailbox.Reply]:
+    """Have the workers stop consuming ``queue`` (refused for a worker's only queue)."""
+    return broadcast("cancel_consumer", {"queue": queue}, destination=destination, timeout=timeout)
+
+
+def rate_limit(task_name: str, rate: str | None) -> None:
+    """Limit ``task_name`` to ``rate`` (``"10/m"``) on every worker until reset (``None``).
+
+    Durable, like a revocation: workers read it within a second, also workers started later.
+    Raise ``ValueError`` for a rate that does not parse.
+    """
+    overrides.set_rate_limit(task_name, rate)
+
+
+def time_limit(task_name: str, hard: float | None, soft: float | None = None) -> None:
+    """Set ``task_name``'s hard and soft time limits on every worker until reset (``None``)."""
+    overrides.set_time_limits(task_name, hard, soft)

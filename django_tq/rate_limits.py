@@ -126,9 +126,12 @@ class RateLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, Bucket] = {}  #: ``rate_limit_scope="worker"`` buckets
 
-    def reserve(self, task: Task[Any, Any], now: dt.datetime) -> float:
-        """Take a token for one run of ``task``; return seconds until it may start (0: now)."""
-        rate = task.rate
+    def reserve(self, task: Task[Any, Any], now: dt.datetime, *, rate: Rate | None = None) -> float:
+        """Take a token for one run of ``task``; return seconds until it may start (0: now).
+
+        ``rate`` (a ``tqcontrol rate_limit`` override) replaces the task's own.
+        """
+        rate = rate or task.rate
         if rate is None:
             return 0.0
         if task.rate_limit_scope == WORKER:

@@ -7,11 +7,15 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 import django_tq.admin.display as display
+import django_tq.admin.worker_control as worker_control
+from django_tq import control
 from django_tq.admin.display import ReadOnlyAdmin, badge
 from django_tq.models import WorkerState
 from django_tq.models.workers import LOST_AFTER
@@ -72,8 +76,79 @@ class WorkerStateAdmin(ReadOnlyAdmin):
         "started_at",
         "last_heartbeat",
         "stopped_at",
+        "active_tasks",
     )
     readonly_fields = fields
+    actions = [
+        "shutdown_workers",
+        "pool_grow_workers",
+        "pool_shrink_workers",
+        "add_consumer_workers",
+        "cancel_consumer_workers",
+    ]
+
+    # -- live actions: each needs django_tq.control_workerstate --------------------------------
+    def has_control_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_tq.control_workerstate")
+
+    @admin.action(description=_("Shut down selected workers (warm)"), permissions=["control"])
+    def shutdown_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "shutdown")
+
+    @admin.action(description=_("Grow the pools of selected workers"), permissions=["control"])
+    def pool_grow_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "pool_grow")
+
+    @admin.action(description=_("Shrink the pools of selected workers"), permissions=["control"])
+    def pool_shrink_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "pool_shrink")
+
+    @admin.action(description=_("Consume another queue"), permissions=["control"])
+    def add_consumer_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "add_consumer")
+
+    @admin.action(description=_("Stop consuming a queue"), permissions=["control"])
+    def cancel_consumer_workers(
+        self, request: HttpRequest, queryset: QuerySet[WorkerState]
+    ) -> TemplateResponse | None:
+        return worker_control.confirm_and_send(self, request, queryset, "cancel_consumer")
+
+    @admin.display(description=_("active tasks"))
+    def active_tasks(self, obj: WorkerState) -> SafeString | str:
+        """Ask a live worker which tasks it runs now (a second at most)."""
+        if not obj.is_alive():
+            return "-"
+        tasks = control.inspect([obj.hostname], timeout=1.0).active().get(obj.hostname)
+        if tasks is None:
+            return str(_("no reply within a second"))
+        if not tasks:
+            return str(_("none"))
+        rows = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (task["id"], task["name"], task["args"], task["pid"], task["runtime"])
+                for task in tasks
+                if isinstance(task, dict)
+            ),
+        )
+        header = format_html(
+            "<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            _("task id"),
+            _("task name"),
+            _("arguments"),
+            _("pid"),
+            _("runtime (s)"),
+        )
+        return format_html("<table>{}{}</table>", header, rows)
 
     @admin.display(description=_("started"), ordering="started_at")
     def started(self, obj: WorkerState) -> SafeString | str:

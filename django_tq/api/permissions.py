@@ -168,6 +168,14 @@ class CanRevoke(HasPermission):
     message = _("Revoking a task needs staff status and the change task result permission.")
 
 
+class CanControlWorkers(HasPermission):
+    """Staff with ``django_tq.control_workerstate`` may shut down and resize running workers."""
+
+    permission = "django_tq.control_workerstate"
+    staff_only = True
+    message = _("Controlling workers needs staff status and the control workers permission.")
+
+
 class CanEnqueue(HasPermission):
     """Users with ``django_tq.enqueue_task`` may enqueue allowlisted tasks by name."""
 

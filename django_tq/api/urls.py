@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
 
-from django_tq.api import errors, groups, schedules, schema, views
+from django_tq.api import errors, groups, schedules, schema, views, workers
 
 app_name = "django_tq_api"
 
@@ -38,6 +38,8 @@ urlpatterns: list[URLPattern] = [
         name="periodic-task-run",
     ),
     path("workers/", views.WorkerList.as_view(), name="worker-list"),
+    path("workers/<str:hostname>/active/", workers.WorkerActive.as_view(), name="worker-active"),
+    path("workers/<str:hostname>/control/", workers.WorkerControl.as_view(), name="worker-control"),
     path("queues/", views.QueueList.as_view(), name="queue-list"),
 ]
 

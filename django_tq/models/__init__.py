@@ -1,10 +1,12 @@
 """django_tq's models, one module per concern."""
 
+from django_tq.models.control import ControlCommand, ControlReply
 from django_tq.models.dead_letters import DeadLetter
 from django_tq.models.groups import ChordCounter, GroupResult
 from django_tq.models.imports import ImportedPeriodicTask
 from django_tq.models.metrics import Dashboard, QueueDepthSample
 from django_tq.models.outbox import OutboxMessage
+from django_tq.models.overrides import TaskOverride
 from django_tq.models.parking import ParkedMessage
 from django_tq.models.periodic_tasks import PeriodicTask, PeriodicTaskRun
 from django_tq.models.queue import QueueMessage
@@ -18,6 +20,8 @@ from django_tq.models.workers import WorkerState
 __all__ = [
     "ChordCounter",
     "ClockedSchedule",
+    "ControlCommand",
+    "ControlReply",
     "CrontabSchedule",
     "Dashboard",
     "DeadLetter",
@@ -32,6 +36,7 @@ __all__ = [
     "QueueMessage",
     "RateLimitBucket",
     "Revocation",
+    "TaskOverride",
     "TaskResult",
     "UniqueLock",
     "WorkerState",

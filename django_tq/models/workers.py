@@ -29,6 +29,7 @@ class WorkerState(models.Model):
         verbose_name = _("worker")
         verbose_name_plural = _("workers")
         ordering = ["hostname"]
+        permissions = [("control_workerstate", _("Can shut down and resize running workers"))]
 
     def __str__(self) -> str:
         return self.hostname

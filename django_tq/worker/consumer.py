@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.signing import BadSignature
@@ -34,6 +34,7 @@ from django_tq.exceptions import DecodeError, NotRegistered
 from django_tq.execution import REJECTED, Outcome, execute, record, revoked_outcome, send_revoked
 from django_tq.message import TaskMessage
 from django_tq.outage import TRANSIENT, Outage
+from django_tq.overrides import Overrides
 from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
@@ -61,6 +62,9 @@ class ConsumerConfig:
     #: prefork: stop after a task that leaves the child above this many KiB resident
     max_memory_kib: int | None = None
     drain_timeout: float = 1.0
+    #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose message carries none
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
 
 def _body_size(body: str | bytes, limit: int) -> int:
@@ -98,6 +102,7 @@ class Consumer:
         self.signing = bool(tq_settings.SIGNING)
         self.max_payload_bytes = int(tq_settings.MAX_PAYLOAD_BYTES)
         self.revocations = Revocations()
+        self.overrides = Overrides()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
         #: what means "busy or unreachable, retry" rather than a bug
         self.transient = (*TRANSIENT, *broker.connection_errors)
@@ -206,11 +211,12 @@ class Consumer:
     def _admit(self, delivery: Delivery, message: TaskMessage) -> None:
         """Run ``message`` now, or hold it until its rate limit lets it start."""
         task = registry.get(message.task)
-        if task.rate is None or message.id in self.revocations:  # handle() skips a revoked one
+        rate = self.overrides.rate(task.name, task.rate)
+        if rate is None or message.id in self.revocations:  # handle() skips a revoked one
             self.handle(delivery, message)
             return
         try:
-            wait = self.limiter.reserve(task, timezone.now())
+            wait = self.limiter.reserve(task, timezone.now(), rate=rate)
         except Exception as exc:
             self._rate_limit_outage.failed(exc, time.monotonic())
             close_old_connections()
@@ -245,12 +251,24 @@ class Consumer:
         delivery.ack()
         logger.info("Skipped revoked task %s[%s]", message.task, message.id)
 
+    def _limited(self, message: TaskMessage) -> TaskMessage:
+        """Return ``message`` with the time limits it runs under: an override, its own, ours."""
+        hard, soft = self.overrides.time_limits.get(
+            message.task, (message.time_limit, message.soft_time_limit)
+        )
+        if hard is None and soft is None:
+            hard, soft = self.config.time_limit, self.config.soft_time_limit
+        if (hard, soft) == (message.time_limit, message.soft_time_limit):
+            return message
+        return replace(message, time_limit=hard, soft_time_limit=soft)
+
     def _guarded_refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and not self._revocations_outage.is_due(now):
             return
         try:
             self.revocations.refresh(now, force=force)
+            self.overrides.refresh(now)
         except Exception as exc:
             self._revocations_outage.failed(exc, now)
             close_old_connections()
@@ -360,6 +378,7 @@ class Consumer:
         if not acks_late:
             delivery.ack()
         signals.send(signals.task_received, sender=task, message=message)
+        message = self._limited(message)
         deadline = None
         if message.time_limit and self.slot.is_shared:  # the prefork parent enforces it
             deadline = time.time() + message.time_limit

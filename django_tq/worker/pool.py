@@ -30,6 +30,16 @@ Target = Callable[[int, Any, "Slot"], None]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Running:
+    """A task a consumer is executing now."""
+
+    index: int
+    pid: int  #: the process running it (the worker's own for threads and solo)
+    task_id: str
+    task_name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ChildExit:
     """A child (process or thread) that ended."""
 
@@ -106,6 +116,11 @@ class Slot:
         """Return the delivery tag being executed, or None."""
         return self._read()[0]
 
+    def running_details(self) -> tuple[str, str] | None:
+        """Return ``(task id, task name)`` of the task being executed, or None."""
+        _, task_id, task_name, _ = self._read()
+        return None if task_id is None else (str(task_id), str(task_name or ""))
+
     def running_task(self) -> str | None:
         """Return the id of the task being executed, or None."""
         task_id = self._read()[1]
@@ -155,6 +170,14 @@ class Pool:
         """Ask every consumer to finish its running task; ``tick()`` starts fresh ones."""
         raise NotImplementedError
 
+    def resize(self, concurrency: int) -> None:
+        """Run ``concurrency`` consumers from now on (``pool_grow``/``pool_shrink``, autoscale).
+
+        New consumers start at once; the highest-numbered ones beyond ``concurrency`` are asked
+        to finish their running task and stop (warm), and ``tick()`` does not replace them.
+        """
+        raise ValueError(f"the {self.name} pool cannot change its size")
+
     def stop(self) -> None:
         """Ask every consumer to finish its running task and stop for good (warm)."""
         self.stopping = True
@@ -174,10 +197,18 @@ class Pool:
 
     def running_tasks(self) -> list[str]:
         """Return the ids of the tasks the consumers are running."""
+        return [running.task_id for running in self.running()]
+
+    def running(self) -> list[Running]:
+        """Return what each consumer is executing now."""
         return []
 
     def child_pids(self) -> list[int]:
         """Return the process ids of the live child processes (none but for prefork)."""
+        return [pid for _, pid in self.child_processes()]
+
+    def child_processes(self) -> list[tuple[int, int]]:
+        """Return ``(index, pid)`` of each live consumer process (none but for prefork)."""
         return []
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -259,6 +290,21 @@ class PreforkPool(Pool):
         for index in range(self.concurrency):
             self._spawn(index)
 
+    def resize(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"a pool needs at least one consumer, not {concurrency}")
+        while len(self.children) < concurrency:
+            self.children.append(None)
+            self.events.append(None)
+            self.slots.append(Slot(shared=True))
+        old, self.concurrency = self.concurrency, concurrency
+        for index in range(concurrency, len(self.events)):
+            if self.events[index] is not None:
+                self.events[index].set()  # finish the running task, then stop
+        for index in range(min(old, concurrency), concurrency):
+            if self.children[index] is None and not self.stopping:
+                self._spawn(index)
+
     def tick(self) -> list[ChildExit]:
         exits = []
         for index, child in enumerate(self.children):
@@ -283,7 +329,9 @@ class PreforkPool(Pool):
                 )
             )
             self.children[index] = None
-            if not self.stopping:
+            if index >= self.concurrency:
+                logger.info("Child %d (pid %d) stopped: the pool shrank", index, child.pid)
+            elif not self.stopping:
                 if terminated is not None:
                     logger.info(
                         "Child %d (pid %d) ended by terminating task %s with %s; "
@@ -334,9 +382,6 @@ class PreforkPool(Pool):
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
 
-    def child_pids(self) -> list[int]:
-        return [child.pid for child in self.children if child is not None and child.is_alive()]
-
     def kill_overdue(self, now: float) -> list[tuple[str, str]]:
         killed = []
         for child, slot in zip(self.children, self.slots, strict=True):
@@ -349,11 +394,18 @@ class PreforkPool(Pool):
                 killed.append(task)
         return killed
 
-    def running_tasks(self) -> list[str]:
+    def running(self) -> list[Running]:
         return [
-            task_id
-            for child, slot in zip(self.children, self.slots, strict=True)
-            if child is not None and (task_id := slot.running_task()) is not None
+            Running(index=index, pid=child.pid, task_id=details[0], task_name=details[1])
+            for index, (child, slot) in enumerate(zip(self.children, self.slots, strict=True))
+            if child is not None and (details := slot.running_details()) is not None
+        ]
+
+    def child_processes(self) -> list[tuple[int, int]]:
+        return [
+            (index, child.pid)
+            for index, child in enumerate(self.children)
+            if child is not None and child.is_alive()
         ]
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -404,6 +456,20 @@ class ThreadPool(Pool):
         for index in range(self.concurrency):
             self._spawn(index)
 
+    def resize(self, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"a pool needs at least one consumer, not {concurrency}")
+        while len(self.threads) < concurrency:
+            self.threads.append(None)
+            self.events.append(threading.Event())
+            self.slots.append(Slot(shared=False))
+        old, self.concurrency = self.concurrency, concurrency
+        for index in range(concurrency, len(self.events)):
+            self.events[index].set()  # finish the running task, then stop
+        for index in range(min(old, concurrency), concurrency):
+            if self.threads[index] is None and not self.stopping:
+                self._spawn(index)
+
     def tick(self) -> list[ChildExit]:
         exits = []
         for index, thread in enumerate(self.threads):
@@ -411,7 +477,7 @@ class ThreadPool(Pool):
                 continue
             exits.append(ChildExit(index=index, pid=None, exitcode=None))
             self.threads[index] = None
-            if not self.stopping:
+            if index < self.concurrency and not self.stopping:
                 self.restarts += 1
                 self._spawn(index)
         return exits
@@ -434,8 +500,12 @@ class ThreadPool(Pool):
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
 
-    def running_tasks(self) -> list[str]:
-        return [task_id for slot in self.slots if (task_id := slot.running_task()) is not None]
+    def running(self) -> list[Running]:
+        return [
+            Running(index=index, pid=os.getpid(), task_id=details[0], task_name=details[1])
+            for index, slot in enumerate(self.slots)
+            if (details := slot.running_details()) is not None
+        ]
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
         """Raise in the task at its thread's next bytecode (nothing can kill one thread)."""
@@ -462,6 +532,9 @@ class SoloPool(ThreadPool):
 
     def start(self) -> None:
         """Nothing to start: :meth:`run_in_main_thread` runs the consumer."""
+
+    def resize(self, concurrency: int) -> None:
+        raise ValueError("the solo pool runs one consumer: use prefork or threads to resize")
 
     def run_in_main_thread(self) -> None:
         try:

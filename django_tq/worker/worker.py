@@ -12,7 +12,6 @@ restarts the children; SIGUSR1 dumps every thread's traceback to stderr.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import os
@@ -21,7 +20,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from django.db import close_old_connections, connections, router
@@ -30,15 +30,19 @@ from django.utils import timezone
 from django_tq import message as wire_format
 from django_tq import outbox, parking, queues, serialization, signals, sqlite, states
 from django_tq.broker import Broker
+from django_tq.cleanup import expire
 from django_tq.conf import tq_settings
 from django_tq.exceptions import NotRegistered, TimeLimitExceeded
 from django_tq.execution import record, revoked_outcome, send_revoked
-from django_tq.models import QueueDepthSample, Revocation, WorkerState
+from django_tq.models import QueueDepthSample, WorkerState
 from django_tq.outage import Outage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
+from django_tq.worker.autoreload import CodeWatcher
+from django_tq.worker.autoscale import Autoscaler
 from django_tq.worker.consumer import Consumer, ConsumerConfig
-from django_tq.worker.pool import ChildExit, Pool, Slot, make_pool
+from django_tq.worker.pool import ChildExit, Pool, Slot, Target, make_pool
+from django_tq.worker.remote_control import ControlServer
 from django_tq.worker.revocations import Revocations
 from django_tq.worker.tracebacks import log_tracebacks
 
@@ -61,6 +65,12 @@ class WorkerConfig:
     cleanup_interval: float = 60.0
     sample_interval: float = 60.0
     shutdown_timeout: float | None = None
+    autoreload: bool = False  #: stop warm when the code changes (``reload_requested``)
+    autoscale: tuple[int, int] | None = None  #: ``(maximum, minimum)`` consumers
+    autoscale_keepalive: float = 30.0  #: seconds a consumer may idle before it is let go
+    #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose messages carry none
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
     metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
     metrics_address: str = "0.0.0.0"
 
@@ -89,15 +99,19 @@ class Worker:
         self.broker = broker
         self.config = config
         self.hostname = config.hostname or default_hostname()
-        consumer_config = ConsumerConfig(
-            queues=config.queues,
-            prefetch=max(1, config.prefetch_multiplier),
-            hostname=self.hostname,
-            max_tasks=config.max_tasks_per_child,
-            max_memory_kib=config.max_memory_per_child,
+        concurrency = config.autoscale[1] if config.autoscale else config.concurrency
+        self.pool: Pool = make_pool(config.pool, self._target(), concurrency)
+        self.autoscaler = (
+            Autoscaler(
+                self.pool,
+                maximum=config.autoscale[0],
+                minimum=config.autoscale[1],
+                backlog=self.backlog,
+                keepalive=config.autoscale_keepalive,
+            )
+            if config.autoscale
+            else None
         )
-        target = functools.partial(run_consumer, broker, consumer_config)
-        self.pool: Pool = make_pool(config.pool, target, config.concurrency)
         self.stop_requested = threading.Event()
         self.cold = False
         self.started_at = timezone.now()
@@ -107,6 +121,10 @@ class Worker:
         self._restart_children = False
         self.revocations = Revocations()
         self._outages: dict[str, Outage] = {}
+        self.control: ControlServer | None = None  # made at the first tick (it reads the DB)
+        self.watcher = CodeWatcher() if config.autoreload else None
+        #: the code changed (``autoreload``): whoever started the worker starts it again
+        self.reload_requested = False
 
     # -- life cycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -168,11 +186,19 @@ class Worker:
         if self._restart_children:
             self._restart_children = False
             self.pool.restart()
+        if self.watcher is not None and not self.reload_requested:
+            changed = self.watcher.tick(now)
+            if changed is not None:
+                self._reload(changed)
         self._release_ended(self.pool.tick())
         self._guard("release_parked", self.release_parked, now)
         self._guard("relay_outbox", self.relay_outbox, now)
         self._guard("terminate_revoked", lambda: self.terminate_revoked(now), now)
         self._guard("enforce_time_limits", self.enforce_time_limits, now)
+        self._guard("remote_control", lambda: self.answer_commands(now), now)
+        if self.autoscaler is not None:
+            autoscaler = self.autoscaler
+            self._guard("autoscale", lambda: autoscaler.tick(now), now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard("heartbeat", self.heartbeat, now)
@@ -320,26 +346,44 @@ class Worker:
         ]
         return QueueDepthSample.objects.record(depths, now)
 
-    def cleanup(self, batches: int = 10) -> int:
-        """Delete results older than ``RESULT_EXPIRES``, a batch at a time; return how many.
+    def _target(self) -> Target:
+        """Return what each consumer runs: a :class:`Consumer` on ``self.config.queues``."""
+        consumer_config = ConsumerConfig(
+            queues=self.config.queues,
+            prefetch=max(1, self.config.prefetch_multiplier),
+            hostname=self.hostname,
+            max_tasks=self.config.max_tasks_per_child,
+            max_memory_kib=self.config.max_memory_per_child,
+            time_limit=self.config.time_limit,
+            soft_time_limit=self.config.soft_time_limit,
+        )
+        return functools.partial(run_consumer, self.broker, consumer_config)
 
-        Revocations and queue depth samples older than that go too.
+    def consume(self, queues: tuple[str, ...]) -> None:
+        """Consume ``queues`` from now on (``add_consumer``/``cancel_consumer``).
+
+        The consumers are replaced warm, as on ``SIGHUP``: each finishes its running task, gives
+        its prefetched messages back and starts again on the new queues.
         """
-        expires: dt.timedelta | None = tq_settings.RESULT_EXPIRES
-        if expires is None:
-            return 0
-        backend = get_backend()
-        Revocation.objects.filter(created_at__lt=timezone.now() - expires).delete()
-        QueueDepthSample.objects.older_than(timezone.now() - expires).delete()
-        total = 0
-        for _ in range(batches):
-            deleted = backend.cleanup(timezone.now() - expires)
-            total += deleted
-            if not deleted:
-                break
-        if total:
-            logger.info("Deleted %d expired result(s)", total)
-        return total
+        if not queues:
+            raise ValueError("a worker consumes at least one queue")
+        self.config = replace(self.config, queues=queues)
+        self.pool.target = self._target()
+        self._restart_children = True
+
+    def answer_commands(self, now: float) -> int:
+        """Run the remote-control commands sent to this worker; return how many."""
+        if self.control is None:
+            self.control = ControlServer(self)  # commands sent from now on are for us
+        return self.control.tick(now)
+
+    def backlog(self) -> int:
+        """Return how many messages wait in (or are leased from) this worker's queues."""
+        return sum(self.broker.depth(name) for name in self.config.queues)
+
+    def cleanup(self, batches: int = 10) -> int:
+        """Delete what ``RESULT_EXPIRES`` says has expired (see :mod:`django_tq.cleanup`)."""
+        return expire(batches=batches).results
 
     # -- signals and shutdown -------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -356,8 +400,7 @@ class Worker:
         logger.info(
             "Warm shutdown: finishing running tasks (send the signal again to stop at once)"
         )
-        self.stop_requested.set()
-        self.pool.stop()
+        self.request_stop()
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         logger.warning(
@@ -371,6 +414,16 @@ class Worker:
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         log_tracebacks(frame)
+
+    def request_stop(self) -> None:
+        """Shut down warm: running tasks finish, prefetched messages go back (as ``SIGTERM``)."""
+        self.stop_requested.set()
+        self.pool.stop()
+
+    def _reload(self, changed: Path) -> None:
+        logger.info("%s changed: stopping to start again with the new code", changed)
+        self.reload_requested = True
+        self.request_stop()
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         logger.info("SIGHUP: restarting children")

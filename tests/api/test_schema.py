@@ -38,6 +38,8 @@ OPERATIONS = {
     ("/api/tq/tasks/", "get"),
     ("/api/tq/tasks/{name}/enqueue/", "post"),
     ("/api/tq/workers/", "get"),
+    ("/api/tq/workers/{hostname}/active/", "get"),
+    ("/api/tq/workers/{hostname}/control/", "post"),
     ("/api/tq/queues/", "get"),
     ("/api/tq/periodic-tasks/", "get"),
     ("/api/tq/periodic-tasks/", "post"),
@@ -129,7 +131,13 @@ def test_schemathesis_finds_no_server_error(
     GroupResult.objects.create(group_id="group-1", result_ids=["known-1"], owner=users.user)
     every, _ = IntervalSchedule.objects.get_or_create(every=1, period="hours")
     job = PeriodicTask.objects.create(name="hourly", task=ADD, interval=every, args=[1, 2])
-    known = {"task_id": "known-1", "name": ADD, "id": letter.pk, "group_id": "group-1"}
+    known = {
+        "task_id": "known-1",
+        "name": ADD,
+        "id": letter.pk,
+        "group_id": "group-1",
+        "hostname": "tq-1@nowhere",
+    }
 
     def with_known_path(case: Any) -> Any:
         for name in case.path_parameters or {}:
