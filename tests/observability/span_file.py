@@ -15,6 +15,10 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tests.testapp.signal_log import append, read  # the same JSON-lines files
+
+__all__ = ["FileSpanExporter", "as_dict", "install", "read"]
+
 ENV = "TQ_TEST_SPAN_FILE"
 
 
@@ -42,12 +46,8 @@ class FileSpanExporter(SpanExporter):
         self.path = path
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            for span in spans:
-                os.write(fd, (json.dumps(as_dict(span), default=str) + "\n").encode())
-        finally:
-            os.close(fd)
+        for span in spans:
+            append(self.path, json.loads(json.dumps(as_dict(span), default=str)))
         return SpanExportResult.SUCCESS
 
 
@@ -60,12 +60,3 @@ def install(path: str) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(path)))
     trace.set_tracer_provider(provider)
-
-
-def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Return the spans written so far."""
-    try:
-        with open(path) as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    except FileNotFoundError:
-        return []
