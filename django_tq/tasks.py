@@ -30,7 +30,7 @@ from typing import (
 
 from django.utils import timezone
 
-from django_tq import abort, execution, rate_limits, routing, unique
+from django_tq import abort, execution, off_loop, rate_limits, routing, unique
 from django_tq import enqueue as enqueue_module
 from django_tq.broker.retry_policy import RetryPolicy
 from django_tq.canvas import Signature, chunks, group, links_of, xmap, xstarmap
@@ -245,6 +245,23 @@ class Task(Generic[P, R]):
         """Enqueue when the current transaction commits (the id is usable at once)."""
         return self.apply_async(args, kwargs, publish_on_commit=True)
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Enqueue the task with these arguments without blocking the event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        publish_on_commit: bool | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Enqueue like :meth:`apply_async`, in ``sync_to_async(thread_sensitive=True)``."""
+        return await off_loop.to_thread_sensitive(
+            self._apply_async, args, kwargs, publish_on_commit, options
+        )
+
     def apply_async(
         self,
         args: tuple[Any, ...] | list[Any] | None = None,
@@ -253,7 +270,20 @@ class Task(Generic[P, R]):
         publish_on_commit: bool | None = None,
         **options: Any,
     ) -> AsyncResult[R]:
-        """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …)."""
+        """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …).
+
+        Called in an event loop (an ``async def`` view), it enqueues in a helper thread and
+        waits for it (see ``django_tq.off_loop``); ``await t.aapply_async()`` does not wait.
+        """
+        return off_loop.call_off_loop(self._apply_async, args, kwargs, publish_on_commit, options)
+
+    def _apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        publish_on_commit: bool | None,
+        options: dict[str, Any],
+    ) -> AsyncResult[R]:
         unknown = set(options) - CALL_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
@@ -562,6 +592,16 @@ def send_task(
 ) -> AsyncResult[Any]:
     """Enqueue the task registered (on the worker) as ``name`` without importing its function."""
     return registry.sender(name).apply_async(args, kwargs, **options)
+
+
+async def asend_task(
+    name: str,
+    args: tuple[Any, ...] | list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult[Any]:
+    """Enqueue the task registered as ``name`` without blocking the event loop."""
+    return await registry.sender(name).aapply_async(args, kwargs, **options)
 
 
 def _stand_in(name: str) -> Task[..., Any]:
