@@ -13,6 +13,7 @@ workers know (its last line).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import inspect
 import uuid
 from collections.abc import Callable
@@ -44,12 +45,22 @@ from django_tq.result import AsyncResult, EagerResult
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+class Unset(enum.Enum):
+    """An option not given, told apart from ``None`` (``max_retries=None`` retries for ever)."""
+
+    FROM_SETTINGS = "from settings"
+
+
+#: ``max_retries`` not given: ``TQ["MAX_RETRIES"]`` decides
+FROM_SETTINGS = Unset.FROM_SETTINGS
+
 #: options ``@task(...)`` accepts, with their defaults (None: from settings or the broker)
 TASK_OPTIONS: dict[str, Any] = {
     "queue": None,
     "routing_key": None,
     "priority": None,
-    "max_retries": None,
+    "max_retries": FROM_SETTINGS,
     "default_retry_delay": None,
     "autoretry_for": (),
     "dont_autoretry_for": (),
@@ -132,7 +143,7 @@ class Task(Generic[P, R]):
     queue: str | None = None
     routing_key: str | None = None
     priority: int | None = None
-    max_retries: int | None = None
+    max_retries: int | Unset | None = FROM_SETTINGS  #: None: retry for ever, as in Celery
     default_retry_delay: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
@@ -378,6 +389,10 @@ class Task(Generic[P, R]):
     def _apply_message(self, message: TaskMessage) -> EagerResult[R]:
         return execution.run_eagerly(message)
 
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # Celery spells it so
+        """Return the result handle of one call of this task, by its id."""
+        return AsyncResult(task_id, task_name=self.name)
+
     # -- signatures (see django_tq.canvas) ----------------------------------------------------
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """Return a signature of this task with these (partial) arguments."""
@@ -457,8 +472,10 @@ class Task(Generic[P, R]):
         raise retry
 
     def resolved_max_retries(self) -> int | None:
-        """Return ``max_retries`` from the task, else from settings."""
-        return self.max_retries if self.max_retries is not None else tq_settings.MAX_RETRIES
+        """Return ``max_retries`` (None: no limit) from the task, else from settings."""
+        if self.max_retries is FROM_SETTINGS:
+            return tq_settings.MAX_RETRIES
+        return self.max_retries
 
     def resolved_retry_delay(self) -> float:
         """Return ``default_retry_delay`` from the task, else from settings."""

@@ -21,6 +21,7 @@ assert_type(add.delay(1, 2), AsyncResult[int])
 assert_type(add(1, 2), int)
 assert_type(bound.delay("https://example.invalid"), AsyncResult[bytes])
 assert_type(add.delay(1, 2).get(timeout=1), int)
+assert_type(add.AsyncResult("an-id"), AsyncResult[int])
 
 
 async def async_call_sites() -> None:

@@ -1,0 +1,74 @@
+"""Celery's task-API corners: ``Task.AsyncResult(id)``, ``max_retries=None`` (for ever),
+``self.request.delivery_info``, ``shadow=``, ``add_to_parent``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_tq import AsyncResult, states, task
+from django_tq.tasks import FROM_SETTINGS
+from django_tq.testing import CapturedQueue
+from tests.testapp.tasks import add
+
+pytestmark = pytest.mark.django_db
+
+
+@task(bind=True, max_retries=None, default_retry_delay=0)
+def retries_for_ever(self: Any, succeed_at: int) -> int:
+    if self.request.retries < succeed_at:
+        raise self.retry(exc=ConnectionError("not yet"))
+    return self.request.retries
+
+
+@task(bind=True, default_retry_delay=0)
+def retries_as_settings_say(self: Any, succeed_at: int) -> int:
+    if self.request.retries < succeed_at:
+        raise self.retry(exc=ConnectionError("not yet"))
+    return self.request.retries
+
+
+@task(bind=True, autoretry_for=(ConnectionError,), max_retries=None, default_retry_delay=0)
+def autoretries_for_ever(self: Any, succeed_at: int) -> int:
+    if self.request.retries < succeed_at:
+        raise ConnectionError("not yet")
+    return self.request.retries
+
+
+def test_task_async_result_is_the_handle_of_an_id(tq_capture: CapturedQueue) -> None:
+    sent = add.delay(1, 2)
+    handle = add.AsyncResult(sent.id)
+    assert handle == sent and handle.task_name == add.name
+    assert handle.state == states.QUEUED
+    tq_capture.run_all()
+    assert add.AsyncResult(sent.id).get(timeout=1) == 3
+
+
+def test_max_retries_none_retries_for_ever(settings: Any, tq_capture: CapturedQueue) -> None:
+    settings.TQ = {**settings.TQ, "MAX_RETRIES": 3}
+    assert retries_for_ever.max_retries is None and retries_for_ever.resolved_max_retries() is None
+    result = retries_for_ever.delay(6)  # beyond the settings' 3
+    tq_capture.run_all()
+    assert result.get(timeout=1) == 6
+
+
+def test_max_retries_not_given_uses_the_settings(settings: Any, tq_capture: CapturedQueue) -> None:
+    settings.TQ = {**settings.TQ, "MAX_RETRIES": 3}
+    assert retries_as_settings_say.max_retries is FROM_SETTINGS
+    assert retries_as_settings_say.resolved_max_retries() == 3
+    result = retries_as_settings_say.delay(6)
+    tq_capture.run_all()
+    assert AsyncResult(result.id).state == states.FAILURE
+    assert AsyncResult(result.id).retries == 3
+    settings.TQ = {**settings.TQ, "MAX_RETRIES": None}  # None in settings: no limit either
+    assert retries_as_settings_say.resolved_max_retries() is None
+
+
+def test_autoretry_with_max_retries_none_has_no_limit(
+    settings: Any, tq_capture: CapturedQueue
+) -> None:
+    settings.TQ = {**settings.TQ, "MAX_RETRIES": 0}
+    result = autoretries_for_ever.delay(5)
+    tq_capture.run_all()
+    assert result.get(timeout=1) == 5
