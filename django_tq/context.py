@@ -30,6 +30,9 @@ class Request:
     hostname: str = ""
     queue: str = ""
     headers: dict[str, Any] = field(default_factory=dict)
+    #: how the message came, in Celery's shape: ``exchange`` ("", the default one),
+    #: ``routing_key`` and ``queue`` (the queue's name), ``priority``, ``redelivered``
+    delivery_info: dict[str, Any] = field(default_factory=dict)
     ignore_result: bool = False
     time_limit: float | None = None
     soft_time_limit: float | None = None
@@ -60,6 +63,13 @@ def build_request(
         hostname=hostname,
         queue=message.queue,
         headers=message.headers,
+        delivery_info={
+            "exchange": "",
+            "routing_key": message.queue,
+            "queue": message.queue,
+            "priority": message.priority,
+            "redelivered": delivery_count > 1,
+        },
         ignore_result=message.ignore_result,
         time_limit=message.time_limit,
         soft_time_limit=message.soft_time_limit,

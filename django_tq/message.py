@@ -141,6 +141,8 @@ def encode(message: TaskMessage) -> WireMessage:
         "ignore_result": message.ignore_result,
         "timelimit": [message.time_limit, message.soft_time_limit],
     }
+    if message.priority is not None:
+        headers["priority"] = message.priority  # the broker's property too; this one is read back
     if message.headers:
         headers["custom"] = message.headers
     if message.unique_key is not None:
@@ -200,6 +202,7 @@ def decode(
         args=tuple(args),
         kwargs=kwargs,
         queue=queue,
+        priority=_priority(headers.get("priority")),
         eta=_datetime(headers.get("eta"), "eta"),
         expires=_datetime(headers.get("expires"), "expires"),
         retries=int(headers.get("retries") or 0),
@@ -218,6 +221,15 @@ def decode(
         link=tuple(canvas.get("link", ())),
         link_error=tuple(canvas.get("link_error", ())),
     )
+
+
+def _priority(value: Any) -> int | None:
+    """Read the ``priority`` header (absent: the default priority)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise DecodeError("header 'priority' must be an integer 0-9")
+    return value
 
 
 def read_canvas(headers: Any) -> dict[str, Any]:

@@ -306,6 +306,8 @@ class Consumer:
                 accept=self.accept,
             )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
+            if message.priority is None and delivery.priority is not None:  # a foreign producer's
+                message = message.with_changes(priority=delivery.priority)
         except BadSignature as exc:
             self._dead(delivery, f"bad signature: {exc}")
             return None

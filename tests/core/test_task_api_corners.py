@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from django_tq import AsyncResult, states, task
+from django_tq.execution import execute
+from django_tq.message import round_trip
 from django_tq.tasks import FROM_SETTINGS
 from django_tq.testing import CapturedQueue
+from django_tq.worker.embedded import EmbeddedWorker
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db
@@ -72,3 +75,35 @@ def test_autoretry_with_max_retries_none_has_no_limit(
     result = autoretries_for_ever.delay(5)
     tq_capture.run_all()
     assert result.get(timeout=1) == 5
+
+
+@task(bind=True)
+def delivery_info(self: Any) -> dict[str, Any]:
+    return dict(self.request.delivery_info)
+
+
+def test_request_delivery_info_in_celerys_shape(tq_capture: CapturedQueue) -> None:
+    result = delivery_info.apply_async(queue="other", priority=7)
+    tq_capture.run_all()
+    assert result.get(timeout=1) == {
+        "exchange": "",
+        "routing_key": "other",
+        "queue": "other",
+        "priority": 7,
+        "redelivered": False,
+    }
+
+
+def test_request_delivery_info_says_redelivered(tq_capture: CapturedQueue) -> None:
+    delivery_info.delay()
+    (message,) = tq_capture.messages
+    outcome = execute(round_trip(message), delivery_count=2)
+    assert outcome.result["redelivered"] is True
+    assert outcome.result["queue"] == message.queue and outcome.result["priority"] is None
+
+
+def test_delivery_info_in_a_real_worker(tq_worker: EmbeddedWorker) -> None:
+    result = delivery_info.apply_async(priority=3)
+    info = result.get(timeout=10)
+    assert info["priority"] == 3 and info["redelivered"] is False
+    assert info["queue"] == info["routing_key"] == result.queue
