@@ -17,6 +17,7 @@ class Request:
 
     id: str | None = None
     task: str = ""
+    shadow: str | None = None  #: the name logs show (``apply_async(shadow=…)``)
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     retries: int = 0
@@ -50,6 +51,7 @@ def build_request(
     return Request(
         id=message.id,
         task=message.task,
+        shadow=message.shadow,
         args=message.args,
         kwargs=message.kwargs,
         retries=message.retries,

@@ -50,6 +50,8 @@ class TaskMessage:
     serializer: str = "json"
     unique_key: str | None = None  #: the ``UniqueLock`` key this task holds (see ``unique.py``)
     unique_ttl: float | None = None  #: seconds the lock lasts past the time the task is due
+    #: the name logs show instead of ``task`` (``apply_async(shadow=…)``); results keep ``task``
+    shadow: str | None = None
     #: the steps of its chain still to run after this task, as signature dicts (next first)
     chain: tuple[dict[str, Any], ...] = ()
     #: the group id of the chord whose counter this task's final state decrements
@@ -58,6 +60,11 @@ class TaskMessage:
     link: tuple[dict[str, Any], ...] = ()
     #: signatures called on failure (``link_error``)
     link_error: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def log_name(self) -> str:
+        """Return the name logs show: the ``shadow`` name, else the task's."""
+        return self.shadow or self.task
 
     @property
     def canvas(self) -> dict[str, Any]:
@@ -143,6 +150,8 @@ def encode(message: TaskMessage) -> WireMessage:
     }
     if message.priority is not None:
         headers["priority"] = message.priority  # the broker's property too; this one is read back
+    if message.shadow:
+        headers["shadow"] = message.shadow
     if message.headers:
         headers["custom"] = message.headers
     if message.unique_key is not None:
@@ -203,6 +212,7 @@ def decode(
         kwargs=kwargs,
         queue=queue,
         priority=_priority(headers.get("priority")),
+        shadow=headers["shadow"] if isinstance(headers.get("shadow"), str) else None,
         eta=_datetime(headers.get("eta"), "eta"),
         expires=_datetime(headers.get("expires"), "expires"),
         retries=int(headers.get("retries") or 0),

@@ -88,7 +88,7 @@ CALL_OPTIONS = frozenset(
     {
         "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
-        "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy",
+        "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy", "shadow", "add_to_parent",
     }
 )  # fmt: skip
 #: ``apply_async`` options that place a call in a workflow (see ``django_tq.canvas``)
@@ -322,7 +322,8 @@ class Task(Generic[P, R]):
         """Resolve routing and options into the message that will be sent."""
         now = timezone.now()
         route = routing.route(self.name, tq_settings.TASK_ROUTES, args, kwargs) or {}
-        parent = current_request.get()
+        # add_to_parent=False: not a child of the running task (nor in its workflow's tree)
+        parent = current_request.get() if options.get("add_to_parent", True) else None
         eta = _as_datetime(options.get("eta"), now)
         if options.get("countdown") is not None:
             eta = now + dt.timedelta(seconds=float(options["countdown"]))
@@ -362,8 +363,18 @@ class Task(Generic[P, R]):
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
             unique_key=self._unique_key(args, kwargs, options),
             unique_ttl=options.get("unique_ttl", self.unique_ttl),
+            shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
             **_workflow_fields(options),
         )
+
+    def shadow_name(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> str | None:
+        """Return the name logs show for this call (override it; None: the task's name)."""
+        return None
 
     def apply(
         self,

@@ -211,7 +211,7 @@ class Signature:
         extra = {key: options.pop(key) for key in WORKFLOW_WIDE if key in options}
         frozen = self.set(**options).freeze()
         frozen.check()
-        parent = current_request.get()
+        parent = current_request.get() if options.get("add_to_parent", True) else None
         root = (parent.root_id or parent.id) if parent else None
         place = Placement(
             parent_id=options.get("parent_id"), root_id=root or frozen.first_id(), extra=extra

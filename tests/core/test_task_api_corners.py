@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
-from django_tq import AsyncResult, states, task
+from django_tq import AsyncResult, Task, get_task_logger, states, task
 from django_tq.execution import execute
 from django_tq.message import round_trip
+from django_tq.models import TaskResult
 from django_tq.tasks import FROM_SETTINGS
 from django_tq.testing import CapturedQueue
 from django_tq.worker.embedded import EmbeddedWorker
+from tests.conftest import wait_for
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db
@@ -107,3 +110,81 @@ def test_delivery_info_in_a_real_worker(tq_worker: EmbeddedWorker) -> None:
     info = result.get(timeout=10)
     assert info["priority"] == 3 and info["redelivered"] is False
     assert info["queue"] == info["routing_key"] == result.queue
+
+
+logger = get_task_logger(__name__)
+
+
+@task(bind=True)
+def logs_its_name(self: Any) -> str:
+    logger.info("running")
+    return str(self.request.shadow)
+
+
+@task
+def fails_loudly() -> None:
+    raise ValueError("boom")
+
+
+class ShadowedByArgument(Task[..., Any]):
+    def shadow_name(self, args: Any, kwargs: Any, options: dict[str, Any]) -> str | None:
+        return f"report-{args[0]}"
+
+
+@task(base=ShadowedByArgument)
+def report(number: int) -> int:
+    return number
+
+
+def test_shadow_names_the_task_in_logs_and_the_result_keeps_its_name(
+    caplog: pytest.LogCaptureFixture, tq_capture: CapturedQueue
+) -> None:
+    result = logs_its_name.apply_async(shadow="nightly-report")
+    (message,) = tq_capture.assert_enqueued(logs_its_name)
+    assert message.shadow == "nightly-report" and message.task == logs_its_name.name
+    with caplog.at_level(logging.INFO, logger=__name__):
+        tq_capture.run_all()
+    (record,) = [r for r in caplog.records if r.name == __name__]
+    assert record.getMessage() == f"nightly-report[{result.id}]: running"
+    assert record.__dict__["task_name"] == "nightly-report"
+    assert result.get(timeout=1) == "nightly-report"  # self.request.shadow
+    assert TaskResult.objects.get(task_id=result.id).task_name == logs_its_name.name
+    assert AsyncResult(result.id).name == logs_its_name.name
+
+
+def test_shadow_name_hook_of_a_task_class(tq_capture: CapturedQueue) -> None:
+    report.delay(7)
+    report.apply_async((8,), shadow="given")  # the option wins
+    assert [m.shadow for m in tq_capture.messages] == ["report-7", "given"]
+
+
+def test_a_worker_logs_the_shadow_name(
+    caplog: pytest.LogCaptureFixture, tq_worker: EmbeddedWorker
+) -> None:
+    result = fails_loudly.apply_async(shadow="loud-one")
+    with caplog.at_level(logging.WARNING, logger="django_tq"), pytest.raises(ValueError):
+        result.get(timeout=10)
+    wait_for(lambda: any(f"loud-one[{result.id}] failed" in r.getMessage() for r in caplog.records))
+    assert TaskResult.objects.get(task_id=result.id).task_name == fails_loudly.name
+
+
+@task(bind=True)
+def starts_two(self: Any) -> list[str]:
+    child = add.delay(1, 1)
+    detached = add.apply_async((2, 2), add_to_parent=False)
+    detached_chain = (add.s(3, 3) | add.s(1)).apply_async(add_to_parent=False)
+    return [child.id, detached.id, detached_chain.id]
+
+
+def test_add_to_parent_false_does_not_make_a_child(tq_capture: CapturedQueue) -> None:
+    result = starts_two.delay()
+    tq_capture.run_all()
+    child, detached, detached_chain = result.get(timeout=1)
+    assert [c.id for c in result.children] == [child]
+    messages = {m.id: m for m in tq_capture.messages}
+    assert (messages[child].parent_id, messages[child].root_id) == (result.id, result.id)
+    assert messages[detached].parent_id is None and messages[detached].root_id == detached
+    assert AsyncResult(detached_chain).get(timeout=1) == 7
+    first = AsyncResult(detached_chain).parent
+    assert first is not None and messages[first.id].parent_id is None
+    assert messages[first.id].root_id == first.id
