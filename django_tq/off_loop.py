@@ -32,7 +32,13 @@ _executor: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def in_event_loop() -> bool:
-    """Return whether this thread runs an event loop (where Django refuses synchronous queries)."""
+    """Return whether this thread runs an event loop where Django refuses synchronous queries.
+
+    Not with ``DJANGO_ALLOW_ASYNC_UNSAFE`` set: Django then runs them here, maybe inside an
+    ``atomic()`` block whose commit a publish must follow.
+    """
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        return False
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import transaction
 from django.test import AsyncClient
 
 import django_tq
 from django_tq import AsyncResult, group, states
+from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import TimeoutError
 from django_tq.models import TaskResult
 from django_tq.testing import CapturedQueue
@@ -125,3 +127,18 @@ def test_delay_in_an_event_loop_runs_in_a_helper_thread(tq_capture: CapturedQueu
     tq_capture.assert_enqueued(add, args=(5, 5), count=1)
     assert TaskResult.objects.get(task_id=result.id).state == states.QUEUED
     assert threads == [threading.current_thread().name]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delay_in_an_event_loop_stays_in_the_thread_when_django_allows_it(
+    monkeypatch: pytest.MonkeyPatch, tq_capture: CapturedQueue
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    async def call() -> None:
+        with transaction.atomic():  # Django allows it here: the publish waits for the commit
+            result = add.delay(6, 6)
+            assert is_waiting_for_commit(result.id)  # on this thread's connection
+
+    asyncio.run(call())
+    tq_capture.assert_enqueued(add, args=(6, 6), count=1)
