@@ -315,6 +315,20 @@ class EagerResult(AsyncResult[R]):
             return self.outcome.exception  # type: ignore[return-value]  # Celery returns the error
         return self.outcome.result
 
+    async def aget(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.1,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        """Return :meth:`get` at once: the outcome is here, nothing is read."""
+        return self.get(timeout, propagate, interval, disable_sync_subtasks)
+
+    async def astate(self) -> str:
+        """Return :attr:`state` at once."""
+        return self.state
+
     def forget(self) -> None:
         """Nothing is stored for an eager result."""
 
@@ -386,6 +400,17 @@ class GroupResult:
         return values
 
     get = join
+
+    async def ajoin(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Wait for every member like :meth:`join`, without blocking the event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(await result.aget(timeout=remaining, propagate=propagate))
+        return values
+
+    aget = ajoin
 
     def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
         """Revoke every member."""

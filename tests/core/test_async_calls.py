@@ -84,6 +84,13 @@ def test_group_aapply_async_sends_every_member(tq_capture: CapturedQueue) -> Non
     assert {m.group_id for m in tq_capture.messages} == {handle.id}
     tq_capture.run_all()
     assert async_to_sync(handle.results[1].aget)(timeout=5) == 4
+    assert async_to_sync(handle.ajoin)(timeout=5) == [2, 4]
+
+
+def test_aget_of_an_eager_result() -> None:
+    result = add.apply((1, 2))
+    assert async_to_sync(result.aget)() == 3
+    assert async_to_sync(result.astate)() == states.SUCCESS
 
 
 @pytest.mark.django_db
