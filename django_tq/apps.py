@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from django_tq.conf import reload_on_setting_changed, tq_settings
 from django_tq.converters import NAME, TaskIdConverter
+from django_tq.tracing import install as install_tracing
 from django_tq.transport import register_with_kombu
 
 
@@ -41,3 +42,4 @@ class DjangoTQConfig(AppConfig):
         autodiscover_modules("tasks")
         for module in tq_settings.IMPORTS:
             import_module(module)
+        install_tracing()  # TQ["OTEL"]: connects the tracing receivers

@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ["django_tq.api.permissions.IsStaffOrOwner"],
     "API_ENQUEUE_ALLOWLIST": [],
     "OUTBOX": False,
+    "METRICS_PORT": None,  # None: no worker metrics endpoint unless tqworker --metrics-port
+    "METRICS_ADDRESS": "0.0.0.0",
+    "METRICS_TOKEN": None,
+    "OTEL": False,
 }
 
 POOLS = ("prefork", "threads", "solo")
@@ -150,6 +154,10 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "API_PERMISSION_CLASSES": _of_type(list, tuple),
     "API_ENQUEUE_ALLOWLIST": _of_type(list, tuple),
     "OUTBOX": _of_type(bool),
+    "METRICS_PORT": _number(0, allow_none=True),
+    "METRICS_ADDRESS": _of_type(str),
+    "METRICS_TOKEN": _of_type(str, allow_none=True),
+    "OTEL": _of_type(bool),
 }
 
 

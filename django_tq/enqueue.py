@@ -21,7 +21,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from django_tq import message as wire_format
-from django_tq import outbox, parking, serialization, signals, signing, states, unique
+from django_tq import outbox, parking, serialization, signals, signing, states, tracing, unique
 from django_tq.broker import Broker, get_broker
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.conf import tq_settings
@@ -168,6 +168,7 @@ def enqueue(
     """
     broker = get_broker()
     alias = using or default_alias(broker)
+    message = tracing.inject(message)  # TQ["OTEL"]: the producer span's traceparent header
     wire = encode(message)
     if message.unique_key is not None:
         holder = unique.acquire(message, using=alias)

@@ -240,6 +240,8 @@ def _after(task: Task[Any, Any], message: TaskMessage, outcome: Outcome) -> None
             task_id=task_id,
             exception=outcome.exception,
             traceback=outcome.traceback,
+            args=args,
+            kwargs=kwargs,
         )
     elif outcome.state == states.RETRY and outcome.exception is not None:
         _robust(task.on_retry, outcome.exception, task_id, args, kwargs, outcome.traceback)

@@ -60,6 +60,9 @@ class TaskMessage:
     link: tuple[dict[str, Any], ...] = ()
     #: signatures called on failure (``link_error``)
     link_error: tuple[dict[str, Any], ...] = ()
+    #: when the message was encoded for the broker (read back from the ``sent_at`` header;
+    #: ``None`` before encoding and for producers that do not send it)
+    sent_at: dt.datetime | None = None
 
     @property
     def log_name(self) -> str:
@@ -130,6 +133,14 @@ def _datetime(value: Any, name: str) -> dt.datetime | None:
         raise DecodeError(f"header {name!r} is not an ISO datetime: {value!r}") from exc
 
 
+def _informative_datetime(value: Any) -> dt.datetime | None:
+    """Read a header that only informs (metrics): a bad value is ``None``, not a DecodeError."""
+    try:
+        return _datetime(value, "")
+    except DecodeError:
+        return None
+
+
 def encode(message: TaskMessage) -> WireMessage:
     """Serialize ``message`` (raises ``EncodeError`` for arguments the serializer cannot carry)."""
     content_type, body = serialization.dumps(
@@ -147,6 +158,7 @@ def encode(message: TaskMessage) -> WireMessage:
         "expires": _iso(message.expires),
         "ignore_result": message.ignore_result,
         "timelimit": [message.time_limit, message.soft_time_limit],
+        "sent_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     if message.priority is not None:
         headers["priority"] = message.priority  # the broker's property too; this one is read back
@@ -230,6 +242,7 @@ def decode(
         chord=canvas.get("chord"),
         link=tuple(canvas.get("link", ())),
         link_error=tuple(canvas.get("link_error", ())),
+        sent_at=_informative_datetime(headers.get("sent_at")),
     )
 
 

@@ -18,10 +18,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
+from tests.settings import REDIS_DB
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("TQ_REQUIRE_SERVICES") == "1"
 
-REDIS_URL = "redis://127.0.0.1:6379/5"
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"  # a database per xdist worker
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
@@ -107,15 +109,26 @@ class WorkerProcess:
             pass
         self.process.wait(10)
 
-    def stop(self, timeout: float = 30.0) -> int:
+    def stop(self, timeout: float = 30.0, *, send_sigterm: bool = True) -> int:
+        """SIGTERM the worker (unless ``send_sigterm`` is false: sent already); wait; return its code."""
         if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
+            if send_sigterm:
+                self.signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill_tree()
         self._log.close()
         return self.process.returncode
+
+
+def stop_all(processes: list[WorkerProcess]) -> None:
+    """Stop the processes a test left running: SIGTERM to all at once, then wait for each."""
+    for process in processes:
+        process.signal(signal.SIGTERM)  # a no-op for those that exited
+    for process in processes:
+        process.stop(send_sigterm=False)
+        process.kill_tree()
 
 
 def _json_settings(values: dict[str, Any]) -> str:
@@ -153,9 +166,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         return worker.wait_ready() if ready else worker
 
     yield start
+    stop_all(workers)
     for index, worker in enumerate(workers):
-        worker.stop()
-        worker.kill_tree()
         print(
             f"--- worker {index} output ---\n{worker.output()[-5000:]}"
         )  # shown when a test fails

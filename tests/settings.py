@@ -64,7 +64,13 @@ TEMPLATES = [
 ]
 
 DB = os.environ.get("TQ_TEST_DB", "sqlite")
-#: one id per pytest run, inherited by the worker subprocesses it starts
+#: the pytest-xdist worker this process is (or was started by): ``gw0``, ``gw1``, … ("" without -n)
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+#: its index: each xdist worker gets Redis databases of its own (``REDIS_DB`` … ``REDIS_DB + 2``)
+XDIST_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
+REDIS_DB = 5 + 3 * XDIST_INDEX
+#: one id per pytest run, inherited by the worker subprocesses it starts (under xdist,
+#: pytest-django adds ``_gw0``, ``_gw1``, … to the test database names)
 RUN_ID = os.environ.setdefault("TQ_TEST_RUN_ID", str(os.getpid()))
 TEST_DB_NAME = os.environ.get("TQ_TEST_DB_NAME")
 
@@ -124,7 +130,7 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "results": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": "redis://127.0.0.1:6379/6",
+        "LOCATION": f"redis://127.0.0.1:6379/{REDIS_DB + 1}",
         "KEY_PREFIX": f"tq-tests-{RUN_ID}",
     },
 }

@@ -62,6 +62,7 @@ class Dashboard(models.Model):
     class Meta:
         managed = False
         default_permissions = ()
+        permissions = [("view_metrics", _("Can read the Prometheus metrics"))]
         verbose_name = _("dashboard")
         verbose_name_plural = _("dashboard")
 

@@ -68,10 +68,26 @@ class Channel(LeasedChannel):
             db.inc_thread_sharing()  # the lease renewer runs in another thread, under self._lock
             self._consumer_db = db
             self._listening = False
-            if db.vendor == "postgresql" and not self.synchronous_commit:
+            if db.vendor == "postgresql":
                 with db.cursor() as cursor:
-                    cursor.execute("SET synchronous_commit = off")
+                    for setting in self._postgresql_session_settings():
+                        cursor.execute(setting)
         return self._consumer_db
+
+    def _postgresql_session_settings(self) -> list[str]:
+        """Return the ``SET`` statements this channel's own PostgreSQL connection runs once.
+
+        ``enable_sort = off``: a claim must walk the ``tq_queue_claim`` index in its order and
+        stop after ``limit`` rows. With no or stale statistics (a table just truncated or filled,
+        autovacuum off) the planner guesses a handful of rows per queue and prefers a bitmap scan
+        of the whole queue plus a sort: 2-7 ms a claim with 5,000 ready rows instead of 0.1 ms.
+        Nothing else this connection runs sorts (acks, renewals and releases go by primary key),
+        and a sort that has no index to replace it still runs, only priced high.
+        """
+        settings = ["SET enable_sort = off"]
+        if not self.synchronous_commit:
+            settings.append("SET synchronous_commit = off")
+        return settings
 
     def _execute(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         db = self.consumer_db
@@ -145,33 +161,47 @@ class Channel(LeasedChannel):
     # -- claiming and leases (the channel's own connection) ----------------------------------
     def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
         db = self.consumer_db
-        now = timezone.now()
-        expires = now + dt.timedelta(seconds=self.lease_seconds)
-        q = self._quote
-        table = q(_table())
-        visible = (
-            f"{q('queue')} = %s AND {q('not_before')} <= %s "
-            f"AND ({q('lease_expires_at')} IS NULL OR {q('lease_expires_at')} < %s)"
-        )
-        order = f"ORDER BY {q('priority')} DESC, {q('id')}"
-        now_db = self._adapt(db, now)
-        lease = [self.owner, self._adapt(db, expires)]
         if db.vendor in ("postgresql", "sqlite"):
-            lock = " FOR UPDATE SKIP LOCKED" if db.vendor == "postgresql" else ""
-            rows = self._execute(
-                f"UPDATE {table} SET {q('lease_owner')} = %s, {q('lease_expires_at')} = %s, "
-                f"{q('delivery_count')} = {q('delivery_count')} + 1 "
-                f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {visible} {order} "
-                f"LIMIT %s{lock}) "
-                f"RETURNING {q('id')}, {q('payload')}, {q('delivery_count')}, {q('priority')}",
-                [*lease, queue, now_db, now_db, limit],
-            )
+            rows = self._execute(*self.claim_statement(queue, limit))
         else:
+            table, visible, order = self._claim_parts()
+            now_db, lease = self._lease(db)
             rows = self._claim_in_transaction(
                 db, table, visible, order, [queue, now_db, now_db], lease, limit
             )
         rows.sort(key=lambda row: (-row[3], row[0]))
         return [self._payload(row[0], row[1], row[2]) for row in rows]
+
+    def _claim_parts(self) -> tuple[str, str, str]:
+        """Return the quoted table, the condition of a visible row of one queue, and the order."""
+        q = self._quote
+        visible = (
+            f"{q('queue')} = %s AND {q('not_before')} <= %s "
+            f"AND ({q('lease_expires_at')} IS NULL OR {q('lease_expires_at')} < %s)"
+        )
+        return q(_table()), visible, f"ORDER BY {q('priority')} DESC, {q('id')}"
+
+    def _lease(self, db: Any) -> tuple[Any, list[Any]]:
+        """Return now, and the owner and expiry a claim writes, adapted for ``db``."""
+        now = timezone.now()
+        expires = now + dt.timedelta(seconds=self.lease_seconds)
+        return self._adapt(db, now), [self.owner, self._adapt(db, expires)]
+
+    def claim_statement(self, queue: str, limit: int) -> tuple[str, list[Any]]:
+        """Return the one statement (and its parameters) that claims on PostgreSQL and SQLite."""
+        db = self.consumer_db
+        q = self._quote
+        table, visible, order = self._claim_parts()
+        now_db, lease = self._lease(db)
+        lock = " FOR UPDATE SKIP LOCKED" if db.vendor == "postgresql" else ""
+        sql = (
+            f"UPDATE {table} SET {q('lease_owner')} = %s, {q('lease_expires_at')} = %s, "
+            f"{q('delivery_count')} = {q('delivery_count')} + 1 "
+            f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {visible} {order} "
+            f"LIMIT %s{lock}) "
+            f"RETURNING {q('id')}, {q('payload')}, {q('delivery_count')}, {q('priority')}"
+        )
+        return sql, [*lease, queue, now_db, now_db, limit]
 
     def _claim_in_transaction(
         self,

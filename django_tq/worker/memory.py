@@ -7,6 +7,16 @@ import resource
 import sys
 
 
+def resident_kib_of(pid: int) -> int:
+    """Return the resident set size in KiB of the process ``pid`` (0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
 def resident_kib() -> int:
     """Return this process's resident set size in KiB (its peak where the current one is unknown).
 

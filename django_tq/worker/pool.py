@@ -137,6 +137,7 @@ class Pool:
         self.target = target
         self.concurrency = concurrency
         self.stopping = False
+        self.restarts = 0  #: consumers started again after one ended (what the metrics count)
 
     def start(self) -> None:
         """Start the consumers."""
@@ -173,6 +174,10 @@ class Pool:
 
     def running_tasks(self) -> list[str]:
         """Return the ids of the tasks the consumers are running."""
+        return []
+
+    def child_pids(self) -> list[int]:
+        """Return the process ids of the live child processes (none but for prefork)."""
         return []
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
@@ -294,6 +299,7 @@ class PreforkPool(Pool):
                         child.pid,
                         child.exitcode,
                     )
+                self.restarts += 1
                 self._spawn(index)
         return exits
 
@@ -327,6 +333,9 @@ class PreforkPool(Pool):
 
     def processed(self) -> int:
         return sum(int(slot.processed.value) for slot in self.slots)
+
+    def child_pids(self) -> list[int]:
+        return [child.pid for child in self.children if child is not None and child.is_alive()]
 
     def kill_overdue(self, now: float) -> list[tuple[str, str]]:
         killed = []
@@ -403,6 +412,7 @@ class ThreadPool(Pool):
             exits.append(ChildExit(index=index, pid=None, exitcode=None))
             self.threads[index] = None
             if not self.stopping:
+                self.restarts += 1
                 self._spawn(index)
         return exits
 

@@ -61,6 +61,8 @@ class WorkerConfig:
     cleanup_interval: float = 60.0
     sample_interval: float = 60.0
     shutdown_timeout: float | None = None
+    metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
+    metrics_address: str = "0.0.0.0"
 
 
 def default_hostname() -> str:
@@ -116,7 +118,20 @@ class Worker:
         self._install_signals()
         self.tick(time.monotonic())
         connections.close_all()
+        exporter = None
+        if self.config.metrics_port is not None:
+            # import-inside: optional extra: prometheus_client, imported only with a metrics port
+            from django_tq.worker import metrics
+
+            exporter = metrics.exporter(
+                self.hostname,
+                self.pool,
+                port=self.config.metrics_port,
+                address=self.config.metrics_address,
+            )
         self.pool.start()
+        if exporter is not None:
+            exporter.start()
         logger.info(
             "Worker %s ready: pool=%s concurrency=%d queues=%s broker=%s",
             self.hostname,
@@ -139,6 +154,8 @@ class Worker:
                     self.stop_requested.wait(0.5)
         finally:
             self._shutdown()
+            if exporter is not None:
+                exporter.stop()
         return 0
 
     def _housekeeping(self) -> None:

@@ -16,7 +16,7 @@ from django_tq.api.permissions import ApiAccess
 from django_tq.api.views import ApiView
 from tests.api.conftest import ADD, API, ROLES, Users
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 SIGNED_IN = {"user", "other", "staff", "staff_with_perms", "superuser"}
 STAFF = {"staff_with_perms", "superuser"}

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tq.models import DeadLetter, QueueMessage
 from tests.api.conftest import ADD, API, XSS, Users
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 
 def get(users: Users, path: str) -> Any:

@@ -15,7 +15,7 @@ from django_tq.api.errors import exception_handler
 from django_tq.exceptions import PublishError
 from tests.api.conftest import API, JsonClient, Users
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 
 @pytest.mark.parametrize("path", ["nothing/", "results/x/y/z/", "", "results/x/unknown/"])

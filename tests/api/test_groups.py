@@ -11,7 +11,7 @@ from django_tq.testing import capture
 from tests.api.conftest import API, Users
 from tests.testapp.tasks import add, mul, tsum
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 
 def test_group_detail_lists_members_in_order_with_counts(

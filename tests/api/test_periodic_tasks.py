@@ -18,7 +18,7 @@ from django_tq.models import (
 from django_tq.testing import CapturedQueue
 from tests.api.conftest import ADD, API, XSS, Users
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 RECORD = "tests.testapp.tasks.record"
 NIGHTLY = {

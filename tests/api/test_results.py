@@ -16,7 +16,7 @@ from django_tq.api.pagination import MAX_PAGE_SIZE
 from django_tq.models import TaskResult
 from tests.api.conftest import ADD, API, XSS, Users, make_result
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 RESULTS = API + "results/"
 

@@ -19,7 +19,7 @@ from django_tq.api import schema as api_schema
 from django_tq.models import DeadLetter, GroupResult, IntervalSchedule, PeriodicTask
 from tests.api.conftest import ADD, API, Users, make_result
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 needs_spectacular = pytest.mark.skipif(
     not api_schema.IS_AVAILABLE, reason="drf-spectacular (the openapi extra) is not installed"
 )

@@ -12,7 +12,7 @@ import pytest
 from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.schedules import Clocked, Crontab, Every, Schedule, to_schedule
 from django_tq.testing import CapturedQueue, capture
-from tests.conftest import WorkerProcess, worker_env
+from tests.conftest import WorkerProcess, stop_all, worker_env
 
 UTC = dt.UTC
 RECORD = "tests.testapp.tasks.record"
@@ -76,7 +76,6 @@ def start_beat(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
         return beat.wait_ready() if ready else beat
 
     yield start
+    stop_all(beats)
     for index, beat in enumerate(beats):
-        beat.stop()
-        beat.kill_tree()
         print(f"--- beat {index} output ---\n{beat.output()[-5000:]}")

@@ -21,7 +21,7 @@ from django_tq.models import (
 from django_tq.testing import capture
 from tests.beat.conftest import RECORD, make_task
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 MODELS = [
     "periodictask",

@@ -18,7 +18,7 @@ from tests.beat.conftest import RECORD
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 SECOND = dt.timedelta(seconds=1)
 

@@ -18,7 +18,7 @@ from django_tq.schedules import Clocked, crontab
 from django_tq.testing import CapturedQueue, capture
 from tests.beat.conftest import make_task, utc
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.db]
 
 MINUTE = dt.timedelta(minutes=1)
 T0 = utc("2024-05-01 12:00")

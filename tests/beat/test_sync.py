@@ -16,7 +16,7 @@ from django_tq.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_tq.registry import registry
 from tests.beat.conftest import RECORD
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.db]
 
 SCHEDULE = {
     "nightly": {

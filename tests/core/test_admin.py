@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_tq import states
 from django_tq.models import DeadLetter, OutboxMessage, QueueMessage, TaskResult, WorkerState
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 XSS = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -13,7 +13,7 @@ from django_tq.models import GroupResult, TaskResult
 from django_tq.testing import capture
 from tests.testapp.tasks import add, mul, tsum
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 XSS = "<script>alert(1)</script>"
 

@@ -14,7 +14,7 @@ from django_tq.models import TaskResult
 from django_tq.testing import capture
 from tests.core.test_admin import ESCAPED, XSS, _act, make_result
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 WHEN = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.UTC)
 TAGGED_WHEN = {"__tq__": "datetime", "v": WHEN.isoformat()}

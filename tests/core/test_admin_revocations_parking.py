@@ -16,6 +16,8 @@ from tests.core.test_admin import ESCAPED, XSS, admin_url, make_result
 from tests.testapp.models import Execution
 from tests.testapp.tasks import record
 
+pytestmark = pytest.mark.django_version
+
 MODELS = ["revocation", "parkedmessage"]
 
 

@@ -74,6 +74,7 @@ def test_priority_outside_zero_to_nine_is_refused():
         add.apply_async((1, 2), priority=10)
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_django_transport_writes_the_message_inside_the_callers_transaction():
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -88,6 +89,7 @@ def test_django_transport_writes_the_message_inside_the_callers_transaction():
     assert QueueMessage.objects.count() == 1
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("url", ["memory://", "django://"])
 def test_get_inside_the_publishing_transaction_raises_instead_of_hanging(settings, url):
@@ -113,6 +115,7 @@ def _waiting_publish(case: str, alias: str) -> tuple[dict, dict]:
     return {"BROKER_URL": "memory://", **tracking}, {}  # an on-commit callback
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True, databases=["default", "other"])
 @pytest.mark.parametrize("alias", ["default", "other"])
 @pytest.mark.parametrize("case", ["message row", "parked row", "outbox row", "on-commit callback"])
@@ -132,6 +135,7 @@ def test_get_on_a_publish_waiting_for_commit_raises_on_every_alias(settings, cas
         result.get(timeout=0.2)
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True, databases=["default", "other"])
 def test_a_publish_on_an_alias_without_a_transaction_does_not_wait(settings):
     settings.TQ = {**settings.TQ, "BROKER_URL": "memory://", "TRACK_ENQUEUED": False}
@@ -142,6 +146,7 @@ def test_a_publish_on_an_alias_without_a_transaction_does_not_wait(settings):
             result.get(timeout=0.2)
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_delay_on_commit_waits_for_the_commit_even_when_the_setting_is_off(settings):
     settings.TQ = {**settings.TQ, "BROKER_URL": "memory://", "PUBLISH_ON_COMMIT": False}
@@ -230,6 +235,7 @@ def test_apply_returns_an_eager_result(settings):
     assert isinstance(failed.get(propagate=False), ValueError)
 
 
+@pytest.mark.db
 class CaptureInTestCase(TestCase):
     def test_on_commit_enqueues_are_seen_and_rollbacks_are_not(self):
         with capture() as queue:
@@ -290,6 +296,7 @@ def test_get_inside_a_task_raises(tq_capture):
         current_request.reset(token)
 
 
+@pytest.mark.db
 @pytest.mark.django_db
 def test_forget_and_unknown_ids():
     with capture() as queue:
@@ -311,6 +318,7 @@ def test_task_error_is_raised_for_unsafe_exception_types(db):
         AsyncResult("t1").get(timeout=1)
 
 
+@pytest.mark.db
 @pytest.mark.django_db
 def test_delay_on_commit_and_on_commit_lambda(django_capture_on_commit_callbacks):
     with capture() as queue, django_capture_on_commit_callbacks(execute=True), transaction.atomic():

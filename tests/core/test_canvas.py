@@ -113,6 +113,7 @@ def test_immutable_steps_ignore_the_previous_result() -> None:
     assert result.get(timeout=5) == 20
 
 
+@pytest.mark.db
 def test_group_results_are_in_order_and_stored() -> None:
     with capture() as queue:
         result = group(add.s(i, i) for i in range(100)).delay()
@@ -125,6 +126,7 @@ def test_group_results_are_in_order_and_stored() -> None:
     assert GroupRow.objects.get(group_id=result.id).date_done is not None
 
 
+@pytest.mark.db
 def test_chord_runs_its_body_once_with_the_header_results_in_order() -> None:
     with capture() as queue:
         result = chord((add.s(i, i) for i in range(10)), record_sum.s()).delay()
@@ -135,6 +137,7 @@ def test_chord_runs_its_body_once_with_the_header_results_in_order() -> None:
     assert counter.remaining == 0 and counter.state == ChordCounter.SUCCESS
 
 
+@pytest.mark.db
 def test_a_header_task_counted_twice_is_counted_once() -> None:
     """A redelivered header task (its result recorded again) must not decrement again."""
     from django_tq.execution import execute, record
@@ -151,6 +154,7 @@ def test_a_header_task_counted_twice_is_counted_once() -> None:
         assert len(queue.filter(record_sum)) == 1
 
 
+@pytest.mark.db
 def test_a_failing_header_fails_the_chord_and_runs_the_errbacks_once() -> None:
     body = record_sum.s().on_error(on_error.s()).on_error(on_error_old_style.s())
     with capture() as queue:
@@ -366,6 +370,7 @@ def test_workflow_arguments_keep_their_django_types() -> None:
     assert result.parent.parent.join(timeout=5) == ["datetime"]
 
 
+@pytest.mark.db
 def test_groups_inside_workflows_are_waited_for_once() -> None:
     accumulate = signature("django_tq.accumulate")
     with capture() as queue:

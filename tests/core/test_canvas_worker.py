@@ -27,7 +27,7 @@ from tests.testapp.tasks import (
     tsum,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def test_chain_group_and_nested_workflows(broker_url: str, start_worker: Any) -> None:

@@ -14,6 +14,8 @@ from django.test import override_settings
 from django_tq.registry import registry
 from django_tq.tasks import Task
 
+pytestmark = pytest.mark.django_version
+
 LIMITED_TASKS = ["tests.testapp.tasks.soft_limited", "tests.testapp.tasks.hard_limited"]
 
 
@@ -95,6 +97,7 @@ def test_w004_sqlite_queue_with_several_prefork_processes_is_a_deploy_warning(
         assert "tq.W004" not in ids(include_deployment_checks=True), harmless
 
 
+@pytest.mark.db
 @pytest.mark.django_db
 def test_w004_mysql_without_skip_locked(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     if connection.vendor != "mysql":

@@ -35,10 +35,12 @@ def admin_user(django_user_model: Any) -> Any:
     return django_user_model.objects.create_superuser("admin", "admin@example.com", None)
 
 
+@pytest.mark.django_version
 def test_the_dashboard_url_is_the_admin_changelist_of_dashboard():
     assert reverse("admin:django_tq_dashboard_changelist") == URL
 
 
+@pytest.mark.db
 def test_throughput_counts_finished_tasks_per_minute_by_outcome():
     window = dashboard.WINDOWS["1h"]
     finished("a", states.SUCCESS, NOW - timedelta(seconds=5))
@@ -61,6 +63,7 @@ def test_throughput_counts_finished_tasks_per_minute_by_outcome():
     assert sum(done["succeeded"]) + sum(done["failed"]) + sum(done["other"]) == 5
 
 
+@pytest.mark.db
 def test_hourly_buckets_cover_the_last_24_hours():
     window = dashboard.WINDOWS["24h"]
     finished("a", states.SUCCESS, NOW - timedelta(hours=23, minutes=10))
@@ -73,6 +76,7 @@ def test_hourly_buckets_cover_the_last_24_hours():
     assert done["failed"][-2] == 1  # 11:50 is in the 11:00 bucket
 
 
+@pytest.mark.db
 def test_depth_history_keeps_the_peak_per_bucket_and_gaps_where_no_sample():
     window = dashboard.WINDOWS["1h"]
     QueueDepthSample.objects.record([("default", 4), ("mail", 1)], NOW - timedelta(minutes=3))
@@ -85,6 +89,7 @@ def test_depth_history_keeps_the_peak_per_bucket_and_gaps_where_no_sample():
     assert history["mail"][-4] == 1
 
 
+@pytest.mark.db
 def test_one_sample_per_queue_and_minute_however_many_workers_record():
     QueueDepthSample.objects.record([("default", 4)], NOW)
     QueueDepthSample.objects.record([("default", 7)], NOW + timedelta(seconds=30))
@@ -96,6 +101,7 @@ def test_one_sample_per_queue_and_minute_however_many_workers_record():
     ]
 
 
+@pytest.mark.django_version
 def test_the_dashboard_shows_numbers_charts_and_recent_failures(admin_client):
     now = timezone.now()
     finished("ok-1", states.SUCCESS, now)
@@ -140,6 +146,7 @@ def test_the_dashboard_shows_numbers_charts_and_recent_failures(admin_client):
     assert response.context["dead_letters"] == 1
 
 
+@pytest.mark.django_version
 @pytest.mark.parametrize("window", ["1h", "24h", "7d"])
 def test_every_window_renders(admin_client, window):
     response = admin_client.get(URL, {"window": window})
@@ -152,6 +159,7 @@ def test_an_unknown_window_falls_back_to_the_default(admin_client):
     assert response.context["window"].key == dashboard.DEFAULT_WINDOW
 
 
+@pytest.mark.db
 def test_the_query_count_does_not_grow_with_the_data(admin_client):
     def queries() -> int:
         with CaptureQueriesContext(connection) as captured:
@@ -171,10 +179,12 @@ def test_the_query_count_does_not_grow_with_the_data(admin_client):
     assert small <= 12
 
 
+@pytest.mark.django_version
 def test_the_dashboard_is_listed_in_the_admin_index(admin_client):
     assert URL in admin_client.get(reverse("admin:index")).content.decode()
 
 
+@pytest.mark.django_version
 def test_staff_without_view_taskresult_may_not_see_the_dashboard(client, django_user_model):
     staff = django_user_model.objects.create_user("staff", password=None, is_staff=True)
     client.force_login(staff)
@@ -186,17 +196,20 @@ def test_staff_without_view_taskresult_may_not_see_the_dashboard(client, django_
     assert URL in client.get(reverse("admin:index")).content.decode()
 
 
+@pytest.mark.django_version
 def test_anonymous_users_are_sent_to_the_login_page(client):
     response = client.get(URL)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
 
 
+@pytest.mark.django_version
 def test_the_dashboard_has_no_add_change_or_delete_pages(admin_client):
     assert admin_client.get(URL + "add/").status_code == 404
 
 
 # -- charts -------------------------------------------------------------------------------------
+@pytest.mark.django_version
 def test_charts_escape_every_text_and_label_their_axes():
     series = [charts.Series(name=XSS, values=(1, None, 3), colour="#000")]
     for draw in (charts.bar_chart, charts.line_chart):
@@ -239,6 +252,7 @@ def test_nice_ceiling(value, ceiling):
 
 
 # -- the worker's samples -----------------------------------------------------------------------
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_a_running_worker_samples_the_depth_of_every_queue(broker_url, queue_name, start_worker):
     from tests.testapp.tasks import add
@@ -254,6 +268,7 @@ def test_a_running_worker_samples_the_depth_of_every_queue(broker_url, queue_nam
     assert QueueDepthSample.objects.filter(queue=queue_name).exists()
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_the_worker_prunes_samples_with_expired_results(settings, start_worker):
     settings.TQ = {**settings.TQ, "RESULT_EXPIRES": 3600}
@@ -270,6 +285,7 @@ def test_the_worker_prunes_samples_with_expired_results(settings, start_worker):
     assert QueueDepthSample.objects.filter(queue="default").exists()  # its fresh sample
 
 
+@pytest.mark.django_version
 def test_queues_link_to_their_results(admin_client):
     response = admin_client.get(URL)
     names = [queue.name for queue, _ in response.context["queues"]]

@@ -14,7 +14,7 @@ from django_tq.broker.delivery import Delivery
 from django_tq.message import TaskMessage, encode
 from django_tq.models import QueueMessage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def _broker(lease_seconds: float = 30) -> Broker:
@@ -64,11 +64,12 @@ def test_priority_then_fifo(queue_name):
 
 
 def test_expired_lease_is_redelivered_and_counted(queue_name):
-    broker = _broker(lease_seconds=0.5)
+    # A lease longer than a first collection takes on a loaded machine (xdist, legs side by side)
+    broker = _broker(lease_seconds=1.5)
     _send(broker, queue_name, "lost")
     first, received = _collect(broker, queue_name)
     assert len(received) == 1
-    time.sleep(0.7)  # the first consumer stays silent, as if it had died: no release, no renewal
+    time.sleep(1.7)  # the first consumer stays silent, as if it had died: no release, no renewal
     second, again = _collect(broker, queue_name)
     assert [d.delivery_count for d in again] == [2]
     again[0].ack()
@@ -77,12 +78,13 @@ def test_expired_lease_is_redelivered_and_counted(queue_name):
 
 
 def test_renewed_lease_is_not_redelivered(queue_name):
-    broker = _broker(lease_seconds=0.6)
+    # A lease longer than a first collection takes on a loaded machine; four renewals outlast it
+    broker = _broker(lease_seconds=1.5)
     _send(broker, queue_name, "long")
     holder, received = _collect(broker, queue_name)
     assert len(received) == 1
     for _ in range(4):
-        time.sleep(0.3)
+        time.sleep(0.5)
         assert holder.renew_leases() == 1
     other, stolen = _collect(broker, queue_name)
     assert stolen == []
@@ -125,11 +127,12 @@ def test_not_before_is_respected(queue_name):
 
     broker = _broker()
     wire = encode(TaskMessage(id="later", task="t", queue=queue_name))
-    later = (timezone.now() + timezone.timedelta(seconds=0.6)).isoformat()
+    # Far enough ahead that the first collection ends before it, even on a loaded machine
+    later = (timezone.now() + timezone.timedelta(seconds=1.5)).isoformat()
     broker.publish(wire, queue=queue_name, not_before=later)
     subscription, received = _collect(broker, queue_name, rounds=2)
     assert received == []
-    time.sleep(0.7)
+    time.sleep(1.6)
     subscription.drain(0.05)
     assert [d.headers["id"] for d in received] == ["later"]
     subscription.close()

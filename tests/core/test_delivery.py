@@ -25,7 +25,7 @@ from tests.testapp.tasks import (
     who_am_i,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def test_task_runs_and_its_result_is_stored(broker_url, start_worker):

@@ -34,7 +34,7 @@ from tests.djangotasks import signal_log
 from tests.djangotasks import tasks as dj
 
 Status = compat.TaskResultStatus
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.django_version]
 
 
 @pytest.fixture
@@ -203,6 +203,7 @@ def test_takes_context_gets_the_running_result_and_the_attempt(
     assert AsyncResult(async_report["id"]).state == states.SUCCESS
 
 
+@pytest.mark.db
 def test_a_redelivery_after_a_worker_died_is_the_next_attempt(
     queue: str, settings: Any, start_worker: Any
 ) -> None:
@@ -230,6 +231,7 @@ def test_non_json_arguments_fail_at_enqueue_and_nothing_is_sent(queue: str) -> N
 
 
 # -- priority, queues, run_after ---------------------------------------------------------------
+@pytest.mark.db
 def test_priority_orders_the_queue_and_reads_back(queue: str, start_worker: Any) -> None:
     low = dj.record.using(priority=-100).enqueue("low")
     default = dj.record.enqueue("default")
@@ -315,6 +317,7 @@ def test_a_second_backend_alias_is_kept_and_a_worker_without_it_still_runs_the_t
 
 
 # -- get_result ----------------------------------------------------------------------------------
+@pytest.mark.db
 def test_get_result_of_unknown_mismatched_and_django_tq_ids(queue: str) -> None:
     backend = compat.task_backends["default"]
     with pytest.raises(compat.TaskResultDoesNotExist):
@@ -382,6 +385,7 @@ def test_django_task_signals_enqueued_here_started_and_finished_in_the_worker(
     assert failed["errors"] == ["builtins.ValueError"]
 
 
+@pytest.mark.db
 def test_enqueue_in_a_transaction_is_sent_at_commit_and_never_after_a_rollback(
     queue: str, start_worker: Any, django_signal_log: Any
 ) -> None:

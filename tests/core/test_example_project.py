@@ -69,6 +69,7 @@ def run_django(env: dict[str, str], code: str, timeout: float = 120) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.django_version
 def test_check_migrations_and_migrate(example_env: dict[str, str]) -> None:
     manage(example_env, "check", "--fail-level", "WARNING")
     manage(example_env, "makemigrations", "--check", "--dry-run")
@@ -306,6 +307,7 @@ def test_the_report_is_rebuilt_by_a_chord_one_rebuild_at_a_time(
     assert second - first >= 1.9
 
 
+@pytest.mark.django_version
 def test_demo_data_fills_every_screen_and_can_run_again(example_env: dict[str, str]) -> None:
     manage(example_env, "migrate", "--noinput", "-v", "0")
     manage(example_env, "demo_data")

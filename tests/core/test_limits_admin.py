@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_tq.models import RateLimitBucket, UniqueLock
 from tests.testapp.tasks import sync_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 XSS = "<script>alert(1)</script>"
 
@@ -41,6 +41,7 @@ def test_locks_and_buckets_render_escaped(admin_client: Any) -> None:
     assert admin_client.get(admin_url("uniquelock", "add")).status_code == 403
 
 
+@pytest.mark.db
 def test_deleting_a_lock_frees_its_key(admin_client: Any) -> None:
     first = sync_user.delay(1)
     lock = UniqueLock.objects.get()

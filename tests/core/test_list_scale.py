@@ -16,7 +16,7 @@ from django_tq import states
 from django_tq.admin.display import RecentValuesFilter
 from django_tq.models import TaskResult
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.db]
 
 ROWS = 100_000
 STATES = [states.SUCCESS, states.FAILURE, states.DEAD, states.QUEUED]

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, worker_env
 from tests.testapp.models import Execution
 from tests.testapp.tasks import record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 external_brokers = pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)
 

@@ -16,6 +16,8 @@ from tests.conftest import wait_for
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record
 
+pytestmark = pytest.mark.db
+
 
 @pytest.mark.django_db(transaction=True)
 def test_far_eta_is_parked_in_the_callers_transaction():

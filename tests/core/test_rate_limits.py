@@ -49,6 +49,7 @@ def test_bad_task_options_fail_at_declaration():
         Task(lambda: None, name="t.bad_scope", rate_limit="1/s", rate_limit_scope="cluster")
 
 
+@pytest.mark.db
 def test_a_bucket_spaces_starts_by_the_interval():
     rate = Rate(per_second=5)
     bucket = Bucket.full(at(0))
@@ -64,6 +65,7 @@ def test_a_bucket_spaces_starts_by_the_interval():
     assert bucket.take(rate, at(10))[1] == pytest.approx(0.2)
 
 
+@pytest.mark.db
 def test_a_bucket_tolerates_a_clock_behind_its_last_update():
     rate = Rate(per_second=1)
     bucket, _ = Bucket.full(at(5)).take(rate, at(5))
@@ -71,6 +73,7 @@ def test_a_bucket_tolerates_a_clock_behind_its_last_update():
     assert wait == pytest.approx(1.0) and bucket.updated_at == at(5)
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_the_shared_bucket_is_one_row_all_consumers_take_from():
     rate = Rate(per_second=10)
@@ -94,6 +97,7 @@ def test_worker_scope_buckets_live_in_each_consumer():
     assert not RateLimitBucket.objects.exists()
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_takes_never_share_a_token():
     """Threads have their own connections: on PostgreSQL/MySQL, real concurrent transactions."""
@@ -137,6 +141,7 @@ def _most_in_one_second(times: list[dt.datetime]) -> int:
     return max(sum(1 for other in times if start <= other < start + window) for start in times)
 
 
+@pytest.mark.db
 @pytest.mark.django_db(transaction=True)
 def test_a_global_limit_holds_across_workers_and_others_pass(broker_url, start_worker):
     for index in range(15):

@@ -1,6 +1,6 @@
 """The ``redis://`` transport: leased claims, priorities, delays, durable acks, real workers.
 
-Every test uses Redis database 7 and queue names of its own, and deletes only its own keys.
+Every test uses Redis database 7 (10, 13, … under xdist) and queue names of its own, and deletes only its own keys.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from django_tq.transport.redis import (
     split_tag,
 )
 from tests.conftest import require_service, wait_for
+from tests.settings import REDIS_DB
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record, slow_record
 
-REDIS_URL = "redis://127.0.0.1:6379/7"
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB + 2}"
 
 
 def message(body: str) -> WireMessage:
@@ -115,7 +116,7 @@ def make_receiver() -> Iterator[Callable[..., Receiver]]:
 
 @pytest.fixture
 def broker() -> Broker:
-    """A publishing broker on Redis database 7."""
+    """A publishing broker on Redis database 7 (this xdist worker's third)."""
     require_service("Redis", 6379)
     return Broker(REDIS_URL)
 
@@ -394,7 +395,7 @@ def test_scripts_survive_a_script_cache_flush_and_a_dropped_connection(
     for (
         client
     ) in admin.client_list():  # drop this database's client connections, as a restart would
-        if client["db"] == "7" and int(client["id"]) != own:
+        if client["db"] == str(REDIS_DB + 2) and int(client["id"]) != own:
             admin.client_kill_filter(_id=client["id"])
     broker.publish(message("after reconnect"), queue=redis_queue)  # reconnects by itself
     receiver = make_receiver([redis_queue])

@@ -51,6 +51,7 @@ def test_no_backend_keeps_nothing(settings):
         result.get(timeout=1)
 
 
+@pytest.mark.db
 @pytest.mark.django_db
 def test_track_enqueued_off_writes_no_row_until_the_task_runs(settings):
     settings.TQ = {**settings.TQ, "TRACK_ENQUEUED": False}
@@ -61,6 +62,7 @@ def test_track_enqueued_off_writes_no_row_until_the_task_runs(settings):
     assert TaskResult.objects.get(task_id=result.id).state == states.SUCCESS
 
 
+@pytest.mark.db
 @pytest.mark.django_db
 def test_ignore_result_stores_nothing():
     with capture() as queue:

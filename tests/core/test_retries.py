@@ -33,6 +33,7 @@ def test_autoretry_with_backoff_until_success():
     assert list(Execution.objects.values_list("label", flat=True)) == ["try-0", "try-1", "try-2"]
 
 
+@pytest.mark.db
 def test_retry_state_is_recorded_between_attempts(settings):
     settings.TQ = {**settings.TQ, "ALWAYS_EAGER": False}
     with capture() as queue:

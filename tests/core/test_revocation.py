@@ -10,7 +10,7 @@ from tests.conftest import wait_for
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record, slow_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
 def test_a_revoked_queued_task_never_runs(broker_url, start_worker):

@@ -24,6 +24,7 @@ def test_defaults_are_read_through_one_object(settings):
     assert tq_settings.TIMEZONE == settings.TIME_ZONE
 
 
+@pytest.mark.django_version
 def test_settings_reload_when_overridden(settings):
     settings.TQ = {"DEFAULT_QUEUE": "first"}
     assert tq_settings.DEFAULT_QUEUE == "first"
@@ -52,6 +53,7 @@ def test_bad_values_name_the_key(settings, key, value):
         tq_settings.check()
 
 
+@pytest.mark.django_version
 def test_system_check_reports_bad_settings(settings):
     from django_tq.checks import check_settings
 
@@ -158,6 +160,7 @@ def test_unknown_task_option_raises():
         def painted() -> None: ...
 
 
+@pytest.mark.django_version
 def test_tasks_modules_are_autodiscovered():
     assert "tests.testapp.tasks.add" in registry
 

@@ -4,6 +4,8 @@ from django_tq import AsyncResult, states
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record
 
+pytestmark = pytest.mark.db
+
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])

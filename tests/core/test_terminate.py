@@ -239,6 +239,7 @@ def by_rest(client: Any, result: AsyncResult[Any]) -> None:
     assert response.json()["state"] == states.STARTED  # running: the worker stops it
 
 
+@pytest.mark.django_version
 @pytest.mark.parametrize("terminate", [by_admin_action, by_rest], ids=["admin", "rest"])
 def test_the_admin_action_and_the_rest_endpoint_stop_a_running_task(
     terminate: Any, admin_client: Any, start_worker: Any

@@ -18,6 +18,8 @@ from django_tq.crontab_words import describe_crontab
 from django_tq.models import TaskResult
 from django_tq.schedules import Crontab, Every
 
+pytestmark = pytest.mark.django_version
+
 LOCALE = Path(django_tq.__file__).parent / "locale"
 PO = LOCALE / "zh_Hans" / "LC_MESSAGES" / "django.po"
 MO = PO.with_suffix(".mo")

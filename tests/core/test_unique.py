@@ -23,6 +23,7 @@ from tests.testapp.tasks import add, fail, slow_sync, sync_user, unique_retries
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.mark.db
 def test_second_enqueue_returns_the_queued_task():
     first = sync_user.delay(7)
     again = sync_user.delay(user_id=7, label="other label")  # keyword, other arguments ignored
@@ -50,6 +51,7 @@ def test_unique_true_keys_on_every_argument_with_defaults():
     assert add.unique_key_for((1, 2), {}) is None
 
 
+@pytest.mark.db
 def test_explicit_unique_key_and_long_keys():
     first = add.apply_async((1, 2), unique_key="nightly-report")
     assert add.apply_async((3, 4), unique_key="nightly-report").id == first.id
@@ -67,6 +69,7 @@ def test_declaring_unknown_argument_names_fails():
         Task(lambda user_id: None, name="t.bad_unique", unique=("account",))
 
 
+@pytest.mark.db
 def test_same_key_inside_one_transaction_and_after_rollback():
     with transaction.atomic():
         first = sync_user.delay(1)
@@ -82,6 +85,7 @@ def test_same_key_inside_one_transaction_and_after_rollback():
     assert UniqueLock.objects.get().task_id == after.id
 
 
+@pytest.mark.db
 def test_a_stale_lock_is_taken_over():
     first = sync_user.delay(3)
     UniqueLock.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
@@ -90,6 +94,7 @@ def test_a_stale_lock_is_taken_over():
     assert UniqueLock.objects.get().task_id == second.id
 
 
+@pytest.mark.db
 def test_a_lock_left_by_a_finished_task_is_taken_over():
     first = sync_user.delay(4)
     TaskResult.objects.filter(task_id=first.id).update(state=states.FAILURE)  # e.g. hard limit
@@ -98,6 +103,7 @@ def test_a_lock_left_by_a_finished_task_is_taken_over():
     assert UniqueLock.objects.get().task_id == second.id
 
 
+@pytest.mark.db
 @pytest.mark.parametrize("task, state", [(sync_user, states.SUCCESS), (fail, states.FAILURE)])
 def test_the_lock_is_released_when_the_task_finishes(task, state):
     with capture() as queue:
@@ -110,6 +116,7 @@ def test_the_lock_is_released_when_the_task_finishes(task, state):
         assert task.apply_async(("x",), unique_key="k").id != first.id
 
 
+@pytest.mark.db
 def test_expired_and_revoked_tasks_release_the_lock():
     with capture() as queue:
         expired = sync_user.apply_async((5,), expires=timezone.now() - dt.timedelta(seconds=1))
@@ -117,6 +124,7 @@ def test_expired_and_revoked_tasks_release_the_lock():
     assert not UniqueLock.objects.exists()
 
 
+@pytest.mark.db
 def test_a_retry_keeps_the_lock_until_the_last_attempt():
     with capture() as queue:
         first = unique_retries.delay(9)
@@ -135,6 +143,7 @@ def test_a_retry_keeps_the_lock_until_the_last_attempt():
     assert not UniqueLock.objects.exists()
 
 
+@pytest.mark.db
 def test_eager_mode_honours_the_lock(settings):
     held = sync_user.delay(6)  # queued: holds the key
     settings.TQ = {**settings.TQ, "ALWAYS_EAGER": True}
@@ -158,6 +167,7 @@ def _waiting_for_locks() -> int:
         return int(cursor.fetchone()[0])
 
 
+@pytest.mark.db
 @pytest.mark.parametrize("stale", [False, True], ids=["free", "stale"])
 def test_enqueues_racing_in_concurrent_transactions_send_one_task(stale):
     """The first enqueue holds its transaction open until the others are blocked on its lock.
@@ -207,6 +217,7 @@ def test_enqueues_racing_in_concurrent_transactions_send_one_task(stale):
     assert UniqueLock.objects.get().task_id == ids["first"][0]
 
 
+@pytest.mark.db
 def test_a_worker_runs_one_of_the_duplicates_then_frees_the_key(broker_url, start_worker):
     start_worker("-P", "prefork", "-c", "2")
     first = slow_sync.delay(1, 1.0)
@@ -220,6 +231,7 @@ def test_a_worker_runs_one_of_the_duplicates_then_frees_the_key(broker_url, star
     wait_for(lambda: not UniqueLock.objects.exists(), what="the lock released")
 
 
+@pytest.mark.db
 def test_a_dead_lettered_message_frees_its_key(settings, start_worker):
     queue = settings.TQ.get("DEFAULT_QUEUE", "default")
     message = TaskMessage(

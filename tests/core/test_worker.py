@@ -37,6 +37,7 @@ def _children(pid: int) -> list[int]:
         return [int(child) for child in handle.read().split()]
 
 
+@pytest.mark.db
 def test_a_killed_child_is_replaced_and_its_message_released_at_once(start_worker):
     # The lease is a minute long: the task comes back quickly only because the parent releases it.
     worker = start_worker("-P", "prefork", "-c", "1")
@@ -51,12 +52,14 @@ def test_a_killed_child_is_replaced_and_its_message_released_at_once(start_worke
     assert _children(worker.pid) != [child]
 
 
+@pytest.mark.db
 def test_a_task_closing_its_own_connection_does_not_break_consumption(start_worker):
     start_worker("-P", "solo")
     assert close_my_connection.delay().get(timeout=20) == "closed"
     assert add.delay(1, 1).get(timeout=20) == 2
 
 
+@pytest.mark.db
 def test_a_consumer_drops_a_connection_the_database_closed():
     # A database restart leaves the consumer thread's Django connection closed under it, and
     # django:// declares the queue through that connection when the consumer subscribes again.
@@ -83,6 +86,7 @@ def test_a_consumer_drops_a_connection_the_database_closed():
     assert seen == {"value": 5}
 
 
+@pytest.mark.db
 def test_heartbeat_row_tracks_the_worker(start_worker):
     worker = start_worker("-P", "threads", "-c", "2", "-n", "hb@test", "-Q", "default,other")
     add.delay(1, 2).get(timeout=20)
@@ -99,6 +103,7 @@ def test_heartbeat_row_tracks_the_worker(start_worker):
     assert state.processed == 1
 
 
+@pytest.mark.db
 def test_worker_deletes_expired_results_without_beat(settings, start_worker):
     settings.TQ = {**settings.TQ, "RESULT_EXPIRES": 3600}
     old = TaskResult.objects.create(task_id="old", task_name="x", state=states.SUCCESS)
@@ -118,6 +123,7 @@ def test_acks_late_false_acks_before_running(start_worker):
     assert not QueueMessage.objects.exists()
 
 
+@pytest.mark.db
 def test_purge_deletes_waiting_messages(start_worker):
     record.delay("purged")
     start_worker("-P", "solo", "--purge")

@@ -18,6 +18,8 @@ from tests.conftest import wait_for
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, on_other_queue, record
 
+pytestmark = pytest.mark.db
+
 
 # -- tq_worker --------------------------------------------------------------------------------
 def test_tq_worker_runs_what_a_view_enqueues(client: Any, tq_worker: EmbeddedWorker) -> None:
@@ -85,6 +87,7 @@ def test_a_stopped_embedded_worker_marks_its_heartbeat_stopped() -> None:
     assert WorkerState.objects.get(hostname="short-lived").stopped_at is not None
 
 
+@pytest.mark.django_version
 def test_django_tasks_run_on_tq_worker(tq_worker: EmbeddedWorker) -> None:
     if not django_settings.HAS_DJANGO_TASKS:
         pytest.skip("neither django.tasks nor the django_tasks backport")

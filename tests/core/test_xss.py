@@ -16,7 +16,7 @@ from django_tq import states
 from django_tq.models import GroupResult, TaskResult
 from tests.core.test_admin import ESCAPED, XSS, admin_url, make_result
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.django_version]
 
 API = "/api/tq/"
 

@@ -24,7 +24,7 @@ from tests.faults.conftest import (
 from tests.testapp.models import Execution
 from tests.testapp.tasks import kill_my_process, slow_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 BURST = 2000
 KILLS = 5

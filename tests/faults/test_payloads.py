@@ -16,7 +16,7 @@ from django_tq.serialization import JSON, PICKLE
 from tests.conftest import wait_for
 from tests.testapp.tasks import add
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 class Sentinel:

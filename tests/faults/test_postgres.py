@@ -22,6 +22,8 @@ import pytest
 from tests.conftest import ROOT, wait_for, worker_env
 from tests.faults.conftest import LEASE_SECONDS, PostgresCluster, Runs
 
+pytestmark = pytest.mark.slow
+
 DATABASE = "tq_faults"
 
 

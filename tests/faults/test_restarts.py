@@ -27,7 +27,7 @@ from tests.faults.conftest import (
 from tests.testapp.models import Execution
 from tests.testapp.tasks import slow_record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 CONNECTION_TIMEOUT = 1.0
 

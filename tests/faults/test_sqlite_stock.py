@@ -27,7 +27,7 @@ from django.db import connection
 from tests.beat.conftest import RECORD, BeatProcess
 from tests.conftest import ROOT, WorkerProcess, wait_for, worker_env
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 #: how long the web-like writers write
 WRITE_SECONDS = 15

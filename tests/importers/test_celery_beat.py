@@ -30,6 +30,8 @@ from django_tq.schedules import Clocked, Crontab, Every
 from django_tq.testing import capture
 from tests.importers.conftest import celery_model
 
+pytestmark = [pytest.mark.db, pytest.mark.django_version]
+
 UTC = dt.UTC
 ADD = "tests.testapp.tasks.add"
 RECORD = "tests.testapp.tasks.record"

@@ -29,6 +29,8 @@ from django_tq.models import TaskResult
 from tests.conftest import ROOT, worker_env
 from tests.importers.conftest import celery_model
 
+pytestmark = [pytest.mark.db, pytest.mark.django_version]
+
 UTC = dt.UTC
 ADD = "tests.testapp.tasks.add"
 CREATED = dt.datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

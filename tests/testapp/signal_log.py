@@ -57,6 +57,11 @@ def _receiver(name: str) -> Callable[..., None]:
             "signal_name": kwargs.get("signal_name"),
             "index": kwargs.get("index"),
         }
+        if name == "task_failed":  # what an error tracker reports
+            exception = kwargs["exception"]
+            line["exception"] = [type(exception).__name__, str(exception)]
+            line["args"], line["kwargs"] = list(kwargs["args"]), kwargs["kwargs"]
+            line["traceback"] = kwargs["traceback"]
         if name == "task_started":
             request = kwargs["request"]
             line["hostname"] = request.hostname

@@ -60,6 +60,15 @@ class Command(BaseCommand):
             "--purge", action="store_true", help="delete waiting messages before starting"
         )
         parser.add_argument(
+            "--metrics-port",
+            type=int,
+            help="serve Prometheus metrics on this port (default: TQ['METRICS_PORT'], else off)",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            help="address the metrics port listens on (default: TQ['METRICS_ADDRESS'])",
+        )
+        parser.add_argument(
             "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
         )
 
@@ -82,6 +91,10 @@ class Command(BaseCommand):
             max_memory_per_child=options["max_memory_per_child"]
             or tq_settings.WORKER_MAX_MEMORY_PER_CHILD,
             purge=options["purge"],
+            metrics_port=options["metrics_port"]
+            if options["metrics_port"] is not None
+            else tq_settings.METRICS_PORT,
+            metrics_address=options["metrics_address"] or tq_settings.METRICS_ADDRESS,
         )
         worker = Worker(get_broker(), config)
         if not options["beat"]:

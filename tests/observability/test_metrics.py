@@ -1,0 +1,172 @@
+"""Prometheus metrics: a real prefork worker's endpoint, and the Django view of the cluster."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_tq import AsyncResult, message, signals, states
+from django_tq.enqueue import enqueue
+from django_tq.message import TaskMessage
+from django_tq.metrics import tasks as task_metrics
+from django_tq.models import DeadLetter
+from tests.conftest import wait_for
+from tests.testapp.tasks import add, always_retries, fail
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Return ``{(sample name, sorted labels): value}`` parsed by prometheus_client's parser."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_worker_serves_the_task_metrics_of_all_its_consumers(
+    start_worker: Any, pool: str
+) -> None:
+    port = free_port()
+    worker = start_worker(
+        "-P",
+        pool,
+        "-c",
+        "2",
+        "--max-tasks-per-child",
+        "2",  # children are recycled: the counts of dead children must stay in the sum
+        "--metrics-port",
+        str(port),
+        "--metrics-address",
+        "127.0.0.1",
+    )
+    ok = [add.delay(i, 1) for i in range(6)]
+    bad = fail.delay("expected")
+    retried = always_retries.delay()
+    assert [r.get(timeout=30) for r in ok] == [1, 2, 3, 4, 5, 6]
+    for result in (bad, retried):
+        with pytest.raises((ValueError, ConnectionError)):
+            result.get(timeout=30)
+    assert AsyncResult(retried.id).state == states.FAILURE
+    enqueue(TaskMessage(id=str(uuid.uuid4()), task="tests.no_such_task"))
+    wait_for(lambda: DeadLetter.objects.count() == 1, what="a dead letter")
+
+    samples = scrape(get(f"http://127.0.0.1:{port}/metrics"))
+    add_name, fail_name = add.name, fail.name
+    retry_name = always_retries.name
+    labels = {"queue": "default"}
+    assert value(samples, "django_tq_tasks_total", task=add_name, state="SUCCESS", **labels) == 6
+    assert value(samples, "django_tq_tasks_total", task=fail_name, state="FAILURE", **labels) == 1
+    assert value(samples, "django_tq_tasks_total", task=retry_name, state="RETRY", **labels) == 2
+    assert value(samples, "django_tq_tasks_total", task=retry_name, state="FAILURE", **labels) == 1
+    assert value(samples, "django_tq_task_retries_total", task=retry_name, **labels) == 2
+    assert value(samples, "django_tq_dead_letters_total", queue="default") == 1
+    assert value(samples, "django_tq_task_runtime_seconds_count", task=add_name, **labels) == 6
+    assert (
+        value(samples, "django_tq_task_runtime_seconds_bucket", task=add_name, le="+Inf", **labels)
+        == 6
+    )
+    assert value(samples, "django_tq_task_queue_wait_seconds_count", task=add_name, **labels) == 6
+    wait_sum = value(samples, "django_tq_task_queue_wait_seconds_sum", task=add_name, **labels)
+    assert wait_sum is not None and 0 < wait_sum < 60
+
+    hostname = f"tq-{worker.pid}@{socket.gethostname()}"
+    assert value(samples, "django_tq_worker_info", worker=hostname, pool=pool) == 1
+    assert value(samples, "django_tq_worker_concurrency", worker=hostname) == 2
+    assert value(samples, "django_tq_worker_busy", worker=hostname) == 0
+    assert value(samples, "django_tq_worker_processed_total", worker=hostname) is not None
+    restarts = value(samples, "django_tq_worker_child_restarts_total", worker=hostname)
+    assert restarts is not None and restarts >= 1
+    rss = value(samples, "django_tq_worker_resident_memory_bytes", worker=hostname)
+    assert rss is not None and rss > 10 * 1024 * 1024
+    assert worker.stop() == 0, worker.output()
+
+
+def test_the_queue_wait_reads_the_sent_at_header_and_tolerates_a_bad_one() -> None:
+    wire = message.encode(TaskMessage(id="a", task="t"))
+    decoded = message.decode(wire.headers, wire.body, wire.content_type, queue="q", accept=["json"])
+    assert decoded.sent_at is not None and decoded.sent_at.tzinfo is not None
+    bad = {**wire.headers, "sent_at": "yesterday"}
+    assert (
+        message.decode(bad, wire.body, wire.content_type, queue="q", accept=["json"]).sent_at
+        is None
+    )
+
+
+def test_without_metrics_no_receiver_is_connected() -> None:
+    assert not task_metrics.is_connected()
+    for signal in (signals.task_started, signals.task_postrun, signals.task_received):
+        uids = [key[0] for key, *_ in signal.receivers]
+        assert task_metrics.DISPATCH_UID not in uids
+
+
+# -- the Django view ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metrics_token(settings: Any) -> str:
+    settings.TQ = {**settings.TQ, "METRICS_TOKEN": "s3cret-token"}
+    return "s3cret-token"
+
+
+def test_the_view_needs_a_token_or_a_permission(client: Any, metrics_token: str) -> None:
+    assert client.get("/tq/metrics/").status_code == 401
+    wrong = client.get("/tq/metrics/", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong["WWW-Authenticate"].startswith("Bearer")
+    right = client.get("/tq/metrics/", headers={"Authorization": f"Bearer {metrics_token}"})
+    assert right.status_code == 200
+    assert right["Content-Type"].startswith("text/plain")
+
+    user = User.objects.create_user("reader", password="pw")
+    client.force_login(user)
+    assert client.get("/tq/metrics/").status_code == 401
+    user.user_permissions.add(Permission.objects.get(codename="view_metrics"))
+    client.force_login(User.objects.get(pk=user.pk))  # a fresh permission cache
+    assert client.get("/tq/metrics/").status_code == 200
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/tq/metrics/").status_code == 200
+
+
+def test_the_view_without_a_token_setting_refuses_any_bearer(client: Any) -> None:
+    assert client.get("/tq/metrics/", headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.get("/tq/metrics/", headers={"Authorization": "Bearer x"}).status_code == 401
+
+
+def test_the_view_shows_queue_depth_head_age_and_results(
+    client: Any, metrics_token: str, settings: Any
+) -> None:
+    for i in range(3):
+        add.delay(i, i)
+    response = client.get("/tq/metrics/", headers={"Authorization": f"Bearer {metrics_token}"})
+    samples = scrape(response.content.decode())
+    assert value(samples, "django_tq_queue_depth", queue="default") == 3
+    assert value(samples, "django_tq_queue_consumers", queue="default") == 0
+    age = value(samples, "django_tq_queue_oldest_ready_age_seconds", queue="default")
+    assert age is not None and 0 <= age < 60
+    assert value(samples, "django_tq_results", state=states.QUEUED) == 3
+    assert value(samples, "django_tq_workers_alive") == 0
