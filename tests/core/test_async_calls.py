@@ -23,6 +23,8 @@ from django_tq.worker.embedded import EmbeddedWorker
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record
 
+pytestmark = pytest.mark.django_version  # async views, asgiref: what Django versions change
+
 
 def _get(path: str) -> Any:
     return async_to_sync(AsyncClient().get)(path)
@@ -136,6 +138,7 @@ def test_delay_in_an_event_loop_runs_in_a_helper_thread(tq_capture: CapturedQueu
     assert threads == [threading.current_thread().name]
 
 
+@pytest.mark.db  # a transaction's on_commit
 @pytest.mark.django_db(transaction=True)
 def test_delay_in_an_event_loop_stays_in_the_thread_when_django_allows_it(
     monkeypatch: pytest.MonkeyPatch, tq_capture: CapturedQueue
