@@ -56,8 +56,13 @@ def _helpers() -> ThreadPoolExecutor:
 
 
 def _in_helper(call: Callable[[], R]) -> R:
-    close_old_connections()  # the helper thread's own connection, never inside a transaction
-    return call()
+    """Run ``call`` with the helper thread's own connection, as Django runs a request: closed
+    before and after unless ``CONN_MAX_AGE`` keeps it (never inside a transaction)."""
+    close_old_connections()
+    try:
+        return call()
+    finally:
+        close_old_connections()
 
 
 def call_off_loop(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
