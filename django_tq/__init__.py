@@ -15,6 +15,7 @@ _EXPORTS = {
     "task": "django_tq.tasks",
     "shared_task": "django_tq.tasks",
     "send_task": "django_tq.tasks",
+    "asend_task": "django_tq.tasks",
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
     "Task": "django_tq.tasks",
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from django_tq.log import get_task_logger
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
-    from django_tq.tasks import Task, send_task, shared_task, task
+    from django_tq.tasks import Task, asend_task, send_task, shared_task, task
 
 __all__ = [
     "AsyncResult",
@@ -46,6 +47,7 @@ __all__ = [
     "GroupResult",
     "Signature",
     "Task",
+    "asend_task",
     "chain",
     "chord",
     "crontab",

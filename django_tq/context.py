@@ -17,6 +17,7 @@ class Request:
 
     id: str | None = None
     task: str = ""
+    shadow: str | None = None  #: the name logs show (``apply_async(shadow=…)``)
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     retries: int = 0
@@ -30,6 +31,9 @@ class Request:
     hostname: str = ""
     queue: str = ""
     headers: dict[str, Any] = field(default_factory=dict)
+    #: how the message came, in Celery's shape: ``exchange`` ("", the default one),
+    #: ``routing_key`` and ``queue`` (the queue's name), ``priority``, ``redelivered``
+    delivery_info: dict[str, Any] = field(default_factory=dict)
     ignore_result: bool = False
     time_limit: float | None = None
     soft_time_limit: float | None = None
@@ -47,6 +51,7 @@ def build_request(
     return Request(
         id=message.id,
         task=message.task,
+        shadow=message.shadow,
         args=message.args,
         kwargs=message.kwargs,
         retries=message.retries,
@@ -60,6 +65,13 @@ def build_request(
         hostname=hostname,
         queue=message.queue,
         headers=message.headers,
+        delivery_info={
+            "exchange": "",
+            "routing_key": message.queue,
+            "queue": message.queue,
+            "priority": message.priority,
+            "redelivered": delivery_count > 1,
+        },
         ignore_result=message.ignore_result,
         time_limit=message.time_limit,
         soft_time_limit=message.soft_time_limit,

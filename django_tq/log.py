@@ -17,7 +17,7 @@ class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
     ) -> tuple[Any, MutableMapping[str, Any]]:
         request = current_request.get()
         task_id = request.id if request else None
-        task_name = request.task if request else None
+        task_name = (request.shadow or request.task) if request else None
         extra = dict(kwargs.get("extra") or {})
         extra.setdefault("task_id", task_id or "???")
         extra.setdefault("task_name", task_name or "???")

@@ -50,6 +50,8 @@ class TaskMessage:
     serializer: str = "json"
     unique_key: str | None = None  #: the ``UniqueLock`` key this task holds (see ``unique.py``)
     unique_ttl: float | None = None  #: seconds the lock lasts past the time the task is due
+    #: the name logs show instead of ``task`` (``apply_async(shadow=…)``); results keep ``task``
+    shadow: str | None = None
     #: the steps of its chain still to run after this task, as signature dicts (next first)
     chain: tuple[dict[str, Any], ...] = ()
     #: the group id of the chord whose counter this task's final state decrements
@@ -61,6 +63,11 @@ class TaskMessage:
     #: when the message was encoded for the broker (read back from the ``sent_at`` header;
     #: ``None`` before encoding and for producers that do not send it)
     sent_at: dt.datetime | None = None
+
+    @property
+    def log_name(self) -> str:
+        """Return the name logs show: the ``shadow`` name, else the task's."""
+        return self.shadow or self.task
 
     @property
     def canvas(self) -> dict[str, Any]:
@@ -153,6 +160,10 @@ def encode(message: TaskMessage) -> WireMessage:
         "timelimit": [message.time_limit, message.soft_time_limit],
         "sent_at": dt.datetime.now(dt.UTC).isoformat(),
     }
+    if message.priority is not None:
+        headers["priority"] = message.priority  # the broker's property too; this one is read back
+    if message.shadow:
+        headers["shadow"] = message.shadow
     if message.headers:
         headers["custom"] = message.headers
     if message.unique_key is not None:
@@ -212,6 +223,8 @@ def decode(
         args=tuple(args),
         kwargs=kwargs,
         queue=queue,
+        priority=_priority(headers.get("priority")),
+        shadow=headers["shadow"] if isinstance(headers.get("shadow"), str) else None,
         eta=_datetime(headers.get("eta"), "eta"),
         expires=_datetime(headers.get("expires"), "expires"),
         retries=int(headers.get("retries") or 0),
@@ -231,6 +244,15 @@ def decode(
         link_error=tuple(canvas.get("link_error", ())),
         sent_at=_informative_datetime(headers.get("sent_at")),
     )
+
+
+def _priority(value: Any) -> int | None:
+    """Read the ``priority`` header (absent: the default priority)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise DecodeError("header 'priority' must be an integer 0-9")
+    return value
 
 
 def read_canvas(headers: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from django.db import router
 
-from django_tq import control, serialization, states
+from django_tq import control, off_loop, serialization, states
 from django_tq.context import current_request
 from django_tq.enqueue import is_waiting_for_commit
 from django_tq.exceptions import TaskError, TaskRevokedError, TimeoutError
@@ -203,6 +204,41 @@ class AsyncResult(Generic[R]):
 
     wait = get
 
+    async def aget(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.1,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        """Wait for the task like :meth:`get`, polling with ``asyncio.sleep`` between reads.
+
+        Each read runs in ``sync_to_async(thread_sensitive=True)``; the loop goes on between them.
+        """
+        if isinstance(self.backend, NullBackend):
+            raise RuntimeError("No result backend is configured (TQ['RESULT_BACKEND'] is None).")
+        if disable_sync_subtasks and current_request.get() is not None:
+            raise RuntimeError(
+                "Never wait for a result within a task: it can deadlock the worker. "
+                "Use a chain or chord, or pass disable_sync_subtasks=False."
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(interval, 0.005)
+        while True:
+            data = await off_loop.to_thread_sensitive(self._data)
+            if data is not None and data.state in states.READY_STATES:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Task {self.id} did not finish within {timeout} seconds.")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, interval)
+        return self._outcome(data, propagate)
+
+    async def astate(self) -> str:
+        """Return :attr:`state`, read in ``sync_to_async(thread_sensitive=True)``."""
+        data = await off_loop.to_thread_sensitive(self._data)
+        return data.state if data is not None else states.PENDING
+
     def _outcome(self, data: ResultData, propagate: bool) -> Any:
         value = data.result
         if data.state == states.SUCCESS:
@@ -279,6 +315,20 @@ class EagerResult(AsyncResult[R]):
             return self.outcome.exception  # type: ignore[return-value]  # Celery returns the error
         return self.outcome.result
 
+    async def aget(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.1,
+        disable_sync_subtasks: bool = True,
+    ) -> R:
+        """Return :meth:`get` at once: the outcome is here, nothing is read."""
+        return self.get(timeout, propagate, interval, disable_sync_subtasks)
+
+    async def astate(self) -> str:
+        """Return :attr:`state` at once."""
+        return self.state
+
     def forget(self) -> None:
         """Nothing is stored for an eager result."""
 
@@ -350,6 +400,17 @@ class GroupResult:
         return values
 
     get = join
+
+    async def ajoin(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Wait for every member like :meth:`join`, without blocking the event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(await result.aget(timeout=remaining, propagate=propagate))
+        return values
+
+    aget = ajoin
 
     def revoke(self, terminate: bool = False, signal: str | int = "SIGTERM") -> None:
         """Revoke every member."""

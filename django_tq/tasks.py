@@ -13,6 +13,7 @@ workers know (its last line).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import inspect
 import uuid
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from typing import (
 
 from django.utils import timezone
 
-from django_tq import abort, execution, rate_limits, routing, unique
+from django_tq import abort, execution, off_loop, rate_limits, routing, unique
 from django_tq import enqueue as enqueue_module
 from django_tq.broker.retry_policy import RetryPolicy
 from django_tq.canvas import Signature, chunks, group, links_of, xmap, xstarmap
@@ -44,12 +45,22 @@ from django_tq.result import AsyncResult, EagerResult
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+class Unset(enum.Enum):
+    """An option not given, told apart from ``None`` (``max_retries=None`` retries for ever)."""
+
+    FROM_SETTINGS = "from settings"
+
+
+#: ``max_retries`` not given: ``TQ["MAX_RETRIES"]`` decides
+FROM_SETTINGS = Unset.FROM_SETTINGS
+
 #: options ``@task(...)`` accepts, with their defaults (None: from settings or the broker)
 TASK_OPTIONS: dict[str, Any] = {
     "queue": None,
     "routing_key": None,
     "priority": None,
-    "max_retries": None,
+    "max_retries": FROM_SETTINGS,
     "default_retry_delay": None,
     "autoretry_for": (),
     "dont_autoretry_for": (),
@@ -77,7 +88,7 @@ CALL_OPTIONS = frozenset(
     {
         "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
-        "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy",
+        "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy", "shadow", "add_to_parent",
     }
 )  # fmt: skip
 #: ``apply_async`` options that place a call in a workflow (see ``django_tq.canvas``)
@@ -132,7 +143,7 @@ class Task(Generic[P, R]):
     queue: str | None = None
     routing_key: str | None = None
     priority: int | None = None
-    max_retries: int | None = None
+    max_retries: int | Unset | None = FROM_SETTINGS  #: None: retry for ever, as in Celery
     default_retry_delay: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
@@ -245,6 +256,23 @@ class Task(Generic[P, R]):
         """Enqueue when the current transaction commits (the id is usable at once)."""
         return self.apply_async(args, kwargs, publish_on_commit=True)
 
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Enqueue the task with these arguments without blocking the event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        publish_on_commit: bool | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Enqueue like :meth:`apply_async`, in ``sync_to_async(thread_sensitive=True)``."""
+        return await off_loop.to_thread_sensitive(
+            self._apply_async, args, kwargs, publish_on_commit, options
+        )
+
     def apply_async(
         self,
         args: tuple[Any, ...] | list[Any] | None = None,
@@ -253,7 +281,20 @@ class Task(Generic[P, R]):
         publish_on_commit: bool | None = None,
         **options: Any,
     ) -> AsyncResult[R]:
-        """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …)."""
+        """Enqueue the task with options (``countdown``, ``eta``, ``queue``, ``priority``, …).
+
+        Called in an event loop (an ``async def`` view), it enqueues in a helper thread and
+        waits for it (see ``django_tq.off_loop``); ``await t.aapply_async()`` does not wait.
+        """
+        return off_loop.call_off_loop(self._apply_async, args, kwargs, publish_on_commit, options)
+
+    def _apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        publish_on_commit: bool | None,
+        options: dict[str, Any],
+    ) -> AsyncResult[R]:
         unknown = set(options) - CALL_OPTIONS - WORKFLOW_OPTIONS
         if unknown:
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
@@ -281,7 +322,8 @@ class Task(Generic[P, R]):
         """Resolve routing and options into the message that will be sent."""
         now = timezone.now()
         route = routing.route(self.name, tq_settings.TASK_ROUTES, args, kwargs) or {}
-        parent = current_request.get()
+        # add_to_parent=False: not a child of the running task (nor in its workflow's tree)
+        parent = current_request.get() if options.get("add_to_parent", True) else None
         eta = _as_datetime(options.get("eta"), now)
         if options.get("countdown") is not None:
             eta = now + dt.timedelta(seconds=float(options["countdown"]))
@@ -321,8 +363,18 @@ class Task(Generic[P, R]):
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
             unique_key=self._unique_key(args, kwargs, options),
             unique_ttl=options.get("unique_ttl", self.unique_ttl),
+            shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
             **_workflow_fields(options),
         )
+
+    def shadow_name(
+        self,
+        args: tuple[Any, ...] | list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> str | None:
+        """Return the name logs show for this call (override it; None: the task's name)."""
+        return None
 
     def apply(
         self,
@@ -347,6 +399,10 @@ class Task(Generic[P, R]):
 
     def _apply_message(self, message: TaskMessage) -> EagerResult[R]:
         return execution.run_eagerly(message)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:  # Celery spells it so
+        """Return the result handle of one call of this task, by its id."""
+        return AsyncResult(task_id, task_name=self.name)
 
     # -- signatures (see django_tq.canvas) ----------------------------------------------------
     def s(self, *args: Any, **kwargs: Any) -> Signature:
@@ -427,8 +483,10 @@ class Task(Generic[P, R]):
         raise retry
 
     def resolved_max_retries(self) -> int | None:
-        """Return ``max_retries`` from the task, else from settings."""
-        return self.max_retries if self.max_retries is not None else tq_settings.MAX_RETRIES
+        """Return ``max_retries`` (None: no limit) from the task, else from settings."""
+        if self.max_retries is FROM_SETTINGS:
+            return tq_settings.MAX_RETRIES
+        return self.max_retries
 
     def resolved_retry_delay(self) -> float:
         """Return ``default_retry_delay`` from the task, else from settings."""
@@ -562,6 +620,16 @@ def send_task(
 ) -> AsyncResult[Any]:
     """Enqueue the task registered (on the worker) as ``name`` without importing its function."""
     return registry.sender(name).apply_async(args, kwargs, **options)
+
+
+async def asend_task(
+    name: str,
+    args: tuple[Any, ...] | list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult[Any]:
+    """Enqueue the task registered as ``name`` without blocking the event loop."""
+    return await registry.sender(name).aapply_async(args, kwargs, **options)
 
 
 def _stand_in(name: str) -> Task[..., Any]:

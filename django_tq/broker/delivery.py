@@ -67,6 +67,12 @@ class Delivery:
         return bool(self._message.delivery_info.get("redelivered"))
 
     @property
+    def priority(self) -> int | None:
+        """Return the priority the message was published with (None: the transport's default)."""
+        value = self._message.properties.get("priority")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
     def tag(self) -> Any:
         """Return the transport's delivery tag."""
         return self._message.delivery_tag

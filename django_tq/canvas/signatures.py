@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django_tq import off_loop
 from django_tq.conf import tq_settings
 from django_tq.context import current_request
 from django_tq.registry import registry
@@ -177,19 +178,40 @@ class Signature:
         """Apply with these arguments added to the partial's; return its result handle."""
         return self.apply_async(args, kwargs)
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """Apply like :meth:`delay` without blocking the event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send like :meth:`apply_async`, in ``sync_to_async(thread_sensitive=True)``."""
+        return await off_loop.to_thread_sensitive(self._apply_async, args, kwargs, options)
+
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Freeze and send the workflow; return the handle of its result."""
+        """Freeze and send the workflow; return the handle of its result.
+
+        Called in an event loop, it sends in a helper thread and waits (``django_tq.off_loop``).
+        """
+        return off_loop.call_off_loop(self._apply_async, args, kwargs, options)
+
+    def _apply_async(
+        self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any]
+    ) -> Any:
         if tq_settings.ALWAYS_EAGER:
             return self.apply(args, kwargs, **options)
         extra = {key: options.pop(key) for key in WORKFLOW_WIDE if key in options}
         frozen = self.set(**options).freeze()
         frozen.check()
-        parent = current_request.get()
+        parent = current_request.get() if options.get("add_to_parent", True) else None
         root = (parent.root_id or parent.id) if parent else None
         place = Placement(
             parent_id=options.get("parent_id"), root_id=root or frozen.first_id(), extra=extra

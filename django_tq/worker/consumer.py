@@ -249,7 +249,7 @@ class Consumer:
             message, outcome, worker=self.config.hostname, delivery_count=delivery.delivery_count
         )
         delivery.ack()
-        logger.info("Skipped revoked task %s[%s]", message.task, message.id)
+        logger.info("Skipped revoked task %s[%s]", message.log_name, message.id)
 
     def _limited(self, message: TaskMessage) -> TaskMessage:
         """Return ``message`` with the time limits it runs under: an override, its own, ours."""
@@ -324,6 +324,8 @@ class Consumer:
                 accept=self.accept,
             )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
+            if message.priority is None and delivery.priority is not None:  # a foreign producer's
+                message = message.with_changes(priority=delivery.priority)
         except BadSignature as exc:
             self._dead(delivery, f"bad signature: {exc}")
             return None
@@ -371,7 +373,9 @@ class Consumer:
         ):
             return
         if not self._start(task, message, delivery):
-            logger.info("Skipped %s[%s]: it already ran (a second copy)", message.task, message.id)
+            logger.info(
+                "Skipped %s[%s]: it already ran (a second copy)", message.log_name, message.id
+            )
             unique.release(message)  # e.g. after a hard time limit killed the first copy
             delivery.ack()
             return
@@ -397,10 +401,15 @@ class Consumer:
         self.processed += 1
         self.slot.finished()
         if outcome.state == states.FAILURE:
-            logger.warning("Task %s[%s] failed: %r", message.task, message.id, outcome.exception)
+            logger.warning(
+                "Task %s[%s] failed: %r", message.log_name, message.id, outcome.exception
+            )
         elif outcome.terminated:
             logger.warning(
-                "Task %s[%s] terminated (%s): REVOKED", message.task, message.id, outcome.terminated
+                "Task %s[%s] terminated (%s): REVOKED",
+                message.log_name,
+                message.id,
+                outcome.terminated,
             )
         self._recycle_if_due()
 
