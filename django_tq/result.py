@@ -28,6 +28,24 @@ R = TypeVar("R")
 ResultTuple = tuple[tuple[str, Any], list[Any] | None]
 
 
+def _pauses(task_id: str, timeout: float | None, interval: float) -> Iterator[float]:
+    """Return the pauses between reads of a result: 5 ms, doubling up to ``interval``.
+
+    Taking one raises ``TimeoutError`` instead once ``timeout`` seconds have passed since this call.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def pauses() -> Iterator[float]:
+        pause = min(interval, 0.005)
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Task {task_id} did not finish within {timeout} seconds.")
+            yield pause
+            pause = min(pause * 2, interval)
+
+    return pauses()
+
+
 class AsyncResult(Generic[R]):
     """The state and outcome of a task, read from the result backend.
 
@@ -178,29 +196,20 @@ class AsyncResult(Generic[R]):
         disable_sync_subtasks: bool = True,
     ) -> R:
         """Wait for the task and return its value; raise its error when ``propagate``."""
-        if isinstance(self.backend, NullBackend):
-            raise RuntimeError("No result backend is configured (TQ['RESULT_BACKEND'] is None).")
-        if disable_sync_subtasks and current_request.get() is not None:
-            raise RuntimeError(
-                "Never call result.get() within a task: it can deadlock the worker. "
-                "Use a chain or chord, or pass disable_sync_subtasks=False."
-            )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(interval, 0.005)
+        self._check_waitable(disable_sync_subtasks)
+        pauses = _pauses(self.id, timeout, interval)
+        first = True
         while True:
             data = self._data()
             if data is not None and data.state in states.READY_STATES:
-                break
-            if delay == min(interval, 0.005) and is_waiting_for_commit(self.id):
+                return self._outcome(data, propagate)
+            if first and is_waiting_for_commit(self.id):
                 raise RuntimeError(
                     f"Task {self.id} is published when the current transaction commits; "
                     "waiting for it inside the transaction would never end."
                 )
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"Task {self.id} did not finish within {timeout} seconds.")
-            time.sleep(delay)
-            delay = min(delay * 2, interval)
-        return self._outcome(data, propagate)
+            first = False
+            time.sleep(next(pauses))
 
     wait = get
 
@@ -215,24 +224,24 @@ class AsyncResult(Generic[R]):
 
         Each read runs in ``sync_to_async(thread_sensitive=True)``; the loop goes on between them.
         """
+        self._check_waitable(disable_sync_subtasks)
+        pauses = _pauses(self.id, timeout, interval)
+        while True:
+            data = await off_loop.to_thread_sensitive(self._data)
+            if data is not None and data.state in states.READY_STATES:
+                return self._outcome(data, propagate)
+            await asyncio.sleep(next(pauses))
+
+    def _check_waitable(self, disable_sync_subtasks: bool) -> None:
+        """Raise ``RuntimeError`` when waiting could never end: no backend, or inside a task."""
         if isinstance(self.backend, NullBackend):
             raise RuntimeError("No result backend is configured (TQ['RESULT_BACKEND'] is None).")
         if disable_sync_subtasks and current_request.get() is not None:
             raise RuntimeError(
-                "Never wait for a result within a task: it can deadlock the worker. "
-                "Use a chain or chord, or pass disable_sync_subtasks=False."
+                "Never wait for a result within a task (result.get(), await result.aget()): "
+                "it can deadlock the worker. Use a chain or chord, or pass "
+                "disable_sync_subtasks=False."
             )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = min(interval, 0.005)
-        while True:
-            data = await off_loop.to_thread_sensitive(self._data)
-            if data is not None and data.state in states.READY_STATES:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"Task {self.id} did not finish within {timeout} seconds.")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, interval)
-        return self._outcome(data, propagate)
 
     async def astate(self) -> str:
         """Return :attr:`state`, read in ``sync_to_async(thread_sensitive=True)``."""
