@@ -44,6 +44,29 @@ logger = logging.getLogger("django_tq.broker")
 MAX_PRIORITY = 10
 
 
+#: the URL schemes of RabbitMQ (kombu's py-amqp)
+AMQP_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
+#: ``quorum_queues=True`` (or ``"*"``): every queue
+ALL_QUEUES: frozenset[str] = frozenset({"*"})
+
+
+def quorum_queue_names(value: Any) -> frozenset[str]:
+    """Return the ``quorum_queues`` transport option as a set of names (:data:`ALL_QUEUES`)."""
+    if value is True or value == "*":
+        return ALL_QUEUES
+    if not value:
+        return frozenset()
+    if isinstance(value, str):
+        value = value.split(",")  # from a URL query string
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise ImproperlyConfigured(
+            "BROKER_TRANSPORT_OPTIONS['quorum_queues'] is a list of queue names or True, "
+            f"not {value!r}."
+        )
+    names = frozenset(str(name).strip() for name in value)
+    return ALL_QUEUES if "*" in names else names
+
+
 def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
     """Return ``(URL for kombu, transport, transport options from a django:// query string)``."""
     parts = urlsplit(url)
@@ -72,7 +95,9 @@ class Broker:
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
-        if self.scheme in ("amqp", "pyamqp", "amqps"):
+        #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
+        self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        if self.scheme in AMQP_SCHEMES:
             self.transport_options.setdefault("confirm_publish", True)
         self._local = threading.local()
         self._declared: set[str] = set()
@@ -117,11 +142,26 @@ class Broker:
         """Return the Django alias of a ``django://`` queue, else ``None``."""
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
-    def queue(self, name: str) -> Any:
-        """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
-        arguments = (
-            {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
+    def is_quorum(self, name: str) -> bool:
+        """Return whether the AMQP queue ``name`` is a quorum queue."""
+        return self.scheme in AMQP_SCHEMES and (
+            self.quorum_queues is ALL_QUEUES or name in self.quorum_queues
         )
+
+    def queue(self, name: str) -> Any:
+        """Return the kombu queue called ``name`` (direct to itself).
+
+        On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
+        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times.
+        """
+        arguments: dict[str, Any] = {}
+        if self.is_quorum(name):
+            arguments = {
+                "x-queue-type": "quorum",
+                "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
+            }
+        elif self.scheme in AMQP_SCHEMES:
+            arguments = {"x-max-priority": MAX_PRIORITY}
         return Queue(
             name,
             Exchange(name, type="direct"),
