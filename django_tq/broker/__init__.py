@@ -89,9 +89,12 @@ class Broker:
         *,
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
+        use_ssl: bool | dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
+        self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
@@ -116,11 +119,13 @@ class Broker:
         options = dict(self.transport_options)
         if not retry_connect:
             options["max_retries"] = 0
+        tls = {"ssl": self.use_ssl} if self.use_ssl else {}  # else what the URL says
         return Connection(
             self._kombu_url,
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            **tls,
         )
 
     @cached_property
@@ -218,7 +223,8 @@ class Broker:
             out_of_retries = policy.max_retries is not None and attempt > policy.max_retries
             if remaining <= 0 or out_of_retries:
                 raise PublishError(
-                    f"Could not publish to {self.safe_url} (queue {queue!r}): {last_error!r}"
+                    f"Could not publish to {self.safe_url} (queue {queue!r}): "
+                    f"{type(last_error).__name__}: {last_error}"  # redis-py's repr drops the text
                 ) from last_error
             time.sleep(min(policy.wait(attempt), remaining))
 
@@ -358,6 +364,7 @@ def get_broker() -> Broker:
                         **tq_settings.BROKER_TRANSPORT_OPTIONS,
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
+                    use_ssl=tq_settings.BROKER_USE_SSL,
                 )
     return _broker
 
