@@ -17,12 +17,9 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from django_tq.broker import ALL_QUEUES, Broker, quorum_queue_names
-from django_tq.exceptions import TaskError
 from django_tq.message import WireMessage
-from django_tq.models import DeadLetter
 from tests.conftest import AMQP_URL, delete_queues, require_service
-from tests.testapp.models import Execution
-from tests.testapp.tasks import kill_my_process, record
+from tests.core.test_delivery import assert_a_poison_message_dies_alone
 
 
 def test_the_option_names_queues_or_all() -> None:
@@ -69,14 +66,4 @@ def test_a_named_queue_is_declared_quorum_with_the_delivery_limit(quorum_queue, 
 def test_a_poison_message_is_dead_after_max_deliveries_and_its_neighbours_run(
     quorum_queue, settings, start_worker
 ) -> None:
-    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 3}
-    start_worker("-P", "prefork", "-c", "1")
-    poison = kill_my_process.delay()
-    others = [record.delay(f"ok{i}") for i in range(5)]
-    for result in others:
-        result.get(timeout=60)
-    with pytest.raises(TaskError, match="delivered 4 times"):
-        poison.get(timeout=60)
-    assert Execution.objects.filter(label="poison").count() == 3  # at most MAX_DELIVERIES runs
-    assert Execution.objects.filter(label__startswith="ok").count() == 5  # given back, not dropped
-    assert DeadLetter.objects.get(task_id=poison.id).reason.startswith("delivered 4 times")
+    assert_a_poison_message_dies_alone(settings, start_worker)  # the prefetched ones not dropped

@@ -18,12 +18,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
-from django.db.backends.postgresql.base import DatabaseWrapper
 
 from django_tq.transport import pooling
 from tests.conftest import require_service
-from tests.faults.conftest import RUN, Service, skip_without
+from tests.faults.conftest import RUN, Service, postgres_connection, skip_without
 from tests.faults.test_postgres import Client
 
 pytestmark = pytest.mark.slow
@@ -92,17 +90,8 @@ def bouncer() -> Iterator[PgBouncer]:
     upstream_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
-def _wrapper(port: int) -> DatabaseWrapper:
-    settings = {
-        **connection.settings_dict,
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": "127.0.0.1",
-        "PORT": port,
-        "NAME": DATABASE,
-        "USER": "postgres",
-        "OPTIONS": {},
-    }
-    return DatabaseWrapper(settings, alias=f"probe-{port}")
+def _wrapper(port: int) -> Any:
+    return postgres_connection(port, DATABASE, {})
 
 
 def test_the_probe_tells_a_pooled_connection_from_a_direct_one(bouncer, django_db_blocker):

@@ -19,8 +19,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
-from django.db.backends.postgresql.base import DatabaseWrapper
 from django.db.utils import OperationalError
 
 from django_tq.broker import Broker
@@ -28,7 +26,14 @@ from django_tq.exceptions import PublishError
 from django_tq.message import WireMessage
 from tests.conftest import service_answers, wait_for
 from tests.faults.certificates import Certificates, make_certificates
-from tests.faults.conftest import PostgresCluster, RabbitNode, Service, free_port, skip_without
+from tests.faults.conftest import (
+    PostgresCluster,
+    RabbitNode,
+    Service,
+    free_port,
+    postgres_connection,
+    skip_without,
+)
 from tests.faults.test_postgres import Client
 from tests.testapp.tasks import add
 
@@ -47,6 +52,29 @@ def _refused_in_time(broker: Broker, queue: str, match: str) -> None:
     with pytest.raises(PublishError, match=match):
         broker.publish(_message(), queue=queue)
     assert time.monotonic() - started < CONNECT_TIMEOUT + 3  # not a hang
+
+
+def _tasks_run_and_the_wrong_ca_is_refused(
+    url: str,
+    tls: dict[str, Any],
+    wrong_tls: dict[str, Any],
+    queue: str,
+    settings: Any,
+    start_worker: Any,
+) -> None:
+    """Run 20 tasks through a worker on ``url`` with ``tls``; a client with ``wrong_tls`` fails."""
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": url,
+        "BROKER_USE_SSL": tls,
+        "DEFAULT_QUEUE": queue,
+        "BROKER_CONNECTION_TIMEOUT": CONNECT_TIMEOUT,
+    }
+    start_worker("-P", "prefork", "-c", "1")
+    results = [add.delay(n, 1) for n in range(20)]
+    assert [result.get(timeout=30) for result in results] == [n + 1 for n in range(20)]
+    wrong = Broker(url, use_ssl=wrong_tls, connect_timeout=CONNECT_TIMEOUT)
+    _refused_in_time(wrong, queue, "certificate verify failed")
 
 
 @pytest.fixture
@@ -92,23 +120,14 @@ def test_rediss_with_a_ca_and_a_client_certificate(
     server.start()
     try:
         url = f"rediss://127.0.0.1:{server.port}/0"
-        settings.TQ = {
-            **settings.TQ,
-            "BROKER_URL": url,
-            "BROKER_USE_SSL": _redis_tls(certificates, certificates.ca),
-            "DEFAULT_QUEUE": queue_name,
-            "BROKER_CONNECTION_TIMEOUT": CONNECT_TIMEOUT,
-        }
-        start_worker("-P", "prefork", "-c", "1")
-        results = [add.delay(n, 1) for n in range(20)]
-        assert [result.get(timeout=30) for result in results] == [n + 1 for n in range(20)]
-
-        wrong = Broker(
+        _tasks_run_and_the_wrong_ca_is_refused(
             url,
-            use_ssl=_redis_tls(certificates, certificates.wrong_ca),
-            connect_timeout=CONNECT_TIMEOUT,
+            _redis_tls(certificates, certificates.ca),
+            _redis_tls(certificates, certificates.wrong_ca),
+            queue_name,
+            settings,
+            start_worker,
         )
-        _refused_in_time(wrong, queue_name, "certificate verify failed")
         plain = Broker(f"redis://127.0.0.1:{server.port}/0", connect_timeout=CONNECT_TIMEOUT)
         _refused_in_time(plain, queue_name, "ConnectionError")  # TLS only: plain text refused
     finally:
@@ -160,17 +179,8 @@ def _accepts(cluster: PostgresCluster) -> bool:
     return True
 
 
-def _postgres(port: int, options: dict[str, Any]) -> DatabaseWrapper:
-    settings = {
-        **connection.settings_dict,
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": "127.0.0.1",
-        "PORT": port,
-        "NAME": DATABASE,
-        "USER": "postgres",
-        "OPTIONS": options,
-    }
-    return DatabaseWrapper(settings, alias="tls-probe")
+def _postgres(port: int, options: dict[str, Any]) -> Any:
+    return postgres_connection(port, DATABASE, options)
 
 
 def test_django_queue_over_postgresql_tls(
@@ -246,22 +256,13 @@ def test_amqps_with_a_ca_and_a_client_certificate(
     node.start()
     try:
         wait_for(lambda: service_answers(node.tls_port), 120, what="the TLS listener")
-        url = f"amqps://guest:guest@127.0.0.1:{node.tls_port}//"
-        settings.TQ = {
-            **settings.TQ,
-            "BROKER_URL": url,
-            "BROKER_USE_SSL": _amqp_tls(certificates, certificates.ca),
-            "DEFAULT_QUEUE": queue_name,
-            "BROKER_CONNECTION_TIMEOUT": CONNECT_TIMEOUT,
-        }
-        start_worker("-P", "prefork", "-c", "1")
-        results = [add.delay(n, 2) for n in range(20)]
-        assert [result.get(timeout=30) for result in results] == [n + 2 for n in range(20)]
-        wrong = Broker(
-            url,
-            use_ssl=_amqp_tls(certificates, certificates.wrong_ca),
-            connect_timeout=CONNECT_TIMEOUT,
+        _tasks_run_and_the_wrong_ca_is_refused(
+            f"amqps://guest:guest@127.0.0.1:{node.tls_port}//",
+            _amqp_tls(certificates, certificates.ca),
+            _amqp_tls(certificates, certificates.wrong_ca),
+            queue_name,
+            settings,
+            start_worker,
         )
-        _refused_in_time(wrong, queue_name, "certificate verify failed")
     finally:
         node.kill()
