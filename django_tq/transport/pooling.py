@@ -13,7 +13,9 @@ a ``django://`` consumer does on a direct connection go wrong through it:
 
 Whether a connection is pooled is found out once per consumer connection (:func:`hears_notify`:
 ``LISTEN`` on it, ``NOTIFY`` from another connection, wait up to a second) unless the transport
-option ``transaction_pooling`` says so.
+option ``transaction_pooling`` says so. Through a pooler the probe's own ``LISTEN`` may stay on a
+server connection (its ``UNLISTEN`` can land on another): a channel name nobody else uses, so it
+is never notified again; say ``transaction_pooling=True`` to skip the probe.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import select
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 #: how long the probe waits for its own notification (a direct connection hears it in ms)
 PROBE_SECONDS = 1.0
@@ -38,7 +42,9 @@ def flag(value: Any) -> bool | None:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"transaction_pooling must be true, false or auto, not {value!r}")
+    raise ImproperlyConfigured(
+        f"BROKER_TRANSPORT_OPTIONS['transaction_pooling'] is true, false or 'auto', not {value!r}."
+    )
 
 
 def hears_notify(db: Any, notifier: Callable[[], Any], timeout: float = PROBE_SECONDS) -> bool:

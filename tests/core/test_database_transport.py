@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from django_tq.broker import Broker
@@ -220,7 +221,7 @@ def test_the_transaction_pooling_option_reads_true_false_and_auto():
         None,
         None,
     ]
-    with pytest.raises(ValueError, match="transaction_pooling"):
+    with pytest.raises(ImproperlyConfigured, match="transaction_pooling"):
         pooling.flag("sometimes")
     assert (
         pooling.local_settings(["SET a = off", "SET b = 1"])
