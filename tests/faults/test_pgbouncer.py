@@ -83,11 +83,13 @@ def bouncer() -> Iterator[PgBouncer]:
     # Not under tmp_path: the postgres user cannot enter pytest's private temp directories.
     directory = Path(tempfile.mkdtemp(prefix="tq-pgbouncer-"))
     server = PgBouncer(directory)
-    server.start()
-    yield server
-    server.kill()
-    shutil.rmtree(directory, ignore_errors=True)
-    upstream_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+        upstream_sql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def _wrapper(port: int) -> Any:

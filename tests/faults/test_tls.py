@@ -163,12 +163,14 @@ def tls_postgres(certificates) -> Iterator[TlsPostgres]:
     # Not under tmp_path: the postgres user cannot enter pytest's private temp directories.
     directory = Path(tempfile.mkdtemp(prefix="tq-tls-pg-"))
     cluster = TlsPostgres(directory, certificates)
-    cluster.start()
-    wait_for(lambda: _accepts(cluster), 30, what="PostgreSQL to accept connections")
-    cluster.sql(f"CREATE DATABASE {DATABASE}")
-    yield cluster
-    cluster.kill()
-    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        cluster.start()
+        wait_for(lambda: _accepts(cluster), 30, what="PostgreSQL to accept connections")
+        cluster.sql(f"CREATE DATABASE {DATABASE}")
+        yield cluster
+    finally:
+        cluster.kill()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _accepts(cluster: PostgresCluster) -> bool:
