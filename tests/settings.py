@@ -84,6 +84,8 @@ if DB == "postgres":
             "USER": os.environ.get("TQ_PG_USER", "postgres"),
             "HOST": "127.0.0.1",
             "PORT": int(os.environ.get("TQ_TEST_PG_PORT", "5432")),
+            #: ``TQ_TEST_PG_OPTIONS``: JSON, e.g. ``sslmode``/``sslrootcert`` for a TLS-only server
+            "OPTIONS": json.loads(os.environ.get("TQ_TEST_PG_OPTIONS", "{}")),
             "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }
     }

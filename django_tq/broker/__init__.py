@@ -44,6 +44,29 @@ logger = logging.getLogger("django_tq.broker")
 MAX_PRIORITY = 10
 
 
+#: the URL schemes of RabbitMQ (kombu's py-amqp)
+AMQP_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
+#: ``quorum_queues=True`` (or ``"*"``): every queue
+ALL_QUEUES: frozenset[str] = frozenset({"*"})
+
+
+def quorum_queue_names(value: Any) -> frozenset[str]:
+    """Return the ``quorum_queues`` transport option as a set of names (:data:`ALL_QUEUES`)."""
+    if value is True or value == "*":
+        return ALL_QUEUES
+    if not value:
+        return frozenset()
+    if isinstance(value, str):
+        value = value.split(",")  # from a URL query string
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise ImproperlyConfigured(
+            "BROKER_TRANSPORT_OPTIONS['quorum_queues'] is a list of queue names or True, "
+            f"not {value!r}."
+        )
+    names = frozenset(str(name).strip() for name in value)
+    return ALL_QUEUES if "*" in names else names
+
+
 def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
     """Return ``(URL for kombu, transport, transport options from a django:// query string)``."""
     parts = urlsplit(url)
@@ -66,13 +89,18 @@ class Broker:
         *,
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
+        use_ssl: bool | dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
+        self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
-        if self.scheme in ("amqp", "pyamqp", "amqps"):
+        #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
+        self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        if self.scheme in AMQP_SCHEMES:
             self.transport_options.setdefault("confirm_publish", True)
         self._local = threading.local()
         self._declared: set[str] = set()
@@ -91,11 +119,13 @@ class Broker:
         options = dict(self.transport_options)
         if not retry_connect:
             options["max_retries"] = 0
+        tls = {"ssl": self.use_ssl} if self.use_ssl else {}  # else what the URL says
         return Connection(
             self._kombu_url,
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            **tls,
         )
 
     @cached_property
@@ -117,11 +147,26 @@ class Broker:
         """Return the Django alias of a ``django://`` queue, else ``None``."""
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
-    def queue(self, name: str) -> Any:
-        """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
-        arguments = (
-            {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
+    def is_quorum(self, name: str) -> bool:
+        """Return whether the AMQP queue ``name`` is a quorum queue."""
+        return self.scheme in AMQP_SCHEMES and (
+            self.quorum_queues is ALL_QUEUES or name in self.quorum_queues
         )
+
+    def queue(self, name: str) -> Any:
+        """Return the kombu queue called ``name`` (direct to itself).
+
+        On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
+        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times.
+        """
+        arguments: dict[str, Any] = {}
+        if self.is_quorum(name):
+            arguments = {
+                "x-queue-type": "quorum",
+                "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
+            }
+        elif self.scheme in AMQP_SCHEMES:
+            arguments = {"x-max-priority": MAX_PRIORITY}
         return Queue(
             name,
             Exchange(name, type="direct"),
@@ -178,7 +223,8 @@ class Broker:
             out_of_retries = policy.max_retries is not None and attempt > policy.max_retries
             if remaining <= 0 or out_of_retries:
                 raise PublishError(
-                    f"Could not publish to {self.safe_url} (queue {queue!r}): {last_error!r}"
+                    f"Could not publish to {self.safe_url} (queue {queue!r}): "
+                    f"{type(last_error).__name__}: {last_error}"  # redis-py's repr drops the text
                 ) from last_error
             time.sleep(min(policy.wait(attempt), remaining))
 
@@ -318,6 +364,7 @@ def get_broker() -> Broker:
                         **tq_settings.BROKER_TRANSPORT_OPTIONS,
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
+                    use_ssl=tq_settings.BROKER_USE_SSL,
                 )
     return _broker
 

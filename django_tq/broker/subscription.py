@@ -45,8 +45,11 @@ class Subscription:
         # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
         consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
         # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
-        # one can be widened live (what widen_prefetch needs). Same choice as Celery.
-        self._qos_global = not connection.qos_semantics_matches_spec
+        # one can be widened live (what widen_prefetch needs). Same choice as Celery. Quorum
+        # queues refuse a channel-wide prefetch: there held ETA messages count in the window.
+        self._qos_global = not connection.qos_semantics_matches_spec and not any(
+            self.broker.is_quorum(name) for name in self.queue_names
+        )
         consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
         consumer.consume()
         self.connection, self.consumer = connection, consumer
