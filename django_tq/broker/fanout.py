@@ -31,7 +31,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections
+from django.db import OperationalError, connections
 from kombu import Exchange, Producer, Queue
 
 if TYPE_CHECKING:
@@ -368,9 +368,9 @@ class _PostgresSubscriber(Subscriber):
             pgconn.consume_input()  # read what the socket holds, no round trip to the server
             while (notify := pgconn.notifies()) is not None:
                 self._received.append(notify.extra.decode())
-        except Exception:
+        except Exception as exc:
             self.close()
-            raise
+            raise OperationalError(f"lost the LISTEN connection: {exc}") from exc
         found, self._received = self._received, []
         return found
 
@@ -395,21 +395,17 @@ class _PostgresSubscriber(Subscriber):
 
 
 class PostgresFanout(Fanout):
-    """Fanout over PostgreSQL's LISTEN/NOTIFY (no replies: they are rows)."""
+    """Fanout over PostgreSQL's LISTEN/NOTIFY (no replies: they are rows).
+
+    ``NOTIFY`` goes through Django's own connection of the alias in this thread (no connection
+    more; inside a transaction it is sent when that commits).
+    """
 
     supports_replies = False
 
     def __init__(self, alias: str, prefix: str) -> None:
         super().__init__(prefix)
         self.alias = alias
-        self._local = threading.local()
-
-    def _db(self) -> Any:
-        state = self._local
-        if getattr(state, "pid", None) != os.getpid() or state.db is None:
-            state.pid = os.getpid()
-            state.db = connections.create_connection(self.alias)  # autocommit: sent at once
-        return state.db
 
     def _name(self, topic: str) -> str:
         return f"{self.prefix}.{topic}"
@@ -417,22 +413,11 @@ class PostgresFanout(Fanout):
     def publish(self, topic: str, payload: str) -> None:
         if len(payload.encode()) > NOTIFY_LIMIT:
             raise ValueError(f"a NOTIFY payload holds at most {NOTIFY_LIMIT} bytes")
-        db = self._db()
-        try:
-            with db.cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, %s)", [self._name(topic), payload])
-        except Exception:
-            self.close()
-            raise
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [self._name(topic), payload])
 
     def subscribe(self, topic: str) -> Subscriber:
         return _PostgresSubscriber(self.alias, self._name(topic))
-
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        self._local.db = None
-        if db is not None and getattr(self._local, "pid", None) == os.getpid():
-            db.close()
 
 
 def postgres_alias(alias: str | None) -> str | None:
