@@ -155,7 +155,7 @@ class EventSender:
             "task-succeeded",
             uuid=task_id,
             name=getattr(sender, "name", None),
-            result=shorten(result),
+            result=shorten(repr(result)),
             runtime=self._runtime(task_id),
         )
 
