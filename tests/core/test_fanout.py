@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,28 +17,9 @@ from django_tq import control, mailbox
 from django_tq.broker import Broker
 from django_tq.broker.fanout import NOTIFY_LIMIT, Fanout, PostgresFanout, open_fanout
 from django_tq.conf import tq_settings
-from tests.conftest import AMQP_URL, REDIS_URL, require_service, wait_for
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
-
-FANOUT_TRANSPORTS = ["postgres", "redis", "amqp"]
-
-
-@pytest.fixture(params=FANOUT_TRANSPORTS)
-def fanout_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -> Iterator[str]:
-    """The broker URL of each transport with a fanout channel (django:// only on PostgreSQL)."""
-    if request.param == "postgres":
-        if connection.vendor != "postgresql":
-            pytest.skip("NOTIFY needs PostgreSQL (TQ_TEST_DB=postgres)")
-        url = "django://"
-    elif request.param == "redis":
-        require_service("Redis", 6379)
-        url = REDIS_URL
-    else:
-        require_service("RabbitMQ", 5672)
-        url = AMQP_URL
-    settings.TQ = {**settings.TQ, "BROKER_URL": url, "DEFAULT_QUEUE": queue_name}
-    yield url
 
 
 def _fanout(url: str) -> Fanout:

@@ -16,10 +16,8 @@ from django.db import connection
 from django_tq import events
 from django_tq.broker.fanout import NOTIFY_LIMIT
 from tests.conftest import (
-    AMQP_URL,
     REDIS_URL,
     WorkerProcess,
-    require_service,
     wait_for,
     worker_env,
 )
@@ -28,25 +26,8 @@ from tests.testapp.tasks import fail, record
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
-@pytest.fixture(params=["postgres", "redis", "amqp"])
-def events_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -> Iterator[str]:
-    """Each transport events travel on (django:// only on PostgreSQL)."""
-    if request.param == "postgres":
-        if connection.vendor != "postgresql":
-            pytest.skip("events on django:// need PostgreSQL (TQ_TEST_DB=postgres)")
-        url = "django://"
-    elif request.param == "redis":
-        require_service("Redis", 6379)
-        url = REDIS_URL
-    else:
-        require_service("RabbitMQ", 5672)
-        url = AMQP_URL
-    settings.TQ = {**settings.TQ, "BROKER_URL": url, "DEFAULT_QUEUE": queue_name}
-    yield url
-
-
 @pytest.fixture
-def receiver(events_url: str) -> Iterator[events.EventReceiver]:
+def receiver(fanout_url: str) -> Iterator[events.EventReceiver]:
     listening = events.EventReceiver()
     yield listening
     listening.close()
@@ -94,8 +75,8 @@ def test_without_E_a_worker_sends_nothing(receiver, start_worker):
     assert _collect(receiver, lambda seen: False, timeout=1.5) == []
 
 
-def test_tqevents_prints_the_stream_and_ctrl_c_ends_it(events_url, start_worker, tmp_path):
-    if events_url != REDIS_URL:
+def test_tqevents_prints_the_stream_and_ctrl_c_ends_it(fanout_url, start_worker, tmp_path):
+    if fanout_url != REDIS_URL:
         pytest.skip("the command is the same on every transport: once is enough")
     printer = _tqevents(tmp_path, "--json")
     try:
