@@ -43,6 +43,8 @@ logger = logging.getLogger("django_tq.broker")
 NOTIFY_LIMIT = 7900
 #: seconds a Redis reply list lives after its last reply
 REPLY_TTL = 60
+#: a message older than this is dropped from a RabbitMQ subscriber's queue (milliseconds)
+QUEUE_MESSAGE_TTL = 60_000
 #: seconds an idle :meth:`Subscriber.wait` / :meth:`ReplyBox.wait` sleeps between two reads
 POLL_PAUSE = 0.02
 
@@ -165,6 +167,7 @@ class _AmqpSubscriber(Subscriber):
             exclusive=True,
             auto_delete=True,
             durable=False,
+            queue_arguments={"x-message-ttl": QUEUE_MESSAGE_TTL},  # a stalled reader: no pile
         )
         self.connection.run(lambda channel: self.queue(channel).declare())
 

@@ -35,7 +35,7 @@ from django_tq.conf import tq_settings
 from django_tq.exceptions import NotRegistered, TimeLimitExceeded
 from django_tq.execution import record, revoked_outcome, send_revoked
 from django_tq.models import QueueDepthSample, WorkerState
-from django_tq.outage import Outage
+from django_tq.outage import TRANSIENT, Outage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.autoreload import CodeWatcher
@@ -225,7 +225,11 @@ class Worker:
         """
         outage = self._outages.get(name)
         if outage is None:
-            outage = self._outages[name] = Outage(f"Worker housekeeping step {name}", logger)
+            outage = self._outages[name] = Outage(
+                f"Worker housekeeping step {name}",
+                logger,
+                transient=(*TRANSIENT, *self.broker.connection_errors),  # e.g. control's channel
+            )
         if not outage.is_due(now):
             return
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from django_tq import control, mailbox
 from django_tq.broker import Broker
 from django_tq.broker.fanout import NOTIFY_LIMIT, Fanout, PostgresFanout, open_fanout
 from django_tq.conf import tq_settings
-from tests.conftest import wait_for
+from tests.conftest import REDIS_URL, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
@@ -223,4 +224,50 @@ def test_a_worker_listens_again_after_its_notify_connection_is_cut(fanout_url, s
         30,
         what="answers again",
     )
+    assert worker.process.poll() is None
+
+
+def _local_ports(pid: int, remote_port: int) -> set[int]:
+    """Return the local ports of process ``pid``'s TCP connections to ``remote_port``."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.split(":")[1], 16) == remote_port:
+                ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+def test_a_worker_subscribes_again_after_redis_cuts_its_connection(fanout_url, start_worker):
+    """Redis drops the worker parent's Pub/Sub connection; it logs the outage, subscribes again."""
+    if fanout_url != REDIS_URL:
+        pytest.skip("Redis: the worker's own connection is found by its port")
+    worker = start_worker("-n", "cut@test", "-P", "solo")
+    assert control.inspect(timeout=5).ping() == {"cut@test": "pong"}
+    client = Broker(fanout_url).connection().default_channel.client
+    ports = _local_ports(worker.pid, 6379)
+    subscribed = [
+        entry
+        for entry in client.client_list(_type="pubsub")
+        if int(entry["addr"].rsplit(":", 1)[1]) in ports
+    ]
+    assert subscribed, "the worker parent holds a Pub/Sub connection"
+    for entry in subscribed:
+        client.client_kill_filter(_id=entry["id"])
+    wait_for(lambda: "remote_control failed" in worker.output(), 10, what="the outage logged")
+    wait_for(
+        lambda: control.inspect(timeout=2).ping() == {"cut@test": "pong"},
+        30,
+        what="answers again",
+    )
+    assert "Traceback" not in worker.output()  # a lost connection is an outage, not a bug
     assert worker.process.poll() is None
