@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from django_tq import events
+from django_tq import control, events
 from django_tq.broker.fanout import NOTIFY_LIMIT
 from tests.conftest import (
     REDIS_URL,
@@ -21,7 +21,7 @@ from tests.conftest import (
     wait_for,
     worker_env,
 )
-from tests.testapp.tasks import fail, record
+from tests.testapp.tasks import always_retries, fail, record
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
@@ -48,12 +48,19 @@ def _of(seen: list[dict[str, Any]], task_id: str) -> dict[str, dict[str, Any]]:
 
 
 def test_a_worker_with_E_sends_the_events_of_its_tasks(receiver, start_worker):
+    revoked = record.delay("never")
+    control.revoke(revoked.id)
     start_worker("-E", "-n", "events@test", "-P", "prefork", "-c", "1")
-    ok, bad = record.delay("hello"), fail.delay("kaput")
+    ok, bad, retried = record.delay("hello"), fail.delay("kaput"), always_retries.delay()
     assert ok.get(timeout=30) == "hello"
     seen = _collect(
         receiver,
-        lambda seen: "task-succeeded" in _of(seen, ok.id) and "task-failed" in _of(seen, bad.id),
+        lambda seen: (
+            "task-succeeded" in _of(seen, ok.id)
+            and "task-failed" in _of(seen, bad.id)
+            and "task-retried" in _of(seen, retried.id)
+            and "task-revoked" in _of(seen, revoked.id)
+        ),
     )
     good = _of(seen, ok.id)
     assert list(good) == ["task-received", "task-started", "task-succeeded"]
@@ -65,6 +72,8 @@ def test_a_worker_with_E_sends_the_events_of_its_tasks(receiver, start_worker):
     failed = _of(seen, bad.id)["task-failed"]
     assert "kaput" in failed["exception"] and failed["name"] == "tests.testapp.tasks.fail"
     assert "Traceback" in failed["traceback"]
+    assert "flaky" in _of(seen, retried.id)["task-retried"]["exception"]
+    assert _of(seen, revoked.id)["task-revoked"]["name"] == "tests.testapp.tasks.record"
     heartbeat = _collect(receiver, lambda seen: any(e["type"] == "worker-heartbeat" for e in seen))
     assert any(e["hostname"] == "events@test" for e in heartbeat)
 
