@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ["django_tq.api.permissions.IsStaffOrOwner"],
     "API_ENQUEUE_ALLOWLIST": [],
     "OUTBOX": False,
+    "SEND_EVENTS": False,  # workers emit live task events (``tqworker -E``)
+    "CONTROL_EXCHANGE": "django_tq",  # the prefix of remote control's and events' channels
     "METRICS_PORT": None,  # None: no worker metrics endpoint unless tqworker --metrics-port
     "METRICS_ADDRESS": "0.0.0.0",
     "METRICS_TOKEN": None,
@@ -158,6 +160,8 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "API_PERMISSION_CLASSES": _of_type(list, tuple),
     "API_ENQUEUE_ALLOWLIST": _of_type(list, tuple),
     "OUTBOX": _of_type(bool),
+    "SEND_EVENTS": _of_type(bool),
+    "CONTROL_EXCHANGE": _of_type(str),
     "METRICS_PORT": _number(0, allow_none=True),
     "METRICS_ADDRESS": _of_type(str),
     "METRICS_TOKEN": _of_type(str, allow_none=True),

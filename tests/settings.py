@@ -140,7 +140,12 @@ CACHES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-TQ = {"BROKER_URL": "django://", **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}"))}
+#: remote control and events on a shared RabbitMQ/Redis: channels of this xdist worker's own
+TQ = {
+    "BROKER_URL": "django://",
+    "CONTROL_EXCHANGE": f"tq-test-{RUN_ID}-{XDIST_INDEX}",
+    **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}")),
+}
 
 #: the worker's log also goes to this file, one "@@record" line per record, for tests that read it
 LOG_FILE = os.environ.get("TQ_TEST_LOG_FILE")

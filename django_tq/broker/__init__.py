@@ -106,17 +106,20 @@ class Broker:
         self._declared: set[str] = set()
 
     # -- connections ----------------------------------------------------------------------
-    def connection(self, *, retry_connect: bool = True) -> Any:
+    def connection(
+        self, *, retry_connect: bool = True, options: dict[str, Any] | None = None
+    ) -> Any:
         """Return a new kombu connection to this broker.
 
         ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
         for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
+        ``options`` override transport options (fanout turns publisher confirms off).
         """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
             module, _, name = transport.partition(":")
             transport = getattr(__import__(module, fromlist=[name]), name)
-        options = dict(self.transport_options)
+        options = {**self.transport_options, **(options or {})}
         if not retry_connect:
             options["max_retries"] = 0
         tls = {"ssl": self.use_ssl} if self.use_ssl else {}  # else what the URL says

@@ -139,6 +139,12 @@ class Command(BaseCommand):
             help="address the metrics port listens on (default: TQ['METRICS_ADDRESS'])",
         )
         parser.add_argument(
+            "-E",
+            "--events",
+            action="store_true",
+            help="send live task events for tqevents (default: TQ['SEND_EVENTS'])",
+        )
+        parser.add_argument(
             "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
         )
 
@@ -205,6 +211,7 @@ class Command(BaseCommand):
             if options["metrics_port"] is not None
             else tq_settings.METRICS_PORT,
             metrics_address=options["metrics_address"] or tq_settings.METRICS_ADDRESS,
+            events=options["events"] or tq_settings.SEND_EVENTS,
         )
 
     def _run(self, worker: Worker, *, beat: bool) -> int:
