@@ -27,6 +27,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
+from django_tq.broker import fanout
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
@@ -72,7 +73,7 @@ class Broker:
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
-        if self.scheme in ("amqp", "pyamqp", "amqps"):
+        if self.is_amqp:
             self.transport_options.setdefault("confirm_publish", True)
         self._local = threading.local()
         self._declared: set[str] = set()
@@ -118,10 +119,23 @@ class Broker:
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
     def queue(self, name: str) -> Any:
-        """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
-        arguments = (
-            {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
-        )
+        """Return the kombu queue called ``name`` (priorities 0-9).
+
+        Bound as ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
+        (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
+        other queue to an exchange of its own name with its name as key.
+        """
+        arguments = {"x-max-priority": MAX_PRIORITY} if self.is_amqp else {}
+        topology = tq_settings.QUEUES
+        declared = topology.get(name)
+        broadcast = topology.broadcast_of(name)
+        if broadcast is not None:
+            exchange = Exchange(broadcast.exchange, type="fanout")
+            return Queue(name, exchange, queue_arguments=arguments, durable=False, auto_delete=True)
+        if declared is not None:
+            exchange = Exchange(declared.exchange, type=declared.exchange_type)
+            key = "" if declared.broadcast else (declared.routing_key or name)
+            return Queue(name, exchange, routing_key=key, queue_arguments=arguments, durable=True)
         return Queue(
             name,
             Exchange(name, type="direct"),
@@ -129,6 +143,11 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    @property
+    def is_amqp(self) -> bool:
+        """Return whether the broker is RabbitMQ (real exchanges and bindings)."""
+        return self.scheme in ("amqp", "pyamqp", "amqps")
 
     # -- publishing -----------------------------------------------------------------------
     def _producer(self) -> Any:
@@ -193,6 +212,10 @@ class Broker:
     ) -> None:
         declared: set[str] = self._local.declared
         channel = producer.channel
+        route = wire.route
+        if route is not None:
+            self._publish_routed(producer, wire, route, priority, not_before)
+            return
         if hasattr(channel, "put_message"):
             # django_tq's own channels take the message as is: no kombu re-encoding on the hot path.
             if queue not in declared:
@@ -221,6 +244,57 @@ class Broker:
             **properties,
         )
         declared.add(queue)
+
+    def _publish_routed(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        route: tuple[str, str],
+        priority: int | None,
+        not_before: str | None,
+    ) -> None:
+        """Publish ``wire`` through an exchange: RabbitMQ routes it, else ``fanout`` does."""
+        exchange, routing_key = route
+        topology = tq_settings.QUEUES
+        declared: set[str] = self._local.declared
+        channel = producer.channel
+        if hasattr(channel, "put_message"):
+            for queue in fanout.queues_reached(topology, exchange, routing_key):
+                if queue not in declared:
+                    channel.queue_declare(queue)
+                    declared.add(queue)
+                channel.put_message(
+                    queue,
+                    wire,
+                    priority=priority,
+                    not_before=not_before,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                )
+            return
+        entity = Exchange(exchange, type=topology.exchange_type(exchange), durable=True)
+        declare: list[Any] = []
+        if f"exchange:{exchange}" not in declared:
+            # the exchange and the declared queues bound to it: nothing is dropped before a worker
+            # has declared them (a Broadcast queue's copies exist only while workers consume them)
+            bound = [q for q in topology.queues if q.exchange == exchange and not q.broadcast]
+            declare = [entity, *(self.queue(q.name) for q in bound)]
+        properties = {"not_before": not_before} if not_before else {}
+        producer.publish(
+            wire.body,
+            exchange=entity,
+            routing_key=routing_key,
+            headers=wire.headers,
+            content_type=wire.content_type,
+            content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
+            priority=priority,
+            delivery_mode=2,
+            declare=declare,
+            retry=False,
+            timeout=self.connect_timeout,
+            **properties,
+        )
+        declared.add(f"exchange:{exchange}")
 
     @property
     def safe_url(self) -> str:
@@ -283,6 +357,9 @@ class Broker:
             channel = conn.default_channel
             total = 0
             for name in queues:
+                declared = tq_settings.QUEUES.get(name)
+                if declared is not None and declared.broadcast:
+                    continue  # its messages are in the workers' copies
                 self.queue(name)(channel).declare()
                 total += channel.queue_purge(name) or 0
             return total
