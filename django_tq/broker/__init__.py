@@ -225,14 +225,26 @@ class Broker:
             )
             declared.add(queue)
             return
-        declare = []
-        if queue not in declared:
-            declare = [self.queue(queue)]
+        declare = [] if queue in declared else [self.queue(queue)]
+        self._send(producer, wire, "", routing_key or queue, declare, priority, not_before)
+        declared.add(queue)
+
+    def _send(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        exchange: Any,
+        routing_key: str,
+        declare: list[Any],
+        priority: int | None,
+        not_before: str | None,
+    ) -> None:
+        """Publish ``wire`` with kombu (RabbitMQ): persistent, no kombu retry, bounded in time."""
         properties = {"not_before": not_before} if not_before else {}
         producer.publish(
             wire.body,
-            exchange="",
-            routing_key=routing_key or queue,
+            exchange=exchange,
+            routing_key=routing_key,
             headers=wire.headers,
             content_type=wire.content_type,
             content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
@@ -243,7 +255,6 @@ class Broker:
             timeout=self.connect_timeout,
             **properties,
         )
-        declared.add(queue)
 
     def _publish_routed(
         self,
@@ -279,21 +290,7 @@ class Broker:
             # has declared them (a Broadcast queue's copies exist only while workers consume them)
             bound = [q for q in topology.queues if q.exchange == exchange and not q.broadcast]
             declare = [entity, *(self.queue(q.name) for q in bound)]
-        properties = {"not_before": not_before} if not_before else {}
-        producer.publish(
-            wire.body,
-            exchange=entity,
-            routing_key=routing_key,
-            headers=wire.headers,
-            content_type=wire.content_type,
-            content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
-            priority=priority,
-            delivery_mode=2,
-            declare=declare,
-            retry=False,
-            timeout=self.connect_timeout,
-            **properties,
-        )
+        self._send(producer, wire, entity, routing_key, declare, priority, not_before)
         declared.add(f"exchange:{exchange}")
 
     @property

@@ -50,6 +50,8 @@ class Subscription:
         self._qos_global = not connection.qos_semantics_matches_spec
         consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
         consumer.consume()
+        # which queue a delivery came from: RabbitMQ says the consumer tag, not the queue (kombu
+        # keeps queue name -> tag in ``_active_tags``, unchanged since kombu 3)
         self._queue_of_tag = {tag: name for name, tag in consumer._active_tags.items()}
         self.connection, self.consumer = connection, consumer
 
