@@ -212,8 +212,9 @@ def test_a_topic_key_reaches_its_queue_and_not_the_default_one(
         },
     )
     try:
-        start_worker("-P", "solo")  # without -Q: every declared queue
+        # sent before any worker declared the queue: the publisher declares the binding itself
         result = who_am_i.apply_async(exchange=exchange, routing_key="feed.import")
+        start_worker("-P", "solo")  # without -Q: every declared queue
         assert result.get(timeout=20)["queue"] == feed
         assert TaskResult.objects.get(task_id=result.id).queue == feed
         # the default queue got nothing: a marker sent there is the only thing it ever ran
