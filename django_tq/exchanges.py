@@ -12,7 +12,7 @@ worker consuming it consumes ``<name>.<worker hostname>`` instead (see :meth:`To
 
 This module holds only values: :class:`Topology` is built from the setting by ``conf.py`` and
 answers questions; RabbitMQ declares it for real (``broker/``), the transports without exchanges
-emulate it at publish (``broker/fanout.py``).
+emulate it at publish (``broker/exchange_emulation.py``).
 """
 
 from __future__ import annotations

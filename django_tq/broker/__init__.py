@@ -27,7 +27,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
-from django_tq.broker import fanout
+from django_tq.broker import exchange_emulation
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
@@ -270,7 +270,7 @@ class Broker:
         declared: set[str] = self._local.declared
         channel = producer.channel
         if hasattr(channel, "put_message"):
-            for queue in fanout.queues_reached(topology, exchange, routing_key):
+            for queue in exchange_emulation.queues_reached(topology, exchange, routing_key):
                 if queue not in declared:
                     channel.queue_declare(queue)
                     declared.add(queue)

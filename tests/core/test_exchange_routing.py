@@ -1,7 +1,7 @@
 """Exchanges, topic/fanout routing, Broadcast queues and CREATE_MISSING_QUEUES (``TQ["QUEUES"]``).
 
 The worker tests run on every transport: RabbitMQ routes through real exchanges and bindings,
-``django://`` and ``redis://`` emulate them at publish (``broker/fanout.py``).
+``django://`` and ``redis://`` emulate them at publish (``broker/exchange_emulation.py``).
 """
 
 from __future__ import annotations
