@@ -264,7 +264,7 @@ class Broker:
         priority: int | None,
         not_before: str | None,
     ) -> None:
-        """Publish ``wire`` through an exchange: RabbitMQ routes it, else ``fanout`` does."""
+        """Publish ``wire`` through an exchange: RabbitMQ routes it, else ``exchange_emulation`` does."""
         exchange, routing_key = route
         topology = tq_settings.QUEUES
         declared: set[str] = self._local.declared
