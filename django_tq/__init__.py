@@ -18,6 +18,8 @@ _EXPORTS = {
     "asend_task": "django_tq.tasks",
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
+    "Queue": "django_tq.exchanges",
+    "Broadcast": "django_tq.exchanges",
     "Task": "django_tq.tasks",
     "AsyncResult": "django_tq.result",
     "EagerResult": "django_tq.result",
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from django_tq import exceptions, states
     from django_tq.beat.declarations import periodic_task
     from django_tq.canvas import Signature, chain, chord, group, signature
+    from django_tq.exchanges import Broadcast, Queue
     from django_tq.log import get_task_logger
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
@@ -43,8 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncResult",
+    "Broadcast",
     "EagerResult",
     "GroupResult",
+    "Queue",
     "Signature",
     "Task",
     "asend_task",

@@ -14,6 +14,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_tq.exchanges import EXCHANGE_TYPES, parse_topology
+
 MiB = 1024 * 1024
 
 DEFAULTS: dict[str, Any] = {
@@ -29,6 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_QUEUE": "default",
     "IMPORTS": [],
     "TASK_ROUTES": {},
+    "QUEUES": None,  # None: no declared queues; every queue is direct, created when first used
+    "DEFAULT_EXCHANGE": None,  # None: DEFAULT_QUEUE's name, as in Celery
+    "DEFAULT_EXCHANGE_TYPE": "direct",
+    "DEFAULT_ROUTING_KEY": None,  # None: DEFAULT_QUEUE's binding key
+    "CREATE_MISSING_QUEUES": True,
     "TASK_SERIALIZER": "json",
     "ACCEPT_CONTENT": ["json"],
     "SIGNING": False,
@@ -130,6 +137,11 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "DEFAULT_QUEUE": _of_type(str),
     "IMPORTS": _of_type(list, tuple),
     "TASK_ROUTES": _routes,
+    "QUEUES": _of_type(dict, list, tuple, allow_none=True),  # entries: exchanges.parse_topology
+    "DEFAULT_EXCHANGE": _of_type(str, allow_none=True),
+    "DEFAULT_EXCHANGE_TYPE": _one_of(*EXCHANGE_TYPES),
+    "DEFAULT_ROUTING_KEY": _of_type(str, allow_none=True),
+    "CREATE_MISSING_QUEUES": _of_type(bool),
     "TASK_SERIALIZER": _one_of("json", "pickle"),
     "ACCEPT_CONTENT": _of_type(list, tuple),
     "SIGNING": _of_type(bool),
@@ -198,6 +210,22 @@ class TQSettings:
             values["WORKER_CONCURRENCY"] = os.cpu_count() or 1
         if values["TIMEZONE"] is None:
             values["TIMEZONE"] = settings.TIME_ZONE or "UTC"
+        values["DEFAULT_EXCHANGE"] = values["DEFAULT_EXCHANGE"] or values["DEFAULT_QUEUE"]
+        values["QUEUES"] = parse_topology(
+            "QUEUES",
+            values["QUEUES"],
+            default_exchange=values["DEFAULT_EXCHANGE"],
+            default_exchange_type=values["DEFAULT_EXCHANGE_TYPE"],
+        )
+        if (
+            values["QUEUES"].queues
+            and not values["CREATE_MISSING_QUEUES"]
+            and values["QUEUES"].get(values["DEFAULT_QUEUE"]) is None
+        ):
+            raise ImproperlyConfigured(
+                f"TQ['DEFAULT_QUEUE'] {values['DEFAULT_QUEUE']!r} is not in TQ['QUEUES'] and "
+                "TQ['CREATE_MISSING_QUEUES'] is False: declare it, or allow missing queues."
+            )
         if isinstance(values["RESULT_EXPIRES"], int | float):
             values["RESULT_EXPIRES"] = timedelta(seconds=values["RESULT_EXPIRES"])
         return values

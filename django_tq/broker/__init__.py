@@ -27,6 +27,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
+from django_tq.broker import exchange_emulation
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
@@ -100,7 +101,7 @@ class Broker:
         self.scheme = urlsplit(url).scheme
         #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
         self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
-        if self.scheme in AMQP_SCHEMES:
+        if self.is_amqp:
             self.transport_options.setdefault("confirm_publish", True)
         self._local = threading.local()
         self._declared: set[str] = set()
@@ -152,15 +153,16 @@ class Broker:
 
     def is_quorum(self, name: str) -> bool:
         """Return whether the AMQP queue ``name`` is a quorum queue."""
-        return self.scheme in AMQP_SCHEMES and (
-            self.quorum_queues is ALL_QUEUES or name in self.quorum_queues
-        )
+        return self.is_amqp and (self.quorum_queues is ALL_QUEUES or name in self.quorum_queues)
 
     def queue(self, name: str) -> Any:
-        """Return the kombu queue called ``name`` (direct to itself).
+        """Return the kombu queue called ``name``.
 
         On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
-        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times.
+        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times. Bound as
+        ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
+        (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
+        other queue to an exchange of its own name with its name as key.
         """
         arguments: dict[str, Any] = {}
         if self.is_quorum(name):
@@ -168,8 +170,18 @@ class Broker:
                 "x-queue-type": "quorum",
                 "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
             }
-        elif self.scheme in AMQP_SCHEMES:
+        elif self.is_amqp:
             arguments = {"x-max-priority": MAX_PRIORITY}
+        topology = tq_settings.QUEUES
+        declared = topology.get(name)
+        broadcast = topology.broadcast_of(name)
+        if broadcast is not None:
+            exchange = Exchange(broadcast.exchange, type="fanout")
+            return Queue(name, exchange, queue_arguments=arguments, durable=False, auto_delete=True)
+        if declared is not None:
+            exchange = Exchange(declared.exchange, type=declared.exchange_type)
+            key = "" if declared.broadcast else (declared.routing_key or name)
+            return Queue(name, exchange, routing_key=key, queue_arguments=arguments, durable=True)
         return Queue(
             name,
             Exchange(name, type="direct"),
@@ -177,6 +189,11 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    @property
+    def is_amqp(self) -> bool:
+        """Return whether the broker is RabbitMQ (real exchanges and bindings)."""
+        return self.scheme in AMQP_SCHEMES
 
     # -- publishing -----------------------------------------------------------------------
     def _producer(self) -> Any:
@@ -242,6 +259,10 @@ class Broker:
     ) -> None:
         declared: set[str] = self._local.declared
         channel = producer.channel
+        route = wire.route
+        if route is not None:
+            self._publish_routed(producer, wire, route, priority, not_before)
+            return
         if hasattr(channel, "put_message"):
             # django_tq's own channels take the message as is: no kombu re-encoding on the hot path.
             if queue not in declared:
@@ -251,14 +272,26 @@ class Broker:
             )
             declared.add(queue)
             return
-        declare = []
-        if queue not in declared:
-            declare = [self.queue(queue)]
+        declare = [] if queue in declared else [self.queue(queue)]
+        self._send(producer, wire, "", routing_key or queue, declare, priority, not_before)
+        declared.add(queue)
+
+    def _send(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        exchange: Any,
+        routing_key: str,
+        declare: list[Any],
+        priority: int | None,
+        not_before: str | None,
+    ) -> None:
+        """Publish ``wire`` with kombu (RabbitMQ): persistent, no kombu retry, bounded in time."""
         properties = {"not_before": not_before} if not_before else {}
         producer.publish(
             wire.body,
-            exchange="",
-            routing_key=routing_key or queue,
+            exchange=exchange,
+            routing_key=routing_key,
             headers=wire.headers,
             content_type=wire.content_type,
             content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
@@ -269,7 +302,43 @@ class Broker:
             timeout=self.connect_timeout,
             **properties,
         )
-        declared.add(queue)
+
+    def _publish_routed(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        route: tuple[str, str],
+        priority: int | None,
+        not_before: str | None,
+    ) -> None:
+        """Publish ``wire`` through an exchange: RabbitMQ routes it, else ``exchange_emulation`` does."""
+        exchange, routing_key = route
+        topology = tq_settings.QUEUES
+        declared: set[str] = self._local.declared
+        channel = producer.channel
+        if hasattr(channel, "put_message"):
+            for queue in exchange_emulation.queues_reached(topology, exchange, routing_key):
+                if queue not in declared:
+                    channel.queue_declare(queue)
+                    declared.add(queue)
+                channel.put_message(
+                    queue,
+                    wire,
+                    priority=priority,
+                    not_before=not_before,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                )
+            return
+        entity = Exchange(exchange, type=topology.exchange_type(exchange), durable=True)
+        declare: list[Any] = []
+        if f"exchange:{exchange}" not in declared:
+            # the exchange and the declared queues bound to it: nothing is dropped before a worker
+            # has declared them (a Broadcast queue's copies exist only while workers consume them)
+            bound = [q for q in topology.queues if q.exchange == exchange and not q.broadcast]
+            declare = [entity, *(self.queue(q.name) for q in bound)]
+        self._send(producer, wire, entity, routing_key, declare, priority, not_before)
+        declared.add(f"exchange:{exchange}")
 
     @property
     def safe_url(self) -> str:
@@ -332,6 +401,9 @@ class Broker:
             channel = conn.default_channel
             total = 0
             for name in queues:
+                declared = tq_settings.QUEUES.get(name)
+                if declared is not None and declared.broadcast:
+                    continue  # its messages are in the workers' copies
                 self.queue(name)(channel).declare()
                 total += channel.queue_purge(name) or 0
             return total
