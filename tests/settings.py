@@ -80,7 +80,8 @@ if DB == "postgres":
             "ENGINE": "django.db.backends.postgresql",
             "NAME": TEST_DB_NAME or "django_tq",
             "USER": os.environ.get("TQ_PG_USER", "postgres"),
-            "HOST": "127.0.0.1",
+            #: another address only for tests/faults/network.py's hosts (network namespaces)
+            "HOST": os.environ.get("TQ_TEST_PG_HOST", "127.0.0.1"),
             "PORT": int(os.environ.get("TQ_TEST_PG_PORT", "5432")),
             "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }
