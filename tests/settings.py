@@ -83,6 +83,8 @@ if DB == "postgres":
             #: another address only for tests/faults/network.py's hosts (network namespaces)
             "HOST": os.environ.get("TQ_TEST_PG_HOST", "127.0.0.1"),
             "PORT": int(os.environ.get("TQ_TEST_PG_PORT", "5432")),
+            #: libpq options (``connect_timeout``, ``tcp_user_timeout``) of tests across hosts
+            "OPTIONS": json.loads(os.environ.get("TQ_TEST_PG_OPTIONS", "{}")),
             "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }
     }

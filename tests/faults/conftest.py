@@ -218,6 +218,8 @@ class RedisServer(Service):
         return [
             skip_without("redis-server"),
             *("--port", str(self.port), "--bind", self.host, "--save", ""),
+            # a test host in a namespace is not loopback; only this machine's namespaces reach it
+            *("--protected-mode", "no" if self.host != "127.0.0.1" else "yes"),
             *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)),
         ]
 
@@ -306,6 +308,19 @@ class PostgresCluster(Service):
             *("-c", f"listen_addresses={self.host}", "-c", "unix_socket_directories="),
             *("-c", "fsync=off"),  # a restart is a clean shutdown: nothing needs the flushes
         ]
+
+    def wait_ready(self) -> None:
+        """Wait until the cluster accepts queries (its port opens while it is still starting)."""
+        super().wait_ready()
+
+        def accepts() -> bool:
+            try:
+                self.sql("SELECT 1")
+            except Exception:  # "the database system is starting up", and friends
+                return False
+            return True
+
+        wait_for(accepts, self.start_timeout, interval=0.1, what=f"{self.name} to accept queries")
 
     def sql(self, statement: str, database: str = "postgres") -> list[tuple[Any, ...]]:
         """Run one statement on the cluster (a connection of its own); return the rows."""

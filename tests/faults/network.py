@@ -1,20 +1,20 @@
 """Several hosts on one machine, for faults between them: network namespaces joined by a bridge.
 
-A :class:`Network` is a "broker host" namespace holding a bridge, and one namespace per worker
-host, each joined to the bridge by a veth pair; the test process itself is a host too (the root
-namespace's end of one more veth pair), so it reaches the servers it starts in the broker host.
+A :class:`Network` is a namespace holding a bridge (the switch), and one namespace per host —
+the database host, the broker host, the worker hosts — each joined to the bridge by a veth pair;
+the test process itself is a host too (the root namespace's end of one more veth pair), so it
+reaches the servers it starts on the other hosts.
 Addresses are in ``10.213.N.0/24``, with ``N`` picked so that no route of this machine uses it:
 nothing outside this machine's own namespaces is ever contacted.
 
 Faults, per host:
 
-* :meth:`Network.partition` / :meth:`Network.heal` — the broker host's end of the host's link goes
+* :meth:`Network.partition` / :meth:`Network.heal` — the switch's end of the host's link goes
   down (a silent partition: the host's packets leave, nothing comes back, nothing is refused);
 * :meth:`Network.lose` — a share of the host's outgoing packets is dropped (nftables' random
   number generator, in the host's namespace); ``tc netem`` is not needed, and this kernel has
   none (``CONFIG_NET_SCH_NETEM`` is not set);
-* latency comes from :mod:`tests.faults.relay`, a TCP relay in the broker host that holds each
-  chunk for a set time (again because there is no netem).
+* no added latency: ``tc netem`` is the tool for that, and this kernel lacks it.
 
 Everything needs root (``ip netns``); :func:`require_root` skips otherwise (fails under
 ``TQ_REQUIRE_SERVICES=1``). :meth:`Network.destroy` removes every namespace and link it made,
@@ -74,7 +74,7 @@ class Host:
     name: str
     namespace: str | None
     address: str
-    #: the broker host's end of this host's link (what a partition takes down)
+    #: the switch's end of this host's link (what a partition takes down)
     bridge_port: str
 
     def prefix(self) -> list[str]:
@@ -83,7 +83,7 @@ class Host:
 
 
 class Network:
-    """A broker host and worker hosts on one bridge (see the module docstring)."""
+    """Hosts on one bridge (see the module docstring)."""
 
     def __init__(self) -> None:
         require_root()
@@ -91,16 +91,14 @@ class Network:
         self.subnet = _free_subnet()
         addresses = list(self.subnet.hosts())
         self._next_address = iter(addresses[9:])  # .10, .11, ...: the hosts
-        self.broker_address = str(addresses[0])  # .1: the bridge, in the broker host
-        self.broker = f"tq{self.tag}b"
+        self.switch = f"tq{self.tag}s"
         self.hosts: dict[str, Host] = {}
         self._namespaces: list[str] = []
         self._root_links: list[str] = []
         try:
-            self._add_namespace(self.broker)
-            run("ip", "-n", self.broker, "link", "add", "br0", "type", "bridge")
-            run("ip", "-n", self.broker, "addr", "add", f"{self.broker_address}/24", "dev", "br0")
-            run("ip", "-n", self.broker, "link", "set", "br0", "up")
+            self._add_namespace(self.switch)
+            run("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+            run("ip", "-n", self.switch, "link", "set", "br0", "up")
         except BaseException:
             self.destroy()
             raise
@@ -122,9 +120,9 @@ class Network:
         else:
             self._add_namespace(ns)
             run("ip", "link", "set", end, "netns", ns)
-        run("ip", "link", "set", port, "netns", self.broker)
-        run("ip", "-n", self.broker, "link", "set", port, "master", "br0")
-        run("ip", "-n", self.broker, "link", "set", port, "up")
+        run("ip", "link", "set", port, "netns", self.switch)
+        run("ip", "-n", self.switch, "link", "set", port, "master", "br0")
+        run("ip", "-n", self.switch, "link", "set", port, "up")
         on_host = ["ip"] if ns is None else ["ip", "-n", ns]
         run(*on_host, "addr", "add", f"{address}/24", "dev", end)
         run(*on_host, "link", "set", end, "up")
@@ -135,11 +133,11 @@ class Network:
     # -- faults ---------------------------------------------------------------------------------
     def partition(self, host: Host) -> None:
         """Cut ``host`` off silently: its packets leave, nothing reaches it, nothing is refused."""
-        run("ip", "-n", self.broker, "link", "set", host.bridge_port, "down")
+        run("ip", "-n", self.switch, "link", "set", host.bridge_port, "down")
 
     def heal(self, host: Host) -> None:
         """Join ``host`` to the bridge again."""
-        run("ip", "-n", self.broker, "link", "set", host.bridge_port, "up")
+        run("ip", "-n", self.switch, "link", "set", host.bridge_port, "up")
 
     def lose(self, host: Host, percent: int) -> None:
         """Drop ``percent`` % of the packets ``host`` sends (0: stop dropping)."""

@@ -21,10 +21,18 @@ DATABASE = "tq_faults"
 class Client:
     """Processes pointed at the cluster: ``migrate``, producers, and what the tasks wrote."""
 
-    def __init__(self, cluster: PostgresCluster, queue: str, broker_url: str = "django://") -> None:
+    def __init__(
+        self,
+        cluster: PostgresCluster,
+        queue: str,
+        broker_url: str = "django://",
+        pg_options: dict[str, object] | None = None,
+    ) -> None:
+        """``pg_options``: the ``DATABASES`` ``OPTIONS`` of every process (libpq timeouts)."""
         self.cluster = cluster
         self.env = {
             "TQ_TEST_DB": "postgres",
+            "TQ_TEST_PG_OPTIONS": json.dumps(pg_options or {}),
             "TQ_TEST_PG_HOST": cluster.host,
             "TQ_TEST_PG_PORT": str(cluster.port),
             "TQ_TEST_DB_NAME": DATABASE,
