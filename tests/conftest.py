@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,10 @@ REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"  # a database per xdist worker
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
-def service_answers(port: int) -> bool:
-    """Return whether something listens on 127.0.0.1:``port``."""
+def service_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether something listens on ``host``:``port`` (127.0.0.1 unless a test's namespace)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -64,11 +64,14 @@ class WorkerProcess:
 
     command = "tqworker"
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, prefix: Sequence[str] = ()
+    ) -> None:
+        """Start it; ``prefix`` runs it elsewhere (``ip netns exec NS``: on another test host)."""
         self.log_path = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", self.command, *args],
+            [*prefix, sys.executable, "-m", "django", self.command, *args],
             cwd=ROOT,
             env=env,
             stdout=self._log,

@@ -82,9 +82,11 @@ if DB == "postgres":
             "ENGINE": "django.db.backends.postgresql",
             "NAME": TEST_DB_NAME or "django_tq",
             "USER": os.environ.get("TQ_PG_USER", "postgres"),
-            "HOST": "127.0.0.1",
+            #: another address only for tests/faults/network.py's hosts (network namespaces)
+            "HOST": os.environ.get("TQ_TEST_PG_HOST", "127.0.0.1"),
             "PORT": int(os.environ.get("TQ_TEST_PG_PORT", "5432")),
-            #: ``TQ_TEST_PG_OPTIONS``: JSON, e.g. ``sslmode``/``sslrootcert`` for a TLS-only server
+            #: ``TQ_TEST_PG_OPTIONS``: JSON libpq options, e.g. ``sslmode``/``sslrootcert`` for a TLS-only
+            #: server, ``connect_timeout``/``tcp_user_timeout`` for tests across hosts
             "OPTIONS": json.loads(os.environ.get("TQ_TEST_PG_OPTIONS", "{}")),
             "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }

@@ -373,9 +373,10 @@ class Broker:
             release = getattr(channel, "release_owner_prefix", None)
             if release is None:
                 return 0  # AMQP gives a dead consumer's messages back by itself
+            prefix = owner_prefix(pid, hostname)
             if acked:
-                channel.ack_leases(acked)
-            return int(release(owner_prefix(pid, hostname), running))
+                channel.ack_leases(acked, prefix)
+            return int(release(prefix, running))
 
     def leased_delivery(
         self, pid: int, tag: Any, *, hostname: str | None = None

@@ -295,9 +295,18 @@ class Channel(LeasedChannel):
     def _in(self, tags: list[Any]) -> str:
         return ", ".join(["%s"] * len(tags))
 
-    def _ack(self, tags: list[Any]) -> None:
+    def _ack(self, tags: list[Any], owner_prefix: str) -> None:
+        if owner_prefix != self.owner:  # a dead child's messages, settled by its parent (rare)
+            QueueMessage.objects.using(self.alias).filter(
+                id__in=tags, lease_owner__startswith=owner_prefix
+            ).delete()
+            return
         q = self._quote
-        self._execute(f"DELETE FROM {q(_table())} WHERE {q('id')} IN ({self._in(tags)})", tags)
+        self._execute(
+            f"DELETE FROM {q(_table())} WHERE {q('id')} IN ({self._in(tags)}) "
+            f"AND {q('lease_owner')} = %s",
+            [*tags, self.owner],
+        )
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:
         q = self._quote

@@ -120,7 +120,10 @@ class LeasedChannel(virtual.Channel):
         """
         raise NotImplementedError
 
-    def _ack(self, tags: list[Any]) -> None:
+    def _ack(self, tags: list[Any], owner_prefix: str) -> None:
+        """Delete the messages ``tags`` whose lease an owner id starting with ``owner_prefix``
+        still holds (this channel's own :attr:`owner`, or a dead process's prefix): a lease that
+        expired and was taken over is fenced, its late ack deletes nothing."""
         raise NotImplementedError
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:
@@ -194,12 +197,13 @@ class LeasedChannel(virtual.Channel):
         self.release_leases([message.delivery_tag])
 
     # -- lease operations used by QoS and the worker -----------------------------------------
-    def ack_leases(self, tags: Iterable[Any]) -> None:
-        """Delete acked messages from the store."""
+    def ack_leases(self, tags: Iterable[Any], owner_prefix: str | None = None) -> None:
+        """Delete acked messages from the store, if this channel (or ``owner_prefix``: a dead
+        process of ours, see :func:`owner_prefix`) still holds their lease."""
         tags = list(tags)
         if tags:
             with self._lock:
-                self._ack(tags)
+                self._ack(tags, owner_prefix or self.owner)
 
     def release_leases(self, tags: Iterable[Any]) -> None:
         """Make delivered messages visible again at once (their delivery still counts)."""

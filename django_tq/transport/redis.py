@@ -400,13 +400,13 @@ class Channel(LeasedChannel):
             grouped[queue].append(message_id)
         return grouped
 
-    def _ack(self, tags: list[Any]) -> None:
+    def _ack(self, tags: list[Any], owner_prefix: str) -> None:
         for queue, ids in self._by_queue(tags).items():
             keys = self.keys_for(queue)
             self._run(
                 "ack",
                 keys=[keys.payloads, keys.deliveries, keys.leases, keys.owners],
-                args=ids,
+                args=[owner_prefix, *ids],
             )
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:

@@ -101,13 +101,23 @@ return result
 """
 )
 
-# KEYS: payloads, deliveries, leases, owners   ARGV: ids
+# KEYS: payloads, deliveries, leases, owners   ARGV: owner prefix, ids…
+# Deletes only the messages whose lease an owner starting with the prefix still holds: an ack
+# from a worker whose lease expired and was taken over (or given back) changes nothing.
 ACK_SCRIPT = """
-redis.call('HDEL', KEYS[1], unpack(ARGV))
-redis.call('HDEL', KEYS[2], unpack(ARGV))
-redis.call('ZREM', KEYS[3], unpack(ARGV))
-redis.call('HDEL', KEYS[4], unpack(ARGV))
-return #ARGV
+local acked = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local owner = redis.call('HGET', KEYS[4], id)
+  if owner and string.sub(owner, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+    acked = acked + 1
+  end
+end
+return acked
 """
 
 # KEYS: leases, owners   ARGV: owner, lease (ms), ids…

@@ -34,6 +34,7 @@ from django_tq.cleanup import expire
 from django_tq.conf import tq_settings
 from django_tq.exceptions import NotRegistered, TimeLimitExceeded
 from django_tq.execution import record, revoked_outcome, send_revoked
+from django_tq.liveness import LivenessFile
 from django_tq.models import QueueDepthSample, WorkerState
 from django_tq.outage import TRANSIENT, Outage
 from django_tq.registry import registry
@@ -74,6 +75,8 @@ class WorkerConfig:
     metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
     metrics_address: str = "0.0.0.0"
     events: bool = False  #: send live task events (``-E``, :mod:`django_tq.events`)
+    #: touched at every turn of the parent's loop, for a liveness probe (``--liveness-file``)
+    liveness_file: str | None = None
 
 
 def default_hostname() -> str:
@@ -125,6 +128,7 @@ class Worker:
         self.control: ControlServer | None = None  # made at the first tick (it reads the DB)
         self.events: events.EventSender | None = None  # with ``config.events``, once running
         self.watcher = CodeWatcher() if config.autoreload else None
+        self.liveness = LivenessFile(config.liveness_file) if config.liveness_file else None
         #: the code changed (``autoreload``): whoever started the worker starts it again
         self.reload_requested = False
 
@@ -188,6 +192,8 @@ class Worker:
 
     def tick(self, now: float) -> None:
         """Reap dead children, write the heartbeat, sample queues, delete old results (when due)."""
+        if self.liveness is not None:
+            self.liveness.touch(now)
         if self._restart_children:
             self._restart_children = False
             self.pool.restart()
@@ -453,7 +459,9 @@ class Worker:
         self.stop_requested.set()
         self.pool.stop()
         while not self.cold and not self.pool.join(0.5):
-            pass  # warm: running tasks finish; a second signal sets self.cold
+            # warm: running tasks finish (a second signal sets self.cold); still alive meanwhile
+            if self.liveness is not None:
+                self.liveness.touch(time.monotonic())
         if self.cold:
             self._release_ended(self.pool.kill())
             self._release(os.getpid())  # threads and solo consumers of this very process
@@ -466,6 +474,8 @@ class Worker:
         if self.control is not None:
             self.control.close()
         connections.close_all()
+        if self.liveness is not None:
+            self.liveness.remove()
         logger.info("Worker %s stopped", self.hostname)
 
     def _release_ended(self, exits: list[ChildExit]) -> None:

@@ -79,6 +79,20 @@ def test_expired_lease_is_redelivered_and_counted(queue_name):
     first.close()
 
 
+def test_a_late_ack_from_a_holder_whose_lease_was_taken_over_is_fenced(queue_name):
+    broker = _broker(lease_seconds=1.5)
+    _send(broker, queue_name, "partitioned")
+    first, (stale,) = _collect(broker, queue_name)
+    time.sleep(1.7)  # the first holder is cut off: no renewal, no ack
+    second, (current,) = _collect(broker, queue_name)
+    stale.ack()  # it comes back and acks late: the message is the second holder's now
+    assert QueueMessage.objects.filter(lease_owner=second.channel.owner).count() == 1
+    current.ack()
+    assert QueueMessage.objects.count() == 0
+    second.close()
+    first.close()
+
+
 def test_renewed_lease_is_not_redelivered(queue_name):
     # A lease longer than a first collection takes on a loaded machine; four renewals outlast it
     broker = _broker(lease_seconds=1.5)

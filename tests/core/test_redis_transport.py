@@ -228,6 +228,22 @@ def test_an_expired_lease_is_delivered_again(
     assert broker.depth(redis_queue) == 0
 
 
+def test_a_late_ack_from_a_holder_whose_lease_was_taken_over_is_fenced(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("partitioned"), queue=redis_queue)
+    first = make_receiver([redis_queue], lease_seconds=0.3)
+    [stale] = first.receive(1)
+    second = make_receiver([redis_queue], lease_seconds=30)
+    [current] = second.receive(1)  # the first lease ran out: the message is the second's now
+    stale.ack()  # the first holder comes back (a healed partition) and acks late
+    assert broker.depth(redis_queue) == 1  # still there: the second holder's lease stands
+    third = make_receiver([redis_queue], lease_seconds=30)
+    third.receive_nothing(0.3)  # and nobody else receives it meanwhile
+    current.ack()
+    assert broker.depth(redis_queue) == 0
+
+
 def test_renewed_leases_are_not_delivered_again(
     broker: Broker, redis_queue: str, make_receiver: Any
 ) -> None:

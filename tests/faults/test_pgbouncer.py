@@ -22,7 +22,7 @@ import pytest
 from django_tq.transport import pooling
 from tests.conftest import require_service
 from tests.faults.conftest import RUN, Service, postgres_connection, skip_without
-from tests.faults.test_postgres import Client
+from tests.faults.pg_client import Client
 
 pytestmark = pytest.mark.slow
 

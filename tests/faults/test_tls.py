@@ -34,7 +34,7 @@ from tests.faults.conftest import (
     postgres_connection,
     skip_without,
 )
-from tests.faults.test_postgres import Client
+from tests.faults.pg_client import Client
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.slow

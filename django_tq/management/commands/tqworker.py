@@ -55,6 +55,16 @@ def autoscale(value: str) -> tuple[int, int]:
     return maximum, minimum
 
 
+def add_liveness_argument(parser: CommandParser) -> None:
+    """``--liveness-file PATH`` (tqworker and tqbeat): see :mod:`django_tq.liveness`."""
+    parser.add_argument(
+        "--liveness-file",
+        metavar="PATH",
+        help="touch PATH at every turn of the loop, for a liveness probe "
+        "(python -m django_tq.liveness PATH --max-age 30)",
+    )
+
+
 class Command(BaseCommand):
     help = "Run a django_tq worker: consume tasks from the broker and run them."
     requires_system_checks = ["django_tq"]
@@ -147,6 +157,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
         )
+        add_liveness_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -204,6 +215,7 @@ class Command(BaseCommand):
             purge=options["purge"],
             autoreload=options["autoreload"],
             autoscale=options["autoscale"],
+            liveness_file=options["liveness_file"],
             autoscale_keepalive=tq_settings.WORKER_AUTOSCALE_KEEPALIVE,
             time_limit=options["time_limit"],
             soft_time_limit=options["soft_time_limit"],
