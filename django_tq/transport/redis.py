@@ -191,8 +191,12 @@ class Channel(LeasedChannel):
         super().__init__(connection, **kwargs)
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        #: the connection scripts run on: one per channel, used by one thread at a time
+        #: the connection scripts run on: one per channel, used by one thread at a time, from a
+        #: pool of its own whose reads give up after the connect timeout (a script takes
+        #: milliseconds: a reply that long overdue means the link is gone, and a publish must
+        #: fail within BROKER_CONNECTION_TIMEOUT, not wait out ``socket_timeout``)
         self._script_connection: Any = None
+        self._script_pool: redis.ConnectionPool | None = None
         self._script_lock = threading.Lock()
         self._keys: dict[str, QueueKeys] = {}
         #: queue -> monotonic time the next delayed message or lease deadline is due
@@ -231,7 +235,9 @@ class Channel(LeasedChannel):
             commands.append(then)
         with self._script_lock:
             if self._script_connection is None:
-                connection = client.connection_pool.make_connection()
+                if self._script_pool is None:
+                    self._script_pool = self._connection_pool(self._script_pool_params())
+                connection = self._script_pool.make_connection()
                 # connect() first: a Sentinel-managed connection asks the sentinels where the
                 # primary is only there (a send on a fresh one would go to localhost:6379)
                 connection.connect()
@@ -286,6 +292,16 @@ class Channel(LeasedChannel):
             if isinstance(conninfo.ssl, dict):
                 params.update(conninfo.ssl)  # ssl_cert_reqs, ssl_ca_certs… from the URL query
         return params
+
+    def _script_pool_params(self) -> dict[str, Any]:
+        """The parameters of the scripts' connection: reads bounded by the connect timeout."""
+        params = self._pool_params()
+        bound = float(self.connection.client.connect_timeout or 4.0)
+        if self.replica_acks:  # a WAIT pipelined behind a publish may take its own timeout
+            bound = max(bound, float(self.replica_ack_timeout) + 1.0)
+        if params["socket_timeout"] is not None:
+            bound = min(bound, float(params["socket_timeout"]))
+        return {**params, "socket_timeout": bound}
 
     def _connection_pool(self, params: dict[str, Any]) -> redis.ConnectionPool:
         """Return the pool the client draws connections from (one server: a plain pool)."""
@@ -505,6 +521,7 @@ class Channel(LeasedChannel):
         finally:
             client, self._client = self._client, None
             connection, self._script_connection = self._script_connection, None
+            self._script_pool = None
             if connection is not None:
                 connection.disconnect()
             if client is not None:

@@ -107,18 +107,7 @@ PG_TIMEOUTS = {"connect_timeout": 4, "tcp_user_timeout": 2000}
 REFUSED_WITHIN = 4 + 1.5
 
 
-@pytest.fixture(
-    params=[
-        "django",
-        pytest.param(
-            "redis",
-            marks=pytest.mark.xfail(
-                strict=False,  # passes when no publish of the web process meets a partition
-                reason="a publish on an open Redis connection waits out socket_timeout (10 s)",
-            ),
-        ),
-    ]
-)
+@pytest.fixture(params=["django", "redis"])
 def servers(request, network, cluster, tmp_path, queue_name) -> Iterator[tuple[Client, Host]]:
     """A client of the servers, and the host whose link carries the queue (db or broker)."""
     if request.param == "django":
