@@ -24,8 +24,8 @@ from django.core.signing import BadSignature
 from django.db import close_old_connections
 from django.utils import timezone
 
+from django_tq import celery_message, signals, signing, states, unique
 from django_tq import message as wire_format
-from django_tq import signals, signing, states, unique
 from django_tq.broker import Broker
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.subscription import Subscription
@@ -65,6 +65,8 @@ class ConsumerConfig:
     #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose message carries none
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    #: also run Celery protocol 2 messages (``--accept-celery``, ``TQ["ACCEPT_CELERY"]``)
+    accept_celery: bool = False
 
 
 def _body_size(body: str | bytes, limit: int) -> int:
@@ -139,6 +141,7 @@ class Consumer:
                     list(self.config.queues),
                     prefetch=self.config.prefetch,
                     on_delivery=self.on_delivery,
+                    accept_celery=self.config.accept_celery,
                 )
             except self.broker.connection_errors as exc:
                 if self.stopping.is_set():
@@ -316,15 +319,22 @@ class Consumer:
         try:
             if self.signing:  # before anything reads the body
                 signing.verify(delivery.headers, delivery.body, delivery.content_type)
-            message = wire_format.decode(
-                delivery.headers,
-                delivery.body,
-                delivery.content_type,
-                queue=delivery.queue,
-                accept=self.accept,
-            )
+            celery = self.config.accept_celery and celery_message.is_celery(delivery.headers)
+            if celery:
+                message = celery_message.decode(
+                    delivery.headers, delivery.body, delivery.content_type, queue=delivery.queue
+                )
+            else:
+                message = wire_format.decode(
+                    delivery.headers,
+                    delivery.body,
+                    delivery.content_type,
+                    queue=delivery.queue,
+                    accept=self.accept,
+                )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
-            if message.priority is None and delivery.priority is not None:  # a foreign producer's
+            # A foreign producer's priority (not Celery's: on Redis its order is the reverse)
+            if message.priority is None and delivery.priority is not None and not celery:
                 message = message.with_changes(priority=delivery.priority)
         except BadSignature as exc:
             self._dead(delivery, f"bad signature: {exc}")

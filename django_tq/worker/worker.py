@@ -73,6 +73,8 @@ class WorkerConfig:
     soft_time_limit: float | None = None
     metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
     metrics_address: str = "0.0.0.0"
+    #: also run Celery protocol 2 messages from these queues (``--accept-celery``)
+    accept_celery: bool = False
 
 
 def default_hostname() -> str:
@@ -356,6 +358,7 @@ class Worker:
             max_memory_kib=self.config.max_memory_per_child,
             time_limit=self.config.time_limit,
             soft_time_limit=self.config.soft_time_limit,
+            accept_celery=self.config.accept_celery,
         )
         return functools.partial(run_consumer, self.broker, consumer_config)
 
