@@ -20,6 +20,7 @@ Data layout, per queue (every key of a queue shares the hash tag ``{queue}``)::
     tq:{queue}:leases              sorted set id -> lease deadline (epoch ms, Redis' clock)
     tq:{queue}:owners              hash id -> owner id of the lease (``host:pid:n:random``)
     tq:{queue}:wake                list of wake-up tokens idle consumers BLPOP
+    tq:{queue}:adopted             counter of the messages taken from kombu's lists (below)
     tq:queues                      set of every queue name (to release a dead process's leases)
 
 A message id is ``"<priority>:<random hex>"``, so a script can requeue it to the right list
@@ -45,6 +46,10 @@ arrives: enqueue-to-start is one publish and one round trip, not a poll interval
 
 Acks are durable (the message is gone from Redis) and delete whoever holds the lease now: a task
 that finished late still counts as done. Releases and renewals touch only the caller's own leases.
+
+With ``adopt_celery`` (``tqworker --accept-celery``), each claim first moves what Celery producers
+wrote to kombu's own lists of the queue (``queue``, ``queue\x06\x163`` …) into these keys, in one
+script (``ADOPT_SCRIPT``), and an idle wait lasts at most :data:`CELERY_POLL_SECONDS`.
 
 Needs Redis 6.0+ (fractional ``BLPOP`` timeouts) on a single primary; a queue's keys share a hash
 slot, but ``tq:queues`` and multi-queue waits do not, so Redis Cluster is not supported.

@@ -107,6 +107,7 @@ BEGIN = utc("2014-01-01 00:00")
 
 
 @pytest.mark.django_db
+@pytest.mark.db
 def test_beat_sends_a_solar_task_at_sunset_and_not_before(queue: CapturedQueue) -> None:
     created = utc("2020-05-06 12:00")
     job = make_task(solar("sunset", *TRONDHEIM), created=created)
@@ -124,6 +125,7 @@ def test_beat_sends_a_solar_task_at_sunset_and_not_before(queue: CapturedQueue) 
 
 
 @pytest.mark.django_db
+@pytest.mark.django_version
 def test_the_admin_screen_adds_a_solar_event_and_previews_its_next_runs(
     admin_client: Any,
 ) -> None:
@@ -141,6 +143,7 @@ def test_the_admin_screen_adds_a_solar_event_and_previews_its_next_runs(
 
 
 @pytest.mark.django_db
+@pytest.mark.django_version
 def test_the_api_nests_a_solar_schedule(admin_client: Any) -> None:
     body = {
         "name": "lights on",

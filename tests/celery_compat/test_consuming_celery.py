@@ -48,7 +48,7 @@ def producer(celery_broker: str, request: pytest.FixtureRequest, settings: Any) 
         task_queue_max_priority=10,
         broker_connection_retry_on_startup=False,
     )
-    for name in ("add", "mul", "flaky_until_third", "record"):
+    for name in ("add", "mul", "flaky_until_third", "record", "fail", "on_error"):
         app.task(name=f"tests.testapp.tasks.{name}", shared=False, typing=False)(_never_run_here)
     yield app
     app.close()
@@ -109,6 +109,23 @@ def test_celery_messages_run_and_their_results_are_stored_here(
     assert AsyncResult(steps.id).get(timeout=30) == 50
     assert AsyncResult(steps.parent.id).get(timeout=1) == 5
     assert TaskResult.objects.get(task_id=steps.id).root_id == steps.parent.id
+
+    linked = tasks["tests.testapp.tasks.add"].apply_async(
+        (1, 2), link=tasks["tests.testapp.tasks.mul"].s(3)
+    )
+    callback = wait_for(
+        lambda: TaskResult.objects.filter(
+            task_name="tests.testapp.tasks.mul", parent_id=linked.id, state=states.SUCCESS
+        ).first(),
+        30,
+        what="the callback's result",
+    )
+    assert AsyncResult(callback.task_id).get(timeout=1) == 9
+    failing = tasks["tests.testapp.tasks.fail"].apply_async(
+        ("no",), link_error=tasks["tests.testapp.tasks.on_error"].s()
+    )
+    errback = wait_for(lambda: Execution.objects.filter(task_id=failing.id).first(), 30)
+    assert errback.label == "errback:ValueError:no"
 
 
 def test_what_cannot_be_honoured_is_dead_lettered_with_the_reason(
