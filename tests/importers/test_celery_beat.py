@@ -381,7 +381,8 @@ def test_an_imported_crontab_is_sent_by_beat_at_its_time_in_its_zone(
     celery_beat.import_periodic_tasks()
     now = timezone.now()
     local = now.astimezone(PARIS)
-    day = local.date() + dt.timedelta(days=1)
+    # the next weekday 09:30 in Paris after now (today's, when it is still to come)
+    day = local.date() + dt.timedelta(days=0 if local.time() < dt.time(9, 29) else 1)
     while day.isoweekday() > 5:
         day += dt.timedelta(days=1)
     due = dt.datetime.combine(day, dt.time(9, 30), tzinfo=PARIS).astimezone(UTC)
