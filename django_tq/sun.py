@@ -38,6 +38,7 @@ EVENTS = {
     "dusk_nautical": gettext_lazy("nautical dusk"),
     "dusk_astronomical": gettext_lazy("astronomical dusk"),
 }
+LATITUDE, LONGITUDE = gettext_lazy("latitude"), gettext_lazy("longitude")
 #: how far below the horizon the sun's centre is at each twilight, in degrees
 DEPRESSIONS = {"astronomical": 18.0, "nautical": 12.0, "civil": 6.0}
 #: how many days without the event a search goes through before concluding it never happens
@@ -59,7 +60,7 @@ def _astral() -> Any:
     return sun
 
 
-def _degrees(value: float | decimal.Decimal | str, name: str, limit: int) -> decimal.Decimal:
+def _degrees(value: float | decimal.Decimal | str, name: Any, limit: int) -> decimal.Decimal:
     try:
         number = decimal.Decimal(str(value))
     except decimal.InvalidOperation:
@@ -115,8 +116,9 @@ class Solar(Schedule):
                 _("Unknown solar event %(event)r: choose one of %(events)s.")
                 % {"event": self.event, "events": ", ".join(EVENTS)}
             )
-        object.__setattr__(self, "latitude", _degrees(self.latitude, _("latitude"), 90))
-        object.__setattr__(self, "longitude", _degrees(self.longitude, _("longitude"), 180))
+        # Translated only on an error: settings may call solar() before the apps are loaded.
+        object.__setattr__(self, "latitude", _degrees(self.latitude, LATITUDE, 90))
+        object.__setattr__(self, "longitude", _degrees(self.longitude, LONGITUDE, 180))
 
     def _on(self, day: dt.date) -> dt.datetime | None:
         return occurrence(self.event, float(self.latitude), float(self.longitude), day)

@@ -15,6 +15,8 @@ Sources of the expected times (each table's own rounding is to the minute):
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -101,6 +103,16 @@ def test_bad_events_and_places_are_refused_with_a_clear_error() -> None:
     with pytest.raises(ValueError, match="longitude must be a number"):
         solar("sunset", 0, "east")
     assert next(iter(EVENTS)) == "dawn_astronomical" and len(EVENTS) == 9
+
+
+def test_settings_can_declare_a_solar_schedule_before_the_apps_are_loaded() -> None:
+    # TQ["BEAT_SCHEDULE"] is read from settings.py, before Django translates anything
+    code = (
+        "from django.conf import settings; settings.configure(); "
+        "from django_tq import solar; print(solar('sunset', 48.85, 2.35).event)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "sunset", done.stderr
 
 
 BEGIN = utc("2014-01-01 00:00")
