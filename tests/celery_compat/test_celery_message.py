@@ -56,6 +56,7 @@ def test_the_headers_and_arguments_map() -> None:
         2, "g-1", "root", "parent",
     )  # fmt: skip
     assert (message.time_limit, message.soft_time_limit, message.shadow) == (30, 20, "adding")
+    assert message.headers == {"celery": True}  # self.request.headers tells where it came from
 
 
 def test_callbacks_errbacks_and_the_rest_of_a_chain_map() -> None:
