@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from django_tq import AsyncResult, states
-from django_tq.models import DeadLetter, TaskResult
+from django_tq.models import DeadLetter, ParkedMessage, TaskResult
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
 
@@ -126,6 +127,18 @@ def test_celery_messages_run_and_their_results_are_stored_here(
     )
     errback = wait_for(lambda: Execution.objects.filter(task_id=failing.id).first(), 30)
     assert errback.label == "errback:ValueError:no"
+
+
+def test_a_countdown_beyond_the_eta_horizon_is_parked_not_held(
+    producer: Any, start_worker: Any, settings: Any
+) -> None:
+    settings.TQ = {**settings.TQ, "ETA_HORIZON_SECONDS": 1}
+    start_worker("-P", "threads", "-c", "1", "--accept-celery")
+    later = producer.tasks["tests.testapp.tasks.add"].apply_async((4, 5), countdown=4)
+    parked = wait_for(lambda: ParkedMessage.objects.filter(task_id=later.id).first(), 30)
+    assert parked.due_at > timezone.now()  # acked at the broker, waiting in the table
+    assert AsyncResult(later.id).get(timeout=30) == 9
+    assert TaskResult.objects.get(task_id=later.id).date_started >= parked.due_at
 
 
 def test_what_cannot_be_honoured_is_dead_lettered_with_the_reason(
