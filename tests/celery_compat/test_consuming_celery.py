@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.utils import timezone
 
 from django_tq import AsyncResult, states
 from django_tq.models import DeadLetter, ParkedMessage, TaskResult
-from tests.conftest import wait_for
+from tests.conftest import AMQP_URL, REDIS_URL, delete_queues, require_service, wait_for
 from tests.testapp.models import Execution
 
 celery = pytest.importorskip("celery")
@@ -30,19 +31,30 @@ def _never_run_here(*args: Any, **kwargs: Any) -> None:
     raise AssertionError("a producer-side task body ran")
 
 
-@pytest.fixture(params=["redis", "amqp"])
-def celery_broker(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+#: the brokers Celery and django_tq share: URL, service name, port
+BROKERS = {"redis": (REDIS_URL, "Redis", 6379), "amqp": (AMQP_URL, "RabbitMQ", 5672)}
+
+
+@pytest.fixture(params=list(BROKERS))
+def celery_broker_url(
+    request: pytest.FixtureRequest, settings: Any, queue_name: str
+) -> Iterator[str]:
+    """Each shared broker in turn, on a queue of the test's own (deleted afterwards)."""
+    url, service, port = BROKERS[request.param]
+    require_service(service, port)
+    settings.TQ = {**settings.TQ, "BROKER_URL": url, "DEFAULT_QUEUE": queue_name}
+    yield url
+    delete_queues(url, [queue_name])
+    if request.param == "redis":  # what Celery's producer left: kombu's list and binding
+        redis.Redis.from_url(url).delete(queue_name, f"_kombu.binding.{queue_name}")
 
 
 @pytest.fixture
-def producer(celery_broker: str, request: pytest.FixtureRequest, settings: Any) -> Iterator[Any]:
+def producer(celery_broker_url: str, settings: Any) -> Iterator[Any]:
     """A Celery app publishing into the test's queue on the test's broker."""
-    url = request.getfixturevalue("broker_url_" + celery_broker)
-    queue = settings.TQ["DEFAULT_QUEUE"]
-    app = celery.Celery("producer", broker=url, set_as_current=False)
+    app = celery.Celery("producer", broker=celery_broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=queue,
+        task_default_queue=settings.TQ["DEFAULT_QUEUE"],
         task_serializer="json",
         accept_content=["json", "pickle"],
         # RabbitMQ: the queue as django_tq declares it (x-max-priority 10)
@@ -53,29 +65,6 @@ def producer(celery_broker: str, request: pytest.FixtureRequest, settings: Any) 
         app.task(name=f"tests.testapp.tasks.{name}", shared=False, typing=False)(_never_run_here)
     yield app
     app.close()
-
-
-@pytest.fixture
-def broker_url_redis(settings: Any, queue_name: str) -> Iterator[str]:
-    from tests.conftest import REDIS_URL, delete_queues, require_service
-
-    require_service("Redis", 6379)
-    settings.TQ = {**settings.TQ, "BROKER_URL": REDIS_URL, "DEFAULT_QUEUE": queue_name}
-    yield REDIS_URL
-    delete_queues(REDIS_URL, [queue_name])
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).delete(queue_name, f"_kombu.binding.{queue_name}")
-
-
-@pytest.fixture
-def broker_url_amqp(settings: Any, queue_name: str) -> Iterator[str]:
-    from tests.conftest import AMQP_URL, delete_queues, require_service
-
-    require_service("RabbitMQ", 5672)
-    settings.TQ = {**settings.TQ, "BROKER_URL": AMQP_URL, "DEFAULT_QUEUE": queue_name}
-    yield AMQP_URL
-    delete_queues(AMQP_URL, [queue_name])
 
 
 def result_of(task_id: str, timeout: float = 30) -> TaskResult:
