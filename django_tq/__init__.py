@@ -19,6 +19,8 @@ _EXPORTS = {
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
     "solar": "django_tq.sun",
+    "Queue": "django_tq.exchanges",
+    "Broadcast": "django_tq.exchanges",
     "Task": "django_tq.tasks",
     "AsyncResult": "django_tq.result",
     "EagerResult": "django_tq.result",
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from django_tq import exceptions, states
     from django_tq.beat.declarations import periodic_task
     from django_tq.canvas import Signature, chain, chord, group, signature
+    from django_tq.exchanges import Broadcast, Queue
     from django_tq.log import get_task_logger
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
@@ -45,8 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncResult",
+    "Broadcast",
     "EagerResult",
     "GroupResult",
+    "Queue",
     "Signature",
     "Task",
     "asend_task",

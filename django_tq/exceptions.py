@@ -28,6 +28,13 @@ class PublishError(TQError):
     """The message could not be handed to the broker (unreachable, refused, or not confirmed)."""
 
 
+class QueueNotFound(TQError, KeyError):
+    """A message names a queue (or a routing key reaching none) that ``TQ["QUEUES"]`` lacks."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "Queue not found."
+
+
 class PayloadTooLarge(TQError, ValueError):
     """The serialized message is larger than ``TQ["MAX_PAYLOAD_BYTES"]``."""
 

@@ -93,6 +93,8 @@ def _retry_message(task: Task[Any, Any], message: TaskMessage, retry: Retry) -> 
         retries=message.retries + 1,
         eta=retry.when,
         queue=retry.queue or message.queue,
+        exchange=None,  # a retry goes back to the queue it came from, not through the exchange
+        routing_key=None,
     )
 
 

@@ -194,6 +194,40 @@ def broker_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -
         delete_queues(url, [queue_name, f"{queue_name}-other"])
 
 
+@pytest.fixture(scope="session")
+def _fanout_exchanges() -> Iterator[None]:
+    """Delete this run's RabbitMQ fanout exchanges (named by its CONTROL_EXCHANGE) at the end."""
+    yield
+    from django_tq.broker import Broker
+
+    prefix = django_settings.TQ["CONTROL_EXCHANGE"]
+    with Broker(AMQP_URL).connection() as conn:
+        for topic in ("control", "events", "test", "other"):  # the last two: test_fanout.py
+            try:
+                conn.default_channel.exchange_delete(f"{prefix}.{topic}")
+            except Exception:
+                conn.close()  # a closed channel: the next name on a new one
+                conn.connect()
+
+
+@pytest.fixture(params=["postgres", "redis", "amqp"])
+def fanout_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -> Iterator[str]:
+    """Each broker with a fanout channel (remote control, events): django:// only on PostgreSQL."""
+    if request.param == "postgres":
+        if connection.vendor != "postgresql":
+            pytest.skip("NOTIFY needs PostgreSQL (TQ_TEST_DB=postgres)")
+        url = "django://"
+    elif request.param == "redis":
+        require_service("Redis", 6379)
+        url = REDIS_URL
+    else:
+        require_service("RabbitMQ", 5672)
+        request.getfixturevalue("_fanout_exchanges")
+        url = AMQP_URL
+    settings.TQ = {**settings.TQ, "BROKER_URL": url, "DEFAULT_QUEUE": queue_name}
+    yield url
+
+
 def delete_queues(url: str, names: list[str]) -> None:
     """Remove test queues from a real broker."""
     from django_tq.broker import Broker

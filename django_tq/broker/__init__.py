@@ -27,6 +27,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
+from django_tq.broker import exchange_emulation
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
@@ -42,6 +43,29 @@ logger = logging.getLogger("django_tq.broker")
 
 #: AMQP queues are declared with this many priority levels (0-9, 9 highest).
 MAX_PRIORITY = 10
+
+
+#: the URL schemes of RabbitMQ (kombu's py-amqp)
+AMQP_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
+#: ``quorum_queues=True`` (or ``"*"``): every queue
+ALL_QUEUES: frozenset[str] = frozenset({"*"})
+
+
+def quorum_queue_names(value: Any) -> frozenset[str]:
+    """Return the ``quorum_queues`` transport option as a set of names (:data:`ALL_QUEUES`)."""
+    if value is True or value == "*":
+        return ALL_QUEUES
+    if not value:
+        return frozenset()
+    if isinstance(value, str):
+        value = value.split(",")  # from a URL query string
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise ImproperlyConfigured(
+            "BROKER_TRANSPORT_OPTIONS['quorum_queues'] is a list of queue names or True, "
+            f"not {value!r}."
+        )
+    names = frozenset(str(name).strip() for name in value)
+    return ALL_QUEUES if "*" in names else names
 
 
 def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
@@ -66,36 +90,46 @@ class Broker:
         *,
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
+        use_ssl: bool | dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
+        self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
-        if self.scheme in ("amqp", "pyamqp", "amqps"):
+        #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
+        self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        if self.is_amqp:
             self.transport_options.setdefault("confirm_publish", True)
         self._local = threading.local()
         self._declared: set[str] = set()
 
     # -- connections ----------------------------------------------------------------------
-    def connection(self, *, retry_connect: bool = True) -> Any:
+    def connection(
+        self, *, retry_connect: bool = True, options: dict[str, Any] | None = None
+    ) -> Any:
         """Return a new kombu connection to this broker.
 
         ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
         for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
+        ``options`` override transport options (fanout turns publisher confirms off).
         """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
             module, _, name = transport.partition(":")
             transport = getattr(__import__(module, fromlist=[name]), name)
-        options = dict(self.transport_options)
+        options = {**self.transport_options, **(options or {})}
         if not retry_connect:
             options["max_retries"] = 0
+        tls = {"ssl": self.use_ssl} if self.use_ssl else {}  # else what the URL says
         return Connection(
             self._kombu_url,
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            **tls,
         )
 
     @cached_property
@@ -117,11 +151,37 @@ class Broker:
         """Return the Django alias of a ``django://`` queue, else ``None``."""
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
+    def is_quorum(self, name: str) -> bool:
+        """Return whether the AMQP queue ``name`` is a quorum queue."""
+        return self.is_amqp and (self.quorum_queues is ALL_QUEUES or name in self.quorum_queues)
+
     def queue(self, name: str) -> Any:
-        """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
-        arguments = (
-            {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
-        )
+        """Return the kombu queue called ``name``.
+
+        On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
+        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times. Bound as
+        ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
+        (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
+        other queue to an exchange of its own name with its name as key.
+        """
+        arguments: dict[str, Any] = {}
+        if self.is_quorum(name):
+            arguments = {
+                "x-queue-type": "quorum",
+                "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
+            }
+        elif self.is_amqp:
+            arguments = {"x-max-priority": MAX_PRIORITY}
+        topology = tq_settings.QUEUES
+        declared = topology.get(name)
+        broadcast = topology.broadcast_of(name)
+        if broadcast is not None:
+            exchange = Exchange(broadcast.exchange, type="fanout")
+            return Queue(name, exchange, queue_arguments=arguments, durable=False, auto_delete=True)
+        if declared is not None:
+            exchange = Exchange(declared.exchange, type=declared.exchange_type)
+            key = "" if declared.broadcast else (declared.routing_key or name)
+            return Queue(name, exchange, routing_key=key, queue_arguments=arguments, durable=True)
         return Queue(
             name,
             Exchange(name, type="direct"),
@@ -129,6 +189,11 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    @property
+    def is_amqp(self) -> bool:
+        """Return whether the broker is RabbitMQ (real exchanges and bindings)."""
+        return self.scheme in AMQP_SCHEMES
 
     # -- publishing -----------------------------------------------------------------------
     def _producer(self) -> Any:
@@ -178,7 +243,8 @@ class Broker:
             out_of_retries = policy.max_retries is not None and attempt > policy.max_retries
             if remaining <= 0 or out_of_retries:
                 raise PublishError(
-                    f"Could not publish to {self.safe_url} (queue {queue!r}): {last_error!r}"
+                    f"Could not publish to {self.safe_url} (queue {queue!r}): "
+                    f"{type(last_error).__name__}: {last_error}"  # redis-py's repr drops the text
                 ) from last_error
             time.sleep(min(policy.wait(attempt), remaining))
 
@@ -193,6 +259,10 @@ class Broker:
     ) -> None:
         declared: set[str] = self._local.declared
         channel = producer.channel
+        route = wire.route
+        if route is not None:
+            self._publish_routed(producer, wire, route, priority, not_before)
+            return
         if hasattr(channel, "put_message"):
             # django_tq's own channels take the message as is: no kombu re-encoding on the hot path.
             if queue not in declared:
@@ -202,14 +272,26 @@ class Broker:
             )
             declared.add(queue)
             return
-        declare = []
-        if queue not in declared:
-            declare = [self.queue(queue)]
+        declare = [] if queue in declared else [self.queue(queue)]
+        self._send(producer, wire, "", routing_key or queue, declare, priority, not_before)
+        declared.add(queue)
+
+    def _send(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        exchange: Any,
+        routing_key: str,
+        declare: list[Any],
+        priority: int | None,
+        not_before: str | None,
+    ) -> None:
+        """Publish ``wire`` with kombu (RabbitMQ): persistent, no kombu retry, bounded in time."""
         properties = {"not_before": not_before} if not_before else {}
         producer.publish(
             wire.body,
-            exchange="",
-            routing_key=routing_key or queue,
+            exchange=exchange,
+            routing_key=routing_key,
             headers=wire.headers,
             content_type=wire.content_type,
             content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
@@ -220,7 +302,43 @@ class Broker:
             timeout=self.connect_timeout,
             **properties,
         )
-        declared.add(queue)
+
+    def _publish_routed(
+        self,
+        producer: Any,
+        wire: WireMessage,
+        route: tuple[str, str],
+        priority: int | None,
+        not_before: str | None,
+    ) -> None:
+        """Publish ``wire`` through an exchange: RabbitMQ routes it, else ``exchange_emulation`` does."""
+        exchange, routing_key = route
+        topology = tq_settings.QUEUES
+        declared: set[str] = self._local.declared
+        channel = producer.channel
+        if hasattr(channel, "put_message"):
+            for queue in exchange_emulation.queues_reached(topology, exchange, routing_key):
+                if queue not in declared:
+                    channel.queue_declare(queue)
+                    declared.add(queue)
+                channel.put_message(
+                    queue,
+                    wire,
+                    priority=priority,
+                    not_before=not_before,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                )
+            return
+        entity = Exchange(exchange, type=topology.exchange_type(exchange), durable=True)
+        declare: list[Any] = []
+        if f"exchange:{exchange}" not in declared:
+            # the exchange and the declared queues bound to it: nothing is dropped before a worker
+            # has declared them (a Broadcast queue's copies exist only while workers consume them)
+            bound = [q for q in topology.queues if q.exchange == exchange and not q.broadcast]
+            declare = [entity, *(self.queue(q.name) for q in bound)]
+        self._send(producer, wire, entity, routing_key, declare, priority, not_before)
+        declared.add(f"exchange:{exchange}")
 
     @property
     def safe_url(self) -> str:
@@ -292,6 +410,9 @@ class Broker:
             channel = conn.default_channel
             total = 0
             for name in queues:
+                declared = tq_settings.QUEUES.get(name)
+                if declared is not None and declared.broadcast:
+                    continue  # its messages are in the workers' copies
                 self.queue(name)(channel).declare()
                 total += channel.queue_purge(name) or 0
             return total
@@ -327,6 +448,7 @@ def get_broker() -> Broker:
                         **tq_settings.BROKER_TRANSPORT_OPTIONS,
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
+                    use_ssl=tq_settings.BROKER_USE_SSL,
                 )
     return _broker
 

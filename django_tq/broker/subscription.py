@@ -37,6 +37,7 @@ class Subscription:
         self.connection: Any = None
         self.consumer: Any = None
         self._qos_global = False
+        self._queue_of_tag: dict[Any, str] = {}
         self.connect()
 
     def connect(self) -> None:
@@ -51,14 +52,27 @@ class Subscription:
         # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
         consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
         # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
-        # one can be widened live (what widen_prefetch needs). Same choice as Celery.
-        self._qos_global = not connection.qos_semantics_matches_spec
+        # one can be widened live (what widen_prefetch needs). Same choice as Celery. Quorum
+        # queues refuse a channel-wide prefetch: there held ETA messages count in the window.
+        self._qos_global = not connection.qos_semantics_matches_spec and not any(
+            self.broker.is_quorum(name) for name in self.queue_names
+        )
         consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
         consumer.consume()
+        # which queue a delivery came from: RabbitMQ says the consumer tag, not the queue (kombu
+        # keeps queue name -> tag in ``_active_tags``, unchanged since kombu 3)
+        self._queue_of_tag = {tag: name for name, tag in consumer._active_tags.items()}
         self.connection, self.consumer = connection, consumer
 
     def _on_message(self, message: Any) -> None:
-        queue = message.delivery_info.get("routing_key") or self.queue_names[0]
+        info = message.delivery_info
+        # the routing key names the queue only when the message came by its name, not an exchange
+        queue = (
+            info.get("queue")
+            or self._queue_of_tag.get(info.get("consumer_tag"))
+            or info.get("routing_key")
+            or self.queue_names[0]
+        )
         self.on_delivery(Delivery(message, queue))
 
     def widen_prefetch(self, extra: int) -> None:

@@ -143,6 +143,7 @@ class LeasedChannel(virtual.Channel):
         *,
         priority: int | None = None,
         not_before: str | None = None,
+        exchange: str | None = None,
         routing_key: str | None = None,
     ) -> None:
         """Store one django_tq message: the kombu envelope, built once, body kept as JSON text.
@@ -158,7 +159,11 @@ class LeasedChannel(virtual.Channel):
             "priority": priority or 0,
             "delivery_mode": 2,
             "body_encoding": body_encoding,
-            "delivery_info": {"exchange": "", "routing_key": routing_key or queue},
+            "delivery_info": {
+                "exchange": exchange or "",
+                "routing_key": routing_key or queue,
+                "queue": queue,
+            },
         }
         if not_before:
             properties["not_before"] = not_before

@@ -200,6 +200,12 @@ class Channel(LeasedChannel):
     #: also consume what Celery producers write to kombu's lists of the consumed queues (set by
     #: a subscription that accepts Celery messages: ``tqworker --accept-celery``)
     adopt_celery: bool = False
+    #: replicas that must hold a published message before the publish returns (``WAIT``): with
+    #: a replicated primary (Sentinel), a message the primary took but never replicated would
+    #: be lost when the primary dies; 0 trusts the primary alone
+    replica_acks: int = 0
+    #: seconds a publish waits for ``replica_acks`` replicas before it counts as failed
+    replica_ack_timeout: float = 1.0
     from_transport_options = (
         *LeasedChannel.from_transport_options,
         "socket_timeout",
@@ -207,6 +213,8 @@ class Channel(LeasedChannel):
         "max_connections",
         "health_check_interval",
         "wake_tokens",
+        "replica_acks",
+        "replica_ack_timeout",
     )
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -232,31 +240,63 @@ class Channel(LeasedChannel):
             self._client = client
         return self._client
 
-    def _run(self, script: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
+    def _run(
+        self,
+        script: str,
+        keys: list[str],
+        args: Iterable[Any] = (),
+        *,
+        then: tuple[Any, ...] | None = None,
+    ) -> Any:
         """Run one of ``SCRIPTS`` (EVALSHA; loaded again if Redis lost its script cache).
 
         On this channel's own connection, spoken to directly: the hot path (every publish, ack
-        and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks.
+        and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks. ``then``
+        is a command pipelined behind the script (its reply is returned after the script's).
         """
         client = self.client
         source = self._scripts[script]
-        command = ("EVALSHA", source.sha, len(keys), *keys, *args)
+        commands = [("EVALSHA", source.sha, len(keys), *keys, *args)]
+        if then is not None:
+            commands.append(then)
         with self._script_lock:
             if self._script_connection is None:
-                self._script_connection = client.connection_pool.make_connection()
+                connection = client.connection_pool.make_connection()
+                # connect() first: a Sentinel-managed connection asks the sentinels where the
+                # primary is only there (a send on a fresh one would go to localhost:6379)
+                connection.connect()
+                self._script_connection = connection
             connection = self._script_connection
             try:
-                connection.send_command(*command)
-                return connection.read_response()
-            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
-                client.script_load(source.script)
-                connection.send_command(*command)
-                return connection.read_response()
+                try:
+                    replies = self._send(connection, commands)
+                except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
+                    client.script_load(source.script)
+                    replies = self._send(connection, commands)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                self._script_connection = None  # the next call connects afresh (a new primary)
                 connection.disconnect()
                 raise
+        return replies[0] if then is None else replies
 
-    def _create_client(self) -> redis.Redis:
+    @staticmethod
+    def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read every reply; raise the first error."""
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        error: Exception | None = None
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.exceptions.ResponseError as exc:
+                error = error or exc  # read the other replies: the connection stays usable
+                replies.append(None)
+        if error is not None:
+            raise error
+        return replies
+
+    def _pool_params(self) -> dict[str, Any]:
+        """Return the redis-py connection parameters this channel's URL and options give."""
         conninfo = self.connection.client
         params: dict[str, Any] = {
             "host": conninfo.hostname or "127.0.0.1",
@@ -275,7 +315,14 @@ class Channel(LeasedChannel):
             params["connection_class"] = redis.SSLConnection
             if isinstance(conninfo.ssl, dict):
                 params.update(conninfo.ssl)  # ssl_cert_reqs, ssl_ca_certs… from the URL query
-        return redis.Redis(connection_pool=redis.ConnectionPool(**params))
+        return params
+
+    def _connection_pool(self, params: dict[str, Any]) -> redis.ConnectionPool:
+        """Return the pool the client draws connections from (one server: a plain pool)."""
+        return redis.ConnectionPool(**params)
+
+    def _create_client(self) -> redis.Redis:
+        return redis.Redis(connection_pool=self._connection_pool(self._pool_params()))
 
     def keys_for(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""
@@ -290,11 +337,21 @@ class Channel(LeasedChannel):
         not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
         message_id = f"{priority}:{uuid.uuid4().hex}"
         keys = self.keys_for(queue)
-        self._run(
+        replicas = int(self.replica_acks)
+        wait = ("WAIT", replicas, int(float(self.replica_ack_timeout) * 1000)) if replicas else None
+        reply = self._run(
             "put",
             keys=[keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
             args=[message_id, json.dumps(message), not_before, self.wake_tokens],
+            then=wait,
         )
+        if wait is not None and int(reply[1]) < replicas:
+            # Not lost yet, but not safe either: the publisher retries (at least once) or fails.
+            # The builtin TimeoutError (an OSError, so a connection error): its repr keeps the text.
+            raise TimeoutError(
+                f"{int(reply[1])} of {replicas} replicas acknowledged the message within "
+                f"{self.replica_ack_timeout} s (transport option replica_acks)"
+            )
 
     def _size(self, queue: str) -> int:
         return int(self.client.hlen(self.keys_for(queue).payloads))

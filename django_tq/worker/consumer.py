@@ -137,8 +137,10 @@ class Consumer:
             # broken by a database restart must be dropped, or every attempt fails on it.
             close_old_connections()
             try:
+                # a Broadcast queue is consumed through this worker's own copy of it
+                queues = tq_settings.QUEUES.consumed(self.config.queues, self.config.hostname)
                 return self.broker.subscribe(
-                    list(self.config.queues),
+                    queues,
                     prefetch=self.config.prefetch,
                     on_delivery=self.on_delivery,
                     accept_celery=self.config.accept_celery,
@@ -307,12 +309,17 @@ class Consumer:
         Copies happen: a crash between recording a result and acking, a parking release or a
         beat interrupted between publish and commit. Recording STARTED refuses a finished task,
         so the check costs no extra query. Without STARTED tracking, only messages known to
-        risk a copy (released from parking) are checked.
+        risk a copy (released from parking) are checked. A Broadcast queue's copy is meant for
+        every worker, so it runs whatever another worker did with the same id.
         """
+        for_every_worker = tq_settings.QUEUES.broadcast_of(delivery.queue) is not None
         if self.track_started and not message.ignore_result and task.track_started is not False:
-            return get_backend().mark_started(
+            started = get_backend().mark_started(
                 message, worker=self.config.hostname, delivery_count=delivery.delivery_count
             )
+            return started or for_every_worker
+        if for_every_worker:
+            return True
         if delivery.headers.get(wire_format.RELEASED_HEADER):
             data = get_backend().get(message.id)
             return data is None or data.state not in states.READY_STATES

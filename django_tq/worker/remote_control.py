@@ -63,7 +63,7 @@ class ControlServer:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.inbox = mailbox.Inbox(worker.hostname)
+        self.inbox = mailbox.Inbox(worker.hostname, worker.broker)
         self.started = time.monotonic()
 
     def tick(self, now: float) -> int:
@@ -83,6 +83,10 @@ class ControlServer:
             if after is not None and "error" not in (reply if isinstance(reply, dict) else {}):
                 after(**command.arguments)  # e.g. shutdown: stop once the reply is stored
         return len(commands)
+
+    def close(self) -> None:
+        """Stop listening for commands."""
+        self.inbox.close()
 
     # -- inspect ------------------------------------------------------------------------------
     def do_ping(self) -> str:

@@ -303,6 +303,23 @@ class PostgresCluster(Service):
             return list(cursor.fetchall()) if cursor.description else []
 
 
+def postgres_connection(port: int, database: str, options: dict[str, Any]) -> Any:
+    """Return an unconnected Django connection to ``database`` on 127.0.0.1:``port``."""
+    from django.db import connection
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    settings = {
+        **connection.settings_dict,
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": port,
+        "NAME": database,
+        "USER": "postgres",
+        "OPTIONS": options,
+    }
+    return DatabaseWrapper(settings, alias=f"{database}-{port}")
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A ``redis-server`` of this test's own, on a free port."""

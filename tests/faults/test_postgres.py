@@ -42,12 +42,13 @@ def cluster() -> Iterator[PostgresCluster]:
 class Client:
     """Processes pointed at the cluster: ``migrate``, producers, and what the tasks wrote."""
 
-    def __init__(self, cluster: PostgresCluster, queue: str) -> None:
+    def __init__(self, cluster: PostgresCluster, queue: str, database: str = DATABASE) -> None:
         self.cluster = cluster
+        self.database = database
         self.env = {
             "TQ_TEST_DB": "postgres",
             "TQ_TEST_PG_PORT": str(cluster.port),
-            "TQ_TEST_DB_NAME": DATABASE,
+            "TQ_TEST_DB_NAME": database,
             "TQ_SETTINGS_JSON": json.dumps(
                 {"BROKER_URL": "django://", "DEFAULT_QUEUE": queue, "LEASE_SECONDS": LEASE_SECONDS}
             ),
@@ -73,7 +74,7 @@ class Client:
         return lines
 
     def sql(self, statement: str) -> list[tuple]:
-        return self.cluster.sql(statement, DATABASE)
+        return self.cluster.sql(statement, self.database)
 
     def runs(self) -> Runs:
         starts: Counter[str] = Counter()

@@ -146,6 +146,12 @@ class Command(BaseCommand):
             "(default: TQ['ACCEPT_CELERY'])",
         )
         parser.add_argument(
+            "-E",
+            "--events",
+            action="store_true",
+            help="send live task events for tqevents (default: TQ['SEND_EVENTS'])",
+        )
+        parser.add_argument(
             "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
         )
 
@@ -213,6 +219,7 @@ class Command(BaseCommand):
             else tq_settings.METRICS_PORT,
             metrics_address=options["metrics_address"] or tq_settings.METRICS_ADDRESS,
             accept_celery=bool(options["accept_celery"] or tq_settings.ACCEPT_CELERY),
+            events=options["events"] or tq_settings.SEND_EVENTS,
         )
 
     def _run(self, worker: Worker, *, beat: bool) -> int:
