@@ -18,6 +18,7 @@ _EXPORTS = {
     "asend_task": "django_tq.tasks",
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
+    "solar": "django_tq.sun",
     "Queue": "django_tq.exchanges",
     "Broadcast": "django_tq.exchanges",
     "Task": "django_tq.tasks",
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from django_tq.log import get_task_logger
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
+    from django_tq.sun import solar
     from django_tq.tasks import Task, asend_task, send_task, shared_task, task
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "send_task",
     "shared_task",
     "signature",
+    "solar",
     "states",
     "task",
 ]

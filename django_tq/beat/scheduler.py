@@ -192,7 +192,7 @@ class Scheduler:
         sent = self.republish(now)
         next_due = now + dt.timedelta(seconds=self.max_interval)
         tasks = PeriodicTask.objects.using(self.alias).filter(enabled=True)
-        for periodic_task in tasks.select_related("interval", "crontab", "clocked"):
+        for periodic_task in tasks.select_related(*PeriodicTask.SCHEDULE_FIELDS):
             outage = self._task_outage(periodic_task.name)
             try:
                 sent.extend(self.send_due(periodic_task, now))

@@ -350,10 +350,19 @@ class Broker:
 
     # -- consuming and administration ------------------------------------------------------
     def subscribe(
-        self, queues: list[str], *, prefetch: int, on_delivery: Callable[[Delivery], None]
+        self,
+        queues: list[str],
+        *,
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+        accept_celery: bool = False,
     ) -> Subscription:
-        """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``."""
-        return Subscription(self, queues, prefetch, on_delivery)
+        """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``.
+
+        ``accept_celery``: also hand out what Celery producers publish to these queues (on
+        ``redis://`` they write kombu's own lists, which the channel then drains too).
+        """
+        return Subscription(self, queues, prefetch, on_delivery, accept_celery=accept_celery)
 
     def release_leases_of(
         self,

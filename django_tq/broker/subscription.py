@@ -25,8 +25,12 @@ class Subscription:
         queues: list[str],
         prefetch: int,
         on_delivery: Callable[[Delivery], None],
+        *,
+        accept_celery: bool = False,
     ) -> None:
         self.broker = broker
+        #: also read Celery producers' messages where the transport keeps them apart (redis://)
+        self.accept_celery = accept_celery
         self.queue_names = queues
         self.prefetch = prefetch
         self.on_delivery = on_delivery
@@ -42,6 +46,8 @@ class Subscription:
         connection = self.broker.connection()
         connection.ensure_connection(max_retries=1)
         channel = connection.default_channel
+        if self.accept_celery and hasattr(channel, "adopt_celery"):
+            channel.adopt_celery = True
         queues = [self.broker.queue(name) for name in self.queue_names]
         # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
         consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)

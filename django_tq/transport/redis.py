@@ -20,6 +20,7 @@ Data layout, per queue (every key of a queue shares the hash tag ``{queue}``)::
     tq:{queue}:leases              sorted set id -> lease deadline (epoch ms, Redis' clock)
     tq:{queue}:owners              hash id -> owner id of the lease (``host:pid:n:random``)
     tq:{queue}:wake                list of wake-up tokens idle consumers BLPOP
+    tq:{queue}:adopted             counter of the messages taken from kombu's lists (below)
     tq:queues                      set of every queue name (to release a dead process's leases)
 
 A message id is ``"<priority>:<random hex>"``, so a script can requeue it to the right list
@@ -45,6 +46,10 @@ arrives: enqueue-to-start is one publish and one round trip, not a poll interval
 
 Acks are durable (the message is gone from Redis) and delete whoever holds the lease now: a task
 that finished late still counts as done. Releases and renewals touch only the caller's own leases.
+
+With ``adopt_celery`` (``tqworker --accept-celery``), each claim first moves what Celery producers
+wrote to kombu's own lists of the queue (``queue``, ``queue\x06\x163`` …) into these keys, in one
+script (``ADOPT_SCRIPT``), and an idle wait lasts at most :data:`CELERY_POLL_SECONDS`.
 
 Needs Redis 6.0+ (fractional ``BLPOP`` timeouts) on a single primary; a queue's keys share a hash
 slot, but ``tq:queues`` and multi-queue waits do not, so Redis Cluster is not supported.
@@ -81,12 +86,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 QUEUES_KEY = "tq:queues"
 #: priorities, highest first (the order claims pop and scripts receive the ready lists in)
 PRIORITIES = tuple(range(9, -1, -1))
+#: kombu's Redis transport (what Celery producers use): a queue's list for priority step ``n`` is
+#: ``queue + SEP + n`` (``queue`` itself for 0); its default steps, where 0 is served first
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+#: with ``adopt_celery``, the longest an idle consumer waits before it looks at kombu's lists
+#: again (Celery's LPUSH wakes nobody)
+CELERY_POLL_SECONDS = 1.0
 
 
 class QueueKeys:
     """The Redis key names of one queue."""
 
-    __slots__ = ("delayed", "deliveries", "leases", "owners", "payloads", "ready", "wake")
+    __slots__ = (
+        "adopted", "delayed", "deliveries", "kombu", "leases", "owners", "payloads", "ready",
+        "wake",
+    )  # fmt: skip
 
     def __init__(self, queue: str) -> None:
         base = f"tq:{{{queue}}}:"
@@ -98,6 +113,13 @@ class QueueKeys:
         self.wake = base + "wake"
         #: ready lists, highest priority first
         self.ready = [f"{base}ready:{priority}" for priority in PRIORITIES]
+        #: counts the messages taken from kombu's lists (their ids here)
+        self.adopted = base + "adopted"
+        #: kombu's lists of this queue, most urgent first, each with the priority it gets here
+        self.kombu = [
+            (queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}", 9 - step)
+            for step in KOMBU_PRIORITY_STEPS
+        ]
 
     def ready_for(self, priority: int) -> str:
         """Return the ready list of ``priority``."""
@@ -114,6 +136,11 @@ class QueueKeys:
             self.wake,
             *self.ready,
         ]
+
+    def for_adopt(self) -> tuple[list[str], list[int]]:
+        """Return the keys and priorities ``ADOPT_SCRIPT`` takes (see :mod:`.redis_scripts`)."""
+        lists = [name for name, _priority in self.kombu]
+        return [self.payloads, self.adopted, *self.ready, *lists], [p for _n, p in self.kombu]
 
     def for_release(self) -> list[str]:
         """Return the keys ``RELEASE_SCRIPT`` and ``RELEASE_PREFIX_SCRIPT`` take, in their order."""
@@ -170,6 +197,9 @@ class Channel(LeasedChannel):
     wake_tokens: int = 16
     #: connect with TLS even when the URL has no ``ssl_*`` option (``rediss://``)
     use_tls: bool = False
+    #: also consume what Celery producers write to kombu's lists of the consumed queues (set by
+    #: a subscription that accepts Celery messages: ``tqworker --accept-celery``)
+    adopt_celery: bool = False
     #: replicas that must hold a published message before the publish returns (``WAIT``): with
     #: a replicated primary (Sentinel), a message the primary took but never replicated would
     #: be lost when the primary dies; 0 trusts the primary alone
@@ -376,6 +406,9 @@ class Channel(LeasedChannel):
 
     def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
         keys = self.keys_for(queue)
+        if self.adopt_celery:
+            adopt_keys, priorities = keys.for_adopt()
+            self._run("adopt", adopt_keys, [limit, *priorities])
         return self._claimed(queue, self._run("claim", keys.for_claim(), self._claim_args(limit)))
 
     def _claim_args(self, limit: int) -> list[Any]:
@@ -492,6 +525,8 @@ class Channel(LeasedChannel):
         if timeout <= 0:
             return
         timeout = min(max(timeout, 0.01), self.max_wait)
+        if self.adopt_celery:
+            timeout = min(timeout, CELERY_POLL_SECONDS)
         client = self.client
         wake_keys = [self.keys_for(queue).wake for queue in queues]
         if len(queues) > 1:

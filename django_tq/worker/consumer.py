@@ -24,8 +24,8 @@ from django.core.signing import BadSignature
 from django.db import close_old_connections
 from django.utils import timezone
 
+from django_tq import celery_message, enqueue, parking, signals, signing, states, unique
 from django_tq import message as wire_format
-from django_tq import signals, signing, states, unique
 from django_tq.broker import Broker
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.subscription import Subscription
@@ -65,6 +65,8 @@ class ConsumerConfig:
     #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose message carries none
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    #: also run Celery protocol 2 messages (``--accept-celery``, ``TQ["ACCEPT_CELERY"]``)
+    accept_celery: bool = False
 
 
 def _body_size(body: str | bytes, limit: int) -> int:
@@ -141,6 +143,7 @@ class Consumer:
                     queues,
                     prefetch=self.config.prefetch,
                     on_delivery=self.on_delivery,
+                    accept_celery=self.config.accept_celery,
                 )
             except self.broker.connection_errors as exc:
                 if self.stopping.is_set():
@@ -202,6 +205,9 @@ class Consumer:
         message = self._decode(delivery)
         if message is None:
             return
+        if self._is_celery(delivery) and parking.should_park(message) and self._park(message):
+            delivery.ack()  # parked first: a crash in between parks it twice, runs it once
+            return
         if message.eta is not None:
             wait = (message.eta - timezone.now()).total_seconds()
             if wait > 0:
@@ -209,6 +215,26 @@ class Consumer:
                 self._widen()
                 return
         self._admit(delivery, message)
+
+    def _is_celery(self, delivery: Delivery) -> bool:
+        return self.config.accept_celery and celery_message.is_celery(delivery.headers)
+
+    def _park(self, message: TaskMessage) -> bool:
+        """Park a Celery message due beyond ``ETA_HORIZON_SECONDS``, as ``enqueue`` parks ours.
+
+        Held unacked instead, it would be re-sent by RabbitMQ's ``consumer_timeout``. Return
+        False (then it is held) when the table cannot be written.
+        """
+        close_old_connections()
+        try:
+            parking.park(message, enqueue.encode(message), using=enqueue.default_alias(self.broker))
+        except Exception:
+            logger.warning(
+                "Could not park %s[%s]; holding it", message.task, message.id, exc_info=True
+            )
+            return False
+        logger.info("Parked Celery message %s[%s] until %s", message.task, message.id, message.eta)
+        return True
 
     def _admit(self, delivery: Delivery, message: TaskMessage) -> None:
         """Run ``message`` now, or hold it until its rate limit lets it start."""
@@ -323,15 +349,22 @@ class Consumer:
         try:
             if self.signing:  # before anything reads the body
                 signing.verify(delivery.headers, delivery.body, delivery.content_type)
-            message = wire_format.decode(
-                delivery.headers,
-                delivery.body,
-                delivery.content_type,
-                queue=delivery.queue,
-                accept=self.accept,
-            )
+            celery = self._is_celery(delivery)
+            if celery:
+                message = celery_message.decode(
+                    delivery.headers, delivery.body, delivery.content_type, queue=delivery.queue
+                )
+            else:
+                message = wire_format.decode(
+                    delivery.headers,
+                    delivery.body,
+                    delivery.content_type,
+                    queue=delivery.queue,
+                    accept=self.accept,
+                )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
-            if message.priority is None and delivery.priority is not None:  # a foreign producer's
+            # A foreign producer's priority (not Celery's: on Redis its order is the reverse)
+            if message.priority is None and delivery.priority is not None and not celery:
                 message = message.with_changes(priority=delivery.priority)
         except BadSignature as exc:
             self._dead(delivery, f"bad signature: {exc}")

@@ -74,6 +74,8 @@ class WorkerConfig:
     soft_time_limit: float | None = None
     metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
     metrics_address: str = "0.0.0.0"
+    #: also run Celery protocol 2 messages from these queues (``--accept-celery``)
+    accept_celery: bool = False
     events: bool = False  #: send live task events (``-E``, :mod:`django_tq.events`)
     #: touched at every turn of the parent's loop, for a liveness probe (``--liveness-file``)
     liveness_file: str | None = None
@@ -372,6 +374,7 @@ class Worker:
             max_memory_kib=self.config.max_memory_per_child,
             time_limit=self.config.time_limit,
             soft_time_limit=self.config.soft_time_limit,
+            accept_celery=self.config.accept_celery,
         )
         return functools.partial(run_consumer, self.broker, consumer_config)
 

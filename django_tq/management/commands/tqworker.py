@@ -149,6 +149,13 @@ class Command(BaseCommand):
             help="address the metrics port listens on (default: TQ['METRICS_ADDRESS'])",
         )
         parser.add_argument(
+            "--accept-celery",
+            action="store_true",
+            default=None,
+            help="also run Celery protocol 2 messages published to these queues "
+            "(default: TQ['ACCEPT_CELERY'])",
+        )
+        parser.add_argument(
             "-E",
             "--events",
             action="store_true",
@@ -223,6 +230,7 @@ class Command(BaseCommand):
             if options["metrics_port"] is not None
             else tq_settings.METRICS_PORT,
             metrics_address=options["metrics_address"] or tq_settings.METRICS_ADDRESS,
+            accept_celery=bool(options["accept_celery"] or tq_settings.ACCEPT_CELERY),
             events=options["events"] or tq_settings.SEND_EVENTS,
         )
 
