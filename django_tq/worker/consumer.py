@@ -104,7 +104,10 @@ class Consumer:
         #: whether a result written just before an ack is durable with the ack (``django://``
         #: on the results' PostgreSQL alias): then the result need not wait for its own flush.
         #: A crash that forgets it forgets the ack too, and the message, back, runs again.
-        self.results_durable_with_ack = get_backend().is_durable_with(broker.database_alias)
+        #: Acks made to wait for the flush (``synchronous_commit`` on) keep results waiting too.
+        self.results_durable_with_ack = not broker.transport_options.get(
+            "synchronous_commit"
+        ) and get_backend().is_durable_with(broker.database_alias)
         self.revocations = Revocations()
         self.overrides = Overrides()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
