@@ -74,6 +74,14 @@ def test_the_final_state_waits_for_the_flush_when_a_lost_worker_fails_the_task(s
 
 
 @pytest.mark.db
+def test_the_final_state_waits_for_the_flush_when_the_acks_do(settings: Any):
+    if connection.vendor != "postgresql":
+        pytest.skip("commits wait for the flush everywhere but on PostgreSQL")
+    settings.TQ = {**settings.TQ, "BROKER_TRANSPORT_OPTIONS": {"synchronous_commit": True}}
+    assert _without_flush(_run_five()) == (5, 0)
+
+
+@pytest.mark.db
 def test_the_final_state_waits_for_the_flush_when_the_ack_is_elsewhere(settings: Any):
     require_service("Redis", 6379)
     if connection.vendor != "postgresql":
