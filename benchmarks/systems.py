@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 AMQP_URL = f"amqp://guest:guest@{HOST}:5672//"
 PIKA_URL = f"amqp://guest:guest@{HOST}:5672/%2F"  # the same vhost "/", spelled as pika parses it
-PG_DB = "tq_bench"
+#: django_tq's benchmark database (``BENCH_TQ_PG_DB``: another name, for two benchmarks at once)
+PG_DB = os.environ.get("BENCH_TQ_PG_DB", "tq_bench")
 PG_PROCRASTINATE_DB = "tq_bench_procrastinate"
 PG_RAW_DB = "tq_bench_raw"
 CONCURRENCY = 2

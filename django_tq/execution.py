@@ -271,10 +271,20 @@ def _is_final(outcome: Outcome) -> bool:
 
 
 def record(
-    message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0
+    message: TaskMessage,
+    outcome: Outcome,
+    *,
+    worker: str = "",
+    delivery_count: int = 0,
+    durable: bool = True,
 ) -> None:
     """Store ``outcome`` and enqueue what follows: a retry's next attempt, the next step of a
-    workflow; free the unique key of a finished task (all side effects but the ack)."""
+    workflow; free the unique key of a finished task (all side effects but the ack).
+
+    ``durable=False``: the caller acks the message next, where the result backend's writes are
+    durable with the ack (``ResultBackend.is_durable_with``), and the message runs again if
+    the ack is lost; the outcome's own write then need not wait to be durable.
+    """
     task = registry.get(message.task)
     backend = get_backend()
     keep = not message.ignore_result or bool(message.chord)  # a chord counts stored results
@@ -290,6 +300,7 @@ def record(
                 traceback=outcome.traceback,
                 worker=worker,
                 delivery_count=delivery_count,
+                durable=durable,
             )
 
     settle(message, outcome, write)

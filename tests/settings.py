@@ -138,6 +138,8 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": f"redis://127.0.0.1:6379/{REDIS_DB + 1}",
         "KEY_PREFIX": f"tq-tests-{RUN_ID}",
+        #: counts the commands sent (``tests.redis_commands.counting()``)
+        "OPTIONS": {"REDIS_CLIENT_CLASS": "tests.redis_commands.CountingRedis"},
     },
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

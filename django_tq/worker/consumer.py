@@ -103,6 +103,13 @@ class Consumer:
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
         self.signing = bool(tq_settings.SIGNING)
         self.max_payload_bytes = int(tq_settings.MAX_PAYLOAD_BYTES)
+        #: whether a result written just before an ack is durable with the ack (``django://``
+        #: on the results' PostgreSQL alias): then the result need not wait for its own flush.
+        #: A crash that forgets it forgets the ack too, and the message, back, runs again.
+        #: Acks made to wait for the flush (``synchronous_commit`` on) keep results waiting too.
+        self.results_durable_with_ack = not broker.transport_options.get(
+            "synchronous_commit"
+        ) and get_backend().is_durable_with(broker.database_alias)
         self.revocations = Revocations()
         self.overrides = Overrides()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
@@ -431,7 +438,8 @@ class Consumer:
         self.slot.started(delivery.tag, message.id, task_name=message.task, deadline=deadline)
         with soft_time_limit(message.soft_time_limit):
             outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
-        record(message, outcome, worker=self.config.hostname, delivery_count=count)
+        durable = not (acks_late and self.results_durable_with_ack and not lost_is_failure)
+        record(message, outcome, worker=self.config.hostname, delivery_count=count, durable=durable)
         close_old_connections()
         if acks_late:
             if outcome.state == REJECTED and outcome.requeue:
