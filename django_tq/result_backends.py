@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from django_tq import serialization, states
 from django_tq.conf import on_reload, tq_settings
+from django_tq.exceptions import Superseded
 from django_tq.message import TaskMessage
 from django_tq.models import TaskResult
 
@@ -76,11 +77,16 @@ class ResultBackend:
         worker: str = "",
         delivery_count: int = 0,
         durable: bool = True,
+        fenced: bool = False,
     ) -> None:
         """Record ``state`` (and the result or error data) for ``message``.
 
         ``durable=False``: the caller acks the message afterwards in a database for which
         :meth:`is_durable_with` is true, so the write need not wait to be durable on its own.
+        ``fenced=True``: this execution wrote STARTED with ``delivery_count``; record only if
+        that is still the latest delivery, else raise :class:`~django_tq.exceptions.Superseded`
+        (a newer delivery took the message over while this one was cut off). The database
+        backend fences; the cache backend, whose writes are not conditional, does not.
         """
 
     def is_durable_with(self, database_alias: str | None) -> bool:
@@ -209,6 +215,7 @@ class DatabaseBackend(ResultBackend):
         worker: str = "",
         delivery_count: int = 0,
         durable: bool = True,
+        fenced: bool = False,
     ) -> None:
         values: dict[str, Any] = {
             "state": state,
@@ -223,6 +230,16 @@ class DatabaseBackend(ResultBackend):
             values["delivery_count"] = delivery_count
         if state in states.READY_STATES:
             values["date_done"] = timezone.now()
+        if fenced and delivery_count:
+            # The same one UPDATE, only where this execution's STARTED is still the latest.
+            rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
+            if self._update(rows.filter(delivery_count=delivery_count), values, durable=durable):
+                return
+            if rows.exists():
+                raise Superseded(
+                    f"Task {message.id} was taken over by a newer delivery while delivery "
+                    f"{delivery_count} ran: its outcome ({state}) is not recorded."
+                )
         self._upsert(message, values, durable=durable)
 
     def _upsert(
@@ -412,6 +429,7 @@ class CacheBackend(ResultBackend):
         worker: str = "",
         delivery_count: int = 0,
         durable: bool = True,
+        fenced: bool = False,
     ) -> None:
         values: dict[str, Any] = {"result": result, "traceback": traceback, "meta": meta}
         if worker:

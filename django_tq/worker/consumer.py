@@ -310,6 +310,15 @@ class Consumer:
         else:
             self._revocations_outage.succeeded(now)
 
+    def _writes_started(self, task: Task[Any, Any], message: TaskMessage) -> bool:
+        """Return whether a run of ``message`` records STARTED (``TRACK_STARTED``)."""
+        return self.track_started and not message.ignore_result and task.track_started is not False
+
+    @staticmethod
+    def _for_every_worker(delivery: Delivery) -> bool:
+        """Return whether ``delivery`` is a Broadcast queue's copy (every worker runs its own)."""
+        return tq_settings.QUEUES.broadcast_of(delivery.queue) is not None
+
     def _start(self, task: Task[Any, Any], message: TaskMessage, delivery: Delivery) -> bool:
         """Record STARTED; return False if the task already ran (this is a second copy).
 
@@ -319,8 +328,8 @@ class Consumer:
         risk a copy (released from parking) are checked. A Broadcast queue's copy is meant for
         every worker, so it runs whatever another worker did with the same id.
         """
-        for_every_worker = tq_settings.QUEUES.broadcast_of(delivery.queue) is not None
-        if self.track_started and not message.ignore_result and task.track_started is not False:
+        for_every_worker = self._for_every_worker(delivery)
+        if self._writes_started(task, message):
             started = get_backend().mark_started(
                 message, worker=self.config.hostname, delivery_count=delivery.delivery_count
             )
@@ -439,7 +448,17 @@ class Consumer:
         with soft_time_limit(message.soft_time_limit):
             outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
         durable = not (acks_late and self.results_durable_with_ack and not lost_is_failure)
-        record(message, outcome, worker=self.config.hostname, delivery_count=count, durable=durable)
+        # Fenced: if this worker was cut off past its lease and another delivery started the
+        # task meanwhile, this late outcome is refused (and the fenced ack below deletes nothing).
+        fenced = self._writes_started(task, message) and not self._for_every_worker(delivery)
+        record(
+            message,
+            outcome,
+            worker=self.config.hostname,
+            delivery_count=count,
+            durable=durable,
+            fenced=fenced,
+        )
         close_old_connections()
         if acks_late:
             if outcome.state == REJECTED and outcome.requeue:

@@ -75,7 +75,6 @@ def start_on(
     return worker.wait_ready(60)
 
 
-@pytest.mark.xfail(strict=True, reason="the late result write is not fenced yet (acks are)")
 def test_a_partitioned_worker_s_task_runs_elsewhere_and_its_late_outcome_is_refused(
     network, cluster, workers, tmp_path, queue_name
 ):
