@@ -76,6 +76,7 @@ def test_the_dashboard_refreshes_the_panel_in_place_and_without_script_the_page(
     script = html[html.rindex("<script") : html.rindex("</script>")]
     assert "panel.dataset.url" in script and "X-TQ-Panel" in script and "document.hidden" in script
     assert "src=" not in script  # inline, nothing loaded from elsewhere
+    assert html.count("setInterval(refresh") == 1  # one timer
 
     response = admin_client.get(NOW)
     assert response.status_code == 200 and response[now_panel.PANEL_HEADER] == "now"
