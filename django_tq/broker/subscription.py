@@ -103,6 +103,19 @@ class Subscription:
             return int(self.channel.renew_leases())
         return 0
 
+    def buffered(self) -> list[Delivery]:
+        """Return the messages claimed ahead and not delivered yet (leased transports).
+
+        AMQP's prefetched messages wait unread in the connection: none are listed.
+        """
+        channel = self.channel
+        if channel is None or not self.supports_leases:
+            return []
+        return [
+            Delivery(channel.Message(raw, channel=channel), queue)
+            for queue, raw in channel.buffered()
+        ]
+
     def release_unstarted(self) -> int:
         """Give back messages prefetched but not delivered yet (warm shutdown)."""
         if self.supports_leases:

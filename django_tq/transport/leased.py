@@ -212,14 +212,14 @@ class LeasedChannel(virtual.Channel):
             with self._lock:
                 self._release(tags, undeliver=False)
 
+    def buffered(self) -> list[tuple[str, dict[str, Any]]]:
+        """Return ``(queue, raw message)`` of each message claimed and not delivered yet."""
+        # list() of a dict view or a deque is one C call: another thread (the lease renewer,
+        # the worker's questions) gets a consistent snapshot while the consumer mutates them.
+        return [(queue, raw) for queue, b in list(self._buffers.items()) for raw in list(b)]
+
     def _buffered_tags(self) -> list[Any]:
-        # list() of a dict view or a deque is one C call: the lease renewer thread gets a
-        # consistent snapshot while the consumer thread mutates the buffers.
-        return [
-            raw["properties"]["delivery_tag"]
-            for b in list(self._buffers.values())
-            for raw in list(b)
-        ]
+        return [raw["properties"]["delivery_tag"] for _, raw in self.buffered()]
 
     def release_buffered(self) -> int:
         """Give back claimed messages not yet delivered (they do not count as deliveries)."""

@@ -13,6 +13,7 @@ logging one line when the outage starts and one when it ends (:mod:`django_tq.ou
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -39,7 +40,7 @@ from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.tasks import Task
-from django_tq.worker import memory
+from django_tq.worker import inventory, memory
 from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.holding import Holding
 from django_tq.worker.lease_keeper import LeaseKeeper
@@ -127,6 +128,7 @@ class Consumer:
     def run(self) -> None:
         """Consume until :meth:`stop` (or ``max_tasks``), then give back what was not started."""
         keeper: LeaseKeeper | None = None
+        self.slot.serve(functools.partial(inventory.answer, self))
         try:
             self.subscription = self._subscribe()
             keeper = LeaseKeeper(self, max(1.0, tq_settings.LEASE_SECONDS / 3))
