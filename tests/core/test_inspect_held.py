@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import io
 import json
 import time
 
 import pytest
-from django.core.management import call_command
 from kombu import Message
 
 from django_tq import control, states
@@ -20,19 +18,8 @@ from django_tq.models import TaskResult
 from django_tq.worker import inventory
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ANSWER_BYTES, Slot
-from tests.conftest import wait_for
+from tests.conftest import child_pids, command_output, wait_for
 from tests.testapp.tasks import record, slow_record
-
-
-def _run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        return [int(child) for child in handle.read().split()]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -55,17 +42,17 @@ def test_reserved_lists_the_prefetched_messages_of_a_busy_child(
     reserved = control.inspect(["held@test"], timeout=5).reserved()["held@test"]
 
     assert [task["id"] for task in reserved] == [r.id for r in queued]  # in the order they run
-    (child,) = _children(worker.pid)
+    (child,) = child_pids(worker.pid)
     for index, task in enumerate(reserved):
         assert task["name"] == "tests.testapp.tasks.record"
         assert task["args"] == repr([f"<b>queued{index}</b>"]) and task["kwargs"] == "{}"
         assert task["pid"] == child and task["worker"] == "held@test"
         assert task["queue"] == queue_name
     assert control.inspect(["held@test"], timeout=5).scheduled() == {"held@test": []}
-    out = _run("tqinspect", "reserved", "-d", "held@test", "--timeout", "5")
+    out = command_output("tqinspect", "reserved", "-d", "held@test", "--timeout", "5")
     assert "-> held@test: 3 item(s)" in out
     assert f"tests.testapp.tasks.record[{queued[0].id}] pid {child}" in out
-    as_json = json.loads(_run("tqinspect", "reserved", "--json", "-d", "held@test"))
+    as_json = json.loads(command_output("tqinspect", "reserved", "--json", "-d", "held@test"))
     assert [task["id"] for task in as_json["held@test"]] == [r.id for r in queued]
 
 
@@ -93,7 +80,7 @@ def test_scheduled_lists_an_eta_message_held_by_an_idle_worker(
     assert abs((due - dt.datetime.now(dt.UTC)).total_seconds() - 60) < 5
     assert eta.state == states.QUEUED
     assert control.inspect(["eta@test"], timeout=5).reserved() == {"eta@test": []}
-    out = _run("tqinspect", "scheduled", "-d", "eta@test", "--timeout", "5")
+    out = command_output("tqinspect", "scheduled", "-d", "eta@test", "--timeout", "5")
     assert f"tests.testapp.tasks.record[{later.id}]" in out and f"eta {task['eta']}" in out
 
 
