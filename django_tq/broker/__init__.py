@@ -418,6 +418,14 @@ class Broker:
                 total += channel.queue_purge(name) or 0
             return total
 
+    def delayed(self, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
+        """Return up to ``limit`` messages the store holds until their ETA, soonest first, as
+        ``(queue, kombu envelope)``: ``django://`` and ``redis://`` only (RabbitMQ delivers a
+        delayed message at once; its consumer holds it, and ``tqinspect scheduled`` asks it)."""
+        with self.connection() as conn:
+            delayed = getattr(conn.default_channel, "delayed_messages", None)
+            return [] if delayed is None else list(delayed(limit))
+
     def depth(self, queue: str) -> int:
         """Return the number of messages in ``queue`` (waiting and leased); 0 if it does not exist.
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import json
 import time
 
 import pytest
+from django.core.management import call_command
 from kombu import Message
 
-from django_tq import control, states
+from django_tq import control, states, waiting
+from django_tq import message as wire_format
 from django_tq.broker import Broker
 from django_tq.broker.delivery import Delivery
 from django_tq.message import TaskMessage
@@ -118,7 +121,7 @@ def test_a_slot_carries_the_answer_and_a_long_one_is_cut_and_counted(shared):
     ids = [task["id"] for task in answer["scheduled"]]
     assert ids == sorted(ids) and ids[0] == "id-0000"  # the soonest kept, by ETA
     assert len(ids) + answer["left_off"] == 500
-    assert all(len(task["args"]) <= inventory.ARGS_SHOWN for task in answer["scheduled"])
+    assert all(len(task["args"]) <= wire_format.ARGS_SHOWN for task in answer["scheduled"])
     (limited,) = answer["reserved"]
     assert limited["id"] == "limited" and limited["rate_limited_until"]
     assert limited["kwargs"] == "{'label': 'a'}" and "eta" not in limited
@@ -126,3 +129,23 @@ def test_a_slot_carries_the_answer_and_a_long_one_is_cut_and_counted(shared):
 
 def test_an_answer_that_does_not_parse_reads_as_nothing():
     assert inventory.read(b"{half") == {} and inventory.read(b"[1]") == {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("broker_url", ["django", "redis"], indirect=True)
+def test_scheduled_also_lists_what_waits_in_the_store_and_the_parking_table(broker_url):
+    soon = record.apply_async(("soon",), countdown=20)  # within the ETA horizon: in the store
+    later = record.apply_async(("later",), countdown=3600)  # beyond it: parked
+    waits = waiting.scheduled()
+    assert [(task["id"], task["where"]) for task in waits] == [
+        (soon.id, "queue"),
+        (later.id, "parked"),
+    ]
+    assert waits[0]["name"] == record.name and waits[0]["args"] == "['soon']"
+    assert waits[0]["eta"] < waits[1]["eta"]
+    with pytest.raises(SystemExit) as exit:  # no worker answers: status 1, the list printed first
+        out = io.StringIO()
+        call_command("tqinspect", "scheduled", "--timeout", "0.5", stdout=out, stderr=io.StringIO())
+    assert exit.value.code == 1
+    assert f"{record.name}[{soon.id}] queue " in out.getvalue()
+    assert "(parked)" in out.getvalue() and "(queue)" in out.getvalue()
