@@ -25,13 +25,16 @@ import psycopg
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, ROOT, require_service, wait_for
+from tests.conftest import ROOT, require_service, wait_for
 
 pytest.importorskip("celery")
 pytest.importorskip("django_celery_beat")
 pytest.importorskip("django_celery_results")
 
 pytestmark = pytest.mark.slow
+
+#: a Redis database of the test's own (the suite's per-xdist-worker ones are shared with other tests)
+REDIS_URL = "redis://127.0.0.1:6379/13"
 
 SETTINGS = """
 import os
@@ -177,7 +180,11 @@ class Project:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, *args], cwd=self.path, env=self.env, capture_output=True, text=True,
+            [sys.executable, *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
             timeout=120,
         )
 
@@ -193,8 +200,12 @@ class Project:
     def start(self, name: str, *args: str) -> None:
         log = (self.path / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, *args], cwd=self.path, env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, *args],
+            cwd=self.path,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self, name: str) -> str:
@@ -252,16 +263,34 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     # Before: the Celery project as it runs today
     project.manage("migrate", "-v", "0")
     project.shell(SCHEDULES + "print(1)")
-    project.start("celery-worker", "-m", "celery", "-A", "proj", "worker", "-Q", "billing,reports",
-                  "-c", "2", "-n", "celery@%h", "-l", "info")
+    project.start(
+        "celery-worker",
+        "-m",
+        "celery",
+        "-A",
+        "proj",
+        "worker",
+        "-Q",
+        "billing,reports",
+        "-c",
+        "2",
+        "-n",
+        "celery@%h",
+        "-l",
+        "info",
+    )
     project.start("celery-beat", "-m", "celery", "-A", "proj", "beat", "-s", "celerybeat-schedule")
     project.wait_log("celery-worker", " ready.")
     celery_charge = project.shell(
-        "from billing.tasks import charge; r = charge.delay(1, 10); r.get(timeout=60); print(json.dumps(r.id))"
-        .replace("print", "import json; print", 1)
+        "from billing.tasks import charge; r = charge.delay(1, 10); r.get(timeout=60); print(json.dumps(r.id))".replace(
+            "print", "import json; print", 1
+        )
     )
-    wait_for(lambda: project.shell("from reports.models import Tick; print(Tick.objects.count())") >= 2,
-             30, what="Celery beat's ticks")
+    wait_for(
+        lambda: project.shell("from reports.models import Tick; print(Tick.objects.count())") >= 2,
+        30,
+        what="Celery beat's ticks",
+    )
 
     # Step 1: install django_tq beside Celery
     (project.path / "proj/settings.py").write_text(SETTINGS + DJANGO_TQ_SETTINGS)
@@ -269,14 +298,29 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
 
     # Step 2, first app: billing moves; an old producer goes on publishing Celery messages
     project.switch("billing")
-    project.start("tq-worker-billing", "manage.py", "tqworker", "-Q", "billing", "--accept-celery",
-                  "-c", "2")
+    project.start(
+        "tq-worker-billing", "manage.py", "tqworker", "-Q", "billing", "--accept-celery", "-c", "2"
+    )
     project.wait_log("tq-worker-billing", "ready")
     project.start("old-producer", "old_producer.py", project.redis_url, "100")
     time.sleep(1)
     project.stop("celery-worker")  # and back on the apps not moved yet
-    project.start("celery-worker", "-m", "celery", "-A", "proj", "worker", "-Q", "reports", "-c", "2", "-l", "info",
-                  "-n", "celery@%h")
+    project.start(
+        "celery-worker",
+        "-m",
+        "celery",
+        "-A",
+        "proj",
+        "worker",
+        "-Q",
+        "reports",
+        "-c",
+        "2",
+        "-l",
+        "info",
+        "-n",
+        "celery@%h",
+    )
     new_charge = project.shell(
         "import json; from billing.tasks import charge; from django_tq import AsyncResult;"
         "r = charge.delay(7, 70); print(json.dumps([type(r).__module__, AsyncResult(r.id).get(timeout=60)]))"
@@ -286,8 +330,9 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
 
     # Step 2, second app: reports moves; the last Celery worker stops
     project.switch("reports")
-    project.start("tq-worker", "manage.py", "tqworker", "-Q", "billing,reports", "--accept-celery",
-                  "-c", "2")
+    project.start(
+        "tq-worker", "manage.py", "tqworker", "-Q", "billing,reports", "--accept-celery", "-c", "2"
+    )
     project.wait_log("tq-worker", "ready")
     project.stop("tq-worker-billing")
     project.stop("celery-worker")
@@ -311,7 +356,9 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     again = project.manage("tqimport", "celery-results")
     assert "nothing to do" in again
 
-    sent = re.findall(r"Sent reports\.tasks\.tick\[([-0-9a-f]+)\] .*\((.+)\)", project.log("tqbeat"))
+    sent = re.findall(
+        r"Sent reports\.tasks\.tick\[([-0-9a-f]+)\] .*\((.+)\)", project.log("tqbeat")
+    )
     beat_ids = [task_id for task_id, _ in sent]
     outcome = project.shell(f"""
 import json
@@ -327,9 +374,6 @@ api = client.get("/api/tq/results/{celery_charge}/")
 print(json.dumps({{
     "sent": len(ids),
     "succeeded": TaskResult.objects.filter(task_id__in=ids, state="SUCCESS").count(),
-    "in_celery": __import__("django_celery_results.models").models.TaskResult.objects.filter(task_id__in=ids).count(),
-    "states": sorted(set(TaskResult.objects.filter(task_id__in=ids).values_list("state", flat=True))),
-    "rows": TaskResult.objects.filter(task_id__in=ids).count(),
     "waiting": __import__("redis").Redis.from_url("{project.redis_url}").llen("billing"),
     "dead": list(DeadLetter.objects.values_list("reason", flat=True)),
     "celery_result": AsyncResult("{celery_charge}").get(timeout=1),
@@ -341,7 +385,9 @@ print(json.dumps({{
 }}))
 """)
     assert outcome["sent"] == 100
-    assert outcome["succeeded"] == 100, outcome  # every Celery message ran once, here or there
+    assert outcome["succeeded"] == 100, json.dumps(
+        outcome
+    )  # every Celery message ran once, here or there
     assert outcome["dead"] == []
     assert outcome["celery_result"] == {"order": 1, "charged": 10}
     assert outcome["api"] == [200, {"order": 1, "charged": 10}]
