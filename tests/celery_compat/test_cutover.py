@@ -10,6 +10,7 @@ with real processes: Celery's worker and beat, ``tqworker --accept-celery``, ``t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -208,6 +209,12 @@ class Project:
             start_new_session=True,
         )
 
+    def start_celery_worker(self, queues: str) -> None:
+        self.start(
+            "celery-worker", "-m", "celery", "-A", "proj", "worker", "-Q", queues, "-c", "2",
+            "-n", "celery@%h", "-l", "info",
+        )  # fmt: skip
+
     def log(self, name: str) -> str:
         return (self.path / f"{name}.log").read_text(errors="replace")
 
@@ -231,10 +238,11 @@ class Project:
         tasks.write_text(tasks.read_text().replace("from celery import", "from django_tq import"))
 
     def close(self) -> None:
+        """Kill every process still running (each whole session), whatever the test left."""
         for process in self.processes.values():
-            if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+            process.wait(10)
 
 
 @pytest.fixture
@@ -263,22 +271,7 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     # Before: the Celery project as it runs today
     project.manage("migrate", "-v", "0")
     project.shell(SCHEDULES + "print(1)")
-    project.start(
-        "celery-worker",
-        "-m",
-        "celery",
-        "-A",
-        "proj",
-        "worker",
-        "-Q",
-        "billing,reports",
-        "-c",
-        "2",
-        "-n",
-        "celery@%h",
-        "-l",
-        "info",
-    )
+    project.start_celery_worker("billing,reports")
     project.start("celery-beat", "-m", "celery", "-A", "proj", "beat", "-s", "celerybeat-schedule")
     project.wait_log("celery-worker", " ready.")
     celery_charge = project.shell(
@@ -305,22 +298,7 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     project.start("old-producer", "old_producer.py", project.redis_url, "100")
     time.sleep(1)
     project.stop("celery-worker")  # and back on the apps not moved yet
-    project.start(
-        "celery-worker",
-        "-m",
-        "celery",
-        "-A",
-        "proj",
-        "worker",
-        "-Q",
-        "reports",
-        "-c",
-        "2",
-        "-l",
-        "info",
-        "-n",
-        "celery@%h",
-    )
+    project.start_celery_worker("reports")
     new_charge = project.shell(
         "import json; from billing.tasks import charge; from django_tq import AsyncResult;"
         "r = charge.delay(7, 70); print(json.dumps([type(r).__module__, AsyncResult(r.id).get(timeout=60)]))"
