@@ -19,12 +19,14 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_tq import AsyncResult, message, signals, states
+from django_tq.broker import get_broker
 from django_tq.enqueue import enqueue
 from django_tq.execution import execute, record
 from django_tq.message import TaskMessage
 from django_tq.metrics import tasks as task_metrics
 from django_tq.models import DeadLetter
 from django_tq.outcome import Outcome
+from django_tq.worker.consumer import Consumer, ConsumerConfig
 from tests.conftest import wait_for
 from tests.testapp.tasks import add, always_retries, fail
 
@@ -240,6 +242,37 @@ def test_the_tally_counts_in_memory_and_writes_when_flushed() -> None:
         2.4, abs=0.01
     )  # the ETA
     assert wait["django_tq_task_queue_wait_seconds_bucket", "0.5"] == 1
+
+
+def test_a_consumer_counts_each_task_once_and_writes_the_counts_as_it_stops() -> None:
+    tally = task_metrics.TaskTally(task_metrics.build(), interval=3600)  # no flush till the stop
+    results = [add.delay(1, i) for i in range(2)]
+    config = ConsumerConfig(
+        queues=("default",), prefetch=1, hostname="tally@test", max_tasks=2, observer=tally
+    )
+    Consumer(get_broker(), config).run()  # returns after two tasks (max_tasks)
+    assert [r.get(timeout=5) for r in results] == [1, 2]
+    assert tally.metrics.tasks.labels(add.name, "default", states.SUCCESS)._value.get() == 2
+    tally.stop()
+
+
+class BrokenTally:
+    def observe(self, message: TaskMessage, outcome: Outcome, started_at: float) -> None:
+        raise RuntimeError("broken")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_failing_observer_is_logged_and_the_queue_goes_on(caplog: Any) -> None:
+    result = add.delay(2, 3)
+    config = ConsumerConfig(
+        queues=("default",), prefetch=1, hostname="broken@test", max_tasks=1, observer=BrokenTally()
+    )
+    Consumer(get_broker(), config).run()
+    assert result.get(timeout=5) == 5
+    assert "Observing tests.testapp.tasks.add" in caplog.text
+    assert get_broker().depth("default") == 0  # acked
 
 
 # -- the Django view ---------------------------------------------------------------------------
