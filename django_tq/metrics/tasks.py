@@ -135,7 +135,8 @@ class TaskTally:
         self._flusher_pid = 0  #: the process whose flusher thread runs (prefork: each child)
 
     def observe(self, message: TaskMessage, outcome: Outcome, started_at: float) -> None:
-        """Count ``outcome`` of ``message``, started at ``started_at`` (``time.time()``)."""
+        """Count ``outcome`` of ``message``, started at ``started_at`` (``time.time()``); an
+        expired message counts as REVOKED, with no runtime or queue wait."""
         key = (message.task, message.queue)
         ready = message.sent_at
         if ready is not None and message.eta is not None and message.eta > ready:
@@ -150,6 +151,8 @@ class TaskTally:
             by_state[outcome.state] = by_state.get(outcome.state, 0) + 1
             if outcome.state == states.RETRY:
                 counts.retries += 1
+            elif outcome.expired:
+                return  # REVOKED unrun: it neither ran nor waited to run
             runtime = outcome.runtime
             counts.runtime[bisect_left(RUNTIME_BUCKETS, runtime)] += 1
             counts.runtime_sum += runtime

@@ -221,12 +221,14 @@ def test_the_tally_counts_in_memory_and_writes_when_flushed() -> None:
     tally.observe(sent, Outcome(state=states.SUCCESS, runtime=0.02), now)
     tally.observe(later, Outcome(state=states.RETRY, runtime=0.2), now)
     tally.observe(replace(sent, sent_at=None), Outcome(state=states.FAILURE, runtime=3.0), now)
+    tally.observe(sent, Outcome(state=states.REVOKED, expired=True), now)
     assert metrics.tasks.labels("t", "q", states.SUCCESS)._value.get() == 0  # not written yet
     tally.stop()
     assert [
         metrics.tasks.labels("t", "q", s)._value.get() for s in ("SUCCESS", "RETRY", "FAILURE")
     ] == [1, 1, 1]
     assert metrics.retries.labels("t", "q")._value.get() == 1
+    assert metrics.tasks.labels("t", "q", states.REVOKED)._value.get() == 1  # expired
     runtime = {
         (name, labels.get("le")): v for name, labels, v in histogram_samples(metrics.runtime)
     }
