@@ -91,9 +91,12 @@ class Broker:
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
         use_ssl: bool | dict[str, Any] | None = None,
+        heartbeat: float = 0.0,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: AMQP heartbeat of consuming connections, in seconds (0: none; see subscription.py)
+        self.heartbeat = heartbeat
         #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
         self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
@@ -108,13 +111,18 @@ class Broker:
 
     # -- connections ----------------------------------------------------------------------
     def connection(
-        self, *, retry_connect: bool = True, options: dict[str, Any] | None = None
+        self,
+        *,
+        retry_connect: bool = True,
+        options: dict[str, Any] | None = None,
+        heartbeat: float = 0.0,
     ) -> Any:
         """Return a new kombu connection to this broker.
 
         ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
         for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
         ``options`` override transport options (fanout turns publisher confirms off).
+        ``heartbeat``: the AMQP heartbeat to negotiate (its user must send and check them).
         """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
@@ -129,6 +137,7 @@ class Broker:
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            heartbeat=heartbeat,
             **tls,
         )
 
@@ -450,6 +459,7 @@ def get_broker() -> Broker:
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
                     use_ssl=tq_settings.BROKER_USE_SSL,
+                    heartbeat=tq_settings.BROKER_HEARTBEAT,
                 )
     return _broker
 
