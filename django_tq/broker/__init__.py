@@ -215,12 +215,15 @@ class Broker:
         return state.producer
 
     def _reset_producer(self) -> None:
+        """Drop the publishing connection a publish failed on, without waiting for the broker."""
         state = self._local
         connection = getattr(state, "connection", None)
         state.producer = None
         if connection is not None:
             try:
-                connection.release()
+                # closing an AMQP connection waits for the broker's CloseOk: on a partition,
+                # for the socket's timeout, past BROKER_CONNECTION_TIMEOUT. Only drop it.
+                connection.collect() if self.is_amqp else connection.release()
             except Exception:
                 logger.debug("releasing a broken publishing connection failed", exc_info=True)
 
@@ -243,6 +246,12 @@ class Broker:
             attempt += 1
             try:
                 producer = self._producer()
+                # each attempt gets what is left of the timeout, for connecting and for the
+                # broker's confirm: the publish as a whole fails within it, never later
+                self._local.remaining = max(0.1, deadline - time.monotonic())
+                producer.connection.connect_timeout = min(
+                    self.connect_timeout, self._local.remaining
+                )
                 self._publish_once(producer, wire, queue, priority, not_before, routing_key)
                 return
             except self.connection_errors as exc:
@@ -308,7 +317,7 @@ class Broker:
             delivery_mode=2,
             declare=declare,
             retry=False,
-            timeout=self.connect_timeout,
+            timeout=getattr(self._local, "remaining", self.connect_timeout),
             **properties,
         )
 
