@@ -118,7 +118,8 @@ class Subscription:
         if self.supports_leases:
             return int(self.channel.renew_leases())
         connection = self.connection
-        if connection is not None and connection.heartbeat:
+        # ``connected`` first: on a connection the loop closed, ``.connection`` would reconnect
+        if connection is not None and connection.heartbeat and connection.connected:
             connection.connection.send_heartbeat()
         return 0
 
