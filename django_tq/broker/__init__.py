@@ -91,9 +91,12 @@ class Broker:
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
         use_ssl: bool | dict[str, Any] | None = None,
+        heartbeat: float = 0.0,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: AMQP heartbeat of consuming connections, in seconds (0: none; see subscription.py)
+        self.heartbeat = heartbeat
         #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
         self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
@@ -108,13 +111,18 @@ class Broker:
 
     # -- connections ----------------------------------------------------------------------
     def connection(
-        self, *, retry_connect: bool = True, options: dict[str, Any] | None = None
+        self,
+        *,
+        retry_connect: bool = True,
+        options: dict[str, Any] | None = None,
+        heartbeat: float = 0.0,
     ) -> Any:
         """Return a new kombu connection to this broker.
 
         ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
         for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
         ``options`` override transport options (fanout turns publisher confirms off).
+        ``heartbeat``: the AMQP heartbeat to negotiate (its user must send and check them).
         """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
@@ -129,6 +137,7 @@ class Broker:
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            heartbeat=heartbeat,
             **tls,
         )
 
@@ -206,12 +215,15 @@ class Broker:
         return state.producer
 
     def _reset_producer(self) -> None:
+        """Drop the publishing connection a publish failed on, without waiting for the broker."""
         state = self._local
         connection = getattr(state, "connection", None)
         state.producer = None
         if connection is not None:
             try:
-                connection.release()
+                # closing an AMQP connection waits for the broker's CloseOk: on a partition,
+                # for the socket's timeout, past BROKER_CONNECTION_TIMEOUT. Only drop it.
+                connection.collect() if self.is_amqp else connection.release()
             except Exception:
                 logger.debug("releasing a broken publishing connection failed", exc_info=True)
 
@@ -234,6 +246,12 @@ class Broker:
             attempt += 1
             try:
                 producer = self._producer()
+                # each attempt gets what is left of the timeout, for connecting and for the
+                # broker's confirm: the publish as a whole fails within it, never later
+                self._local.remaining = max(0.1, deadline - time.monotonic())
+                producer.connection.connect_timeout = min(
+                    self.connect_timeout, self._local.remaining
+                )
                 self._publish_once(producer, wire, queue, priority, not_before, routing_key)
                 return
             except self.connection_errors as exc:
@@ -299,7 +317,7 @@ class Broker:
             delivery_mode=2,
             declare=declare,
             retry=False,
-            timeout=self.connect_timeout,
+            timeout=getattr(self._local, "remaining", self.connect_timeout),
             **properties,
         )
 
@@ -458,6 +476,7 @@ def get_broker() -> Broker:
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
                     use_ssl=tq_settings.BROKER_USE_SSL,
+                    heartbeat=tq_settings.BROKER_HEARTBEAT,
                 )
     return _broker
 

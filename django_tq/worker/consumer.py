@@ -143,7 +143,7 @@ class Consumer:
         self.slot.serve(functools.partial(inventory.answer, self))
         try:
             self.subscription = self._subscribe()
-            keeper = LeaseKeeper(self, max(1.0, tq_settings.LEASE_SECONDS / 3))
+            keeper = LeaseKeeper(self, self._keeper_interval())
             keeper.start()
             while not self.stopping.is_set():
                 self.tick()
@@ -153,6 +153,13 @@ class Consumer:
             self._close()
             if self.config.observer is not None:
                 self.config.observer.flush()
+
+    def _keeper_interval(self) -> float:
+        """Every third of the lease, and of the AMQP heartbeat where one is sent (not below 1 s)."""
+        periods = [tq_settings.LEASE_SECONDS]
+        if self.broker.is_amqp and self.broker.heartbeat:
+            periods.append(self.broker.heartbeat)
+        return max(1.0, min(periods) / 3)
 
     def _subscribe(self) -> Subscription:
         while True:
