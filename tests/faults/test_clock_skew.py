@@ -3,7 +3,7 @@
 On ``django://`` a lease is a time in the message row, set and compared by the workers' own
 clocks. A consumer renews its leases every third of ``LEASE_SECONDS``, so a lease it holds has at
 least two thirds of ``LEASE_SECONDS`` left whenever another worker looks: a worker whose clock is
-ahead by less than that never takes a running task; one ahead by more runs it a second time.
+ahead by less than that never takes a running task; one ahead by more runs it again.
 These tests run a task on a worker with a true clock and start a second worker whose clock is
 ahead, with ``LEASE_SECONDS = 3`` (the tolerance is then 2 s), and count the task's starts.
 (``redis://`` compares leases by Redis' own clock and RabbitMQ has no leases: skew cannot cause
@@ -30,7 +30,8 @@ LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 
 
 def clock_ahead(seconds: float) -> dict[str, str]:
-    """The environment of a process whose wall clock is ``seconds`` ahead (monotonic untouched)."""
+    """The environment of a process whose clocks are ``seconds`` ahead (its monotonic clock too:
+    only differences of it are used; libfaketime's "don't fake monotonic" breaks ``time.sleep``)."""
     if not os.path.exists(LIBFAKETIME):
         if REQUIRE_SERVICES:
             pytest.fail(
@@ -40,7 +41,6 @@ def clock_ahead(seconds: float) -> dict[str, str]:
     return {
         "LD_PRELOAD": LIBFAKETIME,
         "FAKETIME": f"{seconds:+g}s",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         "FAKETIME_DONT_RESET": "1",  # children keep the offset, not a new start time
     }
 
@@ -71,5 +71,6 @@ def test_a_worker_ahead_by_less_than_two_thirds_of_the_lease_never_takes_a_runni
 def test_a_worker_ahead_by_more_than_the_lease_runs_a_running_task_again(
     settings, start_worker, queue_name
 ):
-    # the bound is real: this is what docs/deployment.md tells operators to avoid
-    assert _run_with_a_second_worker_ahead(settings, start_worker, queue_name, 5.0) == 2
+    # the bound is real: a running task is taken over (it may even bounce between the two
+    # workers, each seeing the other's lease expired), which docs/deployment.md says to avoid
+    assert _run_with_a_second_worker_ahead(settings, start_worker, queue_name, 5.0) >= 2
