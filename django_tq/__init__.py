@@ -15,6 +15,7 @@ _EXPORTS = {
     "task": "django_tq.tasks",
     "shared_task": "django_tq.tasks",
     "send_task": "django_tq.tasks",
+    "publisher": "django_tq.publishers",
     "asend_task": "django_tq.tasks",
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from django_tq.beat.declarations import periodic_task
     from django_tq.canvas import Signature, chain, chord, group, signature
     from django_tq.log import get_task_logger
+    from django_tq.publishers import publisher
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
     from django_tq.tasks import Task, asend_task, send_task, shared_task, task
@@ -55,6 +57,7 @@ __all__ = [
     "get_task_logger",
     "group",
     "periodic_task",
+    "publisher",
     "send_task",
     "shared_task",
     "signature",

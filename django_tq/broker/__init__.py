@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,16 +27,18 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
+from django_tq.broker.confirms import Confirms, ConfirmTimeout
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
 from django_tq.conf import on_reload, tq_settings
 from django_tq.exceptions import PublishError
 from django_tq.message import WireMessage
+from django_tq.outgoing import Outgoing
 from django_tq.transport import TRANSPORTS
 from django_tq.transport.leased import owner_prefix
 
-__all__ = ["MAX_PRIORITY", "Broker", "get_broker"]
+__all__ = ["MAX_PRIORITY", "Broker", "Outgoing", "get_broker"]
 
 logger = logging.getLogger("django_tq.broker")
 
@@ -72,8 +74,12 @@ class Broker:
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
+        #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
+        self.confirms_publish = False
         if self.scheme in ("amqp", "pyamqp", "amqps"):
-            self.transport_options.setdefault("confirm_publish", True)
+            # The confirms are ours (broker/confirms.py), one wait per burst: py-amqp's
+            # ``confirm_publish`` would wait after each message on every channel.
+            self.confirms_publish = bool(self.transport_options.pop("confirm_publish", True))
         self._local = threading.local()
         self._declared: set[str] = set()
 
@@ -138,12 +144,16 @@ class Broker:
             state.connection = self.connection(retry_connect=False)
             state.producer = Producer(state.connection)
             state.declared = set()
+            state.confirms = None
+            if self.confirms_publish:
+                state.confirms = Confirms(state.producer.channel)
         return state.producer
 
     def _reset_producer(self) -> None:
         state = self._local
         connection = getattr(state, "connection", None)
         state.producer = None
+        state.confirms = None
         if connection is not None:
             try:
                 connection.release()
@@ -161,66 +171,124 @@ class Broker:
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     ) -> None:
         """Hand ``wire`` to the broker or raise :class:`PublishError` as ``policy`` says."""
+        outgoing = Outgoing(
+            wire=wire,
+            queue=queue,
+            label=str(wire.headers.get("id") or ""),
+            priority=priority,
+            not_before=not_before,
+            routing_key=routing_key,
+        )
+        self.publish_many([outgoing], policy=policy)
+
+    def publish_many(
+        self, burst: Sequence[Outgoing], *, policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    ) -> None:
+        """Hand every message of ``burst`` to the broker, in one go where the broker allows it.
+
+        RabbitMQ: all published, then the publisher confirms waited for once. ``redis://``: one
+        pipeline. ``django://``: one ``INSERT`` (inside the caller's transaction, if any).
+        Returns when the broker has every message. A message the broker refuses (a nack) fails
+        the burst with :class:`PublishError`, whose ``failed`` lists the labels it did not take;
+        a lost connection publishes the unconfirmed messages again as ``policy`` says (a message
+        whose confirm was lost may then be there twice: a worker skips a copy of a task that ran).
+        """
         timeout = self.connect_timeout if policy.timeout is None else policy.timeout
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
         attempt = 0
+        todo = list(burst)
         while True:
             attempt += 1
             try:
                 producer = self._producer()
-                self._publish_once(producer, wire, queue, priority, not_before, routing_key)
+                todo = self._publish_burst(producer, todo, max(deadline - time.monotonic(), 0.1))
                 return
+            except PublishError:
+                raise
             except self.connection_errors as exc:
                 last_error = exc
+                todo = self._unconfirmed(todo)
                 self._reset_producer()
             remaining = deadline - time.monotonic()
             out_of_retries = policy.max_retries is not None and attempt > policy.max_retries
             if remaining <= 0 or out_of_retries:
+                queues = ", ".join(sorted({repr(item.queue) for item in todo}))
                 raise PublishError(
-                    f"Could not publish to {self.safe_url} (queue {queue!r}): {last_error!r}"
+                    f"Could not publish to {self.safe_url} (queue {queues}): {last_error!r}",
+                    failed=[item.label for item in todo],
                 ) from last_error
             time.sleep(min(policy.wait(attempt), remaining))
 
-    def _publish_once(
-        self,
-        producer: Any,
-        wire: WireMessage,
-        queue: str,
-        priority: int | None,
-        not_before: str | None,
-        routing_key: str | None,
-    ) -> None:
+    def _unconfirmed(self, burst: list[Outgoing]) -> list[Outgoing]:
+        """Return the messages of ``burst`` the broker has not confirmed (after a lost connection)."""
+        confirms = getattr(self._local, "confirms", None)
+        if confirms is None:
+            return burst
+        waiting = set(confirms.unsettled())
+        return [item for item in burst if item.label in waiting] if waiting else burst
+
+    def _publish_burst(
+        self, producer: Any, burst: list[Outgoing], timeout: float
+    ) -> list[Outgoing]:
         declared: set[str] = self._local.declared
         channel = producer.channel
-        if hasattr(channel, "put_message"):
-            # django_tq's own channels take the message as is: no kombu re-encoding on the hot path.
-            if queue not in declared:
+        if hasattr(channel, "put_messages"):
+            # django_tq's own channels take the messages as they are: no kombu re-encoding.
+            for queue in {item.queue for item in burst} - declared:
                 channel.queue_declare(queue)
-            channel.put_message(
-                queue, wire, priority=priority, not_before=not_before, routing_key=routing_key
-            )
+            channel.put_messages(burst)
+            declared.update(item.queue for item in burst)
+            return []
+        for queue in {item.queue for item in burst} - declared:
+            self.queue(queue)(channel).declare()
             declared.add(queue)
-            return
-        declare = []
-        if queue not in declared:
-            declare = [self.queue(queue)]
-        properties = {"not_before": not_before} if not_before else {}
-        producer.publish(
-            wire.body,
-            exchange="",
-            routing_key=routing_key or queue,
-            headers=wire.headers,
-            content_type=wire.content_type,
-            content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
-            priority=priority,
-            delivery_mode=2,
-            declare=declare,
-            retry=False,
-            timeout=self.connect_timeout,
-            **properties,
-        )
-        declared.add(queue)
+        confirms = self._local.confirms
+        if confirms is None:  # kombu's own transports (memory://, AMQP without confirms)
+            for item in burst:
+                producer.publish(
+                    item.wire.body,
+                    exchange="",
+                    routing_key=item.routing_key or item.queue,
+                    headers=item.wire.headers,
+                    content_type=item.wire.content_type,
+                    content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
+                    priority=item.priority,
+                    delivery_mode=2,
+                    retry=False,
+                    timeout=timeout,
+                    **({"not_before": item.not_before} if item.not_before else {}),
+                )
+            return []
+        for item in burst:
+            properties: dict[str, Any] = {"delivery_mode": 2}
+            if item.not_before:
+                properties["not_before"] = item.not_before
+            message = channel.prepare_message(
+                item.wire.body,
+                priority=item.priority,
+                content_type=item.wire.content_type,
+                content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
+                headers=item.wire.headers,
+                properties=properties,
+            )
+            routing_key = item.routing_key or item.queue
+            confirms.publish(item.label, message, routing_key=routing_key, timeout=timeout)
+        try:
+            nacked = confirms.wait(timeout)
+        except ConfirmTimeout as exc:
+            raise PublishError(
+                f"{self.safe_url} did not confirm {len(exc.unsettled)} message(s) within "
+                f"{timeout:.1f} s: {', '.join(exc.unsettled[:10])}",
+                failed=exc.unsettled,
+            ) from None
+        if nacked:
+            raise PublishError(
+                f"{self.safe_url} refused (nack) {len(nacked)} of {len(burst)} message(s): "
+                f"{', '.join(nacked[:10])}",
+                failed=nacked,
+            )
+        return []
 
     @property
     def safe_url(self) -> str:

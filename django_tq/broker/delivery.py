@@ -10,6 +10,9 @@ import base64
 import time
 from typing import Any
 
+import django_tq.broker.compression as compression
+from django_tq.exceptions import DecodeError
+
 
 class Delivery:
     """One message handed to a consumer: headers, raw body, and how to settle it."""
@@ -31,6 +34,23 @@ class Delivery:
     def body(self) -> str | bytes:
         """Return the undecoded body."""
         return self._message.body
+
+    @property
+    def payload(self) -> str | bytes:
+        """Return the body to decode: decompressed when its ``compression`` header says so.
+
+        Raise ``DecodeError`` for a compression this process does not know, or a body that does
+        not decompress. Signatures and size limits are checked on :attr:`body`, as sent.
+        """
+        return self.decompressed(self.headers, self.body)
+
+    @staticmethod
+    def decompressed(headers: Any, body: str | bytes) -> str | bytes:
+        """Return ``body`` decompressed as ``headers`` say (``DecodeError`` if it cannot be)."""
+        try:
+            return compression.decompress(headers, body)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from exc
 
     @property
     def content_type(self) -> str:

@@ -208,23 +208,42 @@ class Channel(LeasedChannel):
         On this channel's own connection, spoken to directly: the hot path (every publish, ack
         and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks.
         """
+        return self._run_many(script, [(keys, args)])[0]
+
+    def _run_many(self, script: str, calls: list[tuple[list[str], Iterable[Any]]]) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)``, pipelined: one round trip for them all."""
         client = self.client
         source = self._scripts[script]
-        command = ("EVALSHA", source.sha, len(keys), *keys, *args)
+        commands = [("EVALSHA", source.sha, len(keys), *keys, *args) for keys, args in calls]
         with self._script_lock:
             if self._script_connection is None:
                 self._script_connection = client.connection_pool.make_connection()
             connection = self._script_connection
             try:
-                connection.send_command(*command)
-                return connection.read_response()
+                return self._pipelined(connection, commands)
             except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
                 client.script_load(source.script)
-                connection.send_command(*command)
-                return connection.read_response()
+                return self._pipelined(connection, commands)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 connection.disconnect()
                 raise
+
+    @staticmethod
+    def _pipelined(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:
+            connection.send_command(*commands[0])
+            return [connection.read_response()]
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        error: Exception | None = None
+        for _ in commands:  # read every reply, so the connection stays in step
+            try:
+                replies.append(connection.read_response())
+            except redis.exceptions.ResponseError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return replies
 
     def _create_client(self) -> redis.Redis:
         conninfo = self.connection.client
@@ -256,15 +275,23 @@ class Channel(LeasedChannel):
 
     # -- publishing and queue administration --------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        priority = self._get_message_priority(message)
-        not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
-        message_id = f"{priority}:{uuid.uuid4().hex}"
-        keys = self.keys_for(queue)
-        self._run(
-            "put",
-            keys=[keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
-            args=[message_id, json.dumps(message), not_before, self.wake_tokens],
-        )
+        self._put_many([(queue, message)])
+
+    def _put_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Run the put script once per message, in one pipeline (one round trip)."""
+        calls: list[tuple[list[str], Iterable[Any]]] = []
+        for queue, message in messages:
+            priority = self._get_message_priority(message)
+            not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
+            keys = self.keys_for(queue)
+            calls.append(
+                (
+                    [keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
+                    [f"{priority}:{uuid.uuid4().hex}", json.dumps(message), not_before,
+                     self.wake_tokens],
+                )
+            )  # fmt: skip
+        self._run_many("put", calls)
 
     def _size(self, queue: str) -> int:
         return int(self.client.hlen(self.keys_for(queue).payloads))

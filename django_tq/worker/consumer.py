@@ -318,7 +318,7 @@ class Consumer:
                 signing.verify(delivery.headers, delivery.body, delivery.content_type)
             message = wire_format.decode(
                 delivery.headers,
-                delivery.body,
+                delivery.payload,
                 delivery.content_type,
                 queue=delivery.queue,
                 accept=self.accept,
