@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import traceback as tb
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -116,6 +116,8 @@ class Burst:
         self.policy = policy
         self._items: list[tuple[TaskMessage, WireMessage]] = []
         self._queued: list[tuple[TaskMessage, Any]] = []
+        #: the ids the broker took, over every send
+        self.confirmed: list[str] = []
 
     def __len__(self) -> int:
         return len(self._items)
@@ -169,11 +171,14 @@ class Burst:
                             result=serialization.exception_to_data(exc),
                         )
                 else:
+                    self.confirmed.append(message.id)
                     signals.send(signals.after_task_publish, sender=message.task, message=message)
             raise
         for message, _wire in items:
             signals.send(signals.after_task_publish, sender=message.task, message=message)
-        return [message.id for message, _ in items]
+        sent = [message.id for message, _ in items]
+        self.confirmed.extend(sent)
+        return sent
 
 
 class CommitBurst(Burst):
@@ -287,9 +292,9 @@ def default_alias(broker: Broker | None = None) -> str:
 def encode(message: TaskMessage) -> WireMessage:
     """Serialize ``message``, compress it (``compression``), enforce ``MAX_PAYLOAD_BYTES`` on
     what travels, and sign it (``SIGNING``)."""
-    wire = wire_format.encode(message)
+    wire = plain = wire_format.encode(message)
     if message.compression:
-        wire = compression.compress(wire, message.compression)
+        wire = compression.compress(plain, message.compression)
     limit = tq_settings.MAX_PAYLOAD_BYTES
     if wire.size > limit:
         raise PayloadTooLarge(
@@ -297,7 +302,9 @@ def encode(message: TaskMessage) -> WireMessage:
             "Pass an id and load the data in the task instead."
         )
     if tq_settings.SIGNING:
-        return signing.sign(wire)
+        # Consumers verify what kombu hands them: the body decompressed, the headers as sent.
+        signed = signing.sign(replace(plain, headers=wire.headers))
+        return replace(wire, headers=signed.headers)
     return wire
 
 

@@ -75,10 +75,12 @@ class Publisher:
         sent: list[str] = []
         failures = []
         for burst in list(self._bursts.values()):
+            before = len(burst.confirmed)
             try:
-                sent.extend(burst.send())
+                burst.send()
             except Exception as exc:
                 failures.append(exc)
+            sent.extend(burst.confirmed[before:])
         self.sent.extend(sent)
         if failures:
             first = failures[0]

@@ -32,21 +32,13 @@ class Delivery:
 
     @property
     def body(self) -> str | bytes:
-        """Return the undecoded body."""
+        """Return the undecoded body (decompressed already when it travelled compressed)."""
         return self._message.body
-
-    @property
-    def payload(self) -> str | bytes:
-        """Return the body to decode: decompressed when its ``compression`` header says so.
-
-        Raise ``DecodeError`` for a compression this process does not know, or a body that does
-        not decompress. Signatures and size limits are checked on :attr:`body`, as sent.
-        """
-        return self.decompressed(self.headers, self.body)
 
     @staticmethod
     def decompressed(headers: Any, body: str | bytes) -> str | bytes:
-        """Return ``body`` decompressed as ``headers`` say (``DecodeError`` if it cannot be)."""
+        """Return a stored ``body`` decompressed as ``headers`` say (``DecodeError`` if it cannot
+        be). A delivered message's :attr:`body` is already: kombu decompresses on receipt."""
         try:
             return compression.decompress(headers, body)
         except ValueError as exc:

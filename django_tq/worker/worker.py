@@ -273,7 +273,7 @@ class Worker:
             return False
         message = wire_format.decode(
             delivery.headers,
-            delivery.payload,
+            delivery.body,
             delivery.content_type,
             queue=delivery.queue,
             accept=list(tq_settings.ACCEPT_CONTENT),
