@@ -139,6 +139,7 @@ class Scenario:
     system: str
     results: str = ""  # "" off, "db" in PostgreSQL through Django, "redis" in Redis
     confirm: bool = False  # publisher confirms turned on (an enqueue-only row)
+    bulk: bool = False  # django_tq's reusable publisher (an enqueue-only row)
 
     def __post_init__(self) -> None:
         if self.results not in RESULT_KINDS:
@@ -150,8 +151,8 @@ class Scenario:
 
     @property
     def enqueue_only(self) -> bool:
-        """The confirm variants differ from their base row only in how they publish."""
-        return self.confirm
+        """The confirm and bulk variants differ from their base row only in how they publish."""
+        return self.confirm or self.bulk
 
     @property
     def needs_postgres(self) -> bool:
@@ -174,7 +175,11 @@ class Scenario:
             "raw-kombu": "raw kombu",
             "raw-pg": "raw SKIP LOCKED",
         }
-        return names[self.system] + (" + confirms" if self.confirm else "")
+        return (
+            names[self.system]
+            + (" + confirms" if self.confirm else "")
+            + (" publisher" if self.bulk else "")
+        )
 
     @property
     def label(self) -> str:
@@ -195,12 +200,13 @@ class Scenario:
             "raw-kombu": f"ceiling: raw kombu {broker}" + (" + confirms" if self.confirm else ""),
             "raw-pg": "ceiling: raw psycopg SKIP LOCKED",
         }[self.system]
-        return base + results.get(self.results, "")
+        return base + results.get(self.results, "") + (" (publisher, bulk)" if self.bulk else "")
 
     @property
     def key(self) -> str:
         suffix = {"": "", "db": "/results", "redis": "/results-redis"}[self.results]
-        return f"{self.broker}/{self.system}" + ("/confirm" if self.confirm else "") + suffix
+        variant = ("/confirm" if self.confirm else "") + ("/bulk" if self.bulk else "")
+        return f"{self.broker}/{self.system}" + variant + suffix
 
 
 def build_scenarios(
@@ -215,6 +221,8 @@ def build_scenarios(
             out.append(Scenario(broker, name))
             if broker == "amqp" and system.confirm_variant and "enqueue" in workloads:
                 out.append(Scenario(broker, name, confirm=True))
+            if name == "tq" and "enqueue" in workloads:
+                out.append(Scenario(broker, name, bulk=True))
     if "results" in workloads:
         for broker in results_brokers:
             for name, system in SYSTEMS.items():

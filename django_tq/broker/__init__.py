@@ -260,20 +260,20 @@ class Broker:
                     **({"not_before": item.not_before} if item.not_before else {}),
                 )
             return []
-        for item in burst:
-            properties: dict[str, Any] = {"delivery_mode": 2}
-            if item.not_before:
-                properties["not_before"] = item.not_before
-            message = channel.prepare_message(
-                item.wire.body,
-                priority=item.priority,
-                content_type=item.wire.content_type,
-                content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
-                headers=item.wire.headers,
-                properties=properties,
-            )
-            routing_key = item.routing_key or item.queue
-            confirms.publish(item.label, message, routing_key=routing_key, timeout=timeout)
+        with channel.connection.transport.having_timeout(timeout):
+            for item in burst:
+                properties: dict[str, Any] = {"delivery_mode": 2}
+                if item.not_before:
+                    properties["not_before"] = item.not_before
+                message = channel.prepare_message(
+                    item.wire.body,
+                    priority=item.priority,
+                    content_type=item.wire.content_type,
+                    content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
+                    headers=item.wire.headers,
+                    properties=properties,
+                )
+                confirms.publish(item.label, message, routing_key=item.routing_key or item.queue)
         try:
             nacked = confirms.wait(timeout)
         except ConfirmTimeout as exc:
