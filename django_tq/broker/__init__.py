@@ -113,6 +113,20 @@ class Broker:
         finally:
             conn.release()
 
+    @cached_property
+    def channel_errors(self) -> tuple[type[BaseException], ...]:
+        """Return the exceptions that mean RabbitMQ closed a channel (the connection lives).
+
+        Empty for the other transports: their errors (a database's, Redis') are their own.
+        """
+        if self.scheme not in ("amqp", "pyamqp", "amqps"):
+            return ()
+        conn = self.connection()
+        try:
+            return tuple(conn.channel_errors)
+        finally:
+            conn.release()
+
     @property
     def is_database(self) -> bool:
         """Return whether the queue lives in a Django database (``django://``)."""
@@ -206,6 +220,13 @@ class Broker:
                 return
             except PublishError:
                 raise
+            except self.channel_errors as exc:  # the broker closed the channel: not retried
+                failed = self._unconfirmed(todo)
+                self._reset_producer()
+                raise PublishError(
+                    f"{self.safe_url} closed the publishing channel: {exc!r}",
+                    failed=[item.label for item in failed],
+                ) from exc
             except self.connection_errors as exc:
                 last_error = exc
                 todo = self._unconfirmed(todo)

@@ -211,3 +211,30 @@ def test_rabbitmq_confirms_of_a_burst_are_waited_for_once(settings: Any) -> None
     finally:
         with Connection(AMQP_URL) as conn:
             conn.default_channel.queue_delete(queue)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_channel_rabbitmq_closes_fails_the_burst_and_the_next_publish_works(
+    settings: Any,
+) -> None:
+    require_service("RabbitMQ", 5672)
+    queue = f"q-{uuid.uuid4().hex[:10]}"
+    good = f"{queue}-good"
+    settings.TQ = {**settings.TQ, "BROKER_URL": AMQP_URL, "DEFAULT_QUEUE": queue}
+    _reject_publish_queue(queue, 100)  # our declare (other arguments) closes the channel
+    broker = get_broker()
+    try:
+        publisher = add.publisher()
+        closed = pytest.raises(PublishError, match="closed the publishing channel")
+        with closed as raised, publisher:
+            results = [add.apply_async((i, i), publisher=publisher) for i in range(3)]
+        assert raised.value.failed == tuple(r.id for r in results)
+        assert publisher.sent == []
+        assert {AsyncResult(r.id).state for r in results} == {states.FAILURE}
+        assert broker.depth(queue) == 0
+        assert add.apply_async((1, 1), queue=good).id  # a new channel: publishing goes on
+        assert broker.depth(good) == 1
+    finally:
+        with Connection(AMQP_URL) as conn:
+            conn.default_channel.queue_delete(queue)
+            conn.default_channel.queue_delete(good)
