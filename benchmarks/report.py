@@ -85,6 +85,9 @@ def broker_section(rows: list[Row]) -> list[str]:
     for ceiling in (row for row in rows if row["role"] == "ceiling"):
         cells = [ratio(number(ours, key), number(ceiling, key)) for _, key, _ in COLUMNS]
         out.append(table_row(f"*django_tq / {ceiling['short']}*", cells))
+    for variant in (row for row in rows if row["role"] == "variant"):
+        cells = [ratio(number(variant, key), number(ours, key)) for _, key, _ in COLUMNS]
+        out.append(table_row("*django_tq metrics port on / off*", cells))
     return out
 
 

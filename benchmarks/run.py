@@ -25,6 +25,9 @@ is emptied (own Redis DBs 10-15, own RabbitMQ queues, own PostgreSQL databases),
 6. **results-redis** — enqueue + drain with results in Redis, Redis broker: django_tq
    ``django-cache`` on django-redis vs Celery's, Huey's and Dramatiq's Redis result backends.
 
+``--metrics`` adds, after each django_tq row, the same drain with ``tqworker --metrics-port`` on
+(nothing scrapes it: the row measures what the metrics cost a task) and a ratio row on / off.
+
 ``--repeat R`` runs the whole list R times, interleaved (A B C, A B C, …), and reports the median
 of each figure. Everything is bounded: a worker that does not finish in time is killed and its
 cells say ``timeout``. Every process started here runs in its own session and is killed by its
@@ -460,6 +463,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-interval", type=float, default=0.01, help="seconds between latency probes"
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also drain django_tq with the worker's metrics port on (a row after each django_tq "
+        "row; with --repeat, rounds interleave on and off)",
+    )
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every deadline")
     parser.add_argument(
         "--json", help="also write the rows as JSON here (default benchmarks/results/<time>.json)"
@@ -491,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown choice(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    scenarios = build_scenarios(brokers, systems, workloads, split(args.results_brokers))
+    scenarios = build_scenarios(
+        brokers, systems, workloads, split(args.results_brokers), metrics=args.metrics
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="tq-bench-"))
     ctx = Context(args, workdir)

@@ -3,7 +3,9 @@
 A :class:`System` is one task queue (django_tq, a peer) or one raw ceiling on the brokers it
 supports; a :class:`Scenario` is one system on one broker, optionally with results stored
 (``results="db"``: in PostgreSQL through Django; ``"redis"``: in Redis) or, for an enqueue-only
-row, with publisher confirms turned on where the system's default is off (``confirm=True``).
+row, with publisher confirms turned on where the system's default is off (``confirm=True``), or,
+for django_tq, with the worker's Prometheus port on (``metrics=True``, ``--metrics``: what the
+metrics cost a task).
 
 Isolation from everything else on the machine: each system has its own Redis database
 (``REDIS_DBS``, 10-15; the test suites use 5-7), its own RabbitMQ queues (``AMQP_QUEUES``) and its
@@ -23,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 AMQP_URL = f"amqp://guest:guest@{HOST}:5672//"
 PIKA_URL = f"amqp://guest:guest@{HOST}:5672/%2F"  # the same vhost "/", spelled as pika parses it
-PG_DB = "tq_bench"
+#: django_tq's benchmark database (``BENCH_TQ_PG_DB``: another name, for two benchmarks at once)
+PG_DB = os.environ.get("BENCH_TQ_PG_DB", "tq_bench")
 PG_PROCRASTINATE_DB = "tq_bench_procrastinate"
 PG_RAW_DB = "tq_bench_raw"
 CONCURRENCY = 2
@@ -140,14 +143,18 @@ class Scenario:
     results: str = ""  # "" off, "db" in PostgreSQL through Django, "redis" in Redis
     confirm: bool = False  # publisher confirms turned on (an enqueue-only row)
     bulk: bool = False  # django_tq's reusable publisher (an enqueue-only row)
+    metrics: bool = False  # django_tq's worker with --metrics-port (a "variant" of its row)
 
     def __post_init__(self) -> None:
         if self.results not in RESULT_KINDS:
             raise ValueError(f"results must be one of {RESULT_KINDS}, got {self.results!r}")
+        if self.metrics and self.system != "tq":
+            raise ValueError("only django_tq has a metrics-port row")
 
     @property
     def role(self) -> str:
-        return SYSTEMS[self.system].role
+        """ "ours", "peer", "ceiling", or "variant" (django_tq's row again, metrics on)."""
+        return "variant" if self.metrics else SYSTEMS[self.system].role
 
     @property
     def enqueue_only(self) -> bool:
@@ -175,11 +182,8 @@ class Scenario:
             "raw-kombu": "raw kombu",
             "raw-pg": "raw SKIP LOCKED",
         }
-        return (
-            names[self.system]
-            + (" + confirms" if self.confirm else "")
-            + (" publisher" if self.bulk else "")
-        )
+        extra = " + confirms" if self.confirm else " + metrics port" if self.metrics else ""
+        return names[self.system] + extra + (" publisher" if self.bulk else "")
 
     @property
     def label(self) -> str:
@@ -200,25 +204,39 @@ class Scenario:
             "raw-kombu": f"ceiling: raw kombu {broker}" + (" + confirms" if self.confirm else ""),
             "raw-pg": "ceiling: raw psycopg SKIP LOCKED",
         }[self.system]
-        return base + results.get(self.results, "") + (" (publisher, bulk)" if self.bulk else "")
+        return (
+            base
+            + results.get(self.results, "")
+            + (" (publisher, bulk)" if self.bulk else "")
+            + (" + --metrics-port" if self.metrics else "")
+        )
 
     @property
     def key(self) -> str:
         suffix = {"": "", "db": "/results", "redis": "/results-redis"}[self.results]
-        variant = ("/confirm" if self.confirm else "") + ("/bulk" if self.bulk else "")
+        variant = "/confirm" if self.confirm else "/metrics" if self.metrics else ""
+        variant += "/bulk" if self.bulk else ""
         return f"{self.broker}/{self.system}" + variant + suffix
 
 
 def build_scenarios(
-    brokers: list[str], systems: set[str], workloads: set[str], results_brokers: list[str]
+    brokers: list[str],
+    systems: set[str],
+    workloads: set[str],
+    results_brokers: list[str],
+    *,
+    metrics: bool = False,
 ) -> list[Scenario]:
-    """Return the scenarios of a run, broker by broker, in report order."""
+    """Return the scenarios of a run, broker by broker, in report order (with ``metrics``,
+    django_tq's row is followed by the same row with the worker's metrics port on)."""
     out: list[Scenario] = []
     for broker in brokers if workloads & {"enqueue", "drain", "latency", "memory"} else []:
         for name, system in SYSTEMS.items():
             if name not in systems or broker not in system.brokers:
                 continue
             out.append(Scenario(broker, name))
+            if metrics and name == "tq" and workloads & {"drain", "latency", "memory"}:
+                out.append(Scenario(broker, name, metrics=True))
             if broker == "amqp" and system.confirm_variant and "enqueue" in workloads:
                 out.append(Scenario(broker, name, confirm=True))
             if name == "tq" and "enqueue" in workloads:
@@ -325,7 +343,9 @@ def worker_commands(sc: Scenario) -> list[list[str]]:
     py = sys.executable
     c = str(CONCURRENCY)
     if sc.system == "tq":
-        return [[py, "-m", "django", "tqworker", "-P", "prefork", "-c", c, "-Q", "tq_bench", "-l", "warning"]]  # fmt: skip
+        # port 0: any free port; nothing scrapes it, so the row measures what a task pays
+        metrics = ["--metrics-port", "0", "--metrics-address", HOST] if sc.metrics else []
+        return [[py, "-m", "django", "tqworker", "-P", "prefork", "-c", c, "-Q", "tq_bench", "-l", "warning", *metrics]]  # fmt: skip
     if sc.system == "celery":
         return [[
             py, "-m", "celery", "-A", "benchmarks.celery_app", "worker", "-P", "prefork", "-c", c,

@@ -233,6 +233,23 @@ def judge(rows: Rows) -> list[Verdict]:
             ),
         ]
     out.append(sqlite_drain(get("sqlite/tq")))
+    for broker, name in (
+        ("redis", "Redis"),
+        ("amqp", "RabbitMQ"),
+        ("postgres", "django:// PG"),
+        ("sqlite", "django:// SQLite"),
+    ):
+        out.append(
+            versus(
+                f"drain with the metrics port on, {name}",
+                "≥ 0.95× the same drain with it off",
+                "issue 14",
+                get(f"{broker}/tq/metrics"),
+                [get(f"{broker}/tq")],
+                "drain_rate",
+                0.95,
+            )
+        )
     for broker, name in (("redis", "Redis"), ("amqp", "RabbitMQ")):
         out += [
             versus(

@@ -19,6 +19,9 @@ _EXPORTS = {
     "asend_task": "django_tq.tasks",
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
+    "solar": "django_tq.sun",
+    "Queue": "django_tq.exchanges",
+    "Broadcast": "django_tq.exchanges",
     "Task": "django_tq.tasks",
     "AsyncResult": "django_tq.result",
     "EagerResult": "django_tq.result",
@@ -37,16 +40,20 @@ if TYPE_CHECKING:
     from django_tq import exceptions, states
     from django_tq.beat.declarations import periodic_task
     from django_tq.canvas import Signature, chain, chord, group, signature
+    from django_tq.exchanges import Broadcast, Queue
     from django_tq.log import get_task_logger
     from django_tq.publishers import publisher
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
+    from django_tq.sun import solar
     from django_tq.tasks import Task, asend_task, send_task, shared_task, task
 
 __all__ = [
     "AsyncResult",
+    "Broadcast",
     "EagerResult",
     "GroupResult",
+    "Queue",
     "Signature",
     "Task",
     "asend_task",
@@ -61,6 +68,7 @@ __all__ = [
     "send_task",
     "shared_task",
     "signature",
+    "solar",
     "states",
     "task",
 ]

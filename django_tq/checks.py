@@ -75,8 +75,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="tq.E003",
                 )
             )
-        elif settings.CACHES[alias].get("BACKEND") in PROCESS_LOCAL_CACHES:
-            kind = settings.CACHES[alias]["BACKEND"].rpartition(".")[2]
+        elif _cache_backend(alias) in PROCESS_LOCAL_CACHES:
+            kind = _cache_backend(alias).rpartition(".")[2]
             messages.append(
                 checks.Warning(
                     f"TQ['RESULT_BACKEND'] keeps results in cache {alias!r}, a {kind}: each "
@@ -270,3 +270,9 @@ def check_sqlite(scheme: str, backend: Any) -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+def _cache_backend(alias: str) -> str:
+    """Return the ``BACKEND`` of cache ``alias`` ("" when it names none)."""
+    config: Any = settings.CACHES[alias]
+    return str(config.get("BACKEND", ""))

@@ -14,12 +14,15 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_tq.exchanges import EXCHANGE_TYPES, parse_topology
+
 MiB = 1024 * 1024
 
 DEFAULTS: dict[str, Any] = {
     "BROKER_URL": "django://",
     "BROKER_TRANSPORT_OPTIONS": {},
     "BROKER_CONNECTION_TIMEOUT": 4.0,
+    "BROKER_USE_SSL": None,
     "RESULT_BACKEND": "django-db",
     "RESULT_EXPIRES": timedelta(days=7),
     "TRACK_ENQUEUED": True,
@@ -28,10 +31,16 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_QUEUE": "default",
     "IMPORTS": [],
     "TASK_ROUTES": {},
+    "QUEUES": None,  # None: no declared queues; every queue is direct, created when first used
+    "DEFAULT_EXCHANGE": None,  # None: DEFAULT_QUEUE's name, as in Celery
+    "DEFAULT_EXCHANGE_TYPE": "direct",
+    "DEFAULT_ROUTING_KEY": None,  # None: DEFAULT_QUEUE's binding key
+    "CREATE_MISSING_QUEUES": True,
     "TASK_SERIALIZER": "json",
     "TASK_COMPRESSION": None,
     "ACCEPT_CONTENT": ["json"],
     "SIGNING": False,
+    "ACCEPT_CELERY": False,
     "MAX_PAYLOAD_BYTES": MiB,
     "ACKS_LATE": True,
     "MAX_DELIVERIES": 4,
@@ -59,6 +68,8 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ["django_tq.api.permissions.IsStaffOrOwner"],
     "API_ENQUEUE_ALLOWLIST": [],
     "OUTBOX": False,
+    "SEND_EVENTS": False,  # workers emit live task events (``tqworker -E``)
+    "CONTROL_EXCHANGE": "django_tq",  # the prefix of remote control's and events' channels
     "METRICS_PORT": None,  # None: no worker metrics endpoint unless tqworker --metrics-port
     "METRICS_ADDRESS": "0.0.0.0",
     "METRICS_TOKEN": None,
@@ -119,6 +130,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "BROKER_URL": _of_type(str),
     "BROKER_TRANSPORT_OPTIONS": _of_type(dict),
     "BROKER_CONNECTION_TIMEOUT": _number(0.1),
+    "BROKER_USE_SSL": _of_type(bool, dict, allow_none=True),
     "RESULT_BACKEND": _result_backend,
     "RESULT_EXPIRES": _of_type(timedelta, int, float, allow_none=True),
     "TRACK_ENQUEUED": _of_type(bool),
@@ -127,10 +139,16 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "DEFAULT_QUEUE": _of_type(str),
     "IMPORTS": _of_type(list, tuple),
     "TASK_ROUTES": _routes,
+    "QUEUES": _of_type(dict, list, tuple, allow_none=True),  # entries: exchanges.parse_topology
+    "DEFAULT_EXCHANGE": _of_type(str, allow_none=True),
+    "DEFAULT_EXCHANGE_TYPE": _one_of(*EXCHANGE_TYPES),
+    "DEFAULT_ROUTING_KEY": _of_type(str, allow_none=True),
+    "CREATE_MISSING_QUEUES": _of_type(bool),
     "TASK_SERIALIZER": _one_of("json", "pickle"),
     "TASK_COMPRESSION": _of_type(str, allow_none=True),
     "ACCEPT_CONTENT": _of_type(list, tuple),
     "SIGNING": _of_type(bool),
+    "ACCEPT_CELERY": _of_type(bool),
     "MAX_PAYLOAD_BYTES": _number(1024),
     "ACKS_LATE": _of_type(bool),
     "MAX_DELIVERIES": _number(1),
@@ -158,6 +176,8 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "API_PERMISSION_CLASSES": _of_type(list, tuple),
     "API_ENQUEUE_ALLOWLIST": _of_type(list, tuple),
     "OUTBOX": _of_type(bool),
+    "SEND_EVENTS": _of_type(bool),
+    "CONTROL_EXCHANGE": _of_type(str),
     "METRICS_PORT": _number(0, allow_none=True),
     "METRICS_ADDRESS": _of_type(str),
     "METRICS_TOKEN": _of_type(str, allow_none=True),
@@ -194,6 +214,22 @@ class TQSettings:
             values["WORKER_CONCURRENCY"] = os.cpu_count() or 1
         if values["TIMEZONE"] is None:
             values["TIMEZONE"] = settings.TIME_ZONE or "UTC"
+        values["DEFAULT_EXCHANGE"] = values["DEFAULT_EXCHANGE"] or values["DEFAULT_QUEUE"]
+        values["QUEUES"] = parse_topology(
+            "QUEUES",
+            values["QUEUES"],
+            default_exchange=values["DEFAULT_EXCHANGE"],
+            default_exchange_type=values["DEFAULT_EXCHANGE_TYPE"],
+        )
+        if (
+            values["QUEUES"].queues
+            and not values["CREATE_MISSING_QUEUES"]
+            and values["QUEUES"].get(values["DEFAULT_QUEUE"]) is None
+        ):
+            raise ImproperlyConfigured(
+                f"TQ['DEFAULT_QUEUE'] {values['DEFAULT_QUEUE']!r} is not in TQ['QUEUES'] and "
+                "TQ['CREATE_MISSING_QUEUES'] is False: declare it, or allow missing queues."
+            )
         if isinstance(values["RESULT_EXPIRES"], int | float):
             values["RESULT_EXPIRES"] = timedelta(seconds=values["RESULT_EXPIRES"])
         return values

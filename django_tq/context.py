@@ -66,8 +66,8 @@ def build_request(
         queue=message.queue,
         headers=message.headers,
         delivery_info={
-            "exchange": "",
-            "routing_key": message.queue,
+            "exchange": message.exchange or "",
+            "routing_key": message.routing_key or message.queue,
             "queue": message.queue,
             "priority": message.priority,
             "redelivered": delivery_count > 1,

@@ -149,6 +149,15 @@ class Inspect:
         """Return the tasks each worker runs now: id, name, args, kwargs, pid, started, runtime."""
         return self._call("active")
 
+    def reserved(self) -> dict[str, Any]:
+        """Return the messages each worker holds to run next (prefetched, or waiting for a
+        rate-limit token): id, name, args, kwargs, queue, priority, pid."""
+        return self._call("reserved")
+
+    def scheduled(self) -> dict[str, Any]:
+        """Return the messages each worker holds until their ETA: the same, and ``eta``."""
+        return self._call("scheduled")
+
     def registered(self) -> dict[str, Any]:
         """Return the task names each worker knows."""
         return self._call("registered")

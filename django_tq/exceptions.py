@@ -34,6 +34,23 @@ class PublishError(TQError):
         self.failed: tuple[str, ...] = tuple(failed)
 
 
+class QueueNotFound(TQError, KeyError):
+    """A message names a queue (or a routing key reaching none) that ``TQ["QUEUES"]`` lacks."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "Queue not found."
+
+
+class Superseded(TQError):
+    """A newer delivery of the task started (or finished) it while this execution ran.
+
+    Raised by a fenced result write (``ResultBackend.store(fenced=True)``): the worker that ran
+    this execution lost its lease — cut off from the broker past ``LEASE_SECONDS``, say — and
+    another took the message over. The stale outcome is not recorded and nothing follows it
+    (no retry, no next chain step, no chord count); the newer delivery's outcome stands.
+    """
+
+
 class PayloadTooLarge(TQError, ValueError):
     """The serialized message is larger than ``TQ["MAX_PAYLOAD_BYTES"]``."""
 

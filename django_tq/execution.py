@@ -31,6 +31,7 @@ from django_tq.exceptions import (
     Replace,
     Retry,
     SoftTimeLimitExceeded,
+    Superseded,
     TaskRevokedError,
     Terminated,
 )
@@ -93,6 +94,8 @@ def _retry_message(task: Task[Any, Any], message: TaskMessage, retry: Retry) -> 
         retries=message.retries + 1,
         eta=retry.when,
         queue=retry.queue or message.queue,
+        exchange=None,  # a retry goes back to the queue it came from, not through the exchange
+        routing_key=None,
     )
 
 
@@ -269,10 +272,25 @@ def _is_final(outcome: Outcome) -> bool:
 
 
 def record(
-    message: TaskMessage, outcome: Outcome, *, worker: str = "", delivery_count: int = 0
-) -> None:
+    message: TaskMessage,
+    outcome: Outcome,
+    *,
+    worker: str = "",
+    delivery_count: int = 0,
+    durable: bool = True,
+    fenced: bool = False,
+) -> bool:
     """Store ``outcome`` and enqueue what follows: a retry's next attempt, the next step of a
-    workflow; free the unique key of a finished task (all side effects but the ack)."""
+    workflow; free the unique key of a finished task (all side effects but the ack). Return
+    False when nothing was recorded because a newer delivery had taken the task over.
+
+    ``durable=False``: the caller acks the message next, where the result backend's writes are
+    durable with the ack (``ResultBackend.is_durable_with``), and the message runs again if
+    the ack is lost; the outcome's own write then need not wait to be durable.
+    ``fenced=True``: this execution recorded STARTED as delivery ``delivery_count``; if a newer
+    delivery has started the task since (this worker was cut off past its lease), the outcome is
+    dropped with everything that would follow it (``ResultBackend.store``).
+    """
     task = registry.get(message.task)
     backend = get_backend()
     keep = not message.ignore_result or bool(message.chord)  # a chord counts stored results
@@ -288,15 +306,22 @@ def record(
                 traceback=outcome.traceback,
                 worker=worker,
                 delivery_count=delivery_count,
+                durable=durable,
+                fenced=fenced,
             )
 
-    settle(message, outcome, write)
+    try:
+        settle(message, outcome, write)  # a chord's count rolls back with a refused write
+    except Superseded as exc:
+        logger.warning("%s Another worker's run of it stands.", exc)
+        return False
     if outcome.retry is not None:
         enqueue(outcome.retry)  # the retry keeps (and extends) the unique lock
     elif _is_final(outcome):
         unique.release(message)
     if outcome.state in states.READY_STATES:
         signals.send(signals.task_finished, sender=task, task_id=message.id, state=outcome.state)
+    return True
 
 
 def update_state(task: Task[Any, Any], state: str, meta: dict[str, Any] | None) -> None:

@@ -36,6 +36,9 @@ class TaskMessage:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str = "default"
+    #: published to this exchange with ``routing_key`` (``None``: straight into ``queue``)
+    exchange: str | None = None
+    routing_key: str | None = None
     priority: int | None = None
     eta: dt.datetime | None = None
     expires: dt.datetime | None = None
@@ -107,6 +110,14 @@ class WireMessage:
         )
         return body + HEADERS_ALLOWANCE + extra
 
+    @property
+    def route(self) -> tuple[str, str] | None:
+        """Return the ``(exchange, routing key)`` it is published through, or ``None`` (by queue)."""
+        route = self.headers.get("route")
+        if isinstance(route, list) and len(route) == 2 and all(isinstance(v, str) for v in route):
+            return route[0], route[1]
+        return None
+
 
 def body_to_text(body: str | bytes) -> str:
     """Return ``body`` as text for a database column (``base64:…`` when it is binary)."""
@@ -166,6 +177,8 @@ def encode(message: TaskMessage) -> WireMessage:
         headers["priority"] = message.priority  # the broker's property too; this one is read back
     if message.shadow:
         headers["shadow"] = message.shadow
+    if message.exchange is not None:
+        headers["route"] = [message.exchange, message.routing_key or ""]
     if message.headers:
         headers["custom"] = message.headers
     if message.unique_key is not None:
@@ -219,12 +232,16 @@ def decode(
     unique = headers.get("unique")
     unique_ttl = unique[1] if isinstance(unique, list) and len(unique) > 1 else None
     canvas = _canvas(headers.get("canvas"))
+    route = headers.get("route")
+    exchange, routing_key = route if isinstance(route, list) and len(route) == 2 else (None, None)
     return TaskMessage(
         id=task_id,
         task=name,
         args=tuple(args),
         kwargs=kwargs,
         queue=queue,
+        exchange=exchange if isinstance(exchange, str) else None,
+        routing_key=routing_key if isinstance(routing_key, str) else None,
         priority=_priority(headers.get("priority")),
         shadow=headers["shadow"] if isinstance(headers.get("shadow"), str) else None,
         eta=_datetime(headers.get("eta"), "eta"),

@@ -4,8 +4,9 @@
 ``TQ["DEFAULT_QUEUE"]``, each registered task's ``queue`` (a ``django.tasks`` Task's
 ``queue_name``), every queue ``TASK_ROUTES`` names in a dict (a callable router cannot be read
 without a call), ``BEAT_SCHEDULE`` options, and the ``QUEUES`` of each ``TQTaskBackend`` in
-Django's ``TASKS``. ``worker_queues()`` is what ``tqworker`` consumes without ``-Q``:
-``TQ["WORKER_QUEUES"]``, else the default queue.
+Django's ``TASKS``, and the queues ``TQ["QUEUES"]`` declares. ``worker_queues()`` is what
+``tqworker`` consumes without ``-Q``: ``TQ["WORKER_QUEUES"]``, else every declared queue (as
+Celery's worker consumes ``task_queues``), else the default queue.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ DJANGO_DEFAULT_QUEUE = "default"
 def worker_queues() -> list[str]:
     """Return the queues ``tqworker`` consumes when it is started without ``-Q``."""
     configured = tq_settings.WORKER_QUEUES
-    return list(configured) if configured else [tq_settings.DEFAULT_QUEUE]
+    if configured:
+        return list(configured)
+    return tq_settings.QUEUES.names or [tq_settings.DEFAULT_QUEUE]
 
 
 def _route_queues(routes: Any) -> list[tuple[str, str]]:
@@ -39,7 +42,9 @@ def _route_queues(routes: Any) -> list[tuple[str, str]]:
             if isinstance(options, str):
                 found.append((options, f"TASK_ROUTES[{pattern!r}]"))
             elif isinstance(options, Mapping):
-                queue = options.get("queue") or options.get("routing_key")
+                # a routing key names its queue unless QUEUES binds queues to keys
+                key = None if tq_settings.QUEUES.queues else options.get("routing_key")
+                queue = options.get("queue") or key
                 if queue:
                     found.append((str(queue), f"TASK_ROUTES[{pattern!r}]"))
     return found
@@ -68,6 +73,7 @@ def routed_queues() -> dict[str, list[str]]:
         if isinstance(options, Mapping) and options.get("queue"):
             found.append((str(options["queue"]), f"BEAT_SCHEDULE[{key!r}]"))
     found.extend(_django_tasks_queues())
+    found.extend((name, "TQ['QUEUES']") for name in tq_settings.QUEUES.names)
     queues: dict[str, list[str]] = {}
     for queue, source in found:
         queues.setdefault(queue, []).append(source)

@@ -8,18 +8,24 @@ has the same small contract.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.core.cache import caches
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from django_tq import serialization, states
 from django_tq.conf import on_reload, tq_settings
+from django_tq.exceptions import Superseded
 from django_tq.message import TaskMessage
 from django_tq.models import TaskResult
+
+#: PostgreSQL: a FROM item that makes the statement's own transaction skip the WAL flush
+WITHOUT_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS without_flush"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,8 +83,27 @@ class ResultBackend:
         meta: dict[str, Any] | None = None,
         worker: str = "",
         delivery_count: int = 0,
+        durable: bool = True,
+        fenced: bool = False,
     ) -> None:
-        """Record ``state`` (and the result or error data) for ``message``."""
+        """Record ``state`` (and the result or error data) for ``message``.
+
+        ``durable=False``: the caller acks the message afterwards in a database for which
+        :meth:`is_durable_with` is true, so the write need not wait to be durable on its own.
+        ``fenced=True``: this execution wrote STARTED with ``delivery_count``; record only if
+        that is still the latest delivery, else raise :class:`~django_tq.exceptions.Superseded`
+        (a newer delivery took the message over while this one was cut off). The database
+        backend fences; the cache backend, whose writes are not conditional, does not.
+        """
+
+    def is_durable_with(self, database_alias: str | None) -> bool:
+        """Return whether a write here is durable whenever a later commit on that alias is.
+
+        True for the table on PostgreSQL and the same alias (one write-ahead log, flushed in
+        order): a final state written just before the ``django://`` ack of its message cannot
+        be lost while the ack is kept.
+        """
+        return False
 
     def set_state(
         self, task_id: str, state: str, *, result: Any = None, traceback: str = ""
@@ -154,13 +179,43 @@ class DatabaseBackend(ResultBackend):
             "delivery_count": delivery_count,
             "date_started": timezone.now(),
         }
+        # Refusing a finished task costs no query of its own. STARTED does not wait for the
+        # flush: the task's final state, written durably or just before its ack, flushes it.
         rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
-        if rows.exclude(state__in=states.READY_STATES).update(**values):
+        if self._update(rows.exclude(state__in=states.READY_STATES), values, durable=False):
             return True
         if rows.exists():
             return False  # finished already: a second copy of the message must not run
         self._upsert(message, values)
         return True
+
+    def is_durable_with(self, database_alias: str | None) -> bool:
+        alias = self._alias()
+        return database_alias == alias and connections[alias].vendor == "postgresql"
+
+    def _update(self, rows: Any, values: dict[str, Any], *, durable: bool) -> int:
+        """Update ``rows`` with ``values``; return how many rows it changed.
+
+        ``durable=False``, on PostgreSQL outside a transaction: the one statement commits
+        without waiting for the WAL flush (``synchronous_commit`` off for its own transaction
+        only). The write is visible at once and durable with the next durable commit of the
+        server (or its WAL writer, within a fraction of a second); only a server crash before
+        then forgets it. See "Commits that do not wait for the flush" in docs/reliability.md.
+        """
+        db = connections[rows.db]
+        if durable or db.vendor != "postgresql" or db.in_atomic_block:
+            return int(rows.update(**values))
+        query = rows.query.chain(UpdateQuery)
+        query.add_update_values(values)
+        query.clear_select_clause()
+        compiler = query.get_compiler(connection=db)
+        compiler.pre_sql_setup()
+        sql, params = compiler.as_sql()
+        head, where = sql.split(" WHERE ", 1)
+        sql = f"{head} FROM {WITHOUT_FLUSH} WHERE {where}"
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
 
     def store(
         self,
@@ -172,6 +227,8 @@ class DatabaseBackend(ResultBackend):
         meta: dict[str, Any] | None = None,
         worker: str = "",
         delivery_count: int = 0,
+        durable: bool = True,
+        fenced: bool = False,
     ) -> None:
         values: dict[str, Any] = {
             "state": state,
@@ -186,12 +243,24 @@ class DatabaseBackend(ResultBackend):
             values["delivery_count"] = delivery_count
         if state in states.READY_STATES:
             values["date_done"] = timezone.now()
-        self._upsert(message, values)
+        if fenced and delivery_count:
+            # The same one UPDATE, only where this execution's STARTED is still the latest.
+            rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
+            if self._update(rows.filter(delivery_count=delivery_count), values, durable=durable):
+                return
+            if rows.exists():
+                raise Superseded(
+                    f"Task {message.id} was taken over by a newer delivery while delivery "
+                    f"{delivery_count} ran: its outcome ({state}) is not recorded."
+                )
+        self._upsert(message, values, durable=durable)
 
-    def _upsert(self, message: TaskMessage, values: dict[str, Any]) -> None:
+    def _upsert(
+        self, message: TaskMessage, values: dict[str, Any], *, durable: bool = True
+    ) -> None:
         alias = self._alias()
         rows = TaskResult.objects.using(alias).filter(task_id=message.id)
-        if rows.update(**values):
+        if self._update(rows, values, durable=durable):
             return
         create = {
             "task_id": message.id,
@@ -270,12 +339,22 @@ class DatabaseBackend(ResultBackend):
 
 
 class CacheBackend(ResultBackend):
-    """Results in a Django cache (e.g. django-redis): fast, expiring, not listable."""
+    """Results in a Django cache (e.g. django-redis): fast, expiring, not listable.
+
+    Writing never reads the cache, except the one read ``mark_started`` needs to refuse a
+    finished task: the record is built from the message, and a task's final record takes its
+    dates from the ``STARTED`` record this process wrote (kept here until the task finishes).
+    """
 
     prefix = "django_tq:result:"
+    #: the most ``STARTED`` records kept for tasks running in this process (a task whose
+    #: outcome is never stored, e.g. ``Ignore``, leaves its record until it is pushed out)
+    started_records = 256
 
     def __init__(self, alias: str = "default") -> None:
         self.alias = alias
+        self._started: dict[str, ResultData] = {}
+        self._lock = threading.Lock()
 
     @property
     def cache(self) -> Any:
@@ -286,9 +365,13 @@ class CacheBackend(ResultBackend):
         expires = tq_settings.RESULT_EXPIRES
         return expires.total_seconds() if expires is not None else None
 
-    def _write(self, data: ResultData) -> None:
-        record = asdict(data)
-        self.cache.set(self.prefix + data.task_id, serialization.to_json(record), self._timeout())
+    def _write(self, data: ResultData, *, keep_existing: bool = False) -> None:
+        """Write ``data``; with ``keep_existing``, only if nothing is stored for its id yet."""
+        key, value = self.prefix + data.task_id, serialization.to_json(asdict(data))
+        if keep_existing:
+            self.cache.add(key, value, self._timeout())
+        else:
+            self.cache.set(key, value, self._timeout())
 
     def get(self, task_id: str) -> ResultData | None:
         raw = self.cache.get(self.prefix + task_id)
@@ -296,10 +379,12 @@ class CacheBackend(ResultBackend):
             return None
         return ResultData(**serialization.from_json(raw))
 
-    def _message_data(self, message: TaskMessage, state: str, **values: Any) -> ResultData:
-        previous = self.get(message.id)
-        base = asdict(previous) if previous else {}
-        base.update(
+    def _message_data(
+        self, message: TaskMessage, state: str, base: ResultData | None, **values: Any
+    ) -> ResultData:
+        """Return the record of ``message`` in ``state``, keeping what ``base`` knew."""
+        record = asdict(base) if base is not None else {}
+        record.update(
             task_id=message.id,
             state=state,
             task_name=message.task,
@@ -314,26 +399,35 @@ class CacheBackend(ResultBackend):
             eta=message.eta,
             **values,
         )
-        base.setdefault("date_created", timezone.now())
-        return ResultData(**base)
+        if record.get("date_created") is None:
+            record["date_created"] = message.sent_at or timezone.now()
+        return ResultData(**record)
 
     def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+        # A known id keeps its record, as in the table: sending it again is a copy, which a
+        # worker skips if the task already ran. A retry reuses its id and goes back to QUEUED.
         for message, _owner_id in queued:
-            self._write(self._message_data(message, states.QUEUED, date_created=timezone.now()))
+            data = self._message_data(message, states.QUEUED, None, date_created=timezone.now())
+            self._write(data, keep_existing=not message.retries)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         previous = self.get(message.id)
         if previous is not None and previous.state in states.READY_STATES:
             return False
-        self._write(
-            self._message_data(
-                message,
-                states.STARTED,
-                worker=worker,
-                delivery_count=delivery_count,
-                date_started=timezone.now(),
-            )
+        data = self._message_data(
+            message,
+            states.STARTED,
+            previous,
+            worker=worker,
+            delivery_count=delivery_count,
+            date_started=timezone.now(),
+            date_done=None,
         )
+        self._write(data)
+        with self._lock:  # the threads pool's consumers share this backend
+            self._started[message.id] = data
+            while len(self._started) > self.started_records:
+                del self._started[next(iter(self._started))]
         return True
 
     def store(
@@ -346,6 +440,8 @@ class CacheBackend(ResultBackend):
         meta: dict[str, Any] | None = None,
         worker: str = "",
         delivery_count: int = 0,
+        durable: bool = True,
+        fenced: bool = False,
     ) -> None:
         values: dict[str, Any] = {"result": result, "traceback": traceback, "meta": meta}
         if worker:
@@ -354,7 +450,12 @@ class CacheBackend(ResultBackend):
             values["delivery_count"] = delivery_count
         if state in states.READY_STATES:
             values["date_done"] = timezone.now()
-        self._write(self._message_data(message, state, **values))
+        with self._lock:
+            if state in states.READY_STATES or state == states.RETRY:
+                started = self._started.pop(message.id, None)
+            else:  # a custom state (update_state): the task still runs here
+                started = self._started.get(message.id)
+        self._write(self._message_data(message, state, started, **values))
 
     def set_state(
         self, task_id: str, state: str, *, result: Any = None, traceback: str = ""
@@ -369,6 +470,8 @@ class CacheBackend(ResultBackend):
         self._write(ResultData(**record))
 
     def forget(self, task_id: str) -> None:
+        with self._lock:
+            self._started.pop(task_id, None)
         self.cache.delete(self.prefix + task_id)
 
 

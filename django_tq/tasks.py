@@ -60,6 +60,7 @@ FROM_SETTINGS = Unset.FROM_SETTINGS
 #: options ``@task(...)`` accepts, with their defaults (None: from settings or the broker)
 TASK_OPTIONS: dict[str, Any] = {
     "queue": None,
+    "exchange": None,
     "routing_key": None,
     "priority": None,
     "max_retries": FROM_SETTINGS,
@@ -89,7 +90,7 @@ TASK_OPTIONS: dict[str, Any] = {
 #: options ``apply_async`` accepts
 CALL_OPTIONS = frozenset(
     {
-        "countdown", "eta", "expires", "queue", "routing_key", "priority", "task_id", "headers", "using",
+        "countdown", "eta", "expires", "queue", "exchange", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
         "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy", "shadow", "add_to_parent",
         "compression", "publisher",
@@ -120,21 +121,6 @@ def _limit(options: dict[str, Any], key: str, task_value: Any, default: Any) -> 
     return None
 
 
-def _destination(options: dict[str, Any]) -> str | None:
-    """Return the queue ``queue=``/``routing_key=`` name in ``options`` (call options or a route).
-
-    Messages go through the default exchange, where the routing key is the queue's name: a
-    ``routing_key`` names the queue, and one that contradicts ``queue`` would route nowhere.
-    """
-    queue, routing_key = options.get("queue"), options.get("routing_key")
-    if queue and routing_key and queue != routing_key:
-        raise ValueError(
-            f"routing_key {routing_key!r} does not match queue {queue!r}: django_tq publishes to "
-            "the default exchange, where the routing key is the queue name. Pass one of them."
-        )
-    return queue or routing_key
-
-
 class Task(Generic[P, R]):
     """A registered task: a function plus its options.
 
@@ -145,6 +131,7 @@ class Task(Generic[P, R]):
     name: str
     bind: bool = False
     queue: str | None = None
+    exchange: str | None = None
     routing_key: str | None = None
     priority: int | None = None
     max_retries: int | Unset | None = FROM_SETTINGS  #: None: retry for ever, as in Celery
@@ -345,6 +332,15 @@ class Task(Generic[P, R]):
             priority = route.get("priority")
         if priority is not None and not 0 <= int(priority) <= 9:
             raise ValueError(f"priority must be 0-9 (9 highest), got {priority!r}")
+        # Where, level by level as before: the call, then the task, then TASK_ROUTES.
+        where = (
+            routing.destination(options)
+            or routing.destination(
+                {"queue": self.queue, "exchange": self.exchange, "routing_key": self.routing_key}
+            )
+            or routing.destination(route)
+            or routing.default_destination()
+        )
         task_id = str(options.get("task_id") or uuid.uuid4())
         root_id = (
             options.get("root_id") or (parent.root_id or parent.id if parent else None) or task_id
@@ -354,10 +350,9 @@ class Task(Generic[P, R]):
             task=self.name,
             args=tuple(args or ()),
             kwargs=dict(kwargs or {}),
-            queue=_destination(options)
-            or _destination({"queue": self.queue, "routing_key": self.routing_key})
-            or _destination(route)
-            or tq_settings.DEFAULT_QUEUE,
+            queue=where.queue,
+            exchange=where.exchange,
+            routing_key=where.routing_key,
             priority=priority,
             eta=eta,
             expires=_as_datetime(expires, now),

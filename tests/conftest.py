@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,10 @@ REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"  # a database per xdist worker
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
-def service_answers(port: int) -> bool:
-    """Return whether something listens on 127.0.0.1:``port``."""
+def service_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether something listens on ``host``:``port`` (127.0.0.1 unless a test's namespace)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -64,11 +64,14 @@ class WorkerProcess:
 
     command = "tqworker"
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, prefix: Sequence[str] = ()
+    ) -> None:
+        """Start it; ``prefix`` runs it elsewhere (``ip netns exec NS``: on another test host)."""
         self.log_path = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", self.command, *args],
+            [*prefix, sys.executable, "-m", "django", self.command, *args],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -192,6 +195,40 @@ def broker_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -
     yield url
     if request.param != "django":
         delete_queues(url, [queue_name, f"{queue_name}-other"])
+
+
+@pytest.fixture(scope="session")
+def _fanout_exchanges() -> Iterator[None]:
+    """Delete this run's RabbitMQ fanout exchanges (named by its CONTROL_EXCHANGE) at the end."""
+    yield
+    from django_tq.broker import Broker
+
+    prefix = django_settings.TQ["CONTROL_EXCHANGE"]
+    with Broker(AMQP_URL).connection() as conn:
+        for topic in ("control", "events", "test", "other"):  # the last two: test_fanout.py
+            try:
+                conn.default_channel.exchange_delete(f"{prefix}.{topic}")
+            except Exception:
+                conn.close()  # a closed channel: the next name on a new one
+                conn.connect()
+
+
+@pytest.fixture(params=["postgres", "redis", "amqp"])
+def fanout_url(request: pytest.FixtureRequest, settings: Any, queue_name: str) -> Iterator[str]:
+    """Each broker with a fanout channel (remote control, events): django:// only on PostgreSQL."""
+    if request.param == "postgres":
+        if connection.vendor != "postgresql":
+            pytest.skip("NOTIFY needs PostgreSQL (TQ_TEST_DB=postgres)")
+        url = "django://"
+    elif request.param == "redis":
+        require_service("Redis", 6379)
+        url = REDIS_URL
+    else:
+        require_service("RabbitMQ", 5672)
+        request.getfixturevalue("_fanout_exchanges")
+        url = AMQP_URL
+    settings.TQ = {**settings.TQ, "BROKER_URL": url, "DEFAULT_QUEUE": queue_name}
+    yield url
 
 
 def delete_queues(url: str, names: list[str]) -> None:

@@ -49,6 +49,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ROOT_URLCONF = "tests.urls"
+#: pytest-django's live_server serves static files under this prefix (it needs one to start)
+STATIC_URL = "static/"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -80,8 +82,12 @@ if DB == "postgres":
             "ENGINE": "django.db.backends.postgresql",
             "NAME": TEST_DB_NAME or "django_tq",
             "USER": os.environ.get("TQ_PG_USER", "postgres"),
-            "HOST": "127.0.0.1",
+            #: another address only for tests/faults/network.py's hosts (network namespaces)
+            "HOST": os.environ.get("TQ_TEST_PG_HOST", "127.0.0.1"),
             "PORT": int(os.environ.get("TQ_TEST_PG_PORT", "5432")),
+            #: ``TQ_TEST_PG_OPTIONS``: JSON libpq options, e.g. ``sslmode``/``sslrootcert`` for a TLS-only
+            #: server, ``connect_timeout``/``tcp_user_timeout`` for tests across hosts
+            "OPTIONS": json.loads(os.environ.get("TQ_TEST_PG_OPTIONS", "{}")),
             "TEST": {"NAME": TEST_DB_NAME or f"test_django_tq_{RUN_ID}"},
         }
     }
@@ -132,11 +138,18 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": f"redis://127.0.0.1:6379/{REDIS_DB + 1}",
         "KEY_PREFIX": f"tq-tests-{RUN_ID}",
+        #: counts the commands sent (``tests.redis_commands.counting()``)
+        "OPTIONS": {"REDIS_CLIENT_CLASS": "tests.redis_commands.CountingRedis"},
     },
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-TQ = {"BROKER_URL": "django://", **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}"))}
+#: remote control and events on a shared RabbitMQ/Redis: channels of this xdist worker's own
+TQ = {
+    "BROKER_URL": "django://",
+    "CONTROL_EXCHANGE": f"tq-test-{RUN_ID}-{XDIST_INDEX}",
+    **json.loads(os.environ.get("TQ_SETTINGS_JSON", "{}")),
+}
 
 #: the worker's log also goes to this file, one "@@record" line per record, for tests that read it
 LOG_FILE = os.environ.get("TQ_TEST_LOG_FILE")

@@ -2,9 +2,11 @@
 
 One screen at ``admin/django_tq/dashboard/``, listed in the admin index, for staff who may view
 task results. Its queries are few and do not grow with the data: one aggregate over the results
-of the window (``date_done`` index), one over the queue depth samples, one each for workers, dead
-letters and the latest failures, plus the queue overview the REST API shows. Buckets are minutes
-or hours in UTC (the same on every database, with or without time zone tables); labels are local.
+of the window (``date_done`` index), one over the queue depth samples, one each for workers and
+dead letters, the queue overview the REST API shows, and the "now" panel (``now.py``: the latest
+failures, and one ``active`` command to the live workers; also rendered alone at
+``dashboard/now/`` for the panel's refresh). Buckets are minutes or hours in UTC (the same on
+every database, with or without time zone tables); labels are local.
 """
 
 from __future__ import annotations
@@ -26,14 +28,10 @@ from django.utils.translation import gettext_lazy as _
 
 import django_tq.admin.charts as charts
 import django_tq.admin.display as display
-from django_tq import queues, serialization, states
+import django_tq.admin.now as now_panel
+from django_tq import queues, states
 from django_tq.models import Dashboard, DeadLetter, QueueDepthSample, TaskResult, WorkerState
 from django_tq.models.workers import LOST_AFTER
-
-#: states counted as failures: the task raised (and will not retry) or was dead-lettered
-FAILED_STATES = (states.FAILURE, states.DEAD)
-#: how many of the latest failures are listed
-RECENT_FAILURES = 10
 
 SUCCEEDED_COLOUR = "#31c48d"
 FAILED_COLOUR = "#f05252"
@@ -99,7 +97,7 @@ def throughput(window: Window, starts: list[datetime]) -> dict[str, tuple[int, .
         .annotate(
             finished=Count("pk"),
             succeeded=Count("pk", filter=Q(state=states.SUCCESS)),
-            failed=Count("pk", filter=Q(state__in=FAILED_STATES)),
+            failed=Count("pk", filter=Q(state__in=now_panel.FAILED_STATES)),
         )
         .order_by("bucket")
     )
@@ -137,22 +135,6 @@ def worker_counts(now: datetime) -> dict[str, int]:
     return WorkerState.objects.filter(stopped_at__isnull=True).aggregate(
         alive=Count("pk", filter=recent), lost=Count("pk", filter=~recent)
     )
-
-
-def recent_failures() -> list[TaskResult]:
-    """Return the latest failed or dead results, without their arguments and traceback."""
-    rows = TaskResult.objects.filter(state__in=FAILED_STATES).defer(
-        "args", "kwargs", "traceback", "meta"
-    )
-    return list(rows.order_by("-date_created", "-id")[:RECENT_FAILURES])
-
-
-def error_type(result: TaskResult) -> str:
-    """Return the exception class name stored in a failed result (``""`` when there is none)."""
-    data: Any = result.result
-    if serialization.is_exception_data(data):
-        return str(data["exc_type"]).rsplit(".", 1)[-1]
-    return ""
 
 
 def _labels(window: Window, starts: list[datetime]) -> list[str]:
@@ -226,10 +208,7 @@ def context(window: Window, now: datetime) -> dict[str, Any]:
         "waiting": sum(row.depth or 0 for row in queue_rows),
         "dead_letters": DeadLetter.objects.filter(created_at__gte=starts[0]).count(),
         "queues": [(row, display.results_url(queue__exact=row.name)) for row in queue_rows],
-        "failures": [
-            (row, error_type(row), display.state_badge(row.state), display.when(row.date_done, now))
-            for row in recent_failures()
-        ],
+        **now_panel.context(now),
         **_charts(window, starts, done),
     }
 
@@ -252,7 +231,26 @@ class DashboardAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         name = f"{self.opts.app_label}_{self.opts.model_name}_changelist"
-        return [path("", self.admin_site.admin_view(self.changelist_view), name=name)]
+        return [
+            path("", self.admin_site.admin_view(self.changelist_view), name=name),
+            path(
+                "now/",
+                self.admin_site.admin_view(self.now_view),
+                name=f"{self.opts.app_label}_{self.opts.model_name}_now",
+            ),
+        ]
+
+    def now_view(self, request: HttpRequest) -> HttpResponse:
+        """Render the "now" panel alone: what the dashboard's script swaps in every few seconds."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        page = {
+            **now_panel.context(timezone.now()),
+            "workers_url": reverse("admin:django_tq_workerstate_changelist"),
+        }
+        response = TemplateResponse(request, "admin/django_tq/dashboard_now.html", page)
+        response[now_panel.PANEL_HEADER] = "now"  # not a login page the session expired into
+        return response
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -273,6 +271,7 @@ class DashboardAdmin(admin.ModelAdmin):
             "failed_url": display.results_url(state__exact=states.FAILURE),
             "workers_url": reverse("admin:django_tq_workerstate_changelist"),
             "dead_letters_url": reverse("admin:django_tq_deadletter_changelist"),
+            "now_url": reverse("admin:django_tq_dashboard_now"),
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/django_tq/dashboard.html", page)

@@ -37,7 +37,7 @@ class PeriodicTaskForm(forms.ModelForm):
     class Meta:
         model = PeriodicTask
         fields = (
-            "name", "task", "enabled", "description", "interval", "crontab", "clocked",
+            "name", "task", "enabled", "description", "interval", "crontab", "solar", "clocked",
             "start_time", "expires", "expire_seconds", "one_off", "misfire_policy", "args",
             "kwargs", "queue", "priority", "headers",
         )  # fmt: skip

@@ -1,5 +1,5 @@
 """The periodic tasks screens: tasks with their schedule in words, next runs and recent runs;
-the interval, crontab and clocked schedules; the run history.
+the interval, crontab, solar and clocked schedules; the run history.
 
 Admin edits take effect at beat's next tick (``TQ["BEAT_MAX_LOOP_INTERVAL"]``), with no restart.
 The forms these screens edit with are in :mod:`django_tq.admin.schedule_forms`.
@@ -28,6 +28,7 @@ from django_tq.models import (
     IntervalSchedule,
     PeriodicTask,
     PeriodicTaskRun,
+    SolarSchedule,
     TaskResult,
 )
 from django_tq.models.schedules import ScheduleRow
@@ -40,7 +41,7 @@ CODE = ("#e1effe", "#1e429f")
 PREVIEW = 5
 #: fields a code-declared task takes from the code (the admin may only pause it)
 CODE_OWNED = (
-    "name", "task", "interval", "crontab", "clocked", "args", "kwargs", "queue", "priority",
+    "name", "task", "interval", "crontab", "solar", "clocked", "args", "kwargs", "queue", "priority",
     "headers", "start_time", "expires", "expire_seconds", "one_off", "misfire_policy",
     "description",
 )  # fmt: skip
@@ -117,7 +118,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
         "source",
     ]
     list_filter = ["enabled", "code_managed", "misfire_policy", "one_off", "task"]
-    list_select_related = ["interval", "crontab", "clocked"]
+    list_select_related = list(PeriodicTask.SCHEDULE_FIELDS)
     search_fields = ["name", "task", "description"]
     actions = ["enable", "disable", "run_now"]
     inlines = [RecentRunsInline]
@@ -127,7 +128,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
             _("Schedule"),
             {
                 "fields": [
-                    ("interval", "crontab", "clocked"),
+                    ("interval", "crontab", "solar", "clocked"),
                     "schedule_text",
                     "next_runs",
                     "start_time",
@@ -288,7 +289,7 @@ class PeriodicTaskRunAdmin(ReadOnlyAdmin):
 
 
 class ScheduleAdmin(admin.ModelAdmin):
-    """Shared by the three schedule screens: the schedule in words and how many tasks use it."""
+    """Shared by the schedule screens: the schedule in words and how many tasks use it."""
 
     readonly_fields = ["described", "next_runs"]
 
@@ -356,6 +357,27 @@ class CrontabScheduleAdmin(ScheduleAdmin):
     @admin.display(description=_("cron"))
     def expression(self, obj: CrontabSchedule) -> SafeString:
         return format_html("<code>{}</code>", obj.as_schedule().expression)
+
+
+@admin.register(SolarSchedule)
+class SolarScheduleAdmin(ScheduleAdmin):
+    """Solar events: sunrise, sunset, solar noon or a twilight, at a latitude and longitude."""
+
+    list_display = ["described", "event", "latitude", "longitude", "tasks"]
+    list_filter = ["event"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": ["event", ("latitude", "longitude")],
+                "description": _(
+                    "Degrees, north and east positive (Paris: 48.8566, 2.3522). On days the "
+                    "event does not happen (polar day or night) the task does not run."
+                ),
+            },
+        ),
+        (_("Preview"), {"fields": ["described", "next_runs"]}),
+    ]
 
 
 @admin.register(ClockedSchedule)

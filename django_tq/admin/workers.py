@@ -9,11 +9,11 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 import django_tq.admin.display as display
+import django_tq.admin.now as now_panel
 import django_tq.admin.worker_control as worker_control
 from django_tq import control
 from django_tq.admin.display import ReadOnlyAdmin, badge
@@ -126,29 +126,13 @@ class WorkerStateAdmin(ReadOnlyAdmin):
         """Ask a live worker which tasks it runs now (a second at most)."""
         if not obj.is_alive():
             return "-"
-        tasks = control.inspect([obj.hostname], timeout=1.0).active().get(obj.hostname)
+        replies = control.inspect([obj.hostname], timeout=now_panel.ACTIVE_TIMEOUT).active()
+        tasks = replies.get(obj.hostname)
         if tasks is None:
             return str(_("no reply within a second"))
         if not tasks:
             return str(_("none"))
-        rows = format_html_join(
-            "",
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (task["id"], task["name"], task["args"], task["pid"], task["runtime"])
-                for task in tasks
-                if isinstance(task, dict)
-            ),
-        )
-        header = format_html(
-            "<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
-            _("task id"),
-            _("task name"),
-            _("arguments"),
-            _("pid"),
-            _("runtime (s)"),
-        )
-        return format_html("<table>{}{}</table>", header, rows)
+        return now_panel.active_table(now_panel.linked(tasks))
 
     @admin.display(description=_("started"), ordering="started_at")
     def started(self, obj: WorkerState) -> SafeString | str:

@@ -20,7 +20,13 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from django_tq.exceptions import DecodeError, EncodeError, PayloadTooLarge, PublishError
+from django_tq.exceptions import (
+    DecodeError,
+    EncodeError,
+    PayloadTooLarge,
+    PublishError,
+    QueueNotFound,
+)
 
 logger = logging.getLogger("django_tq.api")
 
@@ -60,6 +66,8 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
         return PayloadTooLargeError(str(exc))
     if isinstance(exc, EncodeError | DecodeError):
         return exceptions.ValidationError({"args": [str(exc)]}, code="invalid")
+    if isinstance(exc, QueueNotFound):  # CREATE_MISSING_QUEUES is off, or a key reaches nothing
+        return exceptions.ValidationError({"queue": [str(exc)]}, code="invalid")
     if isinstance(exc, PublishError):
         return BrokerUnavailable()
     return None

@@ -1,7 +1,7 @@
 """Periodic tasks over the API: list, create, edit, delete and run now, schedules nested.
 
-A periodic task has exactly one schedule, given as one of ``interval``, ``crontab`` or
-``clocked`` (the other two ``null``). Schedules are validated by the models' own ``clean()`` — the
+A periodic task has exactly one schedule, given as one of ``interval``, ``crontab``, ``solar``
+or ``clocked`` (the others ``null``). Schedules are validated by the models' own ``clean()`` — the
 code the admin runs — and stored as shared rows (the same crontab used twice is one row). Giving a
 new schedule in a ``PATCH`` replaces the old one. The task must be registered in this process and
 its ``args``/``kwargs`` must fit the task's signature, as in the admin.
@@ -41,7 +41,13 @@ from django_tq.api.serializers import (
     without_nul,
 )
 from django_tq.api.views import INVALID, LIST_ERRORS, ONE_ERRORS, SEND_ERRORS, ApiView, accepted
-from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_tq.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
 from django_tq.models.schedules import ScheduleRow
 from django_tq.registry import registry
 from django_tq.routing import QUEUE_NAME
@@ -119,6 +125,21 @@ class CrontabSerializer(ScheduleSerializer):
         fields = ["minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone"]
 
 
+class SolarSerializer(ScheduleSerializer):
+    """At ``event`` (``sunrise``, ``sunset``, ``solar_noon``, ``dawn_civil``, …) at a place."""
+
+    latitude = serializers.DecimalField(
+        max_digits=9, decimal_places=6, min_value=-90, max_value=90, coerce_to_string=True
+    )
+    longitude = serializers.DecimalField(
+        max_digits=9, decimal_places=6, min_value=-180, max_value=180, coerce_to_string=True
+    )
+
+    class Meta:
+        model = SolarSchedule
+        fields = ["event", "latitude", "longitude"]
+
+
 class ClockedSerializer(ScheduleSerializer):
     """Once, at ``clocked_time``."""
 
@@ -132,6 +153,7 @@ class ClockedSerializer(ScheduleSerializer):
 SCHEDULES: dict[str, type[ScheduleSerializer]] = {
     "interval": IntervalSerializer,
     "crontab": CrontabSerializer,
+    "solar": SolarSerializer,
     "clocked": ClockedSerializer,
 }
 
@@ -143,6 +165,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
     task = serializers.CharField(max_length=255, help_text=_("A registered task name."))
     interval = IntervalSerializer(required=False, allow_null=True)
     crontab = CrontabSerializer(required=False, allow_null=True)
+    solar = SolarSerializer(required=False, allow_null=True)
     clocked = ClockedSerializer(required=False, allow_null=True)
     schedule = serializers.SerializerMethodField(help_text=_("The schedule in words."))
     next_run = serializers.SerializerMethodField()
@@ -155,7 +178,7 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
         model = PeriodicTask
         fields = [
             "id", "url", "name", "task", "enabled", "description", "interval", "crontab",
-            "clocked", "schedule", "next_run", "start_time", "expires", "expire_seconds",
+            "solar", "clocked", "schedule", "next_run", "start_time", "expires", "expire_seconds",
             "one_off", "misfire_policy", "args", "kwargs", "queue", "priority", "headers",
             "code_managed", "last_run_at", "total_run_count", "date_created", "date_changed",
         ]  # fmt: skip
@@ -206,7 +229,9 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
                 raise serializers.ValidationError({field: [message] for field in refused})
         given = [field for field in SCHEDULES if attrs.get(field) is not None]
         if len(given) > 1:
-            message = _("Give one schedule only: an interval, a crontab or a clocked time.")
+            message = _(
+                "Give one schedule only: an interval, a crontab, a solar event or a clocked time."
+            )
             raise serializers.ValidationError({field: [message] for field in given})
         return attrs
 
@@ -259,7 +284,7 @@ class PeriodicTaskView(ApiView):
     serializer_class = PeriodicTaskSerializer
 
     def get_queryset(self) -> QuerySet[PeriodicTask]:
-        return self.visible(PeriodicTask.objects.select_related("interval", "crontab", "clocked"))
+        return self.visible(PeriodicTask.objects.select_related(*PeriodicTask.SCHEDULE_FIELDS))
 
 
 class PeriodicTaskList(PeriodicTaskView):

@@ -39,6 +39,7 @@ from django_tq.beat.sync import sync_declared
 from django_tq.broker import get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import PublishError
+from django_tq.liveness import LivenessFile
 from django_tq.models import PeriodicTask, PeriodicTaskRun
 from django_tq.models.periodic_tasks import occurrence_task_id
 from django_tq.outage import Outage
@@ -79,6 +80,7 @@ class Scheduler:
         max_interval: float | None = None,
         grace: dt.timedelta | None = None,
         republish_after: dt.timedelta | None = None,
+        liveness_file: str | None = None,
     ) -> None:
         self.name = name or default_name()
         self.max_interval = float(max_interval or tq_settings.BEAT_MAX_LOOP_INTERVAL)
@@ -90,6 +92,8 @@ class Scheduler:
         )
         self.alias = router.db_for_write(PeriodicTaskRun) or "default"
         self.stop_requested = threading.Event()
+        #: touched at every turn of the loop, for a liveness probe (``--liveness-file``)
+        self.liveness = LivenessFile(liveness_file) if liveness_file else None
         #: when the next occurrence is due (computed by each tick)
         self.next_due: dt.datetime | None = None
         self._next_cleanup: dt.datetime | None = None
@@ -103,7 +107,11 @@ class Scheduler:
         sqlite.prepare_process()
         if self.start():
             while not self.stop_requested.is_set():
+                if self.liveness is not None:
+                    self.liveness.touch(time.monotonic())
                 self.stop_requested.wait(self.run_tick())
+        if self.liveness is not None:
+            self.liveness.remove()
         connections.close_all()
         logger.info("Beat %s stopped", self.name)
         return 0
@@ -115,6 +123,8 @@ class Scheduler:
         """
         outage = Outage(f"Beat {self.name}: syncing the periodic tasks declared in code", logger)
         while not self.stop_requested.is_set():
+            if self.liveness is not None:
+                self.liveness.touch(time.monotonic())
             close_old_connections()
             try:
                 report = sync_declared()
@@ -182,7 +192,7 @@ class Scheduler:
         sent = self.republish(now)
         next_due = now + dt.timedelta(seconds=self.max_interval)
         tasks = PeriodicTask.objects.using(self.alias).filter(enabled=True)
-        for periodic_task in tasks.select_related("interval", "crontab", "clocked"):
+        for periodic_task in tasks.select_related(*PeriodicTask.SCHEDULE_FIELDS):
             outage = self._task_outage(periodic_task.name)
             try:
                 sent.extend(self.send_due(periodic_task, now))

@@ -16,13 +16,9 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, router
 
 from django_tq.beat.declarations import Declaration, declarations
-from django_tq.models import (
-    ClockedSchedule,
-    CrontabSchedule,
-    IntervalSchedule,
-    PeriodicTask,
-)
-from django_tq.schedules import Clocked, Crontab, Every, Schedule
+from django_tq.models import PeriodicTask
+from django_tq.models.schedules import row_for
+from django_tq.schedules import Schedule
 from django_tq.sqlite import write_atomic
 
 logger = logging.getLogger("django_tq.beat")
@@ -40,15 +36,12 @@ class SyncReport:
 
 def _schedule_fields(schedule: Schedule) -> dict[str, Any]:
     """Return the schedule foreign key values of a periodic task running on ``schedule``."""
-    values: dict[str, Any] = {"interval_id": None, "crontab_id": None, "clocked_id": None}
-    if isinstance(schedule, Every):
-        values["interval_id"] = IntervalSchedule.for_schedule(schedule).pk
-    elif isinstance(schedule, Crontab):
-        values["crontab_id"] = CrontabSchedule.for_schedule(schedule).pk
-    elif isinstance(schedule, Clocked):
-        values["clocked_id"] = ClockedSchedule.for_schedule(schedule).pk
-    else:
-        raise ImproperlyConfigured(f"Unsupported schedule {schedule!r}.")
+    try:
+        row = row_for(schedule)
+    except TypeError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+    values: dict[str, Any] = {f"{field}_id": None for field in PeriodicTask.SCHEDULE_FIELDS}
+    values[f"{row.periodic_task_field}_id"] = row.pk
     return values
 
 

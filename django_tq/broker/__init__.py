@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +28,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
+from django_tq.broker import exchange_emulation
 from django_tq.broker.confirms import Confirms, ConfirmTimeout
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -44,6 +46,29 @@ logger = logging.getLogger("django_tq.broker")
 
 #: AMQP queues are declared with this many priority levels (0-9, 9 highest).
 MAX_PRIORITY = 10
+
+
+#: the URL schemes of RabbitMQ (kombu's py-amqp)
+AMQP_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
+#: ``quorum_queues=True`` (or ``"*"``): every queue
+ALL_QUEUES: frozenset[str] = frozenset({"*"})
+
+
+def quorum_queue_names(value: Any) -> frozenset[str]:
+    """Return the ``quorum_queues`` transport option as a set of names (:data:`ALL_QUEUES`)."""
+    if value is True or value == "*":
+        return ALL_QUEUES
+    if not value:
+        return frozenset()
+    if isinstance(value, str):
+        value = value.split(",")  # from a URL query string
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise ImproperlyConfigured(
+            "BROKER_TRANSPORT_OPTIONS['quorum_queues'] is a list of queue names or True, "
+            f"not {value!r}."
+        )
+    names = frozenset(str(name).strip() for name in value)
+    return ALL_QUEUES if "*" in names else names
 
 
 def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
@@ -68,15 +93,20 @@ class Broker:
         *,
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
+        use_ssl: bool | dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
+        self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
         self.transport_options = {**url_options, **(transport_options or {})}
         self.scheme = urlsplit(url).scheme
+        #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
+        self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
         #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
         self.confirms_publish = False
-        if self.scheme in ("amqp", "pyamqp", "amqps"):
+        if self.is_amqp:
             # The confirms are ours (broker/confirms.py), one wait per burst: py-amqp's
             # ``confirm_publish`` would wait after each message on every channel.
             self.confirms_publish = bool(self.transport_options.pop("confirm_publish", True))
@@ -84,24 +114,29 @@ class Broker:
         self._declared: set[str] = set()
 
     # -- connections ----------------------------------------------------------------------
-    def connection(self, *, retry_connect: bool = True) -> Any:
+    def connection(
+        self, *, retry_connect: bool = True, options: dict[str, Any] | None = None
+    ) -> Any:
         """Return a new kombu connection to this broker.
 
         ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
         for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
+        ``options`` override transport options (fanout turns publisher confirms off).
         """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
             module, _, name = transport.partition(":")
             transport = getattr(__import__(module, fromlist=[name]), name)
-        options = dict(self.transport_options)
+        options = {**self.transport_options, **(options or {})}
         if not retry_connect:
             options["max_retries"] = 0
+        tls = {"ssl": self.use_ssl} if self.use_ssl else {}  # else what the URL says
         return Connection(
             self._kombu_url,
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            **tls,
         )
 
     @cached_property
@@ -137,11 +172,37 @@ class Broker:
         """Return the Django alias of a ``django://`` queue, else ``None``."""
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
+    def is_quorum(self, name: str) -> bool:
+        """Return whether the AMQP queue ``name`` is a quorum queue."""
+        return self.is_amqp and (self.quorum_queues is ALL_QUEUES or name in self.quorum_queues)
+
     def queue(self, name: str) -> Any:
-        """Return the kombu queue called ``name`` (direct to itself; priorities 0-9)."""
-        arguments = (
-            {"x-max-priority": MAX_PRIORITY} if self.scheme in ("amqp", "pyamqp", "amqps") else {}
-        )
+        """Return the kombu queue called ``name``.
+
+        On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
+        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times. Bound as
+        ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
+        (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
+        other queue to an exchange of its own name with its name as key.
+        """
+        arguments: dict[str, Any] = {}
+        if self.is_quorum(name):
+            arguments = {
+                "x-queue-type": "quorum",
+                "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
+            }
+        elif self.is_amqp:
+            arguments = {"x-max-priority": MAX_PRIORITY}
+        topology = tq_settings.QUEUES
+        declared = topology.get(name)
+        broadcast = topology.broadcast_of(name)
+        if broadcast is not None:
+            exchange = Exchange(broadcast.exchange, type="fanout")
+            return Queue(name, exchange, queue_arguments=arguments, durable=False, auto_delete=True)
+        if declared is not None:
+            exchange = Exchange(declared.exchange, type=declared.exchange_type)
+            key = "" if declared.broadcast else (declared.routing_key or name)
+            return Queue(name, exchange, routing_key=key, queue_arguments=arguments, durable=True)
         return Queue(
             name,
             Exchange(name, type="direct"),
@@ -149,6 +210,11 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    @property
+    def is_amqp(self) -> bool:
+        """Return whether the broker is RabbitMQ (real exchanges and bindings)."""
+        return self.scheme in AMQP_SCHEMES
 
     # -- publishing -----------------------------------------------------------------------
     def _producer(self) -> Any:
@@ -236,7 +302,8 @@ class Broker:
             if remaining <= 0 or out_of_retries:
                 queues = ", ".join(sorted({repr(item.queue) for item in todo}))
                 raise PublishError(
-                    f"Could not publish to {self.safe_url} (queue {queues}): {last_error!r}",
+                    f"Could not publish to {self.safe_url} (queue {queues}): "
+                    f"{type(last_error).__name__}: {last_error}",  # redis-py's repr drops the text
                     failed=[item.label for item in todo],
                 ) from last_error
             time.sleep(min(policy.wait(attempt), remaining))
@@ -255,22 +322,22 @@ class Broker:
         declared: set[str] = self._local.declared
         channel = producer.channel
         if hasattr(channel, "put_messages"):
-            # django_tq's own channels take the messages as they are: no kombu re-encoding.
-            for queue in {item.queue for item in burst} - declared:
+            # django_tq's own channels take the messages as they are: no kombu re-encoding. A
+            # routed message is one copy per queue its key reaches (``exchange_emulation``).
+            copies = [copy for item in burst for copy in self._emulated_copies(item)]
+            for queue in {item.queue for item in copies} - declared:
                 channel.queue_declare(queue)
-            channel.put_messages(burst)
-            declared.update(item.queue for item in burst)
+            channel.put_messages(copies)
+            declared.update(item.queue for item in copies)
             return []
-        for queue in {item.queue for item in burst} - declared:
-            self.queue(queue)(channel).declare()
-            declared.add(queue)
+        targets = [self._declare_target(channel, item) for item in burst]
         confirms = self._local.confirms
         if confirms is None:  # kombu's own transports (memory://, AMQP without confirms)
-            for item in burst:
+            for item, (exchange, routing_key) in zip(burst, targets, strict=True):
                 producer.publish(
                     item.wire.body,
-                    exchange="",
-                    routing_key=item.routing_key or item.queue,
+                    exchange=exchange,
+                    routing_key=routing_key,
                     headers=item.wire.headers,
                     content_type=item.wire.content_type,
                     content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
@@ -282,7 +349,7 @@ class Broker:
                 )
             return []
         with channel.connection.transport.having_timeout(timeout):
-            for item in burst:
+            for item, (exchange, routing_key) in zip(burst, targets, strict=True):
                 properties: dict[str, Any] = {"delivery_mode": 2}
                 if item.not_before:
                     properties["not_before"] = item.not_before
@@ -294,7 +361,7 @@ class Broker:
                     headers=item.wire.headers,
                     properties=properties,
                 )
-                confirms.publish(item.label, message, routing_key=item.routing_key or item.queue)
+                confirms.publish(item.label, message, exchange=exchange, routing_key=routing_key)
         try:
             nacked = confirms.wait(timeout)
         except ConfirmTimeout as exc:
@@ -311,6 +378,50 @@ class Broker:
             )
         return []
 
+    @staticmethod
+    def _emulated_copies(item: Outgoing) -> list[Outgoing]:
+        """Return what a transport without exchanges stores for ``item``: one copy per queue.
+
+        A message straight to its queue is itself; one through an exchange is a copy in each
+        queue its routing key reaches, each saying the exchange and key in its delivery info.
+        """
+        route = item.wire.route
+        if route is None:
+            return [item]
+        exchange, routing_key = route
+        reached = exchange_emulation.queues_reached(tq_settings.QUEUES, exchange, routing_key)
+        return [
+            replace(item, queue=queue, exchange=exchange, routing_key=routing_key)
+            for queue in reached
+        ]
+
+    def _declare_target(self, channel: Any, item: Outgoing) -> tuple[str, str]:
+        """Declare what ``item`` is published to on a kombu channel; return (exchange, key).
+
+        A message straight to its queue goes to the default exchange with the queue's name as
+        key (the queue declared once per connection); one through an exchange goes to that
+        exchange, declared once per connection with the declared queues bound to it, so nothing
+        is dropped before a worker has declared them (a Broadcast queue's copies exist only
+        while workers consume them).
+        """
+        declared: set[str] = self._local.declared
+        route = item.wire.route
+        if route is None:
+            if item.queue not in declared:
+                self.queue(item.queue)(channel).declare()
+                declared.add(item.queue)
+            return "", item.routing_key or item.queue
+        exchange, routing_key = route
+        if f"exchange:{exchange}" not in declared:
+            topology = tq_settings.QUEUES
+            entity = Exchange(exchange, type=topology.exchange_type(exchange), durable=True)
+            entity(channel).declare()
+            for queue in topology.queues:
+                if queue.exchange == exchange and not queue.broadcast:
+                    self.queue(queue.name)(channel).declare()
+            declared.add(f"exchange:{exchange}")
+        return exchange, routing_key
+
     @property
     def safe_url(self) -> str:
         """Return the URL with any password masked."""
@@ -321,10 +432,19 @@ class Broker:
 
     # -- consuming and administration ------------------------------------------------------
     def subscribe(
-        self, queues: list[str], *, prefetch: int, on_delivery: Callable[[Delivery], None]
+        self,
+        queues: list[str],
+        *,
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+        accept_celery: bool = False,
     ) -> Subscription:
-        """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``."""
-        return Subscription(self, queues, prefetch, on_delivery)
+        """Open a consuming connection on ``queues`` with a prefetch window of ``prefetch``.
+
+        ``accept_celery``: also hand out what Celery producers publish to these queues (on
+        ``redis://`` they write kombu's own lists, which the channel then drains too).
+        """
+        return Subscription(self, queues, prefetch, on_delivery, accept_celery=accept_celery)
 
     def release_leases_of(
         self,
@@ -344,9 +464,10 @@ class Broker:
             release = getattr(channel, "release_owner_prefix", None)
             if release is None:
                 return 0  # AMQP gives a dead consumer's messages back by itself
+            prefix = owner_prefix(pid, hostname)
             if acked:
-                channel.ack_leases(acked)
-            return int(release(owner_prefix(pid, hostname), running))
+                channel.ack_leases(acked, prefix)
+            return int(release(prefix, running))
 
     def leased_delivery(
         self, pid: int, tag: Any, *, hostname: str | None = None
@@ -372,6 +493,9 @@ class Broker:
             channel = conn.default_channel
             total = 0
             for name in queues:
+                declared = tq_settings.QUEUES.get(name)
+                if declared is not None and declared.broadcast:
+                    continue  # its messages are in the workers' copies
                 self.queue(name)(channel).declare()
                 total += channel.queue_purge(name) or 0
             return total
@@ -407,6 +531,7 @@ def get_broker() -> Broker:
                         **tq_settings.BROKER_TRANSPORT_OPTIONS,
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
+                    use_ssl=tq_settings.BROKER_USE_SSL,
                 )
     return _broker
 

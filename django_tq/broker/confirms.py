@@ -39,15 +39,15 @@ class Confirms:
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
 
-    def publish(self, label: str, message: Any, *, routing_key: str) -> None:
-        """Write ``message`` to the channel (default exchange) without waiting for its confirm.
+    def publish(self, label: str, message: Any, *, exchange: str = "", routing_key: str) -> None:
+        """Write ``message`` to ``exchange`` (``""``: the default one) without waiting for its confirm.
 
         ``basic.publish`` sent as py-amqp's ``basic_publish`` sends it, minus its non-blocking
         read before every message (for ``connection.blocked``): :meth:`wait` reads once per
         burst. The caller bounds the writes (``transport.having_timeout``).
         """
         self.channel.send_method(
-            spec.Basic.Publish, "Bssbb", (0, "", routing_key, False, False), message
+            spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, False, False), message
         )
         self._unsettled[self._next_tag] = label
         self._next_tag += 1

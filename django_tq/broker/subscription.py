@@ -25,14 +25,19 @@ class Subscription:
         queues: list[str],
         prefetch: int,
         on_delivery: Callable[[Delivery], None],
+        *,
+        accept_celery: bool = False,
     ) -> None:
         self.broker = broker
+        #: also read Celery producers' messages where the transport keeps them apart (redis://)
+        self.accept_celery = accept_celery
         self.queue_names = queues
         self.prefetch = prefetch
         self.on_delivery = on_delivery
         self.connection: Any = None
         self.consumer: Any = None
         self._qos_global = False
+        self._queue_of_tag: dict[Any, str] = {}
         self.connect()
 
     def connect(self) -> None:
@@ -41,18 +46,33 @@ class Subscription:
         connection = self.broker.connection()
         connection.ensure_connection(max_retries=1)
         channel = connection.default_channel
+        if self.accept_celery and hasattr(channel, "adopt_celery"):
+            channel.adopt_celery = True
         queues = [self.broker.queue(name) for name in self.queue_names]
         # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
         consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
         # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
-        # one can be widened live (what widen_prefetch needs). Same choice as Celery.
-        self._qos_global = not connection.qos_semantics_matches_spec
+        # one can be widened live (what widen_prefetch needs). Same choice as Celery. Quorum
+        # queues refuse a channel-wide prefetch: there held ETA messages count in the window.
+        self._qos_global = not connection.qos_semantics_matches_spec and not any(
+            self.broker.is_quorum(name) for name in self.queue_names
+        )
         consumer.qos(prefetch_count=self.prefetch, apply_global=self._qos_global)
         consumer.consume()
+        # which queue a delivery came from: RabbitMQ says the consumer tag, not the queue (kombu
+        # keeps queue name -> tag in ``_active_tags``, unchanged since kombu 3)
+        self._queue_of_tag = {tag: name for name, tag in consumer._active_tags.items()}
         self.connection, self.consumer = connection, consumer
 
     def _on_message(self, message: Any) -> None:
-        queue = message.delivery_info.get("routing_key") or self.queue_names[0]
+        info = message.delivery_info
+        # the routing key names the queue only when the message came by its name, not an exchange
+        queue = (
+            info.get("queue")
+            or self._queue_of_tag.get(info.get("consumer_tag"))
+            or info.get("routing_key")
+            or self.queue_names[0]
+        )
         self.on_delivery(Delivery(message, queue))
 
     def widen_prefetch(self, extra: int) -> None:
@@ -82,6 +102,19 @@ class Subscription:
         if self.supports_leases:
             return int(self.channel.renew_leases())
         return 0
+
+    def buffered(self) -> list[Delivery]:
+        """Return the messages claimed ahead and not delivered yet (leased transports).
+
+        AMQP's prefetched messages wait unread in the connection: none are listed.
+        """
+        channel = self.channel
+        if channel is None or not self.supports_leases:
+            return []
+        return [
+            Delivery(channel.Message(raw, channel=channel), queue)
+            for queue, raw in channel.buffered()
+        ]
 
     def release_unstarted(self) -> int:
         """Give back messages prefetched but not delivered yet (warm shutdown)."""

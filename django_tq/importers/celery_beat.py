@@ -1,7 +1,7 @@
 """django-celery-beat's periodic tasks, copied into django_tq's (``manage.py tqimport celery-beat``).
 
 Each ``PeriodicTask`` row of django-celery-beat becomes a django_tq ``PeriodicTask`` of the same
-name, with its schedule (an interval, a crontab in its own time zone, or a clocked time),
+name, with its schedule (an interval, a crontab in its own time zone, a solar event or a clocked time),
 arguments, headers, queue, priority, expiry, one-off flag, start time, last run and run count.
 What cannot be carried over exactly is said, row by row:
 
@@ -9,7 +9,7 @@ What cannot be carried over exactly is said, row by row:
   exchange, a routing key other than the queue) and arguments that do not fit the task are
   imported *disabled*, with the reason: nothing is lost, nothing runs somewhere unexpected;
 * ``celery.backend_cleanup`` is skipped (django_tq's worker deletes expired results itself),
-  as are solar schedules (django_tq has none yet) and intervals that are not whole seconds;
+  as are intervals that are not whole seconds;
 * rows Celery itself could not run (bad JSON, a crontab its parser rejects) fail.
 
 This module reads and maps the rows; :mod:`django_tq.importers.periodic_tasks` writes them, and
@@ -31,13 +31,14 @@ from django.db import DatabaseError, router, transaction
 from django_tq.conf import tq_settings
 from django_tq.importers import celery_data
 from django_tq.importers.celery_crontab import CronParseError, our_crontab_fields
-from django_tq.importers.periodic_tasks import KIND, PlannedTask, moment, write
+from django_tq.importers.periodic_tasks import KIND, PlannedTask, moment, solar_values, write
 from django_tq.importers.report import Action, Invalid, Report, RowOutcome, Skipped
 from django_tq.importers.tables import SourceTable
 from django_tq.models import ImportedPeriodicTask, PeriodicTask
 from django_tq.registry import registry
 from django_tq.schedules import CRONTAB_FIELDS, Crontab, Every
 from django_tq.sqlite import write_atomic
+from django_tq.sun import Solar
 
 SOURCE = "django-celery-beat"
 APP = "django_celery_beat"
@@ -141,6 +142,18 @@ def _degrees(value: Any) -> str:
     return format(decimal.Decimal(str(value)).normalize(), "f")
 
 
+def _solar(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        schedule = Solar(
+            event=str(row["event"]),
+            latitude=_degrees(row["latitude"]),  # type: ignore[arg-type]
+            longitude=_degrees(row["longitude"]),  # type: ignore[arg-type]
+        )
+    except (ValueError, decimal.InvalidOperation) as exc:
+        raise Invalid(str(exc)) from None
+    return {"solar": solar_values(schedule)}
+
+
 def _schedule(row: dict[str, Any]) -> dict[str, Any]:
     """Return the schedule of a row, as recorded; raise ``Skipped`` or ``Invalid``."""
     kinds = [kind for kind in SCHEDULE_TABLES if row[f"{kind}_id"] is not None]
@@ -152,11 +165,7 @@ def _schedule(row: dict[str, Any]) -> dict[str, Any]:
     if schedule is None:
         raise Invalid(f"its {kind} schedule {row[f'{kind}_id']} does not exist")
     if kind == "solar":
-        latitude, longitude = (_degrees(schedule[key]) for key in ("latitude", "longitude"))
-        raise Skipped(
-            f"a solar schedule ({schedule['event']} at {latitude}, {longitude}): django_tq has "
-            "no solar schedules yet; create a crontab for it by hand"
-        )
+        return _solar(schedule)
     if kind == "interval":
         return _interval(schedule)
     if kind == "crontab":

@@ -26,14 +26,10 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from django_tq.importers.report import Action, Invalid, RowOutcome
-from django_tq.models import (
-    ClockedSchedule,
-    CrontabSchedule,
-    ImportedPeriodicTask,
-    IntervalSchedule,
-    PeriodicTask,
-)
+from django_tq.models import ImportedPeriodicTask, PeriodicTask
+from django_tq.models.schedules import row_for
 from django_tq.schedules import CRONTAB_FIELDS, Clocked, Crontab, Every, Schedule
+from django_tq.sun import Solar
 
 KIND = "periodic task"
 #: the values an import compares, in the form :class:`ImportedPeriodicTask` records them
@@ -59,26 +55,33 @@ def moment(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value is not None else None
 
 
+def solar_values(schedule: Solar) -> dict[str, str]:
+    """Return a solar schedule as recorded: its event and place as written (``"48.85"``)."""
+    return {
+        "event": schedule.event,
+        "latitude": format(schedule.latitude.normalize(), "f"),
+        "longitude": format(schedule.longitude.normalize(), "f"),
+    }
+
+
 def _schedule_value(recorded: dict[str, Any]) -> Schedule:
     """Return the schedule a recorded one stands for: ``{"interval": seconds}``,
-    ``{"crontab": {fields…, "timezone": zone}}`` or ``{"clocked": ISO 8601}``."""
+    ``{"crontab": {fields…, "timezone": zone}}``, ``{"solar": {"event": …, "latitude": "48.85",
+    "longitude": "2.35"}}`` or ``{"clocked": ISO 8601}``."""
     if "interval" in recorded:
         return Every(dt.timedelta(seconds=recorded["interval"]))
     if "crontab" in recorded:
         return Crontab(**recorded["crontab"])
+    if "solar" in recorded:
+        return Solar(**recorded["solar"])
     return Clocked(dt.datetime.fromisoformat(recorded["clocked"]))
 
 
 def _schedule_fields(recorded: dict[str, Any]) -> dict[str, Any]:
     """Return the schedule foreign keys of a task on the ``recorded`` schedule (rows created)."""
-    schedule = _schedule_value(recorded)
+    row = row_for(_schedule_value(recorded))
     fields: dict[str, Any] = dict.fromkeys(PeriodicTask.SCHEDULE_FIELDS)
-    if isinstance(schedule, Every):
-        fields["interval"] = IntervalSchedule.for_schedule(schedule)
-    elif isinstance(schedule, Crontab):
-        fields["crontab"] = CrontabSchedule.for_schedule(schedule)
-    elif isinstance(schedule, Clocked):
-        fields["clocked"] = ClockedSchedule.for_schedule(schedule)
+    fields[row.periodic_task_field] = row
     return fields
 
 
@@ -89,6 +92,8 @@ def _recorded_schedule(schedule: Schedule) -> dict[str, Any]:
     if isinstance(schedule, Crontab):
         fields = {name: getattr(schedule, name) for name in CRONTAB_FIELDS}
         return {"crontab": {**fields, "timezone": schedule.zone_name}}
+    if isinstance(schedule, Solar):
+        return {"solar": solar_values(schedule)}
     if isinstance(schedule, Clocked):
         return {"clocked": moment(schedule.at)}
     raise ValueError(f"Unsupported schedule {schedule!r}.")

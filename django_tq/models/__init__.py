@@ -13,7 +13,12 @@ from django_tq.models.queue import QueueMessage
 from django_tq.models.rate_limits import RateLimitBucket
 from django_tq.models.results import TaskResult
 from django_tq.models.revocations import Revocation
-from django_tq.models.schedules import ClockedSchedule, CrontabSchedule, IntervalSchedule
+from django_tq.models.schedules import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    SolarSchedule,
+)
 from django_tq.models.unique import UniqueLock
 from django_tq.models.workers import WorkerState
 
@@ -36,6 +41,7 @@ __all__ = [
     "QueueMessage",
     "RateLimitBucket",
     "Revocation",
+    "SolarSchedule",
     "TaskOverride",
     "TaskResult",
     "UniqueLock",

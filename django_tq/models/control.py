@@ -1,4 +1,4 @@
-"""``ControlCommand`` and ``ControlReply``: remote control of running workers, in the database.
+"""``ControlCommand`` and ``ControlReply``: remote control of running workers on ``django://``.
 
 A command (``ping``, ``active``, ``pool_grow`` …) is a row every worker's parent reads within a
 tick; each worker it is meant for answers with a reply row. Commands expire (``expires_at``) and

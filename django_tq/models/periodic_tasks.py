@@ -1,7 +1,7 @@
 """Periodic tasks: what beat sends and with which options, and each occurrence it claimed.
 
-A ``PeriodicTask`` has exactly one schedule — an ``IntervalSchedule``, a ``CrontabSchedule`` or a
-``ClockedSchedule`` (:mod:`django_tq.models.schedules`; a database constraint says so). Beat claims
+A ``PeriodicTask`` has exactly one schedule — an ``IntervalSchedule``, a ``CrontabSchedule``, a
+``SolarSchedule`` or a ``ClockedSchedule`` (:mod:`django_tq.models.schedules`; a database constraint says so). Beat claims
 every occurrence it sends by inserting a ``PeriodicTaskRun``, unique on
 ``(periodic_task, scheduled_for)``: with several beats running, only one insert wins, so each
 occurrence is sent once.
@@ -10,6 +10,8 @@ occurrence is sent once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 import uuid
 from typing import Any, ClassVar
 
@@ -25,6 +27,7 @@ from django_tq.models.schedules import (
     CrontabSchedule,
     IntervalSchedule,
     ScheduleRow,
+    SolarSchedule,
 )
 from django_tq.registry import registry
 from django_tq.schedules import Schedule
@@ -39,6 +42,10 @@ def occurrence_task_id(periodic_task_id: int, scheduled_for: dt.datetime) -> str
     return str(uuid.uuid5(RUN_NAMESPACE, f"{periodic_task_id}@{moment}"))
 
 
+#: the schedule foreign keys of a periodic task; exactly one is set
+SCHEDULE_FIELDS = ("interval", "crontab", "solar", "clocked")
+
+
 class MisfirePolicy(models.TextChoices):
     """What beat does with occurrences it finds late (after downtime)."""
 
@@ -51,7 +58,7 @@ class PeriodicTask(models.Model):
     """A task sent on a schedule, with its arguments and delivery options."""
 
     #: the schedule foreign keys; exactly one is set
-    SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = ("interval", "crontab", "clocked")
+    SCHEDULE_FIELDS: ClassVar[tuple[str, ...]] = SCHEDULE_FIELDS
 
     name = models.CharField(_("name"), max_length=200, unique=True)
     task = models.CharField(_("task"), max_length=255)
@@ -66,6 +73,14 @@ class PeriodicTask(models.Model):
     crontab = models.ForeignKey(
         CrontabSchedule,
         verbose_name=_("crontab"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="periodic_tasks",
+    )
+    solar = models.ForeignKey(
+        SolarSchedule,
+        verbose_name=_("solar event"),
         on_delete=models.PROTECT,
         null=True,
         blank=True,
@@ -147,14 +162,16 @@ class PeriodicTask(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
-                condition=(
-                    Q(interval__isnull=False, crontab__isnull=True, clocked__isnull=True)
-                    | Q(interval__isnull=True, crontab__isnull=False, clocked__isnull=True)
-                    | Q(interval__isnull=True, crontab__isnull=True, clocked__isnull=False)
+                condition=functools.reduce(
+                    operator.or_,
+                    (
+                        Q(**{f"{field}__isnull": field != chosen for field in SCHEDULE_FIELDS})
+                        for chosen in SCHEDULE_FIELDS
+                    ),
                 ),
                 name="tq_periodic_task_one_schedule",
                 violation_error_message=_(
-                    "Choose exactly one schedule: an interval, a crontab or a clocked time."
+                    "Choose exactly one schedule: an interval, a crontab, a solar event or a clocked time."
                 ),
             ),
             models.CheckConstraint(
@@ -241,7 +258,9 @@ class PeriodicTask(models.Model):
         errors: dict[str, list[Any]] = {}
         chosen = [field for field in self.SCHEDULE_FIELDS if getattr(self, f"{field}_id")]
         if len(chosen) != 1:
-            message = _("Choose exactly one schedule: an interval, a crontab or a clocked time.")
+            message = _(
+                "Choose exactly one schedule: an interval, a crontab, a solar event or a clocked time."
+            )
             for field in self.SCHEDULE_FIELDS:
                 errors.setdefault(field, []).append(message)
         if not isinstance(self.args, list):

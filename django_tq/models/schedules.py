@@ -1,4 +1,4 @@
-"""The schedules periodic tasks point at, stored: intervals, crontabs and clocked times.
+"""The schedules periodic tasks point at, stored: intervals, crontabs, solar events, clocked times.
 
 A ``PeriodicTask`` (:mod:`django_tq.models.periodic_tasks`) points at exactly one of them. The time
 arithmetic lives in :mod:`django_tq.schedules`; these models only store the fields and turn them
@@ -8,6 +8,7 @@ into schedule values.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
@@ -25,6 +26,7 @@ from django_tq.schedules import (
     check_timezone,
     default_timezone,
 )
+from django_tq.sun import EVENTS, Solar
 
 
 class ScheduleRow(models.Model):
@@ -187,3 +189,61 @@ class ClockedSchedule(ScheduleRow):
         """Return the row storing ``value``, created if needed."""
         row, _created = cls.objects.get_or_create(clocked_time=value.at)
         return row
+
+
+class SolarSchedule(ScheduleRow):
+    """At a solar event (sunrise, sunset, a twilight, solar noon) at a place on Earth."""
+
+    periodic_task_field = "solar"
+
+    event = models.CharField(
+        _("solar event"), max_length=24, choices=[(key, label) for key, label in EVENTS.items()]
+    )
+    latitude = models.DecimalField(
+        _("latitude"), max_digits=9, decimal_places=6, help_text=_("North is positive.")
+    )
+    longitude = models.DecimalField(
+        _("longitude"), max_digits=9, decimal_places=6, help_text=_("East is positive.")
+    )
+
+    class Meta:
+        verbose_name = _("solar event")
+        verbose_name_plural = _("solar events")
+        ordering = ["event", "latitude", "longitude"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event", "latitude", "longitude"], name="tq_solar_unique"
+            ),
+        ]
+
+    def as_schedule(self) -> Solar:
+        return Solar(event=self.event, latitude=self.latitude, longitude=self.longitude)
+
+    @classmethod
+    def for_schedule(cls, value: Solar) -> SolarSchedule:
+        """Return the row storing ``value`` (its place to the micro-degree), created if needed."""
+        places = decimal.Decimal("0.000001")
+        row, _created = cls.objects.get_or_create(
+            event=value.event,
+            latitude=value.latitude.quantize(places),
+            longitude=value.longitude.quantize(places),
+        )
+        return row
+
+
+#: the row model of each kind of schedule value
+ROW_MODELS: dict[type[Schedule], type[ScheduleRow]] = {
+    Every: IntervalSchedule,
+    Crontab: CrontabSchedule,
+    Solar: SolarSchedule,
+    Clocked: ClockedSchedule,
+}
+
+
+def row_for(schedule: Schedule) -> ScheduleRow:
+    """Return the stored row of ``schedule`` (created if needed); raise ``TypeError`` if unknown."""
+    model: Any = ROW_MODELS.get(type(schedule))
+    if model is None:
+        raise TypeError(f"Unsupported schedule {schedule!r}.")
+    row: ScheduleRow = model.for_schedule(schedule)
+    return row

@@ -9,6 +9,8 @@ to kombu's transport names, so any kombu code in the process — a script, a Cel
 service's producer — can open ``kombu.Connection("django://")``. kombu's own ``redis://`` stays
 kombu's (other code in the process may use it); django_tq's Redis transport is registered as
 ``tqredis://`` (``tqrediss://`` with TLS), which ``TQ["BROKER_URL"]`` accepts too.
+``sentinel://h:p;sentinel://h:p`` in ``TQ["BROKER_URL"]`` is django_tq's Redis transport on the
+primary Redis Sentinel names (``redis_sentinel.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ logger = logging.getLogger("django_tq.transport")
 _DATABASE = "django_tq.transport.database:Transport"
 _REDIS = "django_tq.transport.redis:Transport"
 _SECURE_REDIS = "django_tq.transport.redis:SecureTransport"
+_SENTINEL = "django_tq.transport.redis_sentinel:SentinelTransport"
 
 #: URL scheme of ``TQ["BROKER_URL"]`` -> kombu transport class path
 TRANSPORTS = {
@@ -30,6 +33,7 @@ TRANSPORTS = {
     "rediss": _SECURE_REDIS,
     "tqredis": _REDIS,
     "tqrediss": _SECURE_REDIS,
+    "sentinel": _SENTINEL,
     "amqp": "amqp",
     "pyamqp": "amqp",
     "amqps": "amqp",

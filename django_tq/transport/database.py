@@ -8,6 +8,8 @@
   ``UPDATE`` in one short transaction on MySQL/MariaDB.
 * On PostgreSQL the insert sends ``NOTIFY django_tq`` (delivered at commit) and idle consumers
   ``LISTEN``, so an idle worker wakes in about a round trip instead of a polling interval.
+  Behind a transaction-pooling PgBouncer (found out, or ``transaction_pooling=True``) consumers
+  poll and their settings are per statement (``SET LOCAL``): see :mod:`.pooling`.
 * On SQLite the channel's own connection waits for the write lock (a busy timeout of
   :data:`django_tq.sqlite.BUSY_TIMEOUT` unless ``OPTIONS`` sets one) and begins any transaction
   ``IMMEDIATE``, whatever the alias's ``OPTIONS`` say (see :mod:`django_tq.sqlite`).
@@ -26,12 +28,14 @@ from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from django_tq.models import QueueMessage
 from django_tq.sqlite import own_settings
+from django_tq.transport import pooling
 from django_tq.transport.leased import LeasedChannel, LeasedTransport
 
 NOTIFY_CHANNEL = "django_tq"
@@ -49,7 +53,14 @@ class Channel(LeasedChannel):
     #: flush per statement; a server crash (not a restart) may then forget the last fraction of
     #: a second of claims and acks, so those messages are delivered again: never lost.
     synchronous_commit = False
-    from_transport_options = (*LeasedChannel.from_transport_options, "synchronous_commit")
+    #: PostgreSQL through a transaction-pooling proxy (PgBouncer): no ``LISTEN``, no session
+    #: ``SET``. ``None`` finds out once per consumer connection (a ``LISTEN``/``NOTIFY`` probe).
+    transaction_pooling: bool | str | None = None
+    from_transport_options = (
+        *LeasedChannel.from_transport_options,
+        "synchronous_commit",
+        "transaction_pooling",
+    )
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
@@ -57,6 +68,10 @@ class Channel(LeasedChannel):
         self._consumer_db: Any = None
         self._listening = False
         self._notified = False
+        #: the ``SET LOCAL`` prefix of every statement on a pooled connection ("" when direct)
+        self._local_settings = ""
+        #: whether the consumer connection is pooled (known once it exists)
+        self.is_pooled = False
 
     # -- connections --------------------------------------------------------------------------
     @property
@@ -70,10 +85,28 @@ class Channel(LeasedChannel):
             self._consumer_db = db
             self._listening = False
             if db.vendor == "postgresql":
-                with db.cursor() as cursor:
-                    for setting in self._postgresql_session_settings():
-                        cursor.execute(setting)
+                self._set_up_postgresql(db)
         return self._consumer_db
+
+    def _set_up_postgresql(self, db: Any) -> None:
+        """Apply the session settings: once on a direct connection, per statement when pooled."""
+        pooled = pooling.flag(self.transaction_pooling)
+        if pooled is None:
+            pooled = not pooling.hears_notify(db, lambda: connections.create_connection(self.alias))
+        self.is_pooled = pooled
+        settings = self._postgresql_session_settings()
+        if pooled:
+            if db.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+                raise ImproperlyConfigured(
+                    f"DATABASES[{self.alias!r}] is behind a transaction pooler: django:// needs "
+                    "client-side binding there (remove OPTIONS['server_side_binding'])."
+                )
+            self._local_settings = pooling.local_settings(settings)
+            return
+        self._local_settings = ""
+        with db.cursor() as cursor:
+            for setting in settings:
+                cursor.execute(setting)
 
     def _postgresql_session_settings(self) -> list[str]:
         """Return the ``SET`` statements this channel's own PostgreSQL connection runs once.
@@ -94,7 +127,11 @@ class Channel(LeasedChannel):
         db = self.consumer_db
         try:
             with db.cursor() as cursor:
-                cursor.execute(sql, params)
+                if self._local_settings:
+                    cursor.execute(self._local_settings + sql, params)
+                    pooling.last_result(cursor)
+                else:
+                    cursor.execute(sql, params)
                 return list(cursor.fetchall()) if cursor.description else []
         except (OperationalError, InterfaceError):
             self._drop_consumer_db()
@@ -278,9 +315,18 @@ class Channel(LeasedChannel):
     def _in(self, tags: list[Any]) -> str:
         return ", ".join(["%s"] * len(tags))
 
-    def _ack(self, tags: list[Any]) -> None:
+    def _ack(self, tags: list[Any], owner_prefix: str) -> None:
+        if owner_prefix != self.owner:  # a dead child's messages, settled by its parent (rare)
+            QueueMessage.objects.using(self.alias).filter(
+                id__in=tags, lease_owner__startswith=owner_prefix
+            ).delete()
+            return
         q = self._quote
-        self._execute(f"DELETE FROM {q(_table())} WHERE {q('id')} IN ({self._in(tags)})", tags)
+        self._execute(
+            f"DELETE FROM {q(_table())} WHERE {q('id')} IN ({self._in(tags)}) "
+            f"AND {q('lease_owner')} = %s",
+            [*tags, self.owner],
+        )
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:
         q = self._quote
@@ -319,7 +365,7 @@ class Channel(LeasedChannel):
     # -- waiting -----------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:
         db = self.consumer_db
-        if db.vendor != "postgresql":
+        if db.vendor != "postgresql" or self.is_pooled:
             super().wait(timeout)
             return
         with self._lock:

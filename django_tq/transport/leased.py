@@ -120,7 +120,10 @@ class LeasedChannel(virtual.Channel):
         """
         raise NotImplementedError
 
-    def _ack(self, tags: list[Any]) -> None:
+    def _ack(self, tags: list[Any], owner_prefix: str) -> None:
+        """Delete the messages ``tags`` whose lease an owner id starting with ``owner_prefix``
+        still holds (this channel's own :attr:`owner`, or a dead process's prefix): a lease that
+        expired and was taken over is fenced, its late ack deletes nothing."""
         raise NotImplementedError
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:
@@ -154,7 +157,11 @@ class LeasedChannel(virtual.Channel):
             "priority": item.priority or 0,
             "delivery_mode": 2,
             "body_encoding": body_encoding,
-            "delivery_info": {"exchange": "", "routing_key": item.routing_key or item.queue},
+            "delivery_info": {
+                "exchange": item.exchange or "",
+                "routing_key": item.routing_key or item.queue,
+                "queue": item.queue,
+            },
         }
         if item.not_before:
             properties["not_before"] = item.not_before
@@ -189,12 +196,13 @@ class LeasedChannel(virtual.Channel):
         self.release_leases([message.delivery_tag])
 
     # -- lease operations used by QoS and the worker -----------------------------------------
-    def ack_leases(self, tags: Iterable[Any]) -> None:
-        """Delete acked messages from the store."""
+    def ack_leases(self, tags: Iterable[Any], owner_prefix: str | None = None) -> None:
+        """Delete acked messages from the store, if this channel (or ``owner_prefix``: a dead
+        process of ours, see :func:`owner_prefix`) still holds their lease."""
         tags = list(tags)
         if tags:
             with self._lock:
-                self._ack(tags)
+                self._ack(tags, owner_prefix or self.owner)
 
     def release_leases(self, tags: Iterable[Any]) -> None:
         """Make delivered messages visible again at once (their delivery still counts)."""
@@ -203,14 +211,14 @@ class LeasedChannel(virtual.Channel):
             with self._lock:
                 self._release(tags, undeliver=False)
 
+    def buffered(self) -> list[tuple[str, dict[str, Any]]]:
+        """Return ``(queue, raw message)`` of each message claimed and not delivered yet."""
+        # list() of a dict view or a deque is one C call: another thread (the lease renewer,
+        # the worker's questions) gets a consistent snapshot while the consumer mutates them.
+        return [(queue, raw) for queue, b in list(self._buffers.items()) for raw in list(b)]
+
     def _buffered_tags(self) -> list[Any]:
-        # list() of a dict view or a deque is one C call: the lease renewer thread gets a
-        # consistent snapshot while the consumer thread mutates the buffers.
-        return [
-            raw["properties"]["delivery_tag"]
-            for b in list(self._buffers.values())
-            for raw in list(b)
-        ]
+        return [raw["properties"]["delivery_tag"] for _, raw in self.buffered()]
 
     def release_buffered(self) -> int:
         """Give back claimed messages not yet delivered (they do not count as deliveries)."""

@@ -20,6 +20,7 @@ Data layout, per queue (every key of a queue shares the hash tag ``{queue}``)::
     tq:{queue}:leases              sorted set id -> lease deadline (epoch ms, Redis' clock)
     tq:{queue}:owners              hash id -> owner id of the lease (``host:pid:n:random``)
     tq:{queue}:wake                list of wake-up tokens idle consumers BLPOP
+    tq:{queue}:adopted             counter of the messages taken from kombu's lists (below)
     tq:queues                      set of every queue name (to release a dead process's leases)
 
 A message id is ``"<priority>:<random hex>"``, so a script can requeue it to the right list
@@ -45,6 +46,10 @@ arrives: enqueue-to-start is one publish and one round trip, not a poll interval
 
 Acks are durable (the message is gone from Redis) and delete whoever holds the lease now: a task
 that finished late still counts as done. Releases and renewals touch only the caller's own leases.
+
+With ``adopt_celery`` (``tqworker --accept-celery``), each claim first moves what Celery producers
+wrote to kombu's own lists of the queue (``queue``, ``queue\x06\x163`` …) into these keys, in one
+script (``ADOPT_SCRIPT``), and an idle wait lasts at most :data:`CELERY_POLL_SECONDS`.
 
 Needs Redis 6.0+ (fractional ``BLPOP`` timeouts) on a single primary; a queue's keys share a hash
 slot, but ``tq:queues`` and multi-queue waits do not, so Redis Cluster is not supported.
@@ -81,12 +86,22 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 QUEUES_KEY = "tq:queues"
 #: priorities, highest first (the order claims pop and scripts receive the ready lists in)
 PRIORITIES = tuple(range(9, -1, -1))
+#: kombu's Redis transport (what Celery producers use): a queue's list for priority step ``n`` is
+#: ``queue + SEP + n`` (``queue`` itself for 0); its default steps, where 0 is served first
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+#: with ``adopt_celery``, the longest an idle consumer waits before it looks at kombu's lists
+#: again (Celery's LPUSH wakes nobody)
+CELERY_POLL_SECONDS = 1.0
 
 
 class QueueKeys:
     """The Redis key names of one queue."""
 
-    __slots__ = ("delayed", "deliveries", "leases", "owners", "payloads", "ready", "wake")
+    __slots__ = (
+        "adopted", "delayed", "deliveries", "kombu", "leases", "owners", "payloads", "ready",
+        "wake",
+    )  # fmt: skip
 
     def __init__(self, queue: str) -> None:
         base = f"tq:{{{queue}}}:"
@@ -98,6 +113,13 @@ class QueueKeys:
         self.wake = base + "wake"
         #: ready lists, highest priority first
         self.ready = [f"{base}ready:{priority}" for priority in PRIORITIES]
+        #: counts the messages taken from kombu's lists (their ids here)
+        self.adopted = base + "adopted"
+        #: kombu's lists of this queue, most urgent first, each with the priority it gets here
+        self.kombu = [
+            (queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}", 9 - step)
+            for step in KOMBU_PRIORITY_STEPS
+        ]
 
     def ready_for(self, priority: int) -> str:
         """Return the ready list of ``priority``."""
@@ -114,6 +136,11 @@ class QueueKeys:
             self.wake,
             *self.ready,
         ]
+
+    def for_adopt(self) -> tuple[list[str], list[int]]:
+        """Return the keys and priorities ``ADOPT_SCRIPT`` takes (see :mod:`.redis_scripts`)."""
+        lists = [name for name, _priority in self.kombu]
+        return [self.payloads, self.adopted, *self.ready, *lists], [p for _n, p in self.kombu]
 
     def for_release(self) -> list[str]:
         """Return the keys ``RELEASE_SCRIPT`` and ``RELEASE_PREFIX_SCRIPT`` take, in their order."""
@@ -170,6 +197,15 @@ class Channel(LeasedChannel):
     wake_tokens: int = 16
     #: connect with TLS even when the URL has no ``ssl_*`` option (``rediss://``)
     use_tls: bool = False
+    #: also consume what Celery producers write to kombu's lists of the consumed queues (set by
+    #: a subscription that accepts Celery messages: ``tqworker --accept-celery``)
+    adopt_celery: bool = False
+    #: replicas that must hold a published message before the publish returns (``WAIT``): with
+    #: a replicated primary (Sentinel), a message the primary took but never replicated would
+    #: be lost when the primary dies; 0 trusts the primary alone
+    replica_acks: int = 0
+    #: seconds a publish waits for ``replica_acks`` replicas before it counts as failed
+    replica_ack_timeout: float = 1.0
     from_transport_options = (
         *LeasedChannel.from_transport_options,
         "socket_timeout",
@@ -177,14 +213,20 @@ class Channel(LeasedChannel):
         "max_connections",
         "health_check_interval",
         "wake_tokens",
+        "replica_acks",
+        "replica_ack_timeout",
     )
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        #: the connection scripts run on: one per channel, used by one thread at a time
+        #: the connection scripts run on: one per channel, used by one thread at a time, from a
+        #: pool of its own whose reads give up after the connect timeout (a script takes
+        #: milliseconds: a reply that long overdue means the link is gone, and a publish must
+        #: fail within BROKER_CONNECTION_TIMEOUT, not wait out ``socket_timeout``)
         self._script_connection: Any = None
+        self._script_pool: redis.ConnectionPool | None = None
         self._script_lock = threading.Lock()
         self._keys: dict[str, QueueKeys] = {}
         #: queue -> monotonic time the next delayed message or lease deadline is due
@@ -210,42 +252,66 @@ class Channel(LeasedChannel):
         """
         return self._run_many(script, [(keys, args)])[0]
 
-    def _run_many(self, script: str, calls: list[tuple[list[str], Iterable[Any]]]) -> list[Any]:
-        """Run ``script`` once per ``(keys, args)``, pipelined: one round trip for them all."""
+    def _run_many(
+        self,
+        script: str,
+        calls: list[tuple[list[str], Iterable[Any]]],
+        *,
+        then: tuple[Any, ...] | None = None,
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)``, pipelined: one round trip for them all.
+
+        Return the scripts' replies in order; ``then`` is a command pipelined behind them (its
+        reply comes last).
+        """
         client = self.client
         source = self._scripts[script]
         commands = [("EVALSHA", source.sha, len(keys), *keys, *args) for keys, args in calls]
+        if then is not None:
+            commands.append(then)
         with self._script_lock:
             if self._script_connection is None:
-                self._script_connection = client.connection_pool.make_connection()
+                if self._script_pool is None:
+                    self._script_pool = self._connection_pool(self._script_pool_params())
+                connection = self._script_pool.make_connection()
+                # connect() first: a Sentinel-managed connection asks the sentinels where the
+                # primary is only there (a send on a fresh one would go to localhost:6379)
+                connection.connect()
+                self._script_connection = connection
             connection = self._script_connection
             try:
-                return self._pipelined(connection, commands)
-            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
-                client.script_load(source.script)
-                return self._pipelined(connection, commands)
+                try:
+                    replies = self._send(connection, commands)
+                except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
+                    client.script_load(source.script)
+                    replies = self._send(connection, commands)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                self._script_connection = None  # the next call connects afresh (a new primary)
                 connection.disconnect()
                 raise
+        return replies
 
     @staticmethod
-    def _pipelined(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read every reply; raise the first error."""
         if len(commands) == 1:
             connection.send_command(*commands[0])
             return [connection.read_response()]
         connection.send_packed_command(connection.pack_commands(commands))
         replies: list[Any] = []
         error: Exception | None = None
-        for _ in commands:  # read every reply, so the connection stays in step
+        for _ in commands:
             try:
                 replies.append(connection.read_response())
             except redis.exceptions.ResponseError as exc:
-                error = error or exc
+                error = error or exc  # read the other replies: the connection stays usable
+                replies.append(None)
         if error is not None:
             raise error
         return replies
 
-    def _create_client(self) -> redis.Redis:
+    def _pool_params(self) -> dict[str, Any]:
+        """Return the redis-py connection parameters this channel's URL and options give."""
         conninfo = self.connection.client
         params: dict[str, Any] = {
             "host": conninfo.hostname or "127.0.0.1",
@@ -264,7 +330,24 @@ class Channel(LeasedChannel):
             params["connection_class"] = redis.SSLConnection
             if isinstance(conninfo.ssl, dict):
                 params.update(conninfo.ssl)  # ssl_cert_reqs, ssl_ca_certs… from the URL query
-        return redis.Redis(connection_pool=redis.ConnectionPool(**params))
+        return params
+
+    def _script_pool_params(self) -> dict[str, Any]:
+        """The parameters of the scripts' connection: reads bounded by the connect timeout."""
+        params = self._pool_params()
+        bound = float(self.connection.client.connect_timeout or 4.0)
+        if self.replica_acks:  # a WAIT pipelined behind a publish may take its own timeout
+            bound = max(bound, float(self.replica_ack_timeout) + 1.0)
+        if params["socket_timeout"] is not None:
+            bound = min(bound, float(params["socket_timeout"]))
+        return {**params, "socket_timeout": bound}
+
+    def _connection_pool(self, params: dict[str, Any]) -> redis.ConnectionPool:
+        """Return the pool the client draws connections from (one server: a plain pool)."""
+        return redis.ConnectionPool(**params)
+
+    def _create_client(self) -> redis.Redis:
+        return redis.Redis(connection_pool=self._connection_pool(self._pool_params()))
 
     def keys_for(self, queue: str) -> QueueKeys:
         """Return the key names of ``queue``."""
@@ -278,7 +361,11 @@ class Channel(LeasedChannel):
         self._put_many([(queue, message)])
 
     def _put_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """Run the put script once per message, in one pipeline (one round trip)."""
+        """Run the put script once per message, in one pipeline (one round trip).
+
+        With ``replica_acks``, one ``WAIT`` pipelined behind the whole burst: every message of
+        it is on that many replicas when the replies come back, or the burst fails.
+        """
         calls: list[tuple[list[str], Iterable[Any]]] = []
         for queue, message in messages:
             priority = self._get_message_priority(message)
@@ -291,7 +378,16 @@ class Channel(LeasedChannel):
                      self.wake_tokens],
                 )
             )  # fmt: skip
-        self._run_many("put", calls)
+        replicas = int(self.replica_acks)
+        wait = ("WAIT", replicas, int(float(self.replica_ack_timeout) * 1000)) if replicas else None
+        replies = self._run_many("put", calls, then=wait)
+        if wait is not None and int(replies[-1]) < replicas:
+            # Not lost yet, but not safe either: the publisher retries (at least once) or fails.
+            # The builtin TimeoutError (an OSError, so a connection error): its repr keeps the text.
+            raise TimeoutError(
+                f"{int(replies[-1])} of {replicas} replicas acknowledged the message(s) within "
+                f"{self.replica_ack_timeout} s (transport option replica_acks)"
+            )
 
     def _size(self, queue: str) -> int:
         return int(self.client.hlen(self.keys_for(queue).payloads))
@@ -330,6 +426,9 @@ class Channel(LeasedChannel):
 
     def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
         keys = self.keys_for(queue)
+        if self.adopt_celery:
+            adopt_keys, priorities = keys.for_adopt()
+            self._run("adopt", adopt_keys, [limit, *priorities])
         return self._claimed(queue, self._run("claim", keys.for_claim(), self._claim_args(limit)))
 
     def _claim_args(self, limit: int) -> list[Any]:
@@ -370,13 +469,13 @@ class Channel(LeasedChannel):
             grouped[queue].append(message_id)
         return grouped
 
-    def _ack(self, tags: list[Any]) -> None:
+    def _ack(self, tags: list[Any], owner_prefix: str) -> None:
         for queue, ids in self._by_queue(tags).items():
             keys = self.keys_for(queue)
             self._run(
                 "ack",
                 keys=[keys.payloads, keys.deliveries, keys.leases, keys.owners],
-                args=ids,
+                args=[owner_prefix, *ids],
             )
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:
@@ -446,6 +545,8 @@ class Channel(LeasedChannel):
         if timeout <= 0:
             return
         timeout = min(max(timeout, 0.01), self.max_wait)
+        if self.adopt_celery:
+            timeout = min(timeout, CELERY_POLL_SECONDS)
         client = self.client
         wake_keys = [self.keys_for(queue).wake for queue in queues]
         if len(queues) > 1:
@@ -475,6 +576,7 @@ class Channel(LeasedChannel):
         finally:
             client, self._client = self._client, None
             connection, self._script_connection = self._script_connection, None
+            self._script_pool = None
             if connection is not None:
                 connection.disconnect()
             if client is not None:

@@ -101,13 +101,23 @@ return result
 """
 )
 
-# KEYS: payloads, deliveries, leases, owners   ARGV: ids
+# KEYS: payloads, deliveries, leases, owners   ARGV: owner prefix, ids…
+# Deletes only the messages whose lease an owner starting with the prefix still holds: an ack
+# from a worker whose lease expired and was taken over (or given back) changes nothing.
 ACK_SCRIPT = """
-redis.call('HDEL', KEYS[1], unpack(ARGV))
-redis.call('HDEL', KEYS[2], unpack(ARGV))
-redis.call('ZREM', KEYS[3], unpack(ARGV))
-redis.call('HDEL', KEYS[4], unpack(ARGV))
-return #ARGV
+local acked = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local owner = redis.call('HGET', KEYS[4], id)
+  if owner and string.sub(owner, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+    acked = acked + 1
+  end
+end
+return acked
 """
 
 # KEYS: leases, owners   ARGV: owner, lease (ms), ids…
@@ -195,6 +205,32 @@ return removed
 """
 
 
+# Celery's producers write kombu's Redis layout: one list per queue and priority step (LPUSH,
+# oldest at the tail). A worker consuming them (``--accept-celery``) moves them into the queue's
+# own structure, atomically, before it claims: a message is in one place or the other, never
+# lost and never in both.
+# KEYS: payloads, adopted-counter, ready:9 … ready:0 (KEYS[3..12]), then kombu's lists, the most
+# urgent first (KEYS[13..])
+# ARGV: limit, then the priority (0-9, ours) of each kombu list, in KEYS' order
+# Returns how many messages were moved.
+ADOPT_SCRIPT = """
+local limit = tonumber(ARGV[1])
+local moved = 0
+for i = 13, #KEYS do
+  local priority = tonumber(ARGV[i - 11])
+  while moved < limit do
+    local payload = redis.call('RPOP', KEYS[i])
+    if not payload then break end
+    local id = priority .. ':celery-' .. redis.call('INCR', KEYS[2])
+    redis.call('HSET', KEYS[1], id, payload)
+    redis.call('RPUSH', KEYS[12 - priority], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
 SCRIPTS = {
     "put": PUT_SCRIPT,
     "claim": CLAIM_SCRIPT,
@@ -203,4 +239,5 @@ SCRIPTS = {
     "release": RELEASE_SCRIPT,
     "release_prefix": RELEASE_PREFIX_SCRIPT,
     "purge": PURGE_SCRIPT,
+    "adopt": ADOPT_SCRIPT,
 }

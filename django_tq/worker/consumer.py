@@ -13,6 +13,7 @@ logging one line when the outage starts and one when it ends (:mod:`django_tq.ou
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -24,8 +25,8 @@ from django.core.signing import BadSignature
 from django.db import close_old_connections
 from django.utils import timezone
 
+from django_tq import celery_message, enqueue, parking, signals, signing, states, unique
 from django_tq import message as wire_format
-from django_tq import signals, signing, states, unique
 from django_tq.broker import Broker
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.subscription import Subscription
@@ -39,7 +40,7 @@ from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.tasks import Task
-from django_tq.worker import memory
+from django_tq.worker import inventory, memory
 from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.holding import Holding
 from django_tq.worker.lease_keeper import LeaseKeeper
@@ -65,6 +66,8 @@ class ConsumerConfig:
     #: ``--time-limit`` / ``--soft-time-limit``: for tasks whose message carries none
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    #: also run Celery protocol 2 messages (``--accept-celery``, ``TQ["ACCEPT_CELERY"]``)
+    accept_celery: bool = False
 
 
 def _body_size(body: str | bytes, limit: int) -> int:
@@ -101,6 +104,13 @@ class Consumer:
         self.max_deliveries = int(tq_settings.MAX_DELIVERIES)
         self.signing = bool(tq_settings.SIGNING)
         self.max_payload_bytes = int(tq_settings.MAX_PAYLOAD_BYTES)
+        #: whether a result written just before an ack is durable with the ack (``django://``
+        #: on the results' PostgreSQL alias): then the result need not wait for its own flush.
+        #: A crash that forgets it forgets the ack too, and the message, back, runs again.
+        #: Acks made to wait for the flush (``synchronous_commit`` on) keep results waiting too.
+        self.results_durable_with_ack = not broker.transport_options.get(
+            "synchronous_commit"
+        ) and get_backend().is_durable_with(broker.database_alias)
         self.revocations = Revocations()
         self.overrides = Overrides()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
@@ -118,6 +128,7 @@ class Consumer:
     def run(self) -> None:
         """Consume until :meth:`stop` (or ``max_tasks``), then give back what was not started."""
         keeper: LeaseKeeper | None = None
+        self.slot.serve(functools.partial(inventory.answer, self))
         try:
             self.subscription = self._subscribe()
             keeper = LeaseKeeper(self, max(1.0, tq_settings.LEASE_SECONDS / 3))
@@ -135,10 +146,13 @@ class Consumer:
             # broken by a database restart must be dropped, or every attempt fails on it.
             close_old_connections()
             try:
+                # a Broadcast queue is consumed through this worker's own copy of it
+                queues = tq_settings.QUEUES.consumed(self.config.queues, self.config.hostname)
                 return self.broker.subscribe(
-                    list(self.config.queues),
+                    queues,
                     prefetch=self.config.prefetch,
                     on_delivery=self.on_delivery,
+                    accept_celery=self.config.accept_celery,
                 )
             except self.broker.connection_errors as exc:
                 if self.stopping.is_set():
@@ -200,6 +214,9 @@ class Consumer:
         message = self._decode(delivery)
         if message is None:
             return
+        if self._is_celery(delivery) and parking.should_park(message) and self._park(message):
+            delivery.ack()  # parked first: a crash in between parks it twice, runs it once
+            return
         if message.eta is not None:
             wait = (message.eta - timezone.now()).total_seconds()
             if wait > 0:
@@ -207,6 +224,26 @@ class Consumer:
                 self._widen()
                 return
         self._admit(delivery, message)
+
+    def _is_celery(self, delivery: Delivery) -> bool:
+        return self.config.accept_celery and celery_message.is_celery(delivery.headers)
+
+    def _park(self, message: TaskMessage) -> bool:
+        """Park a Celery message due beyond ``ETA_HORIZON_SECONDS``, as ``enqueue`` parks ours.
+
+        Held unacked instead, it would be re-sent by RabbitMQ's ``consumer_timeout``. Return
+        False (then it is held) when the table cannot be written.
+        """
+        close_old_connections()
+        try:
+            parking.park(message, enqueue.encode(message), using=enqueue.default_alias(self.broker))
+        except Exception:
+            logger.warning(
+                "Could not park %s[%s]; holding it", message.task, message.id, exc_info=True
+            )
+            return False
+        logger.info("Parked Celery message %s[%s] until %s", message.task, message.id, message.eta)
+        return True
 
     def _admit(self, delivery: Delivery, message: TaskMessage) -> None:
         """Run ``message`` now, or hold it until its rate limit lets it start."""
@@ -275,18 +312,32 @@ class Consumer:
         else:
             self._revocations_outage.succeeded(now)
 
+    def _writes_started(self, task: Task[Any, Any], message: TaskMessage) -> bool:
+        """Return whether a run of ``message`` records STARTED (``TRACK_STARTED``)."""
+        return self.track_started and not message.ignore_result and task.track_started is not False
+
+    @staticmethod
+    def _for_every_worker(delivery: Delivery) -> bool:
+        """Return whether ``delivery`` is a Broadcast queue's copy (every worker runs its own)."""
+        return tq_settings.QUEUES.broadcast_of(delivery.queue) is not None
+
     def _start(self, task: Task[Any, Any], message: TaskMessage, delivery: Delivery) -> bool:
         """Record STARTED; return False if the task already ran (this is a second copy).
 
         Copies happen: a crash between recording a result and acking, a parking release or a
         beat interrupted between publish and commit. Recording STARTED refuses a finished task,
         so the check costs no extra query. Without STARTED tracking, only messages known to
-        risk a copy (released from parking) are checked.
+        risk a copy (released from parking) are checked. A Broadcast queue's copy is meant for
+        every worker, so it runs whatever another worker did with the same id.
         """
-        if self.track_started and not message.ignore_result and task.track_started is not False:
-            return get_backend().mark_started(
+        for_every_worker = self._for_every_worker(delivery)
+        if self._writes_started(task, message):
+            started = get_backend().mark_started(
                 message, worker=self.config.hostname, delivery_count=delivery.delivery_count
             )
+            return started or for_every_worker
+        if for_every_worker:
+            return True
         if delivery.headers.get(wire_format.RELEASED_HEADER):
             data = get_backend().get(message.id)
             return data is None or data.state not in states.READY_STATES
@@ -319,15 +370,22 @@ class Consumer:
         try:
             if self.signing:  # before anything reads the body
                 signing.verify(delivery.headers, delivery.body, delivery.content_type)
-            message = wire_format.decode(
-                delivery.headers,
-                delivery.body,
-                delivery.content_type,
-                queue=delivery.queue,
-                accept=self.accept,
-            )
+            celery = self._is_celery(delivery)
+            if celery:
+                message = celery_message.decode(
+                    delivery.headers, delivery.body, delivery.content_type, queue=delivery.queue
+                )
+            else:
+                message = wire_format.decode(
+                    delivery.headers,
+                    delivery.body,
+                    delivery.content_type,
+                    queue=delivery.queue,
+                    accept=self.accept,
+                )
             registry.get(message.task).check_arguments(message.args, message.kwargs)
-            if message.priority is None and delivery.priority is not None:  # a foreign producer's
+            # A foreign producer's priority (not Celery's: on Redis its order is the reverse)
+            if message.priority is None and delivery.priority is not None and not celery:
                 message = message.with_changes(priority=delivery.priority)
         except BadSignature as exc:
             self._dead(delivery, f"bad signature: {exc}")
@@ -394,7 +452,18 @@ class Consumer:
         self.slot.started(delivery.tag, message.id, task_name=message.task, deadline=deadline)
         with soft_time_limit(message.soft_time_limit):
             outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
-        record(message, outcome, worker=self.config.hostname, delivery_count=count)
+        durable = not (acks_late and self.results_durable_with_ack and not lost_is_failure)
+        # Fenced: if this worker was cut off past its lease and another delivery started the
+        # task meanwhile, this late outcome is refused (and the fenced ack below deletes nothing).
+        fenced = self._writes_started(task, message) and not self._for_every_worker(delivery)
+        record(
+            message,
+            outcome,
+            worker=self.config.hostname,
+            delivery_count=count,
+            durable=durable,
+            fenced=fenced,
+        )
         close_old_connections()
         if acks_late:
             if outcome.state == REJECTED and outcome.requeue:

@@ -27,6 +27,11 @@ logger = logging.getLogger("django_tq.worker")
 
 #: what a pool runs: ``target(index, stop_event, slot)`` runs one consumer until stopped
 Target = Callable[[int, Any, "Slot"], None]
+#: what a consumer answers "what do you hold?" with: ``provider(limit)`` returns at most
+#: ``limit`` bytes (see :meth:`Slot.serve`)
+Provider = Callable[[int], bytes]
+#: bytes of shared memory a prefork child's answer may take (each held message takes ~300)
+ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,18 +57,28 @@ class ChildExit:
 
 
 class Slot:
-    """What one consumer shares with its pool: tasks finished, the delivery it is running, and
-    a request to terminate that task.
+    """What one consumer shares with its pool: tasks finished, the delivery it is running, a
+    request to terminate that task, and questions about the messages it holds.
 
     In a prefork pool the values live in shared memory, so the parent can read what a child
     was running when it died (that message, and only that one, counts as a delivery), and the
     child can tell the parent's terminate signal from a signal sent to the whole process group.
+
+    The messages a consumer holds (prefetched, waiting for an ETA or a rate limit) live in its
+    own memory. The pool asks for them (:meth:`ask`, for ``tqinspect reserved|scheduled``): a
+    prefork child's thread, blocked on an event until then (nothing on the hot path), writes the
+    answer into shared memory, then its number; an in-process consumer answers at once.
     """
 
     def __init__(self, *, shared: bool) -> None:
         self.processed: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
         self._running: Any = billiard.Array("c", 512, lock=False) if shared else _Counter()
         self._terminate: Any = billiard.Array("c", 320, lock=False) if shared else _Counter()
+        self._question: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
+        self._answered: Any = billiard.Value("L", 0, lock=False) if shared else _Counter()
+        self._answer: Any = billiard.Array("c", ANSWER_BYTES, lock=False) if shared else _Counter()
+        self._asked: Any = billiard.Event() if shared else None
+        self._provider: Provider | None = None
 
     @property
     def is_shared(self) -> bool:
@@ -125,6 +140,51 @@ class Slot:
         """Return the id of the task being executed, or None."""
         task_id = self._read()[1]
         return str(task_id) if task_id is not None else None
+
+    def serve(self, provider: Provider) -> None:
+        """Answer the pool's questions with ``provider(limit)`` (the consumer calls it once).
+
+        In a prefork child a daemon thread waits for questions; in-process, :meth:`ask` calls
+        ``provider`` itself.
+        """
+        first = self._provider is None
+        self._provider = provider
+        if self.is_shared and first:
+            threading.Thread(
+                target=self._answer_questions, name="django_tq-answers", daemon=True
+            ).start()
+
+    def _answer_questions(self) -> None:
+        while True:
+            self._asked.wait()
+            self._asked.clear()
+            self._write_answer(int(self._question.value))
+
+    def _write_answer(self, question: int) -> None:
+        assert self._provider is not None
+        try:
+            payload = self._provider(ANSWER_BYTES - 1)[: ANSWER_BYTES - 1]
+        except Exception:  # a bug must not end the thread: the parent hears "no answer"
+            logger.exception("Answering the pool's question failed")
+            return
+        self._answer.value = payload  # the answer first, then its number: never read half
+        self._answered.value = question
+
+    def ask(self) -> int:
+        """Ask the consumer what it holds; return the question's number (see :meth:`answer_to`)."""
+        question = int(self._question.value) + 1
+        self._question.value = question
+        if self._asked is not None:
+            self._asked.set()
+        elif self._provider is not None:
+            self._write_answer(question)
+        return question
+
+    def answer_to(self, question: int) -> bytes | None:
+        """Return the consumer's answer to ``question``, or None while it has not come."""
+        if int(self._answered.value) != question:
+            return None
+        return bytes(self._answer.value)
 
     def overdue(self, now: float) -> tuple[str, str] | None:
         """Return ``(task id, task name)`` if the running task is past its hard time limit."""
@@ -210,6 +270,33 @@ class Pool:
     def child_processes(self) -> list[tuple[int, int]]:
         """Return ``(index, pid)`` of each live consumer process (none but for prefork)."""
         return []
+
+    def consumers(self) -> list[tuple[int, int, Slot]]:
+        """Return ``(index, pid, slot)`` of each live consumer."""
+        return []
+
+    def holdings(
+        self, timeout: float
+    ) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int]]]:
+        """Ask every live consumer what it holds; wait up to ``timeout`` seconds for answers.
+
+        Return the answers ``(index, pid, answer)`` and the ``(index, pid)`` of each consumer
+        that did not answer in time (e.g. a task holding the GIL in C code).
+        """
+        asked = [(index, pid, slot, slot.ask()) for index, pid, slot in self.consumers()]
+        end = time.monotonic() + timeout
+        answers: dict[int, bytes] = {}
+        while True:
+            for index, _, slot, question in asked:
+                if index not in answers and (answer := slot.answer_to(question)) is not None:
+                    answers[index] = answer
+            if len(answers) == len(asked) or time.monotonic() >= end:
+                break
+            time.sleep(0.005)
+        return (
+            [(index, pid, answers[index]) for index, pid, _, _ in asked if index in answers],
+            [(index, pid) for index, pid, _, _ in asked if index not in answers],
+        )
 
     def terminate(self, task_id: str, signal_name: str) -> bool:
         """Stop the running task ``task_id`` as ``signal_name`` means; return whether asked now.
@@ -408,6 +495,9 @@ class PreforkPool(Pool):
             if child is not None and child.is_alive()
         ]
 
+    def consumers(self) -> list[tuple[int, int, Slot]]:
+        return [(index, pid, self.slots[index]) for index, pid in self.child_processes()]
+
     def terminate(self, task_id: str, signal_name: str) -> bool:
         """Note the request in the child's slot, then signal the child (it raises in the task;
         ``SIGKILL`` kills it, and the worker settles the task when it reaps the child)."""
@@ -507,6 +597,13 @@ class ThreadPool(Pool):
             if (details := slot.running_details()) is not None
         ]
 
+    def consumers(self) -> list[tuple[int, int, Slot]]:
+        return [
+            (index, os.getpid(), slot)
+            for index, (thread, slot) in enumerate(zip(self.threads, self.slots, strict=True))
+            if thread is not None and thread.is_alive()
+        ]
+
     def terminate(self, task_id: str, signal_name: str) -> bool:
         """Raise in the task at its thread's next bytecode (nothing can kill one thread)."""
         for slot in self.slots:
@@ -546,6 +643,9 @@ class SoloPool(ThreadPool):
 
     def tick(self) -> list[ChildExit]:
         return []
+
+    def consumers(self) -> list[tuple[int, int, Slot]]:
+        return [] if self.done.is_set() else [(0, os.getpid(), self.slots[0])]
 
     def join(self, timeout: float | None) -> bool:
         return self.done.wait(timeout)

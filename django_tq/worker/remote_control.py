@@ -22,14 +22,15 @@ from django_tq.conf import DEFAULTS, tq_settings
 from django_tq.models import TaskResult
 from django_tq.registry import registry
 from django_tq.routing import QUEUE_NAME
+from django_tq.worker import inventory
 
 if TYPE_CHECKING:
     from django_tq.worker.worker import Worker
 
 logger = logging.getLogger("django_tq.control")
 
-#: characters of a running task's arguments shown by ``active``
-ARGS_SHOWN = 200
+#: seconds the parent waits for its consumers to say what they hold (``reserved``, ``scheduled``)
+HOLDINGS_TIMEOUT = 1.0
 #: settings ``conf`` never shows
 SECRET_SETTINGS = frozenset({"BROKER_URL", "METRICS_TOKEN"})
 
@@ -53,17 +54,12 @@ def _queue_name(value: Any) -> str:
     return name
 
 
-def _shorten(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= ARGS_SHOWN else text[: ARGS_SHOWN - 1] + "…"
-
-
 class ControlServer:
     """Answers the commands addressed to ``worker``."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.inbox = mailbox.Inbox(worker.hostname)
+        self.inbox = mailbox.Inbox(worker.hostname, worker.broker)
         self.started = time.monotonic()
 
     def tick(self, now: float) -> int:
@@ -83,6 +79,10 @@ class ControlServer:
             if after is not None and "error" not in (reply if isinstance(reply, dict) else {}):
                 after(**command.arguments)  # e.g. shutdown: stop once the reply is stored
         return len(commands)
+
+    def close(self) -> None:
+        """Stop listening for commands."""
+        self.inbox.close()
 
     # -- inspect ------------------------------------------------------------------------------
     def do_ping(self) -> str:
@@ -105,8 +105,8 @@ class ControlServer:
                 {
                     "id": task.task_id,
                     "name": task.task_name,
-                    "args": _shorten(row.get("args")),
-                    "kwargs": _shorten(row.get("kwargs")),
+                    "args": inventory.shorten(row.get("args")),
+                    "kwargs": inventory.shorten(row.get("kwargs")),
                     "worker": self.worker.hostname,
                     "pid": task.pid,
                     "started": started.isoformat() if started else None,
@@ -114,6 +114,39 @@ class ControlServer:
                 }
             )
         return active
+
+    def do_reserved(self) -> list[dict[str, Any]]:
+        return self._held("reserved")
+
+    def do_scheduled(self) -> list[dict[str, Any]]:
+        return self._held("scheduled")
+
+    def _held(self, kind: str) -> list[dict[str, Any]]:
+        """Ask every consumer what it holds; return the ``kind`` messages, each with its pid."""
+        answers, silent = self.worker.pool.holdings(HOLDINGS_TIMEOUT)
+        for index, pid in silent:
+            logger.warning(
+                "Consumer %d (pid %d) did not say what it holds within %gs: %s leaves it out",
+                index,
+                pid,
+                HOLDINGS_TIMEOUT,
+                kind,
+            )
+        held = []
+        for _, pid, raw in answers:
+            answer = inventory.read(raw)
+            if answer.get("left_off"):
+                logger.info(
+                    "Consumer pid %d holds %s more message(s) than its answer can list",
+                    pid,
+                    answer["left_off"],
+                )
+            held += [
+                {**entry, "worker": self.worker.hostname, "pid": pid}
+                for entry in answer.get(kind, [])
+                if isinstance(entry, dict)
+            ]
+        return held
 
     def do_registered(self) -> list[str]:
         return sorted(registry)

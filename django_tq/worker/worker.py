@@ -27,15 +27,16 @@ from typing import Any
 from django.db import close_old_connections, connections, router
 from django.utils import timezone
 
+from django_tq import events, outbox, parking, queues, serialization, signals, sqlite, states
 from django_tq import message as wire_format
-from django_tq import outbox, parking, queues, serialization, signals, sqlite, states
 from django_tq.broker import Broker
 from django_tq.cleanup import expire
 from django_tq.conf import tq_settings
 from django_tq.exceptions import NotRegistered, TimeLimitExceeded
 from django_tq.execution import record, revoked_outcome, send_revoked
+from django_tq.liveness import LivenessFile
 from django_tq.models import QueueDepthSample, WorkerState
-from django_tq.outage import Outage
+from django_tq.outage import TRANSIENT, Outage
 from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.autoreload import CodeWatcher
@@ -73,6 +74,11 @@ class WorkerConfig:
     soft_time_limit: float | None = None
     metrics_port: int | None = None  #: serve Prometheus metrics on this port (``--metrics-port``)
     metrics_address: str = "0.0.0.0"
+    #: also run Celery protocol 2 messages from these queues (``--accept-celery``)
+    accept_celery: bool = False
+    events: bool = False  #: send live task events (``-E``, :mod:`django_tq.events`)
+    #: touched at every turn of the parent's loop, for a liveness probe (``--liveness-file``)
+    liveness_file: str | None = None
 
 
 def default_hostname() -> str:
@@ -122,7 +128,9 @@ class Worker:
         self.revocations = Revocations()
         self._outages: dict[str, Outage] = {}
         self.control: ControlServer | None = None  # made at the first tick (it reads the DB)
+        self.events: events.EventSender | None = None  # with ``config.events``, once running
         self.watcher = CodeWatcher() if config.autoreload else None
+        self.liveness = LivenessFile(config.liveness_file) if config.liveness_file else None
         #: the code changed (``autoreload``): whoever started the worker starts it again
         self.reload_requested = False
 
@@ -134,6 +142,8 @@ class Worker:
             purged = self.broker.purge(list(self.config.queues))
             logger.info("Purged %d message(s) from %s", purged, ", ".join(self.config.queues))
         self._install_signals()
+        if self.config.events:  # before the pool forks: the children inherit the receivers
+            self.events = events.enable(self.broker, self.hostname)
         self.tick(time.monotonic())
         connections.close_all()
         exporter = None
@@ -159,6 +169,7 @@ class Worker:
             self.broker.safe_url,
         )
         signals.send(signals.worker_ready, sender=self)
+        self.worker_event("worker-online")
         try:
             if self.pool.runs_in_main_thread:
                 housekeeping = threading.Thread(
@@ -183,6 +194,8 @@ class Worker:
 
     def tick(self, now: float) -> None:
         """Reap dead children, write the heartbeat, sample queues, delete old results (when due)."""
+        if self.liveness is not None:
+            self.liveness.touch(now)
         if self._restart_children:
             self._restart_children = False
             self.pool.restart()
@@ -202,6 +215,7 @@ class Worker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._guard("heartbeat", self.heartbeat, now)
+            self.worker_event("worker-heartbeat")
         if now >= self._next_sample:
             self._next_sample = now + self.config.sample_interval
             self._guard("sample_queues", self.sample_queues, now)
@@ -219,7 +233,11 @@ class Worker:
         """
         outage = self._outages.get(name)
         if outage is None:
-            outage = self._outages[name] = Outage(f"Worker housekeeping step {name}", logger)
+            outage = self._outages[name] = Outage(
+                f"Worker housekeeping step {name}",
+                logger,
+                transient=(*TRANSIENT, *self.broker.connection_errors),  # e.g. control's channel
+            )
         if not outage.is_due(now):
             return
         try:
@@ -356,6 +374,7 @@ class Worker:
             max_memory_kib=self.config.max_memory_per_child,
             time_limit=self.config.time_limit,
             soft_time_limit=self.config.soft_time_limit,
+            accept_celery=self.config.accept_celery,
         )
         return functools.partial(run_consumer, self.broker, consumer_config)
 
@@ -376,6 +395,16 @@ class Worker:
         if self.control is None:
             self.control = ControlServer(self)  # commands sent from now on are for us
         return self.control.tick(now)
+
+    def worker_event(self, type_: str) -> None:
+        """Send ``worker-online``/``-heartbeat``/``-offline`` when events are on."""
+        if self.events is not None:
+            self.events.worker_event(
+                type_,
+                active=len(self.pool.running()),
+                processed=self.pool.processed(),
+                freq=self.config.heartbeat_interval,
+            )
 
     def backlog(self) -> int:
         """Return how many messages wait in (or are leased from) this worker's queues."""
@@ -433,14 +462,23 @@ class Worker:
         self.stop_requested.set()
         self.pool.stop()
         while not self.cold and not self.pool.join(0.5):
-            pass  # warm: running tasks finish; a second signal sets self.cold
+            # warm: running tasks finish (a second signal sets self.cold); still alive meanwhile
+            if self.liveness is not None:
+                self.liveness.touch(time.monotonic())
         if self.cold:
             self._release_ended(self.pool.kill())
             self._release(os.getpid())  # threads and solo consumers of this very process
         self._release_ended(self.pool.tick())
         self._guard("final heartbeat", lambda: self.heartbeat(stopped=True), time.monotonic())
         signals.send(signals.worker_shutdown, sender=self)
+        self.worker_event("worker-offline")
+        if self.events is not None:
+            self.events.disconnect()
+        if self.control is not None:
+            self.control.close()
         connections.close_all()
+        if self.liveness is not None:
+            self.liveness.remove()
         logger.info("Worker %s stopped", self.hostname)
 
     def _release_ended(self, exits: list[ChildExit]) -> None:

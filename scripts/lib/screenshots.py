@@ -127,7 +127,7 @@ class Page:
             self.events.append(json.loads(self.socket.receive()))
         raise TimeoutError(f"no {method} within {TIMEOUT} s")
 
-    def screenshot(self, url: str, path: Path, *, dark: bool = False) -> None:
+    def open(self, url: str, *, dark: bool = False) -> None:
         self.call(
             "Emulation.setDeviceMetricsOverride",
             width=WIDTH,
@@ -140,6 +140,17 @@ class Page:
         self.events.clear()
         self.call("Page.navigate", url=url)
         self.wait_for_event("Page.loadEventFired")
+
+    def submit(self, script: str) -> None:
+        """Run ``script`` (it submits a form) and wait for the page it leads to."""
+        self.events.clear()
+        self.call("Runtime.evaluate", expression=script)
+        self.wait_for_event("Page.loadEventFired")
+
+    def screenshot(self, url: str | None, path: Path, *, dark: bool = False) -> None:
+        """Capture the page at ``url`` (None: the page open now) as a PNG."""
+        if url is not None:
+            self.open(url, dark=dark)
         metrics = self.call("Page.getLayoutMetrics")
         height = min(MAX_HEIGHT, max(HEIGHT, int(metrics["cssContentSize"]["height"])))
         shot = self.call(
@@ -184,6 +195,29 @@ def first_change_url(base: str, session: str, listing: str) -> str:
     if found is None:
         raise RuntimeError(f"no row in {listing}")
     return found.group(1)
+
+
+#: the worker actions, each with its confirmation page
+WORKER_ACTIONS = (
+    "shutdown_workers",
+    "pool_grow_workers",
+    "pool_shrink_workers",
+    "add_consumer_workers",
+    "cancel_consumer_workers",
+)
+
+
+def choose_action(hostname: str, action: str) -> str:
+    """Return a script that selects ``hostname`` in the workers list and runs ``action``."""
+    return f"""
+      for (const row of document.querySelectorAll("#result_list tbody tr")) {{
+        if (row.textContent.includes({json.dumps(hostname)})) {{
+          row.querySelector("input.action-select").checked = true;
+        }}
+      }}
+      document.querySelector("select[name=action]").value = {json.dumps(action)};
+      document.querySelector("#changelist-form").submit();
+    """
 
 
 def start_chromium(profile: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -233,6 +267,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="admin")
+    parser.add_argument(
+        "--live-worker", help="a running worker: its page and the five action confirmations"
+    )
     options = parser.parse_args()
     base = options.base.rstrip("/")
     options.out.mkdir(parents=True, exist_ok=True)
@@ -267,6 +304,10 @@ def main() -> int:
         ("15-workers-zh-hans", "/admin/django_tq/workerstate/", "zh-hans"),
         ("16-dashboard-dark", "/admin/django_tq/dashboard/", "dark"),
     ]
+    workers = "/admin/django_tq/workerstate/"
+    if options.live_worker:
+        search = f"{workers}?q={urllib.parse.quote(options.live_worker)}"
+        pages.append(("17-worker-live", first_change_url(base, session, search), "en"))
     with tempfile.TemporaryDirectory(prefix="tq-chromium-", ignore_cleanup_errors=True) as profile:
         process, url = start_chromium(Path(profile))
         try:
@@ -279,6 +320,13 @@ def main() -> int:
                 page.call("Network.setCookie", name="django_language", value=language, url=base)
                 target = options.out / f"{name}.png"
                 page.screenshot(base + path, target, dark=look == "dark")
+                print(f"  {target}")
+            for number, action in enumerate(WORKER_ACTIONS if options.live_worker else (), 18):
+                page.call("Network.setCookie", name="django_language", value="en", url=base)
+                page.open(base + workers)
+                page.submit(choose_action(options.live_worker, action))
+                target = options.out / f"{number}-confirm-{action.removesuffix('_workers')}.png"
+                page.screenshot(None, target)
                 print(f"  {target}")
         finally:
             process.terminate()

@@ -138,6 +138,16 @@ def test_enqueue_with_queue_and_countdown(
     assert dt.timedelta(seconds=59) < message.eta - before < dt.timedelta(seconds=62)
 
 
+def test_enqueue_to_an_undeclared_queue_is_a_400_when_queues_are_not_created(
+    users: Users, tq_capture: CapturedQueue, allow_enqueue: None, settings: Any
+) -> None:
+    settings.TQ = {**settings.TQ, "QUEUES": {"default": {}}, "CREATE_MISSING_QUEUES": False}
+    response = enqueue(users, {"args": [1, 1], "queue": "io"})
+    assert response.status_code == 400
+    assert "'io' is not declared" in response.json()["queue"][0]
+    assert not tq_capture.messages and not TaskResult.objects.exists()
+
+
 def test_only_allowlisted_tasks_can_be_enqueued(users: Users, tq_capture: CapturedQueue) -> None:
     response = enqueue(users, {"args": [1, 2]}, role="superuser")  # allowlist is empty
     assert response.status_code == 404

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from django_tq.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
-from django_tq.schedules import Clocked, Crontab, Every, Schedule, to_schedule
+from django_tq.models import PeriodicTask
+from django_tq.models.schedules import row_for
+from django_tq.schedules import Schedule, to_schedule
 from django_tq.testing import CapturedQueue, capture
 from tests.conftest import WorkerProcess, stop_all, worker_env
 
@@ -25,12 +26,8 @@ def utc(text: str) -> dt.datetime:
 
 def schedule_fields(value: Schedule) -> dict[str, Any]:
     """Return the schedule foreign key of a periodic task running on ``value``."""
-    if isinstance(value, Every):
-        return {"interval": IntervalSchedule.for_schedule(value)}
-    if isinstance(value, Crontab):
-        return {"crontab": CrontabSchedule.for_schedule(value)}
-    assert isinstance(value, Clocked)
-    return {"clocked": ClockedSchedule.for_schedule(value)}
+    row = row_for(value)
+    return {row.periodic_task_field: row}
 
 
 def make_task(

@@ -17,6 +17,7 @@ from django_tq.models import (
     IntervalSchedule,
     PeriodicTask,
     PeriodicTaskRun,
+    SolarSchedule,
 )
 from django_tq.testing import capture
 from tests.beat.conftest import RECORD, make_task
@@ -29,6 +30,7 @@ MODELS = [
     "intervalschedule",
     "crontabschedule",
     "clockedschedule",
+    "solarschedule",
 ]
 XSS = "<script>alert(1)</script>"
 
@@ -66,6 +68,9 @@ def rows() -> dict[str, Any]:
         "crontabschedule": job.crontab,
         "intervalschedule": IntervalSchedule.objects.create(every=10, period="seconds"),
         "clockedschedule": ClockedSchedule.objects.create(clocked_time=now + dt.timedelta(days=1)),
+        "solarschedule": SolarSchedule.objects.create(
+            event="sunset", latitude="59.9139", longitude="10.7522"
+        ),
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from django_tq import crontab, periodic_task
+from django_tq import crontab, periodic_task, solar
 from django_tq.beat.declarations import forget_decorated
 from django_tq.beat.sync import sync_declared
 from django_tq.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -27,6 +27,7 @@ SCHEDULE = {
         "description": "The nightly report.",
     },
     "every-30s": {"task": RECORD, "schedule": 30, "misfire_policy": "skip"},
+    "at-dusk": {"task": RECORD, "schedule": solar("dusk_civil", 48.8566, 2.3522)},
     "hourly": {
         "task": "tests.testapp.tasks.add",
         "schedule": dt.timedelta(hours=1),
@@ -43,7 +44,7 @@ def beat_schedule(settings: Any) -> dict[str, Any]:
 
 def test_declared_tasks_are_created_code_managed(beat_schedule: dict[str, Any]) -> None:
     report = sync_declared()
-    assert sorted(report.created) == ["every-30s", "hourly", "nightly"]
+    assert sorted(report.created) == ["at-dusk", "every-30s", "hourly", "nightly"]
     nightly = PeriodicTask.objects.get(name="nightly")
     assert nightly.code_managed and nightly.enabled
     assert nightly.crontab == CrontabSchedule.objects.get(
@@ -55,6 +56,11 @@ def test_declared_tasks_are_created_code_managed(beat_schedule: dict[str, Any]) 
     assert every.interval == IntervalSchedule.objects.get(every=30, period="seconds")
     assert every.misfire_policy == "skip"
     assert PeriodicTask.objects.get(name="hourly").interval.period == "hours"
+    dusk = PeriodicTask.objects.get(name="at-dusk")
+    assert dusk.solar is not None and (dusk.solar.event, str(dusk.solar.latitude)) == (
+        "dusk_civil",
+        "48.856600",
+    )
 
 
 def test_a_second_sync_changes_nothing(beat_schedule: dict[str, Any]) -> None:

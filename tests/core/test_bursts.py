@@ -16,7 +16,8 @@ from django_tq import AsyncResult, group, states
 from django_tq.broker import get_broker
 from django_tq.exceptions import PayloadTooLarge, PublishError
 from django_tq.models import TaskResult
-from tests.conftest import AMQP_URL, require_service
+from tests.conftest import AMQP_URL, require_service, wait_for
+from tests.core.test_exchange_routing import _cleanup
 from tests.core.test_foreign_producers import foreign_url, publish, task_message
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record
@@ -238,3 +239,47 @@ def test_a_channel_rabbitmq_closes_fails_the_burst_and_the_next_publish_works(
         with Connection(AMQP_URL) as conn:
             conn.default_channel.queue_delete(queue)
             conn.default_channel.queue_delete(good)
+
+
+@pytest.mark.db
+@pytest.mark.django_db(transaction=True)
+def test_routed_calls_go_out_in_the_burst_one_copy_per_queue_reached(
+    broker_url: str, queue_name: str, settings: Any, start_worker: Any
+) -> None:
+    feeds, imports, exchange = f"{queue_name}-feeds", f"{queue_name}-imports", f"{queue_name}-x"
+    topic = {"exchange": exchange, "exchange_type": "topic"}
+    settings.TQ = {
+        **settings.TQ,
+        "QUEUES": {
+            queue_name: {},
+            feeds: {**topic, "routing_key": "feed.#"},
+            imports: {**topic, "routing_key": "*.import"},
+        },
+    }
+    broker = get_broker()
+    try:
+        with record.publisher() as publisher:  # sent before any worker declared the queues
+            both = [
+                record.apply_async(
+                    (f"routed-{i}",),
+                    exchange=exchange,
+                    routing_key="feed.import",
+                    publisher=publisher,
+                )
+                for i in range(5)
+            ]
+            one = record.apply_async(
+                ("routed-rss",), exchange=exchange, routing_key="feed.rss", publisher=publisher
+            )
+            plain = record.apply_async(("plain",), publisher=publisher)
+            assert broker.depth(feeds) == 0  # nothing sent before the flush
+        assert publisher.sent == [r.id for r in [*both, one, plain]]
+        assert (broker.depth(feeds), broker.depth(imports), broker.depth(queue_name)) == (6, 5, 1)
+        start_worker("-P", "solo")  # every declared queue
+        for result in [*both, one, plain]:
+            result.get(timeout=30)
+        wait_for(lambda: broker.depth(feeds) + broker.depth(imports) == 0, what="drained copies")
+        # a copy of a task that already ran is skipped: each call ran once
+        assert Execution.objects.filter(label__startswith="routed-").count() == 6
+    finally:
+        _cleanup(broker_url, [feeds, imports], [exchange])

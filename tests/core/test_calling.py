@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from django_tq import AsyncResult, send_task, states
 from django_tq.enqueue import is_waiting_for_commit
-from django_tq.exceptions import PayloadTooLarge, PublishError, TaskError
+from django_tq.exceptions import PayloadTooLarge, PublishError, QueueNotFound, TaskError
 from django_tq.models import QueueMessage, TaskResult
 from django_tq.testing import capture
 from tests.testapp.tasks import (
@@ -357,7 +357,8 @@ def test_routing_key_names_the_queue(settings):
         record.apply_async(("x",), routing_key="explicit-key")
         record.apply_async(("y",), routing_key="same", queue="same")
     assert [m.queue for m in queue.messages] == ["by-key", "explicit-key", "same"]
-    with pytest.raises(ValueError, match="default exchange"):
+    # a key no declared queue is bound with names a queue only when no other queue is named
+    with pytest.raises(QueueNotFound, match="reaches no queue declared"):
         record.apply_async(("z",), routing_key="a", queue="b")
 
 

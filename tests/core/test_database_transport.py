@@ -7,12 +7,14 @@ import threading
 import time
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from django_tq.broker import Broker
 from django_tq.broker.delivery import Delivery
 from django_tq.message import TaskMessage, encode
 from django_tq.models import QueueMessage
+from django_tq.transport import pooling
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
@@ -73,6 +75,20 @@ def test_expired_lease_is_redelivered_and_counted(queue_name):
     second, again = _collect(broker, queue_name)
     assert [d.delivery_count for d in again] == [2]
     again[0].ack()
+    second.close()
+    first.close()
+
+
+def test_a_late_ack_from_a_holder_whose_lease_was_taken_over_is_fenced(queue_name):
+    broker = _broker(lease_seconds=1.5)
+    _send(broker, queue_name, "partitioned")
+    first, (stale,) = _collect(broker, queue_name)
+    time.sleep(1.7)  # the first holder is cut off: no renewal, no ack
+    second, (current,) = _collect(broker, queue_name)
+    stale.ack()  # it comes back and acks late: the message is the second holder's now
+    assert QueueMessage.objects.filter(lease_owner=second.channel.owner).count() == 1
+    current.ack()
+    assert QueueMessage.objects.count() == 0
     second.close()
     first.close()
 
@@ -205,4 +221,60 @@ def test_consumer_connection_waits_for_the_sqlite_write_lock_whatever_options_sa
     assert connection.settings_dict["OPTIONS"] == {}  # the alias's own settings are left alone
     assert [d.headers["id"] for d in received] == ["m0"]
     received[0].ack()
+    subscription.close()
+
+
+# -- behind a transaction pooler (PgBouncer itself: tests/faults/test_pgbouncer.py) ------------------
+def test_the_transaction_pooling_option_reads_true_false_and_auto():
+    assert [pooling.flag(v) for v in (True, "1", "yes", False, "off", None, "auto")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        None,
+        None,
+    ]
+    with pytest.raises(ImproperlyConfigured, match="transaction_pooling"):
+        pooling.flag("sometimes")
+    assert (
+        pooling.local_settings(["SET a = off", "SET b = 1"])
+        == "SET LOCAL a = off; SET LOCAL b = 1; "
+    )
+
+
+def test_a_pooled_consumer_claims_with_per_statement_settings_on_postgresql(queue_name):
+    broker = Broker(
+        "django://",
+        transport_options={"transaction_pooling": True, "polling_interval": 0.01},
+    )
+    for i in range(3):
+        _send(broker, queue_name, f"p{i}")
+    subscription, received = _collect(broker, queue_name)
+    channel = subscription.channel
+    db = channel.consumer_db
+    if db.vendor != "postgresql":
+        subscription.close()
+        pytest.skip("a PostgreSQL setting")
+    assert channel.is_pooled
+    assert [d.headers["id"] for d in received] == ["p0", "p1", "p2"]
+    assert channel._execute("SELECT current_setting('enable_sort')") == [("off",)]  # in statement
+    with db.cursor() as cursor:  # and gone after it: nothing stays on the session
+        cursor.execute(
+            "SELECT current_setting('enable_sort'), current_setting('synchronous_commit')"
+        )
+        assert cursor.fetchone() == ("on", "on")
+    for delivery in received:
+        delivery.ack()
+    assert not QueueMessage.objects.filter(queue=queue_name).exists()
+    subscription.close()
+
+
+def test_a_direct_postgresql_connection_is_found_unpooled(queue_name):
+    subscription = _broker().subscribe([queue_name], prefetch=1, on_delivery=lambda d: None)
+    db = subscription.channel.consumer_db
+    if db.vendor != "postgresql":
+        subscription.close()
+        pytest.skip("a PostgreSQL setting")
+    assert subscription.channel.is_pooled is False  # the probe heard its NOTIFY: LISTEN works
     subscription.close()

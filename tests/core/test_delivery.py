@@ -207,6 +207,11 @@ def test_countdown_delays_the_task(broker_url, start_worker):
 
 
 def test_a_poison_message_is_dead_after_max_deliveries(broker_url, settings, start_worker):
+    assert_a_poison_message_dies_alone(settings, start_worker)
+
+
+def assert_a_poison_message_dies_alone(settings, start_worker) -> None:
+    """A message killing its worker runs MAX_DELIVERIES (3) times, then is DEAD; 5 others run."""
     settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 3, "LEASE_SECONDS": 2}
     start_worker("-P", "prefork", "-c", "1")
     poison = kill_my_process.delay()

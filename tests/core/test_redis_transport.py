@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import redis
 import redis.exceptions
+import redis.sentinel
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count
 from kombu import Connection
 
@@ -31,6 +33,7 @@ from django_tq.transport.redis import (
     database_number,
     split_tag,
 )
+from django_tq.transport.redis_sentinel import sentinel_addresses
 from tests.conftest import require_service, wait_for
 from tests.settings import REDIS_DB
 from tests.testapp.models import Execution
@@ -225,6 +228,22 @@ def test_an_expired_lease_is_delivered_again(
     assert broker.depth(redis_queue) == 0
 
 
+def test_a_late_ack_from_a_holder_whose_lease_was_taken_over_is_fenced(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("partitioned"), queue=redis_queue)
+    first = make_receiver([redis_queue], lease_seconds=0.3)
+    [stale] = first.receive(1)
+    second = make_receiver([redis_queue], lease_seconds=30)
+    [current] = second.receive(1)  # the first lease ran out: the message is the second's now
+    stale.ack()  # the first holder comes back (a healed partition) and acks late
+    assert broker.depth(redis_queue) == 1  # still there: the second holder's lease stands
+    third = make_receiver([redis_queue], lease_seconds=30)
+    third.receive_nothing(0.3)  # and nobody else receives it meanwhile
+    current.ack()
+    assert broker.depth(redis_queue) == 0
+
+
 def test_renewed_leases_are_not_delivered_again(
     broker: Broker, redis_queue: str, make_receiver: Any
 ) -> None:
@@ -401,3 +420,40 @@ def test_scripts_survive_a_script_cache_flush_and_a_dropped_connection(
     receiver = make_receiver([redis_queue])
     bodies = sorted(body_of(d) for d in receiver.receive(3))
     assert bodies == ["after flush", "after reconnect", "before"]
+
+
+# -- replicas and Sentinel (the failover itself: tests/faults/test_sentinel.py) ---------------------
+def test_a_publish_no_replica_acknowledged_fails_loudly(redis_queue: str) -> None:
+    broker = Broker(
+        REDIS_URL,
+        transport_options={"replica_acks": 1, "replica_ack_timeout": 0.1},
+        connect_timeout=0.5,
+    )
+    with pytest.raises(PublishError, match="0 of 1 replicas acknowledged"):
+        broker.publish(message("unsafe"), queue=redis_queue)  # the shared Redis has no replica
+
+
+def test_a_sentinel_url_names_every_sentinel_and_needs_a_master_name() -> None:
+    url = "sentinel://127.0.0.1:26390;sentinel://127.0.0.2:26391/3;sentinel://h"
+    assert sentinel_addresses(url.split(";")) == [
+        ("127.0.0.1", 26390),
+        ("127.0.0.2", 26391),
+        ("h", 26379),
+    ]
+    with (
+        Broker(url).connection() as connection,
+        pytest.raises(ImproperlyConfigured, match="master"),
+    ):
+        connection.default_channel.client  # noqa: B018 - the client is built on first use
+    broker = Broker(url, transport_options={"master_name": "main"})
+    with broker.connection() as connection:
+        pool = connection.default_channel.client.connection_pool
+        assert isinstance(pool, redis.sentinel.SentinelConnectionPool)
+        assert pool.service_name == "main"
+        assert [
+            s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels
+        ] == [
+            26390,
+            26391,
+            26379,
+        ]

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,8 +133,14 @@ class Service:
     #: the signal that stops the server gracefully
     stop_signal = signal.SIGTERM
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, host: str = "127.0.0.1", prefix: Sequence[str] = ()
+    ) -> None:
+        """A server in ``directory``, listening on ``host``; ``prefix`` runs it elsewhere
+        (``ip netns exec NS``: in another test host's namespace, see tests/faults/network.py)."""
         self.directory = directory
+        self.host = host
+        self.prefix = list(prefix)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / f"{self.name}.log"
@@ -149,7 +155,7 @@ class Service:
         """Start the server; with ``wait``, return once its port answers."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(),
+                [*self.prefix, *self.command()],
                 cwd=self.directory,
                 env=self.environment(),
                 stdout=log,
@@ -163,7 +169,7 @@ class Service:
         """Wait until the port answers (fail if the server exits first)."""
         assert self.process is not None
         wait_for(
-            lambda: self.process.poll() is not None or service_answers(self.port),
+            lambda: self.process.poll() is not None or service_answers(self.port, self.host),
             self.start_timeout,
             interval=0.1,
             what=f"{self.name} on port {self.port}",
@@ -180,7 +186,9 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-        wait_for(lambda: not service_answers(self.port), 10, what=f"{self.name} to close")
+        wait_for(
+            lambda: not service_answers(self.port, self.host), 10, what=f"{self.name} to close"
+        )
 
     def restart(self) -> None:
         """Stop the server, then start it again on the same port with the same data."""
@@ -209,13 +217,15 @@ class RedisServer(Service):
     def command(self) -> list[str]:
         return [
             skip_without("redis-server"),
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+            *("--port", str(self.port), "--bind", self.host, "--save", ""),
+            # a test host in a namespace is not loopback; only this machine's namespaces reach it
+            *("--protected-mode", "no" if self.host != "127.0.0.1" else "yes"),
             *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)),
         ]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
 
 class RabbitNode(Service):
@@ -225,8 +235,10 @@ class RabbitNode(Service):
     start_timeout = 120.0  # a first boot takes 20-30 s on a loaded 2-core machine
     server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
+    def __init__(
+        self, directory: Path, *, host: str = "127.0.0.1", prefix: Sequence[str] = ()
+    ) -> None:
+        super().__init__(directory, host=host, prefix=prefix)
         self.dist_port = free_port()
         for sub in ("home", "mnesia", "log"):
             (directory / sub).mkdir(exist_ok=True)
@@ -242,7 +254,7 @@ class RabbitNode(Service):
             **os.environ,
             "HOME": str(directory / "home"),  # its own .erlang.cookie
             "RABBITMQ_NODENAME": f"tqtest-{RUN}-{self.port}@localhost",
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": self.host,
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
@@ -255,7 +267,7 @@ class RabbitNode(Service):
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        return f"amqp://guest:guest@{self.host}:{self.port}//"
 
 
 class PostgresCluster(Service):
@@ -265,8 +277,10 @@ class PostgresCluster(Service):
     stop_signal = signal.SIGINT  # a fast shutdown: SIGTERM would wait for every client to leave
     bin = Path("/usr/lib/postgresql/15/bin")
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
+    def __init__(
+        self, directory: Path, *, host: str = "127.0.0.1", prefix: Sequence[str] = ()
+    ) -> None:
+        super().__init__(directory, host=host, prefix=prefix)
         self.data = directory / "data"
         skip_without(str(self.bin / "initdb"))
         shutil.chown(directory, "postgres")
@@ -280,6 +294,9 @@ class PostgresCluster(Service):
             capture_output=True,
             timeout=120,
         )
+        # clients on the subnet of its address too (a test host in a network namespace)
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all samenet trust\n")
 
     def _as_postgres(self) -> list[str]:
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -288,19 +305,49 @@ class PostgresCluster(Service):
         return [
             *self._as_postgres(),
             *(str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port)),
-            *("-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="),
+            *("-c", f"listen_addresses={self.host}", "-c", "unix_socket_directories="),
             *("-c", "fsync=off"),  # a restart is a clean shutdown: nothing needs the flushes
         ]
+
+    def wait_ready(self) -> None:
+        """Wait until the cluster accepts queries (its port opens while it is still starting)."""
+        super().wait_ready()
+
+        def accepts() -> bool:
+            try:
+                self.sql("SELECT 1")
+            except Exception:  # "the database system is starting up", and friends
+                return False
+            return True
+
+        wait_for(accepts, self.start_timeout, interval=0.1, what=f"{self.name} to accept queries")
 
     def sql(self, statement: str, database: str = "postgres") -> list[tuple[Any, ...]]:
         """Run one statement on the cluster (a connection of its own); return the rows."""
         import psycopg
 
         with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname=database, autocommit=True
+            host=self.host, port=self.port, user="postgres", dbname=database, autocommit=True
         ) as conn:
             cursor = conn.execute(statement)
             return list(cursor.fetchall()) if cursor.description else []
+
+
+def postgres_connection(port: int, database: str, options: dict[str, Any]) -> Any:
+    """Return an unconnected Django connection to ``database`` on 127.0.0.1:``port``."""
+    from django.db import connection
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    settings = {
+        **connection.settings_dict,
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": port,
+        "NAME": database,
+        "USER": "postgres",
+        "OPTIONS": options,
+    }
+    return DatabaseWrapper(settings, alias=f"{database}-{port}")
 
 
 @pytest.fixture

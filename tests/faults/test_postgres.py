@@ -8,23 +8,18 @@ dir, a free port): the worker subprocesses and a producer subprocess reach it th
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
-import subprocess
-import sys
 import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_for, worker_env
-from tests.faults.conftest import LEASE_SECONDS, PostgresCluster, Runs
+from tests.conftest import wait_for
+from tests.faults.conftest import PostgresCluster
+from tests.faults.pg_client import DATABASE, Client
 
 pytestmark = pytest.mark.slow
-
-DATABASE = "tq_faults"
 
 
 @pytest.fixture
@@ -37,72 +32,6 @@ def cluster() -> Iterator[PostgresCluster]:
     yield pg
     pg.kill()
     shutil.rmtree(directory, ignore_errors=True)
-
-
-class Client:
-    """Processes pointed at the cluster: ``migrate``, producers, and what the tasks wrote."""
-
-    def __init__(self, cluster: PostgresCluster, queue: str) -> None:
-        self.cluster = cluster
-        self.env = {
-            "TQ_TEST_DB": "postgres",
-            "TQ_TEST_PG_PORT": str(cluster.port),
-            "TQ_TEST_DB_NAME": DATABASE,
-            "TQ_SETTINGS_JSON": json.dumps(
-                {"BROKER_URL": "django://", "DEFAULT_QUEUE": queue, "LEASE_SECONDS": LEASE_SECONDS}
-            ),
-        }
-
-    def run(self, *args: str) -> list[str]:
-        done = subprocess.run(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env={**worker_env(), **self.env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout.splitlines()
-
-    def produce(self, count: int) -> list[str]:
-        """Send ``count`` tasks; return the ids whose ``.delay()`` returned."""
-        lines = self.run("-m", "tests.faults.produce", str(count))
-        refused = [line for line in lines if line.startswith("refused")]
-        assert not refused, refused[:3]
-        return lines
-
-    def sql(self, statement: str) -> list[tuple]:
-        return self.cluster.sql(statement, DATABASE)
-
-    def runs(self) -> Runs:
-        starts: Counter[str] = Counter()
-        ends: Counter[str] = Counter()
-        for task_id, label in self.sql("SELECT task_id, label FROM testapp_execution"):
-            (starts if label.startswith("start:") else ends)[task_id] += 1
-        return Runs(starts=starts, ends=ends)
-
-    def finished(self) -> int:
-        return self.sql("SELECT count(*) FROM testapp_execution WHERE label LIKE 'end:%'")[0][0]
-
-    def running_at(self, moment: dt.datetime) -> set[str]:
-        """Return the tasks started before ``moment`` whose success was not recorded by then."""
-        rows = self.sql(
-            "SELECT e.task_id FROM testapp_execution e WHERE e.label LIKE 'start:%%' "
-            f"AND e.created_at <= '{moment.isoformat()}' AND NOT EXISTS (SELECT 1 FROM "
-            "django_tq_taskresult r WHERE r.task_id = e.task_id AND r.state = 'SUCCESS' "
-            f"AND r.date_done <= '{moment.isoformat()}')"
-        )
-        return {task_id for (task_id,) in rows}
-
-    def wait_until_finished(self, ids: list[str], timeout: float) -> Runs:
-        wait_for(
-            lambda: self.finished() >= len(ids) and not self.runs().lost(ids),
-            timeout,
-            interval=0.25,
-            what=f"{len(ids)} tasks to finish",
-        )
-        return self.runs()
 
 
 def _now(client: Client) -> dt.datetime:

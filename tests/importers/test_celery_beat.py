@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +28,7 @@ from django_tq.models import (
 )
 from django_tq.registry import registry
 from django_tq.schedules import Clocked, Crontab, Every
+from django_tq.sun import Solar
 from django_tq.testing import capture
 from tests.importers.conftest import celery_model
 
@@ -121,15 +123,13 @@ def test_every_row_is_imported_skipped_or_failed_with_its_reason(
     found = outcomes(report)
     assert {name for name, (action, _) in found.items() if action == Action.IMPORTED} == {
         "add every 15 minutes", "weekday report", "quarter hours", "five seconds", "new year",
-        "gone", "broadcast", "urgent", "paused", "wrong args",
+        "gone", "broadcast", "urgent", "paused", "wrong args", "at sunset",
     }  # fmt: skip
     assert found["too fine"] == (
         Action.SKIPPED,
         "an interval of 1,500 microseconds: django_tq's intervals are whole seconds; create "
         "this one by hand with the nearest number of seconds",
     )
-    assert found["at sunset"][0] == Action.SKIPPED
-    assert "solar schedule (sunset at 48.85, 2.35)" in found["at sunset"][1]
     assert found["celery.backend_cleanup"] == (
         Action.SKIPPED,
         "Celery's result cleanup task: django_tq's worker deletes expired results itself "
@@ -152,7 +152,7 @@ def test_every_row_is_imported_skipped_or_failed_with_its_reason(
     assert found["wrong args"][1].startswith("imported disabled: These arguments do not fit")
     assert found["urgent"][1] == "priority 200 stored as 9, django_tq's highest"
     assert found["quarter hours"][1] == "queue 'io' taken from the routing key"
-    assert report.count(Action.IMPORTED) == 10 and report.total == 15
+    assert report.count(Action.IMPORTED) == 11 and report.total == 15
 
     job = PeriodicTask.objects.get(name="add every 15 minutes")
     assert job.get_schedule() == Every(dt.timedelta(minutes=15))
@@ -185,6 +185,11 @@ def test_every_row_is_imported_skipped_or_failed_with_its_reason(
     new_year = PeriodicTask.objects.get(name="new year")
     assert new_year.get_schedule() == Clocked(dt.datetime(2030, 1, 1, 12, tzinfo=UTC))
     assert new_year.one_off
+    at_sunset = PeriodicTask.objects.get(name="at sunset")
+    assert at_sunset.get_schedule() == Solar(
+        event="sunset", latitude=Decimal("48.85"), longitude=Decimal("2.35")
+    )
+    assert at_sunset.solar is not None and at_sunset.solar.latitude == Decimal("48.850000")
     assert not PeriodicTask.objects.get(name="gone").enabled
     assert not PeriodicTask.objects.get(name="broadcast").enabled
     assert not PeriodicTask.objects.get(name="paused").enabled
@@ -204,8 +209,8 @@ def test_a_second_run_changes_nothing_and_says_so(
     changed = {name: task.date_changed for name, task in _tasks().items()}
     again = read_via(celery_beat.import_periodic_tasks)
     assert not again.changed_anything
-    assert again.count(Action.UNCHANGED) == 10
-    assert again.count(Action.SKIPPED) == 3 and again.count(Action.FAILED) == 2
+    assert again.count(Action.UNCHANGED) == 11
+    assert again.count(Action.SKIPPED) == 2 and again.count(Action.FAILED) == 2
     assert {name: task.date_changed for name, task in _tasks().items()} == changed
 
 
@@ -222,8 +227,8 @@ def test_a_dry_run_writes_nothing(celery_apps: Callable[[], Any]) -> None:
             call_command("tqimport", "celery-beat", "--dry-run", stdout=out)
     text = out.getvalue()
     assert (
-        "Dry run, nothing written: celery-beat: 15 periodic tasks: 10 imported, 0 updated, "
-        "0 unchanged, 3 skipped, 2 failed." in text
+        "Dry run, nothing written: celery-beat: 15 periodic tasks: 11 imported, 0 updated, "
+        "0 unchanged, 2 skipped, 2 failed." in text
     )
     assert "imported   weekday report" in text
     assert not PeriodicTask.objects.exists() and not ImportedPeriodicTask.objects.exists()
@@ -376,7 +381,8 @@ def test_an_imported_crontab_is_sent_by_beat_at_its_time_in_its_zone(
     celery_beat.import_periodic_tasks()
     now = timezone.now()
     local = now.astimezone(PARIS)
-    day = local.date() + dt.timedelta(days=1)
+    # the next weekday 09:30 in Paris after now (today's, when it is still to come)
+    day = local.date() + dt.timedelta(days=0 if local.time() < dt.time(9, 29) else 1)
     while day.isoweekday() > 5:
         day += dt.timedelta(days=1)
     due = dt.datetime.combine(day, dt.time(9, 30), tzinfo=PARIS).astimezone(UTC)

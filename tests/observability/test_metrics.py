@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import urllib.request
 import uuid
@@ -9,10 +10,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_tq import AsyncResult, message, signals, states
 from django_tq.enqueue import enqueue
+from django_tq.execution import execute, record
 from django_tq.message import TaskMessage
 from django_tq.metrics import tasks as task_metrics
 from django_tq.models import DeadLetter
@@ -121,6 +125,36 @@ def test_without_metrics_no_receiver_is_connected() -> None:
     for signal in (signals.task_started, signals.task_postrun, signals.task_received):
         uids = [key[0] for key, *_ in signal.receivers]
         assert task_metrics.DISPATCH_UID not in uids
+
+
+def queries_of(task: Any, *args: Any) -> list[str]:
+    """Return the SQL a worker child runs for one message of ``task``: received, executed,
+    recorded (result row, retry published)."""
+    sent = TaskMessage(
+        id=str(uuid.uuid4()), task=task.name, args=args, sent_at=dt.datetime.now(dt.UTC)
+    )
+    with CaptureQueriesContext(connection) as captured:
+        signals.send(signals.task_received, sender=task, message=sent)
+        record(sent, execute(sent, hostname="test"), worker="test")
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def test_a_task_with_metrics_on_runs_no_extra_query() -> None:
+    calls = [(add, 1, 2), (fail, "expected"), (always_retries,)]
+    for call in calls:
+        queries_of(*call)  # warm: the first run of each fills Django's caches
+    off = {call[0].name: len(queries_of(*call)) for call in calls}
+    metrics = task_metrics.connect()
+    try:
+        on = {call[0].name: len(queries_of(*call)) for call in calls}
+        counted = metrics.tasks.labels(add.name, "default", states.SUCCESS)._value.get()
+        failed = metrics.tasks.labels(fail.name, "default", states.FAILURE)._value.get()
+        retried = metrics.retries.labels(always_retries.name, "default")._value.get()
+    finally:
+        task_metrics.disconnect()
+    assert (counted, failed, retried) == (1, 1, 1)  # the receivers ran
+    assert on == off
+    assert all(off.values())  # and each run did reach the database (result rows)
 
 
 # -- the Django view ---------------------------------------------------------------------------

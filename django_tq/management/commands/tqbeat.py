@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tq.beat.scheduler import Scheduler, default_name
-from django_tq.management.commands.tqworker import configure_logging
+from django_tq.management.commands.tqworker import add_liveness_argument, configure_logging
 
 
 class Command(BaseCommand):
@@ -27,11 +27,14 @@ class Command(BaseCommand):
             type=float,
             help="seconds between database reads at most (default: TQ['BEAT_MAX_LOOP_INTERVAL'])",
         )
+        add_liveness_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(options["loglevel"])
         scheduler = Scheduler(
-            name=options["name"] or default_name(), max_interval=options["max_interval"]
+            name=options["name"] or default_name(),
+            max_interval=options["max_interval"],
+            liveness_file=options["liveness_file"],
         )
         scheduler.install_signal_handlers()
         try:

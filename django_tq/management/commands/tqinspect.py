@@ -1,4 +1,4 @@
-"""``python manage.py tqinspect ping|active|registered|stats|revoked|active_queues|conf``:
+"""``python manage.py tqinspect ping|active|reserved|scheduled|registered|stats|revoked|active_queues|conf``:
 ask running workers (parse, call :func:`django_tq.control.inspect`, print)."""
 
 from __future__ import annotations
@@ -11,7 +11,17 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from django_tq import control
 
-METHODS = ("ping", "active", "registered", "stats", "revoked", "active_queues", "conf")
+METHODS = (
+    "ping",
+    "active",
+    "reserved",
+    "scheduled",
+    "registered",
+    "stats",
+    "revoked",
+    "active_queues",
+    "conf",
+)
 
 
 def destination(value: str | None) -> list[str] | None:
@@ -23,8 +33,9 @@ def destination(value: str | None) -> list[str] | None:
 
 class Command(BaseCommand):
     help = (
-        "Ask the running workers what they do: ping, active (running tasks), registered (task "
-        "names), stats, revoked, active_queues, conf. Exit status 1 when no worker answers."
+        "Ask the running workers what they do: ping, active (running tasks), reserved (held to "
+        "run next), scheduled (held until their ETA), registered (task names), stats, revoked, "
+        "active_queues, conf. Exit status 1 when no worker answers."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -77,8 +88,23 @@ def _details(method: str, reply: Any) -> list[str]:
             f"args={task['args']} kwargs={task['kwargs']}"
             for task in reply
         ]
+    if method in ("reserved", "scheduled") and isinstance(reply, list):
+        return [_held(task) for task in reply if isinstance(task, dict)]
     if isinstance(reply, list):
         return [str(item) for item in reply]
     if isinstance(reply, dict) and "error" not in reply:
         return [f"{key}: {json.dumps(value, default=str)}" for key, value in reply.items()]
     return []
+
+
+def _held(task: dict[str, Any]) -> str:
+    if task.get("eta"):
+        when = f" eta {task['eta']}"
+    elif task.get("rate_limited_until"):
+        when = f" rate-limited until {task['rate_limited_until']}"
+    else:
+        when = ""
+    return (
+        f"{task.get('name')}[{task.get('id')}] pid {task.get('pid')} queue {task.get('queue')}"
+        f"{when} args={task.get('args')} kwargs={task.get('kwargs')}"
+    )

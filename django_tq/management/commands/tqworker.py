@@ -55,6 +55,16 @@ def autoscale(value: str) -> tuple[int, int]:
     return maximum, minimum
 
 
+def add_liveness_argument(parser: CommandParser) -> None:
+    """``--liveness-file PATH`` (tqworker and tqbeat): see :mod:`django_tq.liveness`."""
+    parser.add_argument(
+        "--liveness-file",
+        metavar="PATH",
+        help="touch PATH at every turn of the loop, for a liveness probe "
+        "(python -m django_tq.liveness PATH --max-age 30)",
+    )
+
+
 class Command(BaseCommand):
     help = "Run a django_tq worker: consume tasks from the broker and run them."
     requires_system_checks = ["django_tq"]
@@ -139,8 +149,22 @@ class Command(BaseCommand):
             help="address the metrics port listens on (default: TQ['METRICS_ADDRESS'])",
         )
         parser.add_argument(
+            "--accept-celery",
+            action="store_true",
+            default=None,
+            help="also run Celery protocol 2 messages published to these queues "
+            "(default: TQ['ACCEPT_CELERY'])",
+        )
+        parser.add_argument(
+            "-E",
+            "--events",
+            action="store_true",
+            help="send live task events for tqevents (default: TQ['SEND_EVENTS'])",
+        )
+        parser.add_argument(
             "-B", "--beat", action="store_true", help="also run beat (in a thread of this process)"
         )
+        add_liveness_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -198,6 +222,7 @@ class Command(BaseCommand):
             purge=options["purge"],
             autoreload=options["autoreload"],
             autoscale=options["autoscale"],
+            liveness_file=options["liveness_file"],
             autoscale_keepalive=tq_settings.WORKER_AUTOSCALE_KEEPALIVE,
             time_limit=options["time_limit"],
             soft_time_limit=options["soft_time_limit"],
@@ -205,6 +230,8 @@ class Command(BaseCommand):
             if options["metrics_port"] is not None
             else tq_settings.METRICS_PORT,
             metrics_address=options["metrics_address"] or tq_settings.METRICS_ADDRESS,
+            accept_celery=bool(options["accept_celery"] or tq_settings.ACCEPT_CELERY),
+            events=options["events"] or tq_settings.SEND_EVENTS,
         )
 
     def _run(self, worker: Worker, *, beat: bool) -> int:

@@ -1,0 +1,153 @@
+"""What recording results costs at the defaults: statements per task, and nothing users see lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_tq import AsyncResult, states
+from django_tq.broker import get_broker
+from django_tq.models import QueueMessage, TaskResult
+from django_tq.result_backends import get_backend
+from django_tq.testing import run_worker_until_empty
+from tests.conftest import REDIS_URL, require_service, wait_for
+from tests.redis_commands import counting
+from tests.testapp.tasks import add, slow_record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def _writes(queries: list[dict[str, Any]]) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
+
+
+def _run_five() -> list[str]:
+    results = [add.delay(n, 1) for n in range(5)]
+    with CaptureQueriesContext(connection) as ctx:
+        assert run_worker_until_empty() == 5
+    writes = _writes(ctx.captured_queries)
+    table = TaskResult._meta.db_table
+    # Per task: STARTED (refusing a finished task in the same statement), then the final state;
+    # the ack is the transport's own statement on its own connection. Nothing else is written
+    # and the task's row is never read on the way.
+    assert len(writes) == 2 * 5, writes
+    assert all(table in sql for sql in writes), writes
+    reads = [q["sql"] for q in ctx.captured_queries if q["sql"] not in writes]
+    assert not [sql for sql in reads if table in sql], reads
+    assert [r.get(timeout=1) for r in results] == [1, 2, 3, 4, 5]
+    return writes
+
+
+def _without_flush(writes: list[str]) -> tuple[int, int]:
+    """Return how many STARTED and final writes commit without waiting for the WAL flush."""
+    skip = [sql for sql in writes if "set_config('synchronous_commit', 'off', true)" in sql]
+    return len([s for s in skip if "= 'STARTED'" in s]), len(
+        [s for s in skip if "= 'SUCCESS'" in s]
+    )
+
+
+@pytest.mark.db
+def test_a_task_at_the_defaults_costs_two_result_writes_and_no_reads_of_its_row():
+    writes = _run_five()
+    assert not QueueMessage.objects.exists()
+    if connection.vendor == "postgresql":
+        # django:// on the results' alias: the final state is durable with the ack after it
+        # (one WAL), so neither write waits for the flush.
+        assert _without_flush(writes) == (5, 5)
+    else:
+        assert _without_flush(writes) == (0, 0)
+
+
+@pytest.mark.db
+def test_the_final_state_waits_for_the_flush_when_a_lost_worker_fails_the_task(settings: Any):
+    # reject_on_worker_lost=False: a redelivery of a task still STARTED fails it instead of
+    # running it again, so its final state must not be forgotten by a server crash.
+    settings.TQ = {**settings.TQ, "REJECT_ON_WORKER_LOST": False}
+    if connection.vendor != "postgresql":
+        pytest.skip("commits wait for the flush everywhere but on PostgreSQL")
+    assert _without_flush(_run_five()) == (5, 0)
+
+
+@pytest.mark.db
+def test_the_final_state_waits_for_the_flush_when_the_acks_do(settings: Any):
+    if connection.vendor != "postgresql":
+        pytest.skip("commits wait for the flush everywhere but on PostgreSQL")
+    settings.TQ = {**settings.TQ, "BROKER_TRANSPORT_OPTIONS": {"synchronous_commit": True}}
+    assert _without_flush(_run_five()) == (5, 0)
+
+
+@pytest.mark.db
+def test_the_final_state_waits_for_the_flush_when_the_ack_is_elsewhere(settings: Any):
+    require_service("Redis", 6379)
+    if connection.vendor != "postgresql":
+        pytest.skip("commits wait for the flush everywhere but on PostgreSQL")
+    settings.TQ = {**settings.TQ, "BROKER_URL": REDIS_URL, "DEFAULT_QUEUE": "tq-result-writes"}
+    try:
+        assert _without_flush(_run_five()) == (5, 0)
+    finally:
+        get_broker().purge(["tq-result-writes"])
+
+
+@pytest.mark.db
+def test_a_second_copy_of_a_finished_task_is_refused_by_the_started_write():
+    result = add.delay(2, 2)
+    assert run_worker_until_empty() == 1
+    done = TaskResult.objects.get(task_id=result.id)
+    add.apply_async((2, 2), task_id=result.id)  # a copy of the same id (the row is kept)
+    with CaptureQueriesContext(connection) as ctx:
+        run_worker_until_empty()
+    assert TaskResult.objects.get(task_id=result.id).date_done == done.date_done  # not run again
+    assert len(_writes(ctx.captured_queries)) == 1  # the refused STARTED write, nothing else
+
+
+def test_started_is_visible_in_the_admin_and_rest_while_a_long_task_runs(
+    admin_client: Any, start_worker: Any
+):
+    start_worker("-P", "prefork", "-c", "1")
+    result = slow_record.delay(1.5, "long")
+    wait_for(
+        lambda: TaskResult.objects.filter(task_id=result.id, state=states.STARTED).exists(),
+        what="STARTED",
+    )
+    assert admin_client.get(f"/api/tq/results/{result.id}/").json()["state"] == states.STARTED
+    pk = TaskResult.objects.get(task_id=result.id).pk
+    page = admin_client.get(f"/admin/django_tq/taskresult/{pk}/change/")
+    assert page.status_code == 200 and b"STARTED" in page.content
+    assert result.get(timeout=20) == "long"
+    assert admin_client.get(f"/api/tq/results/{result.id}/").json()["state"] == states.SUCCESS
+
+
+@pytest.fixture
+def cache_results(settings: Any) -> Any:
+    require_service("Redis", 6379)
+    settings.TQ = {**settings.TQ, "RESULT_BACKEND": "django-cache://results"}
+    yield
+    from django.core.cache import caches
+
+    caches["results"].clear()
+
+
+def test_the_cache_backend_reads_only_to_refuse_a_finished_task(cache_results: Any):
+    with counting() as enqueued:
+        result = add.delay(20, 1)
+    assert enqueued["GET"] == 0 and enqueued["SET"] == 1  # QUEUED: one write
+    assert AsyncResult(result.id).state == states.QUEUED
+    queued = get_backend().get(result.id)
+    assert queued is not None
+    with counting() as ran:
+        assert run_worker_until_empty() == 1
+    # STARTED: the one read (refuse a finished task) and a write; the final state: a write.
+    assert ran["GET"] == 1 and ran["SET"] == 2, ran
+    assert AsyncResult(result.id).get(timeout=1) == 21
+    done = get_backend().get(result.id)
+    assert done is not None and done.state == states.SUCCESS
+    assert done.date_created == queued.date_created and done.date_started is not None
+    assert done.worker.startswith("tq-until-empty-") and done.delivery_count == 1
+    add.apply_async((20, 1), task_id=result.id)  # a copy of the finished task: refused
+    run_worker_until_empty()
+    assert get_backend().get(result.id) == done
