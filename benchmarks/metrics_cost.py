@@ -5,10 +5,12 @@
 
 A worker child's per-task path as far as the metrics touch it: ``task_received`` sent (the
 consumer), then ``execution.execute`` (``task_started``, ``task_prerun``, the task, its handlers,
-``task_postrun``) of a no-op task, in prometheus_client's multiprocess mode (values in a
-memory-mapped file, as in a prefork child). The receivers are connected and disconnected
-between blocks of tasks, on and off in turn (``--rounds`` each), and the CPU time of each block
-(``time.process_time``) is compared: median µs per task off, on, and the difference.
+``task_postrun``) of a no-op task, then (metrics on) the tally's ``observe`` as the consumer
+calls it, in prometheus_client's multiprocess mode (values in a memory-mapped file, as in a
+prefork child; the tally's flusher thread writes them, and its CPU time is counted too). The
+metrics are connected and disconnected between blocks of tasks, on and off in turn
+(``--rounds`` each), and the CPU time of each block (``time.process_time``) is compared: median
+µs per task off, on, and the difference.
 
 ``--callgrind`` counts instructions instead, under ``valgrind --tool=callgrind``: four runs (off
 and on, each with N/5 and N tasks), so start-up cancels out of ``(on_N - on_N/5) - (off_N -
@@ -44,7 +46,7 @@ def setup_django() -> None:
 
 
 def make_runner() -> Any:
-    """Return ``run(n)``: the per-task path, ``n`` times."""
+    """Return ``run(n, tally)``: the per-task path, ``n`` times (observed by ``tally`` if any)."""
     import datetime as dt
 
     from django_tq import signals, task
@@ -59,10 +61,13 @@ def make_runner() -> Any:
         id="cost-0", task=noop.name, queue="bench", sent_at=dt.datetime.now(dt.UTC)
     )
 
-    def run(n: int) -> None:
+    def run(n: int, tally: Any = None) -> None:
         for _ in range(n):
             signals.send(signals.task_received, sender=noop, message=message)
-            execute(message, hostname="cost@bench")
+            started_at = time.time()
+            outcome = execute(message, hostname="cost@bench")
+            if tally is not None:  # what Consumer.handle does after ``record``
+                tally.observe(message, outcome, started_at)
 
     return run
 
@@ -75,19 +80,17 @@ def cpu_per_task(n: int, rounds: int) -> dict[str, float]:
     directory = multiprocess.prepare()
     run = make_runner()
     run(min(n, 2000))  # warm: imports, caches, the labelled children
-    task_metrics.connect()
-    run(min(n, 2000))
+    run(min(n, 2000), task_metrics.connect())
     task_metrics.disconnect()
     timings: dict[str, list[float]] = {"off": [], "on": []}
     try:
         for _ in range(rounds):
             for mode in ("off", "on"):
-                if mode == "on":
-                    task_metrics.connect()
+                tally = task_metrics.connect() if mode == "on" else None
                 started = time.process_time()
-                run(n)
+                run(n, tally)
+                task_metrics.disconnect()  # on: the last flush
                 timings[mode].append((time.process_time() - started) / n * 1e6)
-                task_metrics.disconnect()
     finally:
         directory.remove()
     off, on = statistics.median(timings["off"]), statistics.median(timings["on"])
@@ -100,11 +103,11 @@ def run_one(mode: str, n: int) -> None:
     from django_tq.metrics import tasks as task_metrics
 
     directory = multiprocess.prepare()
-    if mode == "on":
-        task_metrics.connect()
+    tally = task_metrics.connect() if mode == "on" else None
     run = make_runner()
-    run(20)  # the same warm-up in every run: it cancels out
-    run(n)
+    run(20, tally)  # the same warm-up in every run: it cancels out
+    run(n, tally)
+    task_metrics.disconnect()
     directory.remove()
 
 

@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "BROKER_URL": "django://",
     "BROKER_TRANSPORT_OPTIONS": {},
     "BROKER_CONNECTION_TIMEOUT": 4.0,
+    #: seconds: RabbitMQ drops a consumer's connection that stays silent this long (0: never)
+    "BROKER_HEARTBEAT": 60.0,
     "BROKER_USE_SSL": None,
     "RESULT_BACKEND": "django-db",
     "RESULT_EXPIRES": timedelta(days=7),
@@ -130,6 +132,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "BROKER_URL": _of_type(str),
     "BROKER_TRANSPORT_OPTIONS": _of_type(dict),
     "BROKER_CONNECTION_TIMEOUT": _number(0.1),
+    "BROKER_HEARTBEAT": _number(0),
     "BROKER_USE_SSL": _of_type(bool, dict, allow_none=True),
     "RESULT_BACKEND": _result_backend,
     "RESULT_EXPIRES": _of_type(timedelta, int, float, allow_none=True),

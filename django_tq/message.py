@@ -154,6 +154,16 @@ def _informative_datetime(value: Any) -> dt.datetime | None:
         return None
 
 
+#: characters of a task's arguments shown by ``tqinspect`` and the admin's live lists
+ARGS_SHOWN = 200
+
+
+def shorten(value: Any) -> str:
+    """Return ``repr(value)`` cut to :data:`ARGS_SHOWN` characters (arguments, for display)."""
+    text = repr(value)
+    return text if len(text) <= ARGS_SHOWN else text[: ARGS_SHOWN - 1] + "…"
+
+
 def encode(message: TaskMessage) -> WireMessage:
     """Serialize ``message`` (raises ``EncodeError`` for arguments the serializer cannot carry)."""
     content_type, body = serialization.dumps(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.management import call_command
 from django.db import connection
 
 from tests.settings import REDIS_DB
@@ -25,6 +27,19 @@ REQUIRE_SERVICES = os.environ.get("TQ_REQUIRE_SERVICES") == "1"
 
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"  # a database per xdist worker
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def command_output(*args: str) -> str:
+    """Run a management command in this process; return what it wrote to stdout."""
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Return the pids of the child processes of ``pid`` (a prefork worker's children)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(child) for child in handle.read().split()]
 
 
 def service_answers(port: int, host: str = "127.0.0.1") -> bool:

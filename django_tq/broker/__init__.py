@@ -94,9 +94,12 @@ class Broker:
         transport_options: dict[str, Any] | None = None,
         connect_timeout: float = 4.0,
         use_ssl: bool | dict[str, Any] | None = None,
+        heartbeat: float = 0.0,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: AMQP heartbeat of consuming connections, in seconds (0: none; see subscription.py)
+        self.heartbeat = heartbeat
         #: kombu's ``ssl``: True, or the TLS options of the transport (``BROKER_USE_SSL``)
         self.use_ssl = use_ssl
         self._kombu_url, self._transport, url_options = _transport_for(url)
@@ -115,13 +118,18 @@ class Broker:
 
     # -- connections ----------------------------------------------------------------------
     def connection(
-        self, *, retry_connect: bool = True, options: dict[str, Any] | None = None
+        self,
+        *,
+        retry_connect: bool = True,
+        options: dict[str, Any] | None = None,
+        heartbeat: float = 0.0,
     ) -> Any:
         """Return a new kombu connection to this broker.
 
         ``retry_connect=False``: a failed connect raises at once instead of kombu retrying it
         for the connect timeout (the publisher retries by its own :class:`RetryPolicy`).
         ``options`` override transport options (fanout turns publisher confirms off).
+        ``heartbeat``: the AMQP heartbeat to negotiate (its user must send and check them).
         """
         transport = self._transport
         if isinstance(transport, str) and ":" in transport:
@@ -136,6 +144,7 @@ class Broker:
             transport=transport,
             transport_options=options,
             connect_timeout=self.connect_timeout,
+            heartbeat=heartbeat,
             **tls,
         )
 
@@ -230,13 +239,16 @@ class Broker:
         return state.producer
 
     def _reset_producer(self) -> None:
+        """Drop the publishing connection a publish failed on, without waiting for the broker."""
         state = self._local
         connection = getattr(state, "connection", None)
         state.producer = None
         state.confirms = None
         if connection is not None:
             try:
-                connection.release()
+                # closing an AMQP connection waits for the broker's CloseOk: on a partition,
+                # for the socket's timeout, past BROKER_CONNECTION_TIMEOUT. Only drop it.
+                connection.collect() if self.is_amqp else connection.release()
             except Exception:
                 logger.debug("releasing a broken publishing connection failed", exc_info=True)
 
@@ -282,7 +294,11 @@ class Broker:
             attempt += 1
             try:
                 producer = self._producer()
-                todo = self._publish_burst(producer, todo, max(deadline - time.monotonic(), 0.1))
+                # each attempt gets what is left of the timeout, for connecting and for the
+                # broker's confirms: the publish as a whole fails within it, never later
+                remaining = max(0.1, deadline - time.monotonic())
+                producer.connection.connect_timeout = min(self.connect_timeout, remaining)
+                todo = self._publish_burst(producer, todo, remaining)
                 return
             except PublishError:
                 raise
@@ -500,6 +516,14 @@ class Broker:
                 total += channel.queue_purge(name) or 0
             return total
 
+    def delayed(self, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
+        """Return up to ``limit`` messages the store holds until their ETA, soonest first, as
+        ``(queue, kombu envelope)``: ``django://`` and ``redis://`` only (RabbitMQ delivers a
+        delayed message at once; its consumer holds it, and ``tqinspect scheduled`` asks it)."""
+        with self.connection() as conn:
+            delayed = getattr(conn.default_channel, "delayed_messages", None)
+            return [] if delayed is None else list(delayed(limit))
+
     def depth(self, queue: str) -> int:
         """Return the number of messages in ``queue`` (waiting and leased); 0 if it does not exist.
 
@@ -532,6 +556,7 @@ def get_broker() -> Broker:
                     },
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
                     use_ssl=tq_settings.BROKER_USE_SSL,
+                    heartbeat=tq_settings.BROKER_HEARTBEAT,
                 )
     return _broker
 

@@ -1,4 +1,14 @@
-"""A consumer's open connection to the broker: deliveries in, leases renewed, messages given back."""
+"""A consumer's open connection to the broker: deliveries in, leases renewed, messages given back.
+
+On RabbitMQ the connection negotiates ``BROKER_HEARTBEAT``: a consumer cut off from the broker
+(a partition, not a closed socket) stays silent, and the broker closes its connection after
+about that many seconds, redelivering what it held unacked to other consumers. The consumer
+sends its heartbeats from two places: :meth:`Subscription.drain` (its loop, between tasks) and
+:meth:`Subscription.renew_leases` (the lease keeper's thread, while a task runs — py-amqp
+serialises frame writes), so a task longer than the heartbeat does not lose its connection. It
+checks the broker's heartbeats only in ``drain``, after reading what arrived: nobody reads the
+socket while a task runs.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +53,8 @@ class Subscription:
     def connect(self) -> None:
         """Open (or reopen) the connection and start consuming."""
         self.close()
-        connection = self.broker.connection()
+        heartbeat = self.broker.heartbeat if self.broker.is_amqp else 0.0
+        connection = self.broker.connection(heartbeat=heartbeat)
         connection.ensure_connection(max_retries=1)
         channel = connection.default_channel
         if self.accept_celery and hasattr(channel, "adopt_celery"):
@@ -86,6 +97,8 @@ class Subscription:
             self.connection.drain_events(timeout=timeout)
         except TimeoutError:
             pass
+        # after reading: frames that came while a task ran count as the broker's heartbeats
+        self.connection.heartbeat_check()  # a silent broker: raises a connection error
 
     @property
     def channel(self) -> Any:
@@ -98,9 +111,16 @@ class Subscription:
         return hasattr(self.channel, "renew_leases")
 
     def renew_leases(self) -> int:
-        """Extend the leases of every message held; return how many (0 without leases)."""
+        """Extend the leases of every message held; return how many (0 without leases).
+
+        On RabbitMQ with a heartbeat: send one, so that the broker keeps the connection.
+        """
         if self.supports_leases:
             return int(self.channel.renew_leases())
+        connection = self.connection
+        # ``connected`` first: on a connection the loop closed, ``.connection`` would reconnect
+        if connection is not None and connection.heartbeat and connection.connected:
+            connection.connection.send_heartbeat()
         return 0
 
     def buffered(self) -> list[Delivery]:

@@ -346,6 +346,15 @@ class Channel(LeasedChannel):
             [self._adapt(self.consumer_db, expires), *tags, self.owner],
         )
 
+    def delayed_messages(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        rows = (
+            QueueMessage.objects.using(self.alias)
+            .filter(not_before__gt=timezone.now(), lease_owner__isnull=True)
+            .order_by("not_before")
+            .values_list("queue", "payload")[:limit]
+        )
+        return [(queue, json.loads(payload)) for queue, payload in rows]
+
     def release_owner_prefix(self, prefix: str, running: Collection[Any] = ()) -> int:
         leased = QueueMessage.objects.using(self.alias).filter(lease_owner__startswith=prefix)
         prefetched = leased.exclude(id__in=list(running)).update(

@@ -242,6 +242,11 @@ class LeasedChannel(virtual.Channel):
         """
         raise NotImplementedError
 
+    def delayed_messages(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Return up to ``limit`` messages waiting for their ``not_before``, soonest first, as
+        ``(queue, kombu envelope)`` (for ``tqinspect scheduled``; not on a hot path)."""
+        raise NotImplementedError
+
     def leased_payload(self, prefix: str, tag: Any) -> dict[str, Any] | None:
         """Return the raw message ``tag`` if a lease owner id starting with ``prefix`` holds it.
 

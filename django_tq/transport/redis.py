@@ -512,6 +512,21 @@ class Channel(LeasedChannel):
             )
         return released
 
+    def delayed_messages(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        client = self.client
+        due: list[tuple[float, str, dict[str, Any]]] = []
+        for queue in sorted(client.smembers(QUEUES_KEY)):
+            keys = self.keys_for(queue)
+            waiting = client.zrange(keys.delayed, 0, limit - 1, withscores=True)
+            if not waiting:
+                continue
+            payloads = client.hmget(keys.payloads, [message_id for message_id, _ in waiting])
+            for (_, score), payload in zip(waiting, payloads, strict=True):
+                if payload is not None:  # acked or purged in between
+                    due.append((float(score), queue, json.loads(payload)))
+        due.sort(key=lambda item: item[0])
+        return [(queue, envelope) for _, queue, envelope in due[:limit]]
+
     def leased_payload(self, prefix: str, tag: Any) -> dict[str, Any] | None:
         queue, message_id = split_tag(str(tag))
         keys = self.keys_for(queue)

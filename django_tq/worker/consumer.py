@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.signing import BadSignature
 from django.db import close_old_connections
@@ -52,6 +52,16 @@ from django_tq.worker.time_limits import soft_time_limit, warn_unenforced
 logger = logging.getLogger("django_tq.worker")
 
 
+class TaskObserver(Protocol):
+    """What a consumer tells of each task it ran (``django_tq.metrics.tasks.TaskTally``)."""
+
+    def observe(self, message: TaskMessage, outcome: Outcome, started_at: float) -> None:
+        """Count ``outcome`` of ``message``, started at ``started_at`` (``time.time()``)."""
+
+    def flush(self) -> None:
+        """Write out what was counted (the consumer stops)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConsumerConfig:
     """How a consumer consumes."""
@@ -68,6 +78,8 @@ class ConsumerConfig:
     soft_time_limit: float | None = None
     #: also run Celery protocol 2 messages (``--accept-celery``, ``TQ["ACCEPT_CELERY"]``)
     accept_celery: bool = False
+    #: told of every task this consumer ran, once its outcome is recorded (the metrics)
+    observer: TaskObserver | None = None
 
 
 def _body_size(body: str | bytes, limit: int) -> int:
@@ -131,7 +143,7 @@ class Consumer:
         self.slot.serve(functools.partial(inventory.answer, self))
         try:
             self.subscription = self._subscribe()
-            keeper = LeaseKeeper(self, max(1.0, tq_settings.LEASE_SECONDS / 3))
+            keeper = LeaseKeeper(self, self._keeper_interval())
             keeper.start()
             while not self.stopping.is_set():
                 self.tick()
@@ -139,6 +151,15 @@ class Consumer:
             if keeper is not None:
                 keeper.stop()
             self._close()
+            if self.config.observer is not None:
+                self.config.observer.flush()
+
+    def _keeper_interval(self) -> float:
+        """Every third of the lease, and of the AMQP heartbeat where one is sent (not below 1 s)."""
+        periods = [tq_settings.LEASE_SECONDS]
+        if self.broker.is_amqp and self.broker.heartbeat:
+            periods.append(self.broker.heartbeat)
+        return max(1.0, min(periods) / 3)
 
     def _subscribe(self) -> Subscription:
         while True:
@@ -450,6 +471,7 @@ class Consumer:
         elif message.time_limit or message.soft_time_limit:
             warn_unenforced(message, self._warned)
         self.slot.started(delivery.tag, message.id, task_name=message.task, deadline=deadline)
+        started_at = time.time()
         with soft_time_limit(message.soft_time_limit):
             outcome = execute(message, hostname=self.config.hostname, delivery_count=count)
         durable = not (acks_late and self.results_durable_with_ack and not lost_is_failure)
@@ -464,6 +486,8 @@ class Consumer:
             durable=durable,
             fenced=fenced,
         )
+        if self.config.observer is not None:
+            self._observe(message, outcome, started_at)
         close_old_connections()
         if acks_late:
             if outcome.state == REJECTED and outcome.requeue:
@@ -484,6 +508,13 @@ class Consumer:
                 outcome.terminated,
             )
         self._recycle_if_due()
+
+    def _observe(self, message: TaskMessage, outcome: Outcome, started_at: float) -> None:
+        assert self.config.observer is not None
+        try:
+            self.config.observer.observe(message, outcome, started_at)
+        except Exception:
+            logger.exception("Observing %s[%s] failed", message.log_name, message.id)
 
     def _recycle_if_due(self) -> None:
         """Stop after ``max_tasks`` tasks, or (prefork) when the child is over ``max_memory_kib``.

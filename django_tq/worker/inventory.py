@@ -22,15 +22,6 @@ from django_tq.message import TaskMessage
 if TYPE_CHECKING:
     from django_tq.worker.consumer import Consumer
 
-#: characters of a task's arguments shown by ``active``, ``reserved`` and ``scheduled``
-ARGS_SHOWN = 200
-
-
-def shorten(value: Any) -> str:
-    """Return ``repr(value)`` cut to :data:`ARGS_SHOWN` characters."""
-    text = repr(value)
-    return text if len(text) <= ARGS_SHOWN else text[: ARGS_SHOWN - 1] + "…"
-
 
 def _epoch_iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
@@ -40,8 +31,8 @@ def _described(message: TaskMessage, delivery: Delivery, **extra: Any) -> dict[s
     return {
         "id": message.id,
         "name": message.task,
-        "args": shorten(list(message.args)),
-        "kwargs": shorten(message.kwargs),
+        "args": wire_format.shorten(list(message.args)),
+        "kwargs": wire_format.shorten(message.kwargs),
         "queue": delivery.queue,
         "priority": message.priority,
         "delivery_count": delivery.delivery_count,

@@ -2,18 +2,17 @@
 process of the worker and the gauges of its pool.
 
 ``prepare()`` runs in the parent before the pool starts, so prefork children inherit the
-multiprocess directory and the connected receivers; ``Exporter.start()`` then serves from the
-parent. Without ``--metrics-port`` (or ``TQ["METRICS_PORT"]``) none of this is imported.
+multiprocess directory and the task tally the consumers count into; ``Exporter.start()`` then
+serves from the parent. Without ``--metrics-port`` (or ``TQ["METRICS_PORT"]``) none of this is imported.
 """
 
 from __future__ import annotations
 
 import os
 
-from django_tq.metrics import tasks
+from django_tq.metrics import multiprocess, tasks
 from django_tq.metrics.collectors import WorkerCollector, WorkerSample
 from django_tq.metrics.exporter import Exporter
-from django_tq.metrics.multiprocess import prepare
 from django_tq.worker import memory
 from django_tq.worker.pool import Pool
 
@@ -32,9 +31,13 @@ def sample(hostname: str, pool: Pool) -> WorkerSample:
     )
 
 
-def exporter(hostname: str, pool: Pool, *, port: int, address: str) -> Exporter:
-    """Enter multiprocess mode, connect the task metrics, and return the (unstarted) exporter."""
-    directory = prepare()
-    tasks.connect()
+def prepare(
+    hostname: str, pool: Pool, *, port: int, address: str
+) -> tuple[Exporter, tasks.TaskTally]:
+    """Enter multiprocess mode, create the task metrics, and return the (unstarted) exporter
+    and the tally the consumers count their tasks into."""
+    directory = multiprocess.prepare()
+    tally = tasks.connect()
     collector = WorkerCollector(lambda: sample(hostname, pool))
-    return Exporter(port=port, address=address, directory=directory, collectors=[collector])
+    exporter = Exporter(port=port, address=address, directory=directory, collectors=[collector])
+    return exporter, tally

@@ -18,6 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_tq import mailbox
+from django_tq import message as wire_format
 from django_tq.conf import DEFAULTS, tq_settings
 from django_tq.models import TaskResult
 from django_tq.registry import registry
@@ -105,8 +106,8 @@ class ControlServer:
                 {
                     "id": task.task_id,
                     "name": task.task_name,
-                    "args": inventory.shorten(row.get("args")),
-                    "kwargs": inventory.shorten(row.get("kwargs")),
+                    "args": wire_format.shorten(row.get("args")),
+                    "kwargs": wire_format.shorten(row.get("kwargs")),
                     "worker": self.worker.hostname,
                     "pid": task.pid,
                     "started": started.isoformat() if started else None,

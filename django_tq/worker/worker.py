@@ -41,7 +41,7 @@ from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.autoreload import CodeWatcher
 from django_tq.worker.autoscale import Autoscaler
-from django_tq.worker.consumer import Consumer, ConsumerConfig
+from django_tq.worker.consumer import Consumer, ConsumerConfig, TaskObserver
 from django_tq.worker.pool import ChildExit, Pool, Slot, Target, make_pool
 from django_tq.worker.remote_control import ControlServer
 from django_tq.worker.revocations import Revocations
@@ -105,6 +105,8 @@ class Worker:
         self.broker = broker
         self.config = config
         self.hostname = config.hostname or default_hostname()
+        #: counts what the consumers ran, with a metrics port (set in :meth:`run`)
+        self.observer: TaskObserver | None = None
         concurrency = config.autoscale[1] if config.autoscale else config.concurrency
         self.pool: Pool = make_pool(config.pool, self._target(), concurrency)
         self.autoscaler = (
@@ -151,12 +153,13 @@ class Worker:
             # import-inside: optional extra: prometheus_client, imported only with a metrics port
             from django_tq.worker import metrics
 
-            exporter = metrics.exporter(
+            exporter, self.observer = metrics.prepare(
                 self.hostname,
                 self.pool,
                 port=self.config.metrics_port,
                 address=self.config.metrics_address,
             )
+            self.pool.target = self._target()  # the consumers count what they run
         self.pool.start()
         if exporter is not None:
             exporter.start()
@@ -375,6 +378,7 @@ class Worker:
             time_limit=self.config.time_limit,
             soft_time_limit=self.config.soft_time_limit,
             accept_celery=self.config.accept_celery,
+            observer=self.observer,
         )
         return functools.partial(run_consumer, self.broker, consumer_config)
 

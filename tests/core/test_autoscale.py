@@ -7,7 +7,7 @@ import pytest
 from django_tq.models import WorkerState
 from django_tq.worker.autoscale import Autoscaler
 from django_tq.worker.pool import Pool, SoloPool, ThreadPool
-from tests.conftest import wait_for
+from tests.conftest import child_pids, wait_for
 from tests.testapp.tasks import slow_record
 
 
@@ -91,11 +91,6 @@ def test_the_autoscaler_waits_for_its_interval_and_an_unknown_depth_grows_nothin
         Autoscaler(pool, maximum=2, minimum=3, backlog=lambda: 0)
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        return [int(child) for child in handle.read().split()]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_autoscale_adds_children_for_a_backlog_and_lets_them_go_when_idle(
     start_worker, settings, queue_name
@@ -109,12 +104,12 @@ def test_autoscale_adds_children_for_a_backlog_and_lets_them_go_when_idle(
         "--prefetch-multiplier",
         "1",
     )
-    assert len(_children(worker.pid)) == 1
+    assert len(child_pids(worker.pid)) == 1
     results = [slow_record.delay(1.5, f"s{i}") for i in range(6)]
-    wait_for(lambda: len(_children(worker.pid)) == 3, 20, what="three children")
+    wait_for(lambda: len(child_pids(worker.pid)) == 3, 20, what="three children")
     assert [r.get(timeout=60) for r in results] == [f"s{i}" for i in range(6)]
     assert "Autoscale: 1 -> 3 consumers" in worker.output()
-    wait_for(lambda: len(_children(worker.pid)) == 1, 20, what="back to one child")
+    wait_for(lambda: len(child_pids(worker.pid)) == 1, 20, what="back to one child")
     wait_for(lambda: WorkerState.objects.filter(concurrency=1).exists(), 20, what="heartbeat")
     assert "stopped: the pool shrank" in worker.output()
     assert slow_record.delay(0, "after").get(timeout=20) == "after"

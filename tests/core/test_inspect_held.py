@@ -12,7 +12,8 @@ import pytest
 from django.core.management import call_command
 from kombu import Message
 
-from django_tq import control, states
+from django_tq import control, states, waiting
+from django_tq import message as wire_format
 from django_tq.broker import Broker
 from django_tq.broker.delivery import Delivery
 from django_tq.message import TaskMessage
@@ -20,19 +21,8 @@ from django_tq.models import TaskResult
 from django_tq.worker import inventory
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.pool import ANSWER_BYTES, Slot
-from tests.conftest import wait_for
+from tests.conftest import child_pids, command_output, wait_for
 from tests.testapp.tasks import record, slow_record
-
-
-def _run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        return [int(child) for child in handle.read().split()]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -55,17 +45,17 @@ def test_reserved_lists_the_prefetched_messages_of_a_busy_child(
     reserved = control.inspect(["held@test"], timeout=5).reserved()["held@test"]
 
     assert [task["id"] for task in reserved] == [r.id for r in queued]  # in the order they run
-    (child,) = _children(worker.pid)
+    (child,) = child_pids(worker.pid)
     for index, task in enumerate(reserved):
         assert task["name"] == "tests.testapp.tasks.record"
         assert task["args"] == repr([f"<b>queued{index}</b>"]) and task["kwargs"] == "{}"
         assert task["pid"] == child and task["worker"] == "held@test"
         assert task["queue"] == queue_name
     assert control.inspect(["held@test"], timeout=5).scheduled() == {"held@test": []}
-    out = _run("tqinspect", "reserved", "-d", "held@test", "--timeout", "5")
+    out = command_output("tqinspect", "reserved", "-d", "held@test", "--timeout", "5")
     assert "-> held@test: 3 item(s)" in out
     assert f"tests.testapp.tasks.record[{queued[0].id}] pid {child}" in out
-    as_json = json.loads(_run("tqinspect", "reserved", "--json", "-d", "held@test"))
+    as_json = json.loads(command_output("tqinspect", "reserved", "--json", "-d", "held@test"))
     assert [task["id"] for task in as_json["held@test"]] == [r.id for r in queued]
 
 
@@ -93,7 +83,7 @@ def test_scheduled_lists_an_eta_message_held_by_an_idle_worker(
     assert abs((due - dt.datetime.now(dt.UTC)).total_seconds() - 60) < 5
     assert eta.state == states.QUEUED
     assert control.inspect(["eta@test"], timeout=5).reserved() == {"eta@test": []}
-    out = _run("tqinspect", "scheduled", "-d", "eta@test", "--timeout", "5")
+    out = command_output("tqinspect", "scheduled", "-d", "eta@test", "--timeout", "5")
     assert f"tests.testapp.tasks.record[{later.id}]" in out and f"eta {task['eta']}" in out
 
 
@@ -131,7 +121,7 @@ def test_a_slot_carries_the_answer_and_a_long_one_is_cut_and_counted(shared):
     ids = [task["id"] for task in answer["scheduled"]]
     assert ids == sorted(ids) and ids[0] == "id-0000"  # the soonest kept, by ETA
     assert len(ids) + answer["left_off"] == 500
-    assert all(len(task["args"]) <= inventory.ARGS_SHOWN for task in answer["scheduled"])
+    assert all(len(task["args"]) <= wire_format.ARGS_SHOWN for task in answer["scheduled"])
     (limited,) = answer["reserved"]
     assert limited["id"] == "limited" and limited["rate_limited_until"]
     assert limited["kwargs"] == "{'label': 'a'}" and "eta" not in limited
@@ -139,3 +129,23 @@ def test_a_slot_carries_the_answer_and_a_long_one_is_cut_and_counted(shared):
 
 def test_an_answer_that_does_not_parse_reads_as_nothing():
     assert inventory.read(b"{half") == {} and inventory.read(b"[1]") == {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("broker_url", ["django", "redis"], indirect=True)
+def test_scheduled_also_lists_what_waits_in_the_store_and_the_parking_table(broker_url):
+    soon = record.apply_async(("soon",), countdown=20)  # within the ETA horizon: in the store
+    later = record.apply_async(("later",), countdown=3600)  # beyond it: parked
+    waits = waiting.scheduled()
+    assert [(task["id"], task["where"]) for task in waits] == [
+        (soon.id, "queue"),
+        (later.id, "parked"),
+    ]
+    assert waits[0]["name"] == record.name and waits[0]["args"] == "['soon']"
+    assert waits[0]["eta"] < waits[1]["eta"]
+    with pytest.raises(SystemExit) as exit:  # no worker answers: status 1, the list printed first
+        out = io.StringIO()
+        call_command("tqinspect", "scheduled", "--timeout", "0.5", stdout=out, stderr=io.StringIO())
+    assert exit.value.code == 1
+    assert f"{record.name}[{soon.id}] queue " in out.getvalue()
+    assert "(parked)" in out.getvalue() and "(queue)" in out.getvalue()

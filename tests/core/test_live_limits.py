@@ -3,27 +3,20 @@ worker's own --time-limit / --soft-time-limit."""
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_tq import control, overrides, states
 from django_tq.models import TaskResult
+from tests.conftest import command_output
 from tests.testapp.models import Execution
 from tests.testapp.tasks import record, slow_record
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 RECORD = "tests.testapp.tasks.record"
 SLOW = "tests.testapp.tasks.slow_record"
-
-
-def _run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
 
 
 def test_overrides_are_read_changed_and_reset():
@@ -54,11 +47,11 @@ def test_bad_limits_are_refused(call, error):
 
 def test_tqcontrol_refuses_bad_arguments():
     with pytest.raises(CommandError, match="TASK RATE"):
-        _run("tqcontrol", "rate_limit", RECORD)
+        command_output("tqcontrol", "rate_limit", RECORD)
     with pytest.raises(CommandError):
-        _run("tqcontrol", "rate_limit", RECORD, "fast")
+        command_output("tqcontrol", "rate_limit", RECORD, "fast")
     with pytest.raises(CommandError, match="seconds"):
-        _run("tqcontrol", "time_limit", SLOW, "soon")
+        command_output("tqcontrol", "time_limit", SLOW, "soon")
 
 
 def _starts(label_prefix: str) -> list[float]:
@@ -71,13 +64,13 @@ def test_a_rate_limit_set_live_spaces_the_starts_and_reset_lifts_it(
 ):
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     start_worker("-P", "prefork", "-c", "2")
-    assert "every worker applies it" in _run("tqcontrol", "rate_limit", RECORD, "2/s")
+    assert "every worker applies it" in command_output("tqcontrol", "rate_limit", RECORD, "2/s")
     time.sleep(1.5)  # every consumer re-reads the overrides within a second
     results = [record.delay(f"limited{i}") for i in range(5)]
     assert [r.get(timeout=30) for r in results] == [f"limited{i}" for i in range(5)]
     starts = _starts("limited")
     assert starts[-1] - starts[0] >= 1.5  # 5 starts at 2/s: at least 4 intervals of 0.5 s
-    _run("tqcontrol", "rate_limit", RECORD, "reset")
+    command_output("tqcontrol", "rate_limit", RECORD, "reset")
 
     time.sleep(1.5)  # every consumer re-reads the overrides within a second
     results = [record.delay(f"free{i}") for i in range(5)]
@@ -89,7 +82,7 @@ def test_a_rate_limit_set_live_spaces_the_starts_and_reset_lifts_it(
 def test_a_time_limit_set_live_stops_a_long_task(queue_name, settings, start_worker):
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     start_worker("-P", "prefork", "-c", "1")
-    _run("tqcontrol", "time_limit", SLOW, "1")
+    command_output("tqcontrol", "time_limit", SLOW, "1")
 
     time.sleep(1.5)
     result = slow_record.delay(10, "too long")

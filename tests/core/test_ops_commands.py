@@ -7,7 +7,6 @@ import io
 import json
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
@@ -22,16 +21,10 @@ from django_tq.models import (
     UniqueLock,
     WorkerState,
 )
-from tests.conftest import wait_for
+from tests.conftest import command_output, wait_for
 from tests.testapp.tasks import add, record, record_sum, sync_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
-
-
-def _run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
 
 
 def _fill(queue: str) -> dict[str, str]:
@@ -47,7 +40,7 @@ def _fill(queue: str) -> dict[str, str]:
 def test_purge_revokes_every_waiting_task_and_fails_its_chord(broker_url, queue_name, monkeypatch):
     ids = _fill(queue_name)
     assert ParkedMessage.objects.filter(queue=queue_name).count() == 1
-    out = _run("tqpurge", "-Q", queue_name, "--force")
+    out = command_output("tqpurge", "-Q", queue_name, "--force")
     assert f"{queue_name}: 6 waiting, 1 parked" in out
     assert "Purged 7 message(s)" in out and "7 revoked" in out
     assert get_broker().depth(queue_name) == 0
@@ -63,7 +56,7 @@ def test_purge_revokes_every_waiting_task_and_fails_its_chord(broker_url, queue_
 
 def test_discard_deletes_unread_and_still_revokes_the_results(broker_url, queue_name):
     ids = _fill(queue_name)
-    out = _run("tqpurge", "-Q", queue_name, "--force", "--discard")
+    out = command_output("tqpurge", "-Q", queue_name, "--force", "--discard")
     assert "7 discarded unread" in out
     assert get_broker().depth(queue_name) == 0
     assert not ParkedMessage.objects.filter(queue=queue_name).exists()
@@ -80,7 +73,7 @@ def test_purge_asks_first_and_a_missing_yes_purges_nothing(
     record.delay("kept")
     monkeypatch.setattr("sys.stdin", io.StringIO(answer))
     with pytest.raises(CommandError, match="Nothing purged"):
-        _run("tqpurge")
+        command_output("tqpurge")
     assert get_broker().depth(queue_name) == 1
 
 
@@ -88,21 +81,21 @@ def test_purge_with_yes_purges(queue_name, settings, monkeypatch):
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     record.delay("gone")
     monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
-    assert "Purged 1 message(s)" in _run("tqpurge", "-Q", queue_name)
+    assert "Purged 1 message(s)" in command_output("tqpurge", "-Q", queue_name)
     assert get_broker().depth(queue_name) == 0
 
 
 def test_purge_leaves_other_queues_and_later_tasks_alone(queue_name, settings):
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     other = record.apply_async(("other",), queue=f"{queue_name}-other")
-    _run("tqpurge", "-Q", queue_name, "--force")
+    command_output("tqpurge", "-Q", queue_name, "--force")
     assert TaskResult.objects.get(task_id=other.id).state == states.QUEUED
     assert get_broker().depth(f"{queue_name}-other") == 1
 
 
 def test_purge_rejects_an_empty_queue_name():
     with pytest.raises(CommandError, match="Empty queue name"):
-        _run("tqpurge", "-Q", "a,,b", "--force")
+        command_output("tqpurge", "-Q", "a,,b", "--force")
 
 
 def test_a_prefetched_copy_of_a_purged_task_does_not_run(queue_name, settings, start_worker):
@@ -117,7 +110,7 @@ def test_a_prefetched_copy_of_a_purged_task_does_not_run(queue_name, settings, s
     QueueMessage.objects.filter(queue=queue_name).update(
         lease_owner="tq-1@elsewhere", lease_expires_at=timezone.now() + dt.timedelta(seconds=1)
     )
-    out = _run("tqpurge", "-Q", queue_name, "--force")
+    out = command_output("tqpurge", "-Q", queue_name, "--force")
     assert "1 QUEUED result(s) marked REVOKED" in out
     assert TaskResult.objects.get(pk=message_row.pk).state == states.REVOKED
     worker = start_worker("-c", "1", "-P", "solo")
@@ -147,13 +140,13 @@ def test_status_lists_alive_and_lost_workers_and_hides_stopped_ones():
     _worker_row("a@host", beat_ago=2)
     _worker_row("b@host", beat_ago=600)
     _worker_row("c@host", beat_ago=700, stopped=True)
-    out = _run("tqstatus")
+    out = command_output("tqstatus")
     assert "a@host: ALIVE  pid 123  prefork x4  queues default,mail  1,234 processed" in out
     assert "b@host: LOST" in out
     assert "c@host" not in out
     assert "1 worker(s) alive, 1 not." in out
-    assert "c@host: STOPPED" in _run("tqstatus", "--all")
-    data = json.loads(_run("tqstatus", "--json"))
+    assert "c@host: STOPPED" in command_output("tqstatus", "--all")
+    data = json.loads(command_output("tqstatus", "--json"))
     assert data["alive"] == 1
     assert [(w["hostname"], w["status"]) for w in data["workers"]] == [
         ("a@host", "alive"),
@@ -164,7 +157,7 @@ def test_status_lists_alive_and_lost_workers_and_hides_stopped_ones():
 def test_status_exits_1_when_no_worker_is_alive():
     _worker_row("b@host", beat_ago=600)
     with pytest.raises(SystemExit) as exit_:
-        _run("tqstatus")
+        command_output("tqstatus")
     assert exit_.value.code == 1
 
 
@@ -172,7 +165,7 @@ def test_status_sees_a_real_worker(queue_name, settings, start_worker):
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     start_worker("-n", "status-probe@%h", "-c", "1", "-P", "solo")
     wait_for(lambda: WorkerState.objects.filter(hostname__startswith="status-probe@").exists(), 20)
-    out = _run("tqstatus")
+    out = command_output("tqstatus")
     assert "status-probe@" in out and "ALIVE" in out and f"queues {queue_name}" in out
 
 
@@ -190,7 +183,7 @@ def test_cleanup_deletes_what_is_older_than_the_age_given():
     Revocation.objects.filter(task_id="gone").update(
         created_at=timezone.now() - dt.timedelta(days=5)
     )
-    out = _run("tqcleanup", "--older-than", "2d")
+    out = command_output("tqcleanup", "--older-than", "2d")
     assert "Deleted 1 result(s), 1 revocation(s)" in out
     assert set(TaskResult.objects.values_list("task_id", flat=True)) == {"new", "waiting"}
 
@@ -204,7 +197,7 @@ def test_cleanup_defaults_to_result_expires_and_deletes_every_batch(settings):
     )
     _finished("new", 0)
     QueueDepthSample.objects.record([("default", 3)], timezone.now() - dt.timedelta(days=2))
-    assert "Deleted 2,500 result(s)" in _run("tqcleanup")
+    assert "Deleted 2,500 result(s)" in command_output("tqcleanup")
     assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["new"]
     assert not QueueDepthSample.objects.exists()
 
@@ -212,7 +205,7 @@ def test_cleanup_defaults_to_result_expires_and_deletes_every_batch(settings):
 def test_cleanup_with_results_that_never_expire(settings):
     settings.TQ = {**settings.TQ, "RESULT_EXPIRES": None}
     _finished("old", 300)
-    assert "never expire" in _run("tqcleanup")
+    assert "never expire" in command_output("tqcleanup")
     assert TaskResult.objects.exists()
 
 
@@ -236,4 +229,4 @@ def test_cleanup_ages(value, seconds):
 
 def test_cleanup_refuses_a_bad_age():
     with pytest.raises(CommandError, match="not an age"):
-        _run("tqcleanup", "--older-than", "soon")
+        command_output("tqcleanup", "--older-than", "soon")

@@ -12,21 +12,10 @@ from django.utils import timezone
 
 from django_tq import control, mailbox, states
 from django_tq.models import ControlCommand, ControlReply, TaskResult
-from tests.conftest import wait_for
+from tests.conftest import child_pids, command_output, wait_for
 from tests.testapp.tasks import slow_record
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
-
-
-def _run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        return [int(child) for child in handle.read().split()]
 
 
 # -- the mailbox ----------------------------------------------------------------------------------
@@ -97,23 +86,27 @@ def test_inspect_and_control_two_busy_workers(broker_url, queue_name, start_work
     for host, task in running.values():
         worker = a if host == "a@test" else b
         assert task["name"] == "tests.testapp.tasks.slow_record"
-        assert task["pid"] in _children(worker.pid) and task["runtime"] >= 0
+        assert task["pid"] in child_pids(worker.pid) and task["runtime"] >= 0
         assert "busy" in task["args"]
     stats = control.inspect(["a@test"], timeout=5).stats()["a@test"]
     assert stats["concurrency"] == 1 and stats["pool"] == "prefork"
-    assert [c["pid"] for c in stats["children"]] == _children(a.pid)
+    assert [c["pid"] for c in stats["children"]] == child_pids(a.pid)
     assert stats["broker"]["ok"] is True and "password" not in json.dumps(stats)
     assert queue_name in control.inspect(["a@test"]).active_queues()["a@test"]
     assert "tests.testapp.tasks.slow_record" in control.inspect(["a@test"]).registered()["a@test"]
 
-    out = _run("tqcontrol", "pool_grow", "1", "-d", "a@test", "--timeout", "5")
+    out = command_output("tqcontrol", "pool_grow", "1", "-d", "a@test", "--timeout", "5")
     assert "-> a@test: pool size 2" in out
-    wait_for(lambda: len(_children(a.pid)) == 2, 20, what="a second child")
+    wait_for(lambda: len(child_pids(a.pid)) == 2, 20, what="a second child")
     assert control.inspect(["a@test"], timeout=5).stats()["a@test"]["concurrency"] == 2
-    assert "pool size 1" in _run("tqcontrol", "pool_shrink", "-d", "a@test", "--timeout", "5")
-    wait_for(lambda: len(_children(a.pid)) == 1, 20, what="back to one child")
+    assert "pool size 1" in command_output(
+        "tqcontrol", "pool_shrink", "-d", "a@test", "--timeout", "5"
+    )
+    wait_for(lambda: len(child_pids(a.pid)) == 1, 20, what="back to one child")
 
-    assert "-> b@test: warm shutdown" in _run("tqcontrol", "shutdown", "-d", "b@test", "-t", "5")
+    assert "-> b@test: warm shutdown" in command_output(
+        "tqcontrol", "shutdown", "-d", "b@test", "-t", "5"
+    )
     assert b.process.wait(30) == 0
     assert [r.get(timeout=30) for r in busy] == ["busy0", "busy1"]  # nothing lost
     assert set(control.inspect(timeout=3).ping()) == {"a@test"}
@@ -122,10 +115,12 @@ def test_inspect_and_control_two_busy_workers(broker_url, queue_name, start_work
 def test_tqinspect_prints_tables_json_and_who_did_not_answer(queue_name, settings, start_worker):
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name}
     start_worker("-n", "only@test", "-P", "solo")
-    out = _run("tqinspect", "ping", "-d", "only@test,ghost@test", "--timeout", "1")
+    out = command_output("tqinspect", "ping", "-d", "only@test,ghost@test", "--timeout", "1")
     assert "-> only@test: pong" in out and "No reply from: ghost@test" in out
     assert (
-        json.loads(_run("tqinspect", "stats", "--json", "-d", "only@test"))["only@test"]["pool"]
+        json.loads(command_output("tqinspect", "stats", "--json", "-d", "only@test"))["only@test"][
+            "pool"
+        ]
         == "solo"
     )
     with pytest.raises(SystemExit):  # an error reply exits 1, after printing it
@@ -135,7 +130,7 @@ def test_tqinspect_prints_tables_json_and_who_did_not_answer(queue_name, setting
 
 def test_tqinspect_exits_1_when_no_worker_answers():
     with pytest.raises(SystemExit) as exit_:
-        _run("tqinspect", "ping", "--timeout", "0.2")
+        command_output("tqinspect", "ping", "--timeout", "0.2")
     assert exit_.value.code == 1
 
 
@@ -159,7 +154,7 @@ def test_tqcontrol_revoke_and_terminate_reach_a_running_task(queue_name, setting
     start_worker("-P", "prefork", "-c", "1")
     running = slow_record.delay(30, "long")
     wait_for(lambda: TaskResult.objects.filter(task_id=running.id, state=states.STARTED).exists())
-    out = _run("tqcontrol", "terminate", running.id, "--signal", "SIGKILL")
+    out = command_output("tqcontrol", "terminate", running.id, "--signal", "SIGKILL")
     assert f"terminate with SIGKILL: {running.id}" in out
     wait_for(
         lambda: TaskResult.objects.get(task_id=running.id).state == states.REVOKED,
@@ -176,14 +171,16 @@ def test_add_and_cancel_consumer_change_the_queues_live(queue_name, settings, st
     other = f"{queue_name}-other"
     start_worker("-n", "queues@test", "-P", "prefork", "-c", "1")
     waiting = record.apply_async(("elsewhere",), queue=other)
-    out = _run("tqcontrol", "add_consumer", other, "-d", "queues@test", "-t", "5")
+    out = command_output("tqcontrol", "add_consumer", other, "-d", "queues@test", "-t", "5")
     assert f"-> queues@test: consuming {other}" in out
     assert waiting.get(timeout=30) == "elsewhere"  # the new queue is consumed
     assert control.inspect(["queues@test"], timeout=5).active_queues() == {
         "queues@test": [queue_name, other]
     }
     wait_for(lambda: WorkerState.objects.get(hostname="queues@test").queues == [queue_name, other])
-    assert "no longer consuming" in _run("tqcontrol", "cancel_consumer", other, "-d", "queues@test")
+    assert "no longer consuming" in command_output(
+        "tqcontrol", "cancel_consumer", other, "-d", "queues@test"
+    )
     with pytest.raises(SystemExit):
         call_command(
             "tqcontrol",

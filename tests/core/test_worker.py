@@ -18,7 +18,7 @@ from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult, WorkerState
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from django_tq.worker.worker import Worker, WorkerConfig
-from tests.conftest import wait_for
+from tests.conftest import child_pids, wait_for
 from tests.testapp.models import Execution
 from tests.testapp.tasks import (
     add,
@@ -32,24 +32,19 @@ from tests.testapp.tasks import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        return [int(child) for child in handle.read().split()]
-
-
 @pytest.mark.db
 def test_a_killed_child_is_replaced_and_its_message_released_at_once(start_worker):
     # The lease is a minute long: the task comes back quickly only because the parent releases it.
     worker = start_worker("-P", "prefork", "-c", "1")
     result = slow_record.delay(0.5, "orphan")
     wait_for(lambda: Execution.objects.filter(label="start:orphan").exists(), what="task start")
-    (child,) = _children(worker.pid)
+    (child,) = child_pids(worker.pid)
     os.kill(child, signal.SIGKILL)
     assert result.get(timeout=20) == "orphan"
     assert Execution.objects.filter(label="start:orphan").count() == 2
     assert Execution.objects.filter(label="end:orphan").count() == 1
     assert "Released 1 message(s)" in worker.output()
-    assert _children(worker.pid) != [child]
+    assert child_pids(worker.pid) != [child]
 
 
 @pytest.mark.db
@@ -133,7 +128,7 @@ def test_purge_deletes_waiting_messages(start_worker):
 
 def test_max_tasks_per_child_recycles_the_child(start_worker):
     worker = start_worker("-P", "prefork", "-c", "1", "--max-tasks-per-child", "2")
-    (first_child,) = _children(worker.pid)
+    (first_child,) = child_pids(worker.pid)
     for i in range(5):
         record.delay(f"r{i}").get(timeout=20)
     pids = set(Execution.objects.values_list("pid", flat=True))
@@ -143,7 +138,7 @@ def test_max_tasks_per_child_recycles_the_child(start_worker):
 def test_max_memory_per_child_replaces_the_child_after_the_task_that_grew_it(start_worker):
     limit = 200_000  # KiB: far above an idle child, far below the task's allocation
     worker = start_worker("-P", "prefork", "-c", "1", "--max-memory-per-child", str(limit))
-    (first_child,) = _children(worker.pid)
+    (first_child,) = child_pids(worker.pid)
     assert record.delay("before").get(timeout=20) == "before"
     hog = hold_memory.delay(limit)
     assert hog.get(timeout=30) == first_child  # the task finished and its result was recorded
@@ -156,9 +151,11 @@ def test_max_memory_per_child_replaces_the_child_after_the_task_that_grew_it(sta
 
 def test_sighup_restarts_children(start_worker):
     worker = start_worker("-P", "prefork", "-c", "1")
-    (before,) = _children(worker.pid)
+    (before,) = child_pids(worker.pid)
     worker.signal(signal.SIGHUP)
-    wait_for(lambda: _children(worker.pid) and _children(worker.pid) != [before], what="new child")
+    wait_for(
+        lambda: child_pids(worker.pid) and child_pids(worker.pid) != [before], what="new child"
+    )
     assert add.delay(2, 2).get(timeout=20) == 4
 
 

@@ -243,7 +243,9 @@ class RabbitNode(Service):
         for sub in ("home", "mnesia", "log"):
             (directory / sub).mkdir(exist_ok=True)
         (directory / "enabled_plugins").write_text("")
-        (directory / "rabbitmq.conf").write_text("")
+        # guest may log in only over loopback, unless the node is another test host's
+        remote = host != "127.0.0.1"
+        (directory / "rabbitmq.conf").write_text("loopback_users.guest = false\n" if remote else "")
 
     def command(self) -> list[str]:
         return [skip_without(self.server)]

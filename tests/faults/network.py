@@ -14,7 +14,12 @@ Faults, per host:
 * :meth:`Network.lose` — a share of the host's outgoing packets is dropped (nftables' random
   number generator, in the host's namespace); ``tc netem`` is not needed, and this kernel has
   none (``CONFIG_NET_SCH_NETEM`` is not set);
-* no added latency: ``tc netem`` is the tool for that, and this kernel lacks it.
+* latency: ``tc netem`` is the tool for that, and this kernel lacks it; a :class:`Relay` on the
+  server's host (``tests/faults/relay.py``, run with ``ip netns exec``) delays every chunk by a
+  set time in each direction, in order, and the workers reach the server through it. It adds
+  latency to the byte stream, not to each packet: TCP's own retransmissions (of the packets
+  :meth:`Network.lose` drops) still run at the link's speed, which is what a real lossy, slow link
+  costs too, plus the relay's delay once.
 
 Everything needs root (``ip netns``); :func:`require_root` skips otherwise (fails under
 ``TQ_REQUIRE_SERVICES=1``). :meth:`Network.destroy` removes every namespace and link it made,
@@ -28,12 +33,15 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES
+from tests.faults.conftest import Service
 
 
 def require_root() -> None:
@@ -159,3 +167,23 @@ class Network:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         self._root_links.clear()
         self._namespaces.clear()
+
+
+class Relay(Service):
+    """A latency relay on ``host`` in front of a server listening on the host's own address.
+
+    ``Relay(directory, server, delay=0.05, ...)``: clients connect to the relay's ``host:port``
+    and reach ``server``'s port there ``delay`` seconds later each way (``tests/faults/relay.py``).
+    """
+
+    name = "relay"
+
+    def __init__(self, directory: Path, server: Service, *, delay: float, host: Host) -> None:
+        super().__init__(directory, host=host.address, prefix=host.prefix())
+        self.server = server
+        self.delay = delay
+
+    def command(self) -> list[str]:
+        script = Path(__file__).with_name("relay.py")
+        server = (self.server.host, str(self.server.port))
+        return [sys.executable, str(script), self.host, str(self.port), *server, str(self.delay)]

@@ -29,20 +29,30 @@ class Client:
         *,
         broker_url: str = "django://",
         pg_options: dict[str, object] | None = None,
+        via: Service | None = None,
+        settings: dict[str, object] | None = None,
     ) -> None:
         """``cluster``: a PostgreSQL cluster, or a pooler in front of one (anything with
         ``host``, ``port`` and ``sql()``); ``pg_options``: the ``DATABASES`` ``OPTIONS`` of
-        every process (libpq timeouts)."""
+        every process (libpq timeouts); ``via``: what the processes connect to instead of the
+        cluster (a latency relay, tests/faults/network.py) — the test's own reads go direct;
+        ``settings``: more ``TQ`` settings of every process."""
         self.cluster = cluster
         self.database = database
+        reached = via or cluster
         self.env = {
             "TQ_TEST_DB": "postgres",
             "TQ_TEST_PG_OPTIONS": json.dumps(pg_options or {}),
-            "TQ_TEST_PG_HOST": cluster.host,
-            "TQ_TEST_PG_PORT": str(cluster.port),
+            "TQ_TEST_PG_HOST": reached.host,
+            "TQ_TEST_PG_PORT": str(reached.port),
             "TQ_TEST_DB_NAME": database,
             "TQ_SETTINGS_JSON": json.dumps(
-                {"BROKER_URL": broker_url, "DEFAULT_QUEUE": queue, "LEASE_SECONDS": LEASE_SECONDS}
+                {
+                    "BROKER_URL": broker_url,
+                    "DEFAULT_QUEUE": queue,
+                    "LEASE_SECONDS": LEASE_SECONDS,
+                    **(settings or {}),
+                }
             ),
         }
 

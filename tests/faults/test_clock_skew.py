@@ -46,11 +46,11 @@ def clock_ahead(seconds: float) -> dict[str, str]:
 
 
 def _run_with_a_second_worker_ahead(settings, start_worker, queue_name, skew: float) -> int:
-    """Return how often a 6 s task started while a worker ``skew`` s ahead was watching."""
+    """Return how often a 12 s task started while a worker ``skew`` s ahead was watching."""
     settings.TQ = {**settings.TQ, "DEFAULT_QUEUE": queue_name, "LEASE_SECONDS": LEASE_SECONDS}
     options = ("-P", "solo", "--prefetch-multiplier", "1")
     start_worker(*options, "-n", "true-clock@test")
-    task_id = slow_record.delay(6, "skew").id
+    task_id = slow_record.delay(12, "skew").id  # long enough for the second worker to start
     wait_for(lambda: Execution.objects.filter(task_id=task_id).exists(), 20, what="first start")
     start_worker(*options, "-n", "ahead@test", env=clock_ahead(skew))
     wait_for(

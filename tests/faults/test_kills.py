@@ -11,7 +11,7 @@ from django.db import transaction
 from django_tq import AsyncResult, states
 from django_tq.exceptions import TaskError
 from django_tq.models import DeadLetter, TaskResult
-from tests.conftest import wait_for
+from tests.conftest import child_pids, wait_for
 from tests.faults.conftest import (
     LEASE_SECONDS,
     Runs,
@@ -30,11 +30,6 @@ BURST = 2000
 KILLS = 5
 #: seconds a recovered task may take beyond the lease (running it, on a loaded machine)
 RECOVERY_SLACK = 5.0
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as handle:
-        return [int(child) for child in handle.read().split()]
 
 
 def _recovered(running: set[str]) -> bool:
@@ -95,7 +90,7 @@ def test_a_poison_message_in_a_burst_dies_alone(broker_url, settings, start_work
     poison = kill_my_process.delay()
     ids += burst(100)
     worker = start_worker("-P", "prefork", "-c", "2")
-    children = set(_children(worker.pid))
+    children = set(child_pids(worker.pid))
     with pytest.raises(TaskError, match="delivered 4 times"):
         AsyncResult(poison.id).get(timeout=60)
     assert_exactly_once(ids, wait_until_finished(ids, 60))
@@ -103,7 +98,7 @@ def test_a_poison_message_in_a_burst_dies_alone(broker_url, settings, start_work
     assert AsyncResult(poison.id).state == states.DEAD
     assert DeadLetter.objects.get(task_id=poison.id).reason.startswith("delivered 4 times")
     assert worker.process.poll() is None
-    assert len(_children(worker.pid)) == 2 and set(_children(worker.pid)) != children  # respawned
+    assert len(child_pids(worker.pid)) == 2 and set(child_pids(worker.pid)) != children  # respawned
 
 
 def test_a_task_longer_than_the_lease_is_never_duplicated(broker_url, settings, start_worker):

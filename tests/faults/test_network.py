@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, WorkerProcess, stop_all, wait_for, worker_env
-from tests.faults.conftest import PostgresCluster, RedisServer
-from tests.faults.network import Host, Network
+from tests.faults.conftest import PostgresCluster, RabbitNode, RedisServer, skip_without
+from tests.faults.network import Host, Network, Relay
 from tests.faults.pg_client import DATABASE, Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-@pytest.fixture
-def network() -> Iterator[Network]:
+@pytest.fixture(scope="module")
+def lan() -> Iterator[Network]:
+    """The hosts, once per module (the broker host's RabbitMQ node boots for 20-60 s)."""
     net = Network()
     try:
         for name in ("test", "db", "broker", "w1", "w2"):
@@ -35,6 +36,43 @@ def network() -> Iterator[Network]:
         yield net
     finally:
         net.destroy()
+
+
+@pytest.fixture
+def network(lan: Network) -> Iterator[Network]:
+    """The module's hosts; every fault a test made is undone after it, also when it failed."""
+    yield lan
+    for host in lan.hosts.values():
+        lan.heal(host)
+        if host.namespace is not None:
+            lan.lose(host, 0)
+
+
+@pytest.fixture(scope="module")
+def rabbit_boot(lan: Network) -> Iterator[RabbitNode | None]:
+    """The broker host's RabbitMQ node, booting from the first test of the module that asks."""
+    if not Path(RabbitNode.server).exists():
+        yield None
+        return
+    broker = lan.hosts["broker"]
+    directory = Path(tempfile.mkdtemp(prefix="tq-net-rabbitmq-"))
+    node = RabbitNode(directory, host=broker.address, prefix=broker.prefix())
+    node.start(wait=False)
+    try:
+        yield node
+    finally:
+        node.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def rabbit(rabbit_boot: RabbitNode | None) -> RabbitNode:
+    """The broker host's RabbitMQ node, once it answers."""
+    if rabbit_boot is None:
+        skip_without(RabbitNode.server)
+    assert rabbit_boot is not None
+    rabbit_boot.wait_ready()
+    return rabbit_boot
 
 
 @pytest.fixture
@@ -75,10 +113,19 @@ def start_on(
     return worker.wait_ready(60)
 
 
+#: the AMQP heartbeat of the workers on RabbitMQ: the broker drops a partitioned one after ~4 s
+AMQP_SETTINGS = {"BROKER_HEARTBEAT": 4}
+
+
+@pytest.mark.parametrize("queue", ["django", "amqp"])
 def test_a_partitioned_worker_s_task_runs_elsewhere_and_its_late_outcome_is_refused(
-    network, cluster, workers, tmp_path, queue_name
+    request, queue, network, cluster, workers, tmp_path, queue_name
 ):
-    client = Client(cluster, queue_name)
+    if queue == "django":
+        client = Client(cluster, queue_name)
+    else:  # RabbitMQ redelivers the message once its heartbeat drops w1's connection
+        rabbit = request.getfixturevalue("rabbit")
+        client = Client(cluster, queue_name, broker_url=rabbit.url, settings=AMQP_SETTINGS)
     client.run("-m", "django", "migrate", "--run-syncdb", "--no-input", "-v", "0")
     solo = ("-P", "solo", "--prefetch-multiplier", "1")
     start_on(network.hosts["w1"], client, workers, tmp_path, *solo)
@@ -96,6 +143,9 @@ def test_a_partitioned_worker_s_task_runs_elsewhere_and_its_late_outcome_is_refu
     assert client.sql(outcome)[0][:2] == ("SUCCESS", "w2@net")
     assert client.sql(starts)[0][0] == 2  # and never a third run
     assert client.sql("SELECT count(*) FROM django_tq_queuemessage")[0][0] == 0
+    if queue == "amqp":  # w1's late ack found its connection closed: nothing came back
+        time.sleep(5)
+        assert client.sql(starts)[0][0] == 2
 
 
 #: what docs/deployment.md tells users of a database across a network to set: a connection
@@ -106,13 +156,26 @@ PG_TIMEOUTS = {"connect_timeout": 4, "tcp_user_timeout": 2000}
 REFUSED_WITHIN = 4 + 1.5
 
 
-@pytest.fixture(params=["django", "redis"])
+@pytest.fixture(params=["django", "redis", "amqp"])
 def servers(request, network, cluster, tmp_path, queue_name) -> Iterator[tuple[Client, Host]]:
     """A client of the servers, and the host whose link carries the queue (db or broker)."""
     if request.param == "django":
         yield Client(cluster, queue_name, pg_options=PG_TIMEOUTS), network.hosts["db"]
         return
     broker = network.hosts["broker"]
+    if request.param == "amqp":
+        rabbit = request.getfixturevalue("rabbit")
+        yield (
+            Client(
+                cluster,
+                queue_name,
+                broker_url=rabbit.url,
+                pg_options=PG_TIMEOUTS,
+                settings=AMQP_SETTINGS,
+            ),
+            broker,
+        )
+        return
     directory = Path(tempfile.mkdtemp(prefix="tq-net-redis-"))
     redis = RedisServer(directory, host=broker.address, prefix=broker.prefix())
     try:
@@ -177,3 +240,94 @@ def test_a_flapping_link_to_the_queue_loses_nothing_and_workers_come_back_by_the
     }
     assert all(worker.process.poll() is None for worker in workers)
     assert {worker.pid for worker in workers} <= pids
+
+
+#: the latency relays' delay each way: 100 ms more per round trip
+LATENCY = 0.05
+#: the share of packets each namespaced host drops, in percent
+LOSS = 5
+#: how long the burst runs through the slow, lossy links
+FAULT_SECONDS = 120
+
+
+def _query(client: Client, statement: str) -> dict[str, int]:
+    return dict(client.sql(statement))
+
+
+def test_b_latency_and_loss_for_two_minutes_lose_nothing_on_every_transport(
+    network, cluster, rabbit, workers, tmp_path, queue_name
+):
+    """django:// (PostgreSQL), Redis and RabbitMQ side by side, over the same two minutes."""
+    db, broker = network.hosts["db"], network.hosts["broker"]
+    redis = RedisServer(tmp_path / "redis", host=broker.address, prefix=broker.prefix())
+    started: list[RedisServer | Relay] = [redis]
+    (tmp_path / "redis").mkdir()
+    try:
+        redis.start()
+        pg_relay = Relay(tmp_path, cluster, delay=LATENCY, host=db)
+        redis_relay = Relay(tmp_path, redis, delay=LATENCY, host=broker)
+        rabbit_relay = Relay(tmp_path, rabbit, delay=LATENCY, host=broker)
+        for relay in (pg_relay, redis_relay, rabbit_relay):
+            started.append(relay)
+            relay.start()
+        urls = {
+            "django": "django://",
+            "redis": f"redis://{broker.address}:{redis_relay.port}/0",
+            "amqp": f"amqp://guest:guest@{broker.address}:{rabbit_relay.port}//",
+        }
+        clients: dict[str, Client] = {}
+        for name, url in urls.items():
+            database = f"tq_faults_{name}"
+            cluster.sql(f"CREATE DATABASE {database}")
+            Client(cluster, queue_name, database).run(
+                "-m", "django", "migrate", "--run-syncdb", "--no-input", "-v", "0"
+            )
+            clients[name] = Client(
+                cluster, queue_name, database, broker_url=url, pg_options=PG_TIMEOUTS, via=pg_relay
+            )
+        solo = ("-P", "solo", "--prefetch-multiplier", "1")
+        for client in clients.values():
+            for name in ("w1", "w2"):
+                start_on(network.hosts[name], client, workers, tmp_path, *solo)
+        lossy = [network.hosts[name] for name in ("db", "broker", "w1", "w2")]
+        for host in lossy:
+            network.lose(host, LOSS)
+        producers = {  # one web process per transport, sending all along
+            name: subprocess.Popen(
+                [sys.executable, "-m", "tests.faults.produce", "100000", "0.1", "0.1"],
+                cwd=ROOT,
+                env={**worker_env(), **client.env},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for name, client in clients.items()
+        }
+        time.sleep(FAULT_SECONDS)
+        for producer in producers.values():
+            producer.terminate()
+        outputs = {
+            name: producer.communicate(timeout=60)[0] for name, producer in producers.items()
+        }
+        for host in lossy:
+            network.lose(host, 0)
+        for name, client in clients.items():
+            lines = outputs[name].splitlines()
+            accepted = [line for line in lines if not line.startswith("refused")]
+            refused = [line for line in lines if line.startswith("refused")]
+            assert len(accepted) >= 20, (name, len(accepted), refused[:3])
+            runs = client.wait_until_finished(accepted, 300)
+            assert runs.lost(accepted) == set(), name
+            # a task ran twice only where the queue delivered it again (its lease ran out, or
+            # RabbitMQ redelivered it after a dropped connection): never more runs than deliveries
+            deliveries = _query(client, "SELECT task_id, delivery_count FROM django_tq_taskresult")
+            over = {t: n for t, n in runs.starts.items() if n > max(deliveries.get(t, 1), 1)}
+            assert over == {}, name
+            print(
+                f"{name}: {len(accepted)} accepted, {len(refused)} refused, "
+                f"{len(runs.duplicated())} ran twice, "
+                f"{sum(1 for n in deliveries.values() if n > 1)} delivered again"
+            )
+        assert all(worker.process.poll() is None for worker in workers)
+    finally:
+        for service in started:
+            service.kill()

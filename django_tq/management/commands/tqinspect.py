@@ -1,5 +1,6 @@
 """``python manage.py tqinspect ping|active|reserved|scheduled|registered|stats|revoked|active_queues|conf``:
-ask running workers (parse, call :func:`django_tq.control.inspect`, print)."""
+ask running workers (parse, call :func:`django_tq.control.inspect`, print); ``scheduled`` also
+lists what waits for its ETA in no worker (:func:`django_tq.waiting.scheduled`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_tq import control
+from django_tq import control, waiting
 
 METHODS = (
     "ping",
@@ -22,6 +23,10 @@ METHODS = (
     "active_queues",
     "conf",
 )
+
+
+#: ``scheduled --json``: the key of the messages that wait in no worker (never a worker's name)
+WAITING = "(waiting in the broker)"
 
 
 def destination(value: str | None) -> list[str] | None:
@@ -51,9 +56,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         inspector = control.inspect(destination(options["destination"]), options["timeout"])
         replies: dict[str, Any] = getattr(inspector, options["method"])()
+        waits = waiting.scheduled() if options["method"] == "scheduled" else None
         if options["json"]:
-            self.stdout.write(json.dumps(replies, indent=2, default=str))
+            document = replies if waits is None else {**replies, WAITING: waits}
+            self.stdout.write(json.dumps(document, indent=2, default=str))
         else:
+            if waits is not None:
+                self.stdout.write(self.style.SUCCESS(f"-> {WAITING}: ") + _summary(waits))
+                for task in waits:
+                    self.stdout.write(f"    {_held(task)} ({task['where']})")
             for hostname, reply in replies.items():
                 self.stdout.write(self.style.SUCCESS(f"-> {hostname}: ") + _summary(reply))
                 for line in _details(options["method"], reply):
@@ -104,7 +115,8 @@ def _held(task: dict[str, Any]) -> str:
         when = f" rate-limited until {task['rate_limited_until']}"
     else:
         when = ""
+    pid = f" pid {task['pid']}" if task.get("pid") is not None else ""
     return (
-        f"{task.get('name')}[{task.get('id')}] pid {task.get('pid')} queue {task.get('queue')}"
+        f"{task.get('name')}[{task.get('id')}]{pid} queue {task.get('queue')}"
         f"{when} args={task.get('args')} kwargs={task.get('kwargs')}"
     )
