@@ -4,6 +4,8 @@
 
 * ``setup`` — create the system's tables (Django ``migrate`` / Procrastinate's schema);
 * ``enqueue --n N`` — publish one warm-up task, then N no-op tasks from this one process, timed;
+  ``--bulk`` (django_tq only): through one reusable publisher (``noop.publisher()``), whose
+  bursts are flushed inside the timing;
 * ``latency --n 300 --interval 0.01`` — publish N tasks paced ``interval`` apart, each carrying
   its ``time.time()`` at publish so the task body can record the enqueue→start latency.
 
@@ -76,6 +78,31 @@ def raw_client(kind: str) -> Callable[[], contextlib.AbstractContextManager[Any]
     return client
 
 
+class TqBulkSender:
+    """Send django_tq tasks through one reusable publisher; ``flush`` sends what waits."""
+
+    def __init__(self) -> None:
+        from benchmarks.tq_tasks import noop
+
+        self.task = noop
+        self.publisher = noop.publisher()
+
+    def __call__(self, phase: str, sent: float) -> Any:
+        return self.task.apply_async((phase, sent), publisher=self.publisher)
+
+    def flush(self) -> None:
+        self.publisher.flush()
+
+
+@contextlib.contextmanager
+def tq_bulk_client() -> Iterator[Callable[[str, float], Any]]:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+    import django
+
+    django.setup()
+    yield TqBulkSender()
+
+
 CLIENTS: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
     "tq": tq_client,
     "celery": celery_client,
@@ -109,12 +136,16 @@ def setup(system: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started}
 
 
-def enqueue(system: str, n: int) -> dict[str, Any]:
-    with CLIENTS[system]() as send:
+def enqueue(system: str, n: int, *, bulk: bool = False) -> dict[str, Any]:
+    client = tq_bulk_client if bulk else CLIENTS[system]
+    with client() as send:
+        flush = getattr(send, "flush", lambda: None)
         send("w", 0.0)  # opens connections, declares queues: not part of the timing
+        flush()
         started = time.perf_counter()
         for i in range(n):
             send("d", float(i))  # the index: the orchestrator detects losses and duplicates
+        flush()
         seconds = time.perf_counter() - started
     return {"n": n, "seconds": seconds, "rate": n / seconds if seconds else None}
 
@@ -141,12 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["setup", "enqueue", "latency"])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=0.01)
+    parser.add_argument("--bulk", action="store_true", help="django_tq: one reusable publisher")
     parser.add_argument("--profile", help="write a cProfile of the action to this file")
     args = parser.parse_args(argv)
     if args.action == "setup":
         action: Callable[[], dict[str, Any]] = lambda: setup(args.system)  # noqa: E731
     elif args.action == "enqueue":
-        action = lambda: enqueue(args.system, args.n)  # noqa: E731
+        action = lambda: enqueue(args.system, args.n, bulk=args.bulk)  # noqa: E731
     else:
         action = lambda: latency(args.system, args.n, args.interval)  # noqa: E731
     if args.profile:

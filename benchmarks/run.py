@@ -172,6 +172,7 @@ def new_row(sc: Scenario, n: int) -> dict[str, Any]:
         "system": sc.system,
         "results": sc.results,
         "confirm": sc.confirm,
+        "bulk": sc.bulk,
         "n": n,
     }
 
@@ -186,7 +187,10 @@ def run_scenario(ctx: Context, sc: Scenario, workloads: set[str]) -> dict[str, A
     print(f"\n== {sc.label}  (N={n}; load average {row['loadavg_before']:.2f})", flush=True)
     prepare(ctx, sc, env)
 
-    enq = run_driver(sc.system, env, "enqueue", 60 + n / 50 * args.timeout_scale, "--n", str(n))
+    bulk = ["--bulk"] if sc.bulk else []
+    enq = run_driver(
+        sc.system, env, "enqueue", 60 + n / 50 * args.timeout_scale, "--n", str(n), *bulk
+    )
     row["enqueue_rate"] = enq["rate"]
     print(f"   enqueue: {n} in {enq['seconds']:.2f}s = {enq['rate']:,.0f}/s", flush=True)
     if workloads <= {"enqueue"} or sc.enqueue_only:

@@ -142,6 +142,7 @@ class Scenario:
     system: str
     results: str = ""  # "" off, "db" in PostgreSQL through Django, "redis" in Redis
     confirm: bool = False  # publisher confirms turned on (an enqueue-only row)
+    bulk: bool = False  # django_tq's reusable publisher (an enqueue-only row)
     metrics: bool = False  # django_tq's worker with --metrics-port (a "variant" of its row)
 
     def __post_init__(self) -> None:
@@ -157,8 +158,8 @@ class Scenario:
 
     @property
     def enqueue_only(self) -> bool:
-        """The confirm variants differ from their base row only in how they publish."""
-        return self.confirm
+        """The confirm and bulk variants differ from their base row only in how they publish."""
+        return self.confirm or self.bulk
 
     @property
     def needs_postgres(self) -> bool:
@@ -182,7 +183,7 @@ class Scenario:
             "raw-pg": "raw SKIP LOCKED",
         }
         extra = " + confirms" if self.confirm else " + metrics port" if self.metrics else ""
-        return names[self.system] + extra
+        return names[self.system] + extra + (" publisher" if self.bulk else "")
 
     @property
     def label(self) -> str:
@@ -203,12 +204,18 @@ class Scenario:
             "raw-kombu": f"ceiling: raw kombu {broker}" + (" + confirms" if self.confirm else ""),
             "raw-pg": "ceiling: raw psycopg SKIP LOCKED",
         }[self.system]
-        return base + results.get(self.results, "") + (" + --metrics-port" if self.metrics else "")
+        return (
+            base
+            + results.get(self.results, "")
+            + (" (publisher, bulk)" if self.bulk else "")
+            + (" + --metrics-port" if self.metrics else "")
+        )
 
     @property
     def key(self) -> str:
         suffix = {"": "", "db": "/results", "redis": "/results-redis"}[self.results]
         variant = "/confirm" if self.confirm else "/metrics" if self.metrics else ""
+        variant += "/bulk" if self.bulk else ""
         return f"{self.broker}/{self.system}" + variant + suffix
 
 
@@ -232,6 +239,8 @@ def build_scenarios(
                 out.append(Scenario(broker, name, metrics=True))
             if broker == "amqp" and system.confirm_variant and "enqueue" in workloads:
                 out.append(Scenario(broker, name, confirm=True))
+            if name == "tq" and "enqueue" in workloads:
+                out.append(Scenario(broker, name, bulk=True))
     if "results" in workloads:
         for broker in results_brokers:
             for name, system in SYSTEMS.items():

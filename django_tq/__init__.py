@@ -15,6 +15,7 @@ _EXPORTS = {
     "task": "django_tq.tasks",
     "shared_task": "django_tq.tasks",
     "send_task": "django_tq.tasks",
+    "publisher": "django_tq.publishers",
     "asend_task": "django_tq.tasks",
     "periodic_task": "django_tq.beat.declarations",
     "crontab": "django_tq.schedules",
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from django_tq.canvas import Signature, chain, chord, group, signature
     from django_tq.exchanges import Broadcast, Queue
     from django_tq.log import get_task_logger
+    from django_tq.publishers import publisher
     from django_tq.result import AsyncResult, EagerResult, GroupResult
     from django_tq.schedules import crontab
     from django_tq.sun import solar
@@ -62,6 +64,7 @@ __all__ = [
     "get_task_logger",
     "group",
     "periodic_task",
+    "publisher",
     "send_task",
     "shared_task",
     "signature",

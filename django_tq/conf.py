@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_ROUTING_KEY": None,  # None: DEFAULT_QUEUE's binding key
     "CREATE_MISSING_QUEUES": True,
     "TASK_SERIALIZER": "json",
+    "TASK_COMPRESSION": None,
     "ACCEPT_CONTENT": ["json"],
     "SIGNING": False,
     "ACCEPT_CELERY": False,
@@ -147,6 +148,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "DEFAULT_ROUTING_KEY": _of_type(str, allow_none=True),
     "CREATE_MISSING_QUEUES": _of_type(bool),
     "TASK_SERIALIZER": _one_of("json", "pickle"),
+    "TASK_COMPRESSION": _of_type(str, allow_none=True),
     "ACCEPT_CONTENT": _of_type(list, tuple),
     "SIGNING": _of_type(bool),
     "ACCEPT_CELERY": _of_type(bool),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,11 @@ class AlreadyRegistered(TQError):
 
 class PublishError(TQError):
     """The message could not be handed to the broker (unreachable, refused, or not confirmed)."""
+
+    def __init__(self, *args: object, failed: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        #: the ids of the tasks of a burst the broker did not take (empty: the whole publish)
+        self.failed: tuple[str, ...] = tuple(failed)
 
 
 class QueueNotFound(TQError, KeyError):

@@ -51,6 +51,8 @@ class TaskMessage:
     soft_time_limit: float | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     serializer: str = "json"
+    #: the kombu compressor of the body (``"gzip"``, ``"bzip2"``, ``"zlib"``; None: none)
+    compression: str | None = None
     unique_key: str | None = None  #: the ``UniqueLock`` key this task holds (see ``unique.py``)
     unique_ttl: float | None = None  #: seconds the lock lasts past the time the task is due
     #: the name logs show instead of ``task`` (``apply_async(shadow=…)``); results keep ``task``

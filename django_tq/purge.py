@@ -133,7 +133,7 @@ def _revoke(wire: WireMessage, queue: str) -> bool:
             signing.verify(wire.headers, wire.body, wire.content_type)
         message: TaskMessage = wire_format.decode(
             wire.headers,
-            wire.body,
+            Delivery.decompressed(wire.headers, wire.body),
             wire.content_type,
             queue=queue,
             accept=list(tq_settings.ACCEPT_CONTENT),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,10 +58,16 @@ class ResultData:
 class ResultBackend:
     """The contract every result backend fills."""
 
-    def mark_queued(
-        self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
-    ) -> None:
-        """Record that ``message`` was enqueued (state QUEUED), in the caller's transaction."""
+    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None) -> None:
+        """Record that ``message`` was enqueued (state QUEUED)."""
+        self.mark_queued_many([(message, owner_id)])
+
+    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+        """Record ``(message, owner_id)`` pairs as enqueued, in as few writes as the store takes."""
+
+    def writes_on(self, alias: str) -> bool:
+        """Return whether this backend's writes belong to database ``alias``'s transactions."""
+        return False
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         """Record that a worker started ``message``; return False if the task already finished."""
@@ -129,35 +136,41 @@ class DatabaseBackend(ResultBackend):
     def _alias(self) -> str:
         return router.db_for_write(TaskResult) or "default"
 
-    def mark_queued(
-        self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
-    ) -> None:
+    def writes_on(self, alias: str) -> bool:
+        return self._alias() == alias
+
+    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
         alias = self._alias()
-        row = TaskResult(
-            task_id=message.id,
-            task_name=message.task,
-            state=states.QUEUED,
-            args=_json(list(message.args)),
-            kwargs=_json(message.kwargs),
-            queue=message.queue,
-            priority=message.priority,
-            retries=message.retries,
-            eta=message.eta,
-            expires=message.expires,
-            owner_id=owner_id,
-            parent_id=message.parent_id,
-            root_id=message.root_id,
-            group_id=message.group_id,
-        )
-        if message.retries:
-            # A retry reuses its id: the row exists and goes back to QUEUED.
-            TaskResult.objects.using(alias).filter(task_id=message.id).update(
-                state=states.QUEUED, eta=message.eta, retries=message.retries, date_done=None
+        rows = []
+        for message, owner_id in queued:
+            if message.retries:
+                # A retry reuses its id: the row exists and goes back to QUEUED.
+                TaskResult.objects.using(alias).filter(task_id=message.id).update(
+                    state=states.QUEUED, eta=message.eta, retries=message.retries, date_done=None
+                )
+                continue
+            rows.append(
+                TaskResult(
+                    task_id=message.id,
+                    task_name=message.task,
+                    state=states.QUEUED,
+                    args=_json(list(message.args)),
+                    kwargs=_json(message.kwargs),
+                    queue=message.queue,
+                    priority=message.priority,
+                    retries=message.retries,
+                    eta=message.eta,
+                    expires=message.expires,
+                    owner_id=owner_id,
+                    parent_id=message.parent_id,
+                    root_id=message.root_id,
+                    group_id=message.group_id,
+                )
             )
-            return
         # A known id keeps its row: sending it again is a copy, which a worker skips if the
-        # task already ran (the task id is an idempotency key).
-        TaskResult.objects.using(alias).bulk_create([row], ignore_conflicts=True)
+        # task already ran (the task id is an idempotency key). One INSERT for a whole burst.
+        if rows:
+            TaskResult.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         values = {
@@ -390,13 +403,12 @@ class CacheBackend(ResultBackend):
             record["date_created"] = message.sent_at or timezone.now()
         return ResultData(**record)
 
-    def mark_queued(
-        self, message: TaskMessage, *, owner_id: Any = None, using: str | None = None
-    ) -> None:
+    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
         # A known id keeps its record, as in the table: sending it again is a copy, which a
         # worker skips if the task already ran. A retry reuses its id and goes back to QUEUED.
-        data = self._message_data(message, states.QUEUED, None, date_created=timezone.now())
-        self._write(data, keep_existing=not message.retries)
+        for message, _owner_id in queued:
+            data = self._message_data(message, states.QUEUED, None, date_created=timezone.now())
+            self._write(data, keep_existing=not message.retries)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         previous = self.get(message.id)

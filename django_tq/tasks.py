@@ -33,12 +33,14 @@ from django.utils import timezone
 
 from django_tq import abort, execution, off_loop, rate_limits, routing, unique
 from django_tq import enqueue as enqueue_module
+from django_tq.broker import compression
 from django_tq.broker.retry_policy import RetryPolicy
 from django_tq.canvas import Signature, chunks, group, links_of, xmap, xstarmap
 from django_tq.conf import tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request
 from django_tq.exceptions import MaxRetriesExceededError, Replace, Retry
 from django_tq.message import TaskMessage
+from django_tq.publishers import DEFAULT_BATCH_SIZE, Publisher
 from django_tq.registry import registry
 from django_tq.result import AsyncResult, EagerResult
 
@@ -77,6 +79,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": False,
     "store_errors_even_if_ignored": False,
     "serializer": None,
+    "compression": None,
     "track_started": None,
     "rate_limit": None,
     "rate_limit_scope": rate_limits.GLOBAL,
@@ -90,6 +93,7 @@ CALL_OPTIONS = frozenset(
         "countdown", "eta", "expires", "queue", "exchange", "routing_key", "priority", "task_id", "headers", "using",
         "owner", "ignore_result", "serializer", "retries", "parent_id", "root_id", "group_id",
         "time_limit", "soft_time_limit", "unique_key", "unique_ttl", "retry", "retry_policy", "shadow", "add_to_parent",
+        "compression", "publisher",
     }
 )  # fmt: skip
 #: ``apply_async`` options that place a call in a workflow (see ``django_tq.canvas``)
@@ -146,6 +150,9 @@ class Task(Generic[P, R]):
     ignore_result: bool = False
     store_errors_even_if_ignored: bool = False
     serializer: str | None = None
+    compression: str | None = (
+        None  #: ``"gzip"``, ``"bzip2"``, ``"zlib"`` (None: ``TASK_COMPRESSION``)
+    )
     track_started: bool | None = None
     rate_limit: str | float | None = None  #: ``"10/s"``, ``"100/m"``, ``"1000/h"`` or per second
     rate_limit_scope: str = rate_limits.GLOBAL  #: ``"global"`` (all workers) or ``"worker"``
@@ -291,13 +298,17 @@ class Task(Generic[P, R]):
             return self._apply_unique_eagerly(message, options.get("using"))
         owner = options.get("owner")
         owner_id = getattr(owner, "pk", owner)
+        publisher: Publisher | None = options.get("publisher")
         task_id = enqueue_module.enqueue(
             message,
             using=options.get("using"),
             owner_id=owner_id,
             on_commit=publish_on_commit,
             policy=policy,
+            burst=publisher.burst_for(policy) if publisher is not None else None,
         )
+        if publisher is not None:
+            publisher.added()
         return AsyncResult(task_id, task_name=self.name)
 
     def build_message(
@@ -356,6 +367,9 @@ class Task(Generic[P, R]):
             ),
             headers=dict(options.get("headers") or {}),
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
+            compression=compression.check(
+                options.get("compression") or self.compression or tq_settings.TASK_COMPRESSION
+            ),
             unique_key=self._unique_key(args, kwargs, options),
             unique_ttl=options.get("unique_ttl", self.unique_ttl),
             shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
@@ -400,6 +414,10 @@ class Task(Generic[P, R]):
         return AsyncResult(task_id, task_name=self.name)
 
     # -- signatures (see django_tq.canvas) ----------------------------------------------------
+    def publisher(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Publisher:
+        """Return a publisher that sends calls in bursts: ``apply_async(..., publisher=p)``."""
+        return Publisher(batch_size=batch_size)
+
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """Return a signature of this task with these (partial) arguments."""
         return Signature(self, args, kwargs)

@@ -18,7 +18,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,16 +29,18 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
 from django_tq.broker import exchange_emulation
+from django_tq.broker.confirms import Confirms, ConfirmTimeout
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
 from django_tq.conf import on_reload, tq_settings
 from django_tq.exceptions import PublishError
 from django_tq.message import WireMessage
+from django_tq.outgoing import Outgoing
 from django_tq.transport import TRANSPORTS
 from django_tq.transport.leased import owner_prefix
 
-__all__ = ["MAX_PRIORITY", "Broker", "get_broker"]
+__all__ = ["MAX_PRIORITY", "Broker", "Outgoing", "get_broker"]
 
 logger = logging.getLogger("django_tq.broker")
 
@@ -104,8 +107,12 @@ class Broker:
         self.scheme = urlsplit(url).scheme
         #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
         self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
+        self.confirms_publish = False
         if self.is_amqp:
-            self.transport_options.setdefault("confirm_publish", True)
+            # The confirms are ours (broker/confirms.py), one wait per burst: py-amqp's
+            # ``confirm_publish`` would wait after each message on every channel.
+            self.confirms_publish = bool(self.transport_options.pop("confirm_publish", True))
         self._local = threading.local()
         self._declared: set[str] = set()
 
@@ -147,6 +154,20 @@ class Broker:
         conn = self.connection()
         try:
             return (*conn.connection_errors, KombuOperationalError, OSError, socket.timeout)
+        finally:
+            conn.release()
+
+    @cached_property
+    def channel_errors(self) -> tuple[type[BaseException], ...]:
+        """Return the exceptions that mean RabbitMQ closed a channel (the connection lives).
+
+        Empty for the other transports: their errors (a database's, Redis') are their own.
+        """
+        if self.scheme not in ("amqp", "pyamqp", "amqps"):
+            return ()
+        conn = self.connection()
+        try:
+            return tuple(conn.channel_errors)
         finally:
             conn.release()
 
@@ -212,6 +233,9 @@ class Broker:
             state.connection = self.connection(retry_connect=False)
             state.producer = Producer(state.connection)
             state.declared = set()
+            state.confirms = None
+            if self.confirms_publish:
+                state.confirms = Confirms(state.producer.channel)
         return state.producer
 
     def _reset_producer(self) -> None:
@@ -219,6 +243,7 @@ class Broker:
         state = self._local
         connection = getattr(state, "connection", None)
         state.producer = None
+        state.confirms = None
         if connection is not None:
             try:
                 # closing an AMQP connection waits for the broker's CloseOk: on a partition,
@@ -238,125 +263,180 @@ class Broker:
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     ) -> None:
         """Hand ``wire`` to the broker or raise :class:`PublishError` as ``policy`` says."""
+        outgoing = Outgoing(
+            wire=wire,
+            queue=queue,
+            label=str(wire.headers.get("id") or ""),
+            priority=priority,
+            not_before=not_before,
+            routing_key=routing_key,
+        )
+        self.publish_many([outgoing], policy=policy)
+
+    def publish_many(
+        self, burst: Sequence[Outgoing], *, policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    ) -> None:
+        """Hand every message of ``burst`` to the broker, in one go where the broker allows it.
+
+        RabbitMQ: all published, then the publisher confirms waited for once. ``redis://``: one
+        pipeline. ``django://``: one ``INSERT`` (inside the caller's transaction, if any).
+        Returns when the broker has every message. A message the broker refuses (a nack) fails
+        the burst with :class:`PublishError`, whose ``failed`` lists the labels it did not take;
+        a lost connection publishes the unconfirmed messages again as ``policy`` says (a message
+        whose confirm was lost may then be there twice: a worker skips a copy of a task that ran).
+        """
         timeout = self.connect_timeout if policy.timeout is None else policy.timeout
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
         attempt = 0
+        todo = list(burst)
         while True:
             attempt += 1
             try:
                 producer = self._producer()
                 # each attempt gets what is left of the timeout, for connecting and for the
-                # broker's confirm: the publish as a whole fails within it, never later
-                self._local.remaining = max(0.1, deadline - time.monotonic())
-                producer.connection.connect_timeout = min(
-                    self.connect_timeout, self._local.remaining
-                )
-                self._publish_once(producer, wire, queue, priority, not_before, routing_key)
+                # broker's confirms: the publish as a whole fails within it, never later
+                remaining = max(0.1, deadline - time.monotonic())
+                producer.connection.connect_timeout = min(self.connect_timeout, remaining)
+                todo = self._publish_burst(producer, todo, remaining)
                 return
+            except PublishError:
+                raise
+            except self.channel_errors as exc:  # the broker closed the channel: not retried
+                failed = self._unconfirmed(todo)
+                self._reset_producer()
+                raise PublishError(
+                    f"{self.safe_url} closed the publishing channel: {exc!r}",
+                    failed=[item.label for item in failed],
+                ) from exc
             except self.connection_errors as exc:
                 last_error = exc
+                todo = self._unconfirmed(todo)
                 self._reset_producer()
             remaining = deadline - time.monotonic()
             out_of_retries = policy.max_retries is not None and attempt > policy.max_retries
             if remaining <= 0 or out_of_retries:
+                queues = ", ".join(sorted({repr(item.queue) for item in todo}))
                 raise PublishError(
-                    f"Could not publish to {self.safe_url} (queue {queue!r}): "
-                    f"{type(last_error).__name__}: {last_error}"  # redis-py's repr drops the text
+                    f"Could not publish to {self.safe_url} (queue {queues}): "
+                    f"{type(last_error).__name__}: {last_error}",  # redis-py's repr drops the text
+                    failed=[item.label for item in todo],
                 ) from last_error
             time.sleep(min(policy.wait(attempt), remaining))
 
-    def _publish_once(
-        self,
-        producer: Any,
-        wire: WireMessage,
-        queue: str,
-        priority: int | None,
-        not_before: str | None,
-        routing_key: str | None,
-    ) -> None:
+    def _unconfirmed(self, burst: list[Outgoing]) -> list[Outgoing]:
+        """Return the messages of ``burst`` the broker has not confirmed (after a lost connection)."""
+        confirms = getattr(self._local, "confirms", None)
+        if confirms is None:
+            return burst
+        waiting = set(confirms.unsettled())
+        return [item for item in burst if item.label in waiting] if waiting else burst
+
+    def _publish_burst(
+        self, producer: Any, burst: list[Outgoing], timeout: float
+    ) -> list[Outgoing]:
         declared: set[str] = self._local.declared
         channel = producer.channel
-        route = wire.route
-        if route is not None:
-            self._publish_routed(producer, wire, route, priority, not_before)
-            return
-        if hasattr(channel, "put_message"):
-            # django_tq's own channels take the message as is: no kombu re-encoding on the hot path.
-            if queue not in declared:
+        if hasattr(channel, "put_messages"):
+            # django_tq's own channels take the messages as they are: no kombu re-encoding. A
+            # routed message is one copy per queue its key reaches (``exchange_emulation``).
+            copies = [copy for item in burst for copy in self._emulated_copies(item)]
+            for queue in {item.queue for item in copies} - declared:
                 channel.queue_declare(queue)
-            channel.put_message(
-                queue, wire, priority=priority, not_before=not_before, routing_key=routing_key
-            )
-            declared.add(queue)
-            return
-        declare = [] if queue in declared else [self.queue(queue)]
-        self._send(producer, wire, "", routing_key or queue, declare, priority, not_before)
-        declared.add(queue)
-
-    def _send(
-        self,
-        producer: Any,
-        wire: WireMessage,
-        exchange: Any,
-        routing_key: str,
-        declare: list[Any],
-        priority: int | None,
-        not_before: str | None,
-    ) -> None:
-        """Publish ``wire`` with kombu (RabbitMQ): persistent, no kombu retry, bounded in time."""
-        properties = {"not_before": not_before} if not_before else {}
-        producer.publish(
-            wire.body,
-            exchange=exchange,
-            routing_key=routing_key,
-            headers=wire.headers,
-            content_type=wire.content_type,
-            content_encoding="utf-8" if isinstance(wire.body, str) else "binary",
-            priority=priority,
-            delivery_mode=2,
-            declare=declare,
-            retry=False,
-            timeout=getattr(self._local, "remaining", self.connect_timeout),
-            **properties,
-        )
-
-    def _publish_routed(
-        self,
-        producer: Any,
-        wire: WireMessage,
-        route: tuple[str, str],
-        priority: int | None,
-        not_before: str | None,
-    ) -> None:
-        """Publish ``wire`` through an exchange: RabbitMQ routes it, else ``exchange_emulation`` does."""
-        exchange, routing_key = route
-        topology = tq_settings.QUEUES
-        declared: set[str] = self._local.declared
-        channel = producer.channel
-        if hasattr(channel, "put_message"):
-            for queue in exchange_emulation.queues_reached(topology, exchange, routing_key):
-                if queue not in declared:
-                    channel.queue_declare(queue)
-                    declared.add(queue)
-                channel.put_message(
-                    queue,
-                    wire,
-                    priority=priority,
-                    not_before=not_before,
+            channel.put_messages(copies)
+            declared.update(item.queue for item in copies)
+            return []
+        targets = [self._declare_target(channel, item) for item in burst]
+        confirms = self._local.confirms
+        if confirms is None:  # kombu's own transports (memory://, AMQP without confirms)
+            for item, (exchange, routing_key) in zip(burst, targets, strict=True):
+                producer.publish(
+                    item.wire.body,
                     exchange=exchange,
                     routing_key=routing_key,
+                    headers=item.wire.headers,
+                    content_type=item.wire.content_type,
+                    content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
+                    priority=item.priority,
+                    delivery_mode=2,
+                    retry=False,
+                    timeout=timeout,
+                    **({"not_before": item.not_before} if item.not_before else {}),
                 )
-            return
-        entity = Exchange(exchange, type=topology.exchange_type(exchange), durable=True)
-        declare: list[Any] = []
+            return []
+        with channel.connection.transport.having_timeout(timeout):
+            for item, (exchange, routing_key) in zip(burst, targets, strict=True):
+                properties: dict[str, Any] = {"delivery_mode": 2}
+                if item.not_before:
+                    properties["not_before"] = item.not_before
+                message = channel.prepare_message(
+                    item.wire.body,
+                    priority=item.priority,
+                    content_type=item.wire.content_type,
+                    content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
+                    headers=item.wire.headers,
+                    properties=properties,
+                )
+                confirms.publish(item.label, message, exchange=exchange, routing_key=routing_key)
+        try:
+            nacked = confirms.wait(timeout)
+        except ConfirmTimeout as exc:
+            raise PublishError(
+                f"{self.safe_url} did not confirm {len(exc.unsettled)} message(s) within "
+                f"{timeout:.1f} s: {', '.join(exc.unsettled[:10])}",
+                failed=exc.unsettled,
+            ) from None
+        if nacked:
+            raise PublishError(
+                f"{self.safe_url} refused (nack) {len(nacked)} of {len(burst)} message(s): "
+                f"{', '.join(nacked[:10])}",
+                failed=nacked,
+            )
+        return []
+
+    @staticmethod
+    def _emulated_copies(item: Outgoing) -> list[Outgoing]:
+        """Return what a transport without exchanges stores for ``item``: one copy per queue.
+
+        A message straight to its queue is itself; one through an exchange is a copy in each
+        queue its routing key reaches, each saying the exchange and key in its delivery info.
+        """
+        route = item.wire.route
+        if route is None:
+            return [item]
+        exchange, routing_key = route
+        reached = exchange_emulation.queues_reached(tq_settings.QUEUES, exchange, routing_key)
+        return [
+            replace(item, queue=queue, exchange=exchange, routing_key=routing_key)
+            for queue in reached
+        ]
+
+    def _declare_target(self, channel: Any, item: Outgoing) -> tuple[str, str]:
+        """Declare what ``item`` is published to on a kombu channel; return (exchange, key).
+
+        A message straight to its queue goes to the default exchange with the queue's name as
+        key (the queue declared once per connection); one through an exchange goes to that
+        exchange, declared once per connection with the declared queues bound to it, so nothing
+        is dropped before a worker has declared them (a Broadcast queue's copies exist only
+        while workers consume them).
+        """
+        declared: set[str] = self._local.declared
+        route = item.wire.route
+        if route is None:
+            if item.queue not in declared:
+                self.queue(item.queue)(channel).declare()
+                declared.add(item.queue)
+            return "", item.routing_key or item.queue
+        exchange, routing_key = route
         if f"exchange:{exchange}" not in declared:
-            # the exchange and the declared queues bound to it: nothing is dropped before a worker
-            # has declared them (a Broadcast queue's copies exist only while workers consume them)
-            bound = [q for q in topology.queues if q.exchange == exchange and not q.broadcast]
-            declare = [entity, *(self.queue(q.name) for q in bound)]
-        self._send(producer, wire, entity, routing_key, declare, priority, not_before)
-        declared.add(f"exchange:{exchange}")
+            topology = tq_settings.QUEUES
+            entity = Exchange(exchange, type=topology.exchange_type(exchange), durable=True)
+            entity(channel).declare()
+            for queue in topology.queues:
+                if queue.exchange == exchange and not queue.broadcast:
+                    self.queue(queue.name)(channel).declare()
+            declared.add(f"exchange:{exchange}")
+        return exchange, routing_key
 
     @property
     def safe_url(self) -> str:

@@ -10,6 +10,9 @@ import base64
 import time
 from typing import Any
 
+import django_tq.broker.compression as compression
+from django_tq.exceptions import DecodeError
+
 
 class Delivery:
     """One message handed to a consumer: headers, raw body, and how to settle it."""
@@ -29,8 +32,17 @@ class Delivery:
 
     @property
     def body(self) -> str | bytes:
-        """Return the undecoded body."""
+        """Return the undecoded body (decompressed already when it travelled compressed)."""
         return self._message.body
+
+    @staticmethod
+    def decompressed(headers: Any, body: str | bytes) -> str | bytes:
+        """Return a stored ``body`` decompressed as ``headers`` say (``DecodeError`` if it cannot
+        be). A delivered message's :attr:`body` is already: kombu decompresses on receipt."""
+        try:
+            return compression.decompress(headers, body)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from exc
 
     @property
     def content_type(self) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django_tq import off_loop
 from django_tq.conf import tq_settings
 from django_tq.context import current_request
+from django_tq.publishers import Publisher
 from django_tq.registry import registry
 from django_tq.result import AsyncResult
 
@@ -27,7 +28,7 @@ S = TypeVar("S", bound="type[Signature]")
 
 PLACEMENT = ("parent_id", "root_id", "group_id", "chord", "chain")
 #: call options that apply to every task of a workflow
-WORKFLOW_WIDE = ("owner", "using", "publish_on_commit")
+WORKFLOW_WIDE = ("owner", "using", "publish_on_commit", "publisher")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -213,6 +214,23 @@ class Signature:
         frozen.check()
         parent = current_request.get() if options.get("add_to_parent", True) else None
         root = (parent.root_id or parent.id) if parent else None
+        if "publisher" in extra:  # the caller's: it sends when it flushes
+            return self._send(frozen, args, kwargs, options, root, extra)
+        # Every task of the workflow sent now goes out in one burst (one confirm round).
+        with Publisher() as publisher:
+            return self._send(
+                frozen, args, kwargs, options, root, {**extra, "publisher": publisher}
+            )
+
+    @staticmethod
+    def _send(
+        frozen: Signature,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+        root: str | None,
+        extra: dict[str, Any],
+    ) -> Any:
         place = Placement(
             parent_id=options.get("parent_id"), root_id=root or frozen.first_id(), extra=extra
         )

@@ -24,11 +24,12 @@ import datetime as dt
 import json
 import select
 from collections.abc import Collection
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -153,27 +154,46 @@ class Channel(LeasedChannel):
 
     # -- publishing (the caller's connection) ------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        self._put_many([(queue, message)])
+
+    def _put_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Insert the rows in as few statements as the database takes, in one transaction.
+
+        On PostgreSQL the same statement notifies each queue once (delivered at commit).
+        """
         db = connections[self.alias]
-        props = message.get("properties", {})
-        priority = self._get_message_priority(message)
-        not_before = props.get("not_before")
-        now = timezone.now()
-        when = dt.datetime.fromisoformat(not_before) if not_before else now
         quote = db.ops.quote_name
         columns = ", ".join(
             quote(c)
             for c in ("queue", "priority", "payload", "not_before", "delivery_count", "created_at")
         )
-        insert = f"INSERT INTO {quote(_table())} ({columns}) VALUES (%s, %s, %s, %s, 0, %s)"
-        params = [queue, priority, json.dumps(message), self._adapt(db, when), self._adapt(db, now)]
-        with db.cursor() as cursor:
-            if db.vendor == "postgresql":
-                cursor.execute(
-                    f"WITH ins AS ({insert} RETURNING 1) SELECT pg_notify(%s, %s) FROM ins",
-                    [*params, NOTIFY_CHANNEL, queue],
-                )
-            else:
-                cursor.execute(insert, params)
+        now = timezone.now()
+        rows = []
+        for queue, message in messages:
+            not_before = message.get("properties", {}).get("not_before")
+            when = dt.datetime.fromisoformat(not_before) if not_before else now
+            priority = self._get_message_priority(message)
+            rows.append(
+                [queue, priority, json.dumps(message), self._adapt(db, when), self._adapt(db, now)]
+            )
+        size = max(1, db.ops.bulk_batch_size(["queue", "priority", "payload", "nb", "ca"], rows))
+        insert = f"INSERT INTO {quote(_table())} ({columns}) VALUES "
+        # One statement commits alone; several commit together (a savepoint in a transaction).
+        together = transaction.atomic(using=self.alias) if len(rows) > size else nullcontext()
+        with together, db.cursor() as cursor:
+            for start in range(0, len(rows), size):
+                chunk = rows[start : start + size]
+                values = ", ".join(["(%s, %s, %s, %s, 0, %s)"] * len(chunk))
+                params = [value for row in chunk for value in row]
+                if db.vendor == "postgresql":
+                    cursor.execute(
+                        f"WITH ins AS ({insert}{values} RETURNING {quote('queue')}) "
+                        "SELECT pg_notify(%s, q) FROM (SELECT DISTINCT "
+                        f"{quote('queue')} AS q FROM ins) AS queues",
+                        [*params, NOTIFY_CHANNEL],
+                    )
+                else:
+                    cursor.execute(insert + values, params)
 
     def _size(self, queue: str) -> int:
         return QueueMessage.objects.using(self.alias).filter(queue=queue).count()

@@ -27,14 +27,14 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from queue import Empty
 from time import monotonic
 from typing import Any
 
 from kombu.transport import virtual
 
-from django_tq.message import WireMessage
+from django_tq.outgoing import Outgoing
 
 _owner_counter = itertools.count(1)
 
@@ -139,45 +139,44 @@ class LeasedChannel(virtual.Channel):
         time.sleep(min(timeout, self.polling_interval))
 
     # -- publishing ----------------------------------------------------------------------------
-    def put_message(
-        self,
-        queue: str,
-        wire: WireMessage,
-        *,
-        priority: int | None = None,
-        not_before: str | None = None,
-        exchange: str | None = None,
-        routing_key: str | None = None,
-    ) -> None:
-        """Store one django_tq message: the kombu envelope, built once, body kept as JSON text.
+    def put_messages(self, burst: Sequence[Outgoing]) -> None:
+        """Store django_tq messages: the kombu envelope, built once, body kept as JSON text.
 
         What kombu's ``Producer.publish`` would store, minus its base64 round of the body (a
-        binary body, i.e. pickle, is still base64-encoded).
+        binary body, i.e. pickle or compressed, is still base64-encoded). The store writes the
+        whole burst at once (:meth:`_put_many`).
         """
-        body: str | bytes = wire.body
+        self._put_many([(item.queue, self._envelope(item)) for item in burst])
+
+    def _envelope(self, item: Outgoing) -> dict[str, Any]:
+        body: str | bytes = item.wire.body
         body_encoding = None
         if isinstance(body, bytes):
             body, body_encoding = base64.b64encode(body).decode("ascii"), "base64"
         properties: dict[str, Any] = {
-            "priority": priority or 0,
+            "priority": item.priority or 0,
             "delivery_mode": 2,
             "body_encoding": body_encoding,
             "delivery_info": {
-                "exchange": exchange or "",
-                "routing_key": routing_key or queue,
-                "queue": queue,
+                "exchange": item.exchange or "",
+                "routing_key": item.routing_key or item.queue,
+                "queue": item.queue,
             },
         }
-        if not_before:
-            properties["not_before"] = not_before
-        message = {
+        if item.not_before:
+            properties["not_before"] = item.not_before
+        return {
             "body": body,
             "content-encoding": "utf-8" if body_encoding is None else "binary",
-            "content-type": wire.content_type,
-            "headers": wire.headers,
+            "content-type": item.wire.content_type,
+            "headers": item.wire.headers,
             "properties": properties,
         }
-        self._put(queue, message)
+
+    def _put_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Store ``(queue, envelope)`` pairs; stores override it to write them in one go."""
+        for queue, message in messages:
+            self._put(queue, message)
 
     # -- kombu's channel contract ------------------------------------------------------------
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:

@@ -244,23 +244,29 @@ class Channel(LeasedChannel):
             self._client = client
         return self._client
 
-    def _run(
-        self,
-        script: str,
-        keys: list[str],
-        args: Iterable[Any] = (),
-        *,
-        then: tuple[Any, ...] | None = None,
-    ) -> Any:
+    def _run(self, script: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
         """Run one of ``SCRIPTS`` (EVALSHA; loaded again if Redis lost its script cache).
 
         On this channel's own connection, spoken to directly: the hot path (every publish, ack
-        and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks. ``then``
-        is a command pipelined behind the script (its reply is returned after the script's).
+        and claim) skips redis-py's per-command pool checkout, retry wrapper and hooks.
+        """
+        return self._run_many(script, [(keys, args)])[0]
+
+    def _run_many(
+        self,
+        script: str,
+        calls: list[tuple[list[str], Iterable[Any]]],
+        *,
+        then: tuple[Any, ...] | None = None,
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)``, pipelined: one round trip for them all.
+
+        Return the scripts' replies in order; ``then`` is a command pipelined behind them (its
+        reply comes last).
         """
         client = self.client
         source = self._scripts[script]
-        commands = [("EVALSHA", source.sha, len(keys), *keys, *args)]
+        commands = [("EVALSHA", source.sha, len(keys), *keys, *args) for keys, args in calls]
         if then is not None:
             commands.append(then)
         with self._script_lock:
@@ -283,11 +289,14 @@ class Channel(LeasedChannel):
                 self._script_connection = None  # the next call connects afresh (a new primary)
                 connection.disconnect()
                 raise
-        return replies[0] if then is None else replies
+        return replies
 
     @staticmethod
     def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and read every reply; raise the first error."""
+        if len(commands) == 1:
+            connection.send_command(*commands[0])
+            return [connection.read_response()]
         connection.send_packed_command(connection.pack_commands(commands))
         replies: list[Any] = []
         error: Exception | None = None
@@ -349,23 +358,34 @@ class Channel(LeasedChannel):
 
     # -- publishing and queue administration --------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        priority = self._get_message_priority(message)
-        not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
-        message_id = f"{priority}:{uuid.uuid4().hex}"
-        keys = self.keys_for(queue)
+        self._put_many([(queue, message)])
+
+    def _put_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Run the put script once per message, in one pipeline (one round trip).
+
+        With ``replica_acks``, one ``WAIT`` pipelined behind the whole burst: every message of
+        it is on that many replicas when the replies come back, or the burst fails.
+        """
+        calls: list[tuple[list[str], Iterable[Any]]] = []
+        for queue, message in messages:
+            priority = self._get_message_priority(message)
+            not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
+            keys = self.keys_for(queue)
+            calls.append(
+                (
+                    [keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
+                    [f"{priority}:{uuid.uuid4().hex}", json.dumps(message), not_before,
+                     self.wake_tokens],
+                )
+            )  # fmt: skip
         replicas = int(self.replica_acks)
         wait = ("WAIT", replicas, int(float(self.replica_ack_timeout) * 1000)) if replicas else None
-        reply = self._run(
-            "put",
-            keys=[keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
-            args=[message_id, json.dumps(message), not_before, self.wake_tokens],
-            then=wait,
-        )
-        if wait is not None and int(reply[1]) < replicas:
+        replies = self._run_many("put", calls, then=wait)
+        if wait is not None and int(replies[-1]) < replicas:
             # Not lost yet, but not safe either: the publisher retries (at least once) or fails.
             # The builtin TimeoutError (an OSError, so a connection error): its repr keeps the text.
             raise TimeoutError(
-                f"{int(reply[1])} of {replicas} replicas acknowledged the message within "
+                f"{int(replies[-1])} of {replicas} replicas acknowledged the message(s) within "
                 f"{self.replica_ack_timeout} s (transport option replica_acks)"
             )
 

@@ -381,7 +381,10 @@ class Consumer:
     def _decode(self, delivery: Delivery) -> TaskMessage | None:
         """Verify (``SIGNING``) and decode ``delivery``; dead-letter it and return None if bad."""
         size = _body_size(delivery.body, self.max_payload_bytes)
-        if size > self.max_payload_bytes:  # a producer with another limit, or none
+        # A compressed message counts as sent (checked by its producer): kombu has already
+        # decompressed it, and the limit is on what travels.
+        compressed = bool(delivery.headers.get("compression"))
+        if size > self.max_payload_bytes and not compressed:  # a producer with another limit
             limit = self.max_payload_bytes
             self._dead(delivery, f"oversize: {size} bytes, over TQ['MAX_PAYLOAD_BYTES'] ({limit})")
             return None
