@@ -91,6 +91,20 @@ def cluster(network: Network) -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture
+def redis(network: Network) -> Iterator[RedisServer]:
+    """The broker host's ``redis-server``."""
+    broker = network.hosts["broker"]
+    directory = Path(tempfile.mkdtemp(prefix="tq-net-redis-"))
+    server = RedisServer(directory, host=broker.address, prefix=broker.prefix())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
 def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started
@@ -117,12 +131,15 @@ def start_on(
 AMQP_SETTINGS = {"BROKER_HEARTBEAT": 4}
 
 
-@pytest.mark.parametrize("queue", ["django", "amqp"])
+@pytest.mark.parametrize("queue", ["django", "redis", "amqp"])
 def test_a_partitioned_worker_s_task_runs_elsewhere_and_its_late_outcome_is_refused(
     request, queue, network, cluster, workers, tmp_path, queue_name
 ):
     if queue == "django":
         client = Client(cluster, queue_name)
+    elif queue == "redis":  # w1's lease runs out on Redis' clock; its late ack is fenced (Lua)
+        redis = request.getfixturevalue("redis")
+        client = Client(cluster, queue_name, broker_url=redis.url)
     else:  # RabbitMQ redelivers the message once its heartbeat drops w1's connection
         rabbit = request.getfixturevalue("rabbit")
         client = Client(cluster, queue_name, broker_url=rabbit.url, settings=AMQP_SETTINGS)
@@ -176,14 +193,8 @@ def servers(request, network, cluster, tmp_path, queue_name) -> Iterator[tuple[C
             broker,
         )
         return
-    directory = Path(tempfile.mkdtemp(prefix="tq-net-redis-"))
-    redis = RedisServer(directory, host=broker.address, prefix=broker.prefix())
-    try:
-        redis.start()
-        yield Client(cluster, queue_name, broker_url=redis.url, pg_options=PG_TIMEOUTS), broker
-    finally:
-        redis.kill()
-        shutil.rmtree(directory, ignore_errors=True)
+    redis = request.getfixturevalue("redis")
+    yield Client(cluster, queue_name, broker_url=redis.url, pg_options=PG_TIMEOUTS), broker
 
 
 def _refused_seconds(line: str) -> float:
