@@ -5,6 +5,7 @@ ends it)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any
 
@@ -32,6 +33,9 @@ class Command(BaseCommand):
         deadline = None if options["duration"] is None else time.monotonic() + options["duration"]
         count = options["count"]
         seen = 0
+        # Ctrl-C and SIGTERM stop it cleanly, also when it was started with SIGINT ignored (a
+        # background job, a supervisor): Python then installs no KeyboardInterrupt of its own.
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.stderr.write("Listening for events (Ctrl-C to stop)…")
         try:
             while deadline is None or time.monotonic() < deadline:
@@ -50,3 +54,9 @@ class Command(BaseCommand):
             self.stderr.write(f"\nStopped after {seen} event(s).")
         finally:
             receiver.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
