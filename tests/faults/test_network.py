@@ -169,8 +169,9 @@ def test_a_partitioned_worker_s_task_runs_elsewhere_and_its_late_outcome_is_refu
 #: attempt gives up after 4 s, an open connection whose data is not acknowledged for 2 s fails
 #: (the kernel notices at its next retransmission, so up to about twice that)
 PG_TIMEOUTS = {"connect_timeout": 4, "tcp_user_timeout": 2000}
-#: BROKER_CONNECTION_TIMEOUT (4 s), plus the time the rest of ``.delay()`` may take on a busy machine
-REFUSED_WITHIN = 4 + 1.5
+#: BROKER_CONNECTION_TIMEOUT (4 s), plus the time the rest of ``.delay()`` may take on a busy
+#: machine (5.7 s was seen on RabbitMQ with three other legs running side by side)
+REFUSED_WITHIN = 4 + 2.5
 
 
 @pytest.fixture(params=["django", "redis", "amqp"])
