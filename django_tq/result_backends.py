@@ -126,6 +126,23 @@ class ResultBackend:
         return 0
 
 
+def _row_fields(message: TaskMessage) -> dict[str, Any]:
+    """Return the columns of a new result row that ``message`` itself gives."""
+    return {
+        "task_id": message.id,
+        "task_name": message.task,
+        "args": _json(list(message.args)),
+        "kwargs": _json(message.kwargs),
+        "queue": message.queue,
+        "priority": message.priority,
+        "parent_id": message.parent_id,
+        "root_id": message.root_id,
+        "group_id": message.group_id,
+        "eta": message.eta,
+        "expires": message.expires,
+    }
+
+
 def _json(value: Any) -> Any:
     return serialization.to_jsonable(value)
 
@@ -151,20 +168,10 @@ class DatabaseBackend(ResultBackend):
                 continue
             rows.append(
                 TaskResult(
-                    task_id=message.id,
-                    task_name=message.task,
+                    **_row_fields(message),
                     state=states.QUEUED,
-                    args=_json(list(message.args)),
-                    kwargs=_json(message.kwargs),
-                    queue=message.queue,
-                    priority=message.priority,
                     retries=message.retries,
-                    eta=message.eta,
-                    expires=message.expires,
                     owner_id=owner_id,
-                    parent_id=message.parent_id,
-                    root_id=message.root_id,
-                    group_id=message.group_id,
                 )
             )
         # A known id keeps its row: sending it again is a copy, which a worker skips if the
@@ -262,20 +269,7 @@ class DatabaseBackend(ResultBackend):
         rows = TaskResult.objects.using(alias).filter(task_id=message.id)
         if self._update(rows, values, durable=durable):
             return
-        create = {
-            "task_id": message.id,
-            "task_name": message.task,
-            "args": _json(list(message.args)),
-            "kwargs": _json(message.kwargs),
-            "queue": message.queue,
-            "priority": message.priority,
-            "parent_id": message.parent_id,
-            "root_id": message.root_id,
-            "group_id": message.group_id,
-            "eta": message.eta,
-            "expires": message.expires,
-            **values,
-        }
+        create = {**_row_fields(message), **values}
         try:
             with transaction.atomic(using=alias):
                 TaskResult.objects.using(alias).create(**create)
