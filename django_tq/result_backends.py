@@ -21,6 +21,7 @@ from django.utils import timezone
 from django_tq import serialization, states
 from django_tq.conf import on_reload, tq_settings
 from django_tq.exceptions import Superseded
+from django_tq.folded_ack import FoldedAck
 from django_tq.message import TaskMessage
 from django_tq.models import TaskResult
 
@@ -85,6 +86,7 @@ class ResultBackend:
         delivery_count: int = 0,
         durable: bool = True,
         fenced: bool = False,
+        ack: FoldedAck | None = None,
     ) -> None:
         """Record ``state`` (and the result or error data) for ``message``.
 
@@ -94,6 +96,10 @@ class ResultBackend:
         that is still the latest delivery, else raise :class:`~django_tq.exceptions.Superseded`
         (a newer delivery took the message over while this one was cut off). The database
         backend fences; the cache backend, whose writes are not conditional, does not.
+        ``ack``: the message's ``django://`` ack, which the database backend runs in the same
+        statement as the write where it can (PostgreSQL, the same alias, outside a transaction;
+        then ``ack.settled()`` is called), and only if the write is recorded. Otherwise the
+        caller acks as usual.
         """
 
     def is_durable_with(self, database_alias: str | None) -> bool:
@@ -200,7 +206,9 @@ class DatabaseBackend(ResultBackend):
         alias = self._alias()
         return database_alias == alias and connections[alias].vendor == "postgresql"
 
-    def _update(self, rows: Any, values: dict[str, Any], *, durable: bool) -> int:
+    def _update(
+        self, rows: Any, values: dict[str, Any], *, durable: bool, ack: FoldedAck | None = None
+    ) -> int:
         """Update ``rows`` with ``values``; return how many rows it changed.
 
         ``durable=False``, on PostgreSQL outside a transaction: the one statement commits
@@ -208,9 +216,12 @@ class DatabaseBackend(ResultBackend):
         only). The write is visible at once and durable with the next durable commit of the
         server (or its WAL writer, within a fraction of a second); only a server crash before
         then forgets it. See "Commits that do not wait for the flush" in docs/reliability.md.
+
+        ``ack`` (PostgreSQL, outside a transaction): the same statement also runs the ack's
+        ``DELETE``, only if the update changed a row, and calls ``ack.settled()`` if it did.
         """
         db = connections[rows.db]
-        if durable or db.vendor != "postgresql" or db.in_atomic_block:
+        if db.vendor != "postgresql" or db.in_atomic_block or (durable and ack is None):
             return int(rows.update(**values))
         query = rows.query.chain(UpdateQuery)
         query.add_update_values(values)
@@ -218,11 +229,23 @@ class DatabaseBackend(ResultBackend):
         compiler = query.get_compiler(connection=db)
         compiler.pre_sql_setup()
         sql, params = compiler.as_sql()
-        head, where = sql.split(" WHERE ", 1)
-        sql = f"{head} FROM {WITHOUT_FLUSH} WHERE {where}"
+        if not durable:
+            head, where = sql.split(" WHERE ", 1)
+            sql = f"{head} FROM {WITHOUT_FLUSH} WHERE {where}"
+        if ack is not None:
+            # One statement, one commit: the message is deleted only with its final state.
+            sql = (
+                f"WITH done AS ({sql} RETURNING 1), "
+                f"acked AS ({ack.delete} AND EXISTS (SELECT 1 FROM done)) "
+                "SELECT count(*) FROM done"
+            )
+            params = (*params, *ack.params)
         with db.cursor() as cursor:
             cursor.execute(sql, params)
-            return int(cursor.rowcount)
+            changed = int(cursor.fetchone()[0]) if ack is not None else int(cursor.rowcount)
+        if ack is not None and changed:
+            ack.settled()
+        return changed
 
     def store(
         self,
@@ -236,6 +259,7 @@ class DatabaseBackend(ResultBackend):
         delivery_count: int = 0,
         durable: bool = True,
         fenced: bool = False,
+        ack: FoldedAck | None = None,
     ) -> None:
         values: dict[str, Any] = {
             "state": state,
@@ -250,16 +274,23 @@ class DatabaseBackend(ResultBackend):
             values["delivery_count"] = delivery_count
         if state in states.READY_STATES:
             values["date_done"] = timezone.now()
+        alias = self._alias()
+        if ack is not None and ack.alias != alias:
+            ack = None
+        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
         if fenced and delivery_count:
             # The same one UPDATE, only where this execution's STARTED is still the latest.
-            rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
-            if self._update(rows.filter(delivery_count=delivery_count), values, durable=durable):
+            latest = rows.filter(delivery_count=delivery_count)
+            if self._update(latest, values, durable=durable, ack=ack):
                 return
             if rows.exists():
                 raise Superseded(
                     f"Task {message.id} was taken over by a newer delivery while delivery "
                     f"{delivery_count} ran: its outcome ({state}) is not recorded."
                 )
+        elif ack is not None and self._update(rows, values, durable=durable, ack=ack):
+            return
+        # No row to update (or a refused fence, raised above): the caller acks after this.
         self._upsert(message, values, durable=durable)
 
     def _upsert(
@@ -436,6 +467,7 @@ class CacheBackend(ResultBackend):
         delivery_count: int = 0,
         durable: bool = True,
         fenced: bool = False,
+        ack: FoldedAck | None = None,
     ) -> None:
         values: dict[str, Any] = {"result": result, "traceback": traceback, "meta": meta}
         if worker:

@@ -485,11 +485,13 @@ class Consumer:
             delivery_count=count,
             durable=durable,
             fenced=fenced,
+            # django:// on the results' PostgreSQL: the final state's statement acks too
+            ack=delivery.folded_ack() if acks_late else None,
         )
         if self.config.observer is not None:
             self._observe(message, outcome, started_at)
         close_old_connections()
-        if acks_late:
+        if acks_late and not delivery.acked:
             if outcome.state == REJECTED and outcome.requeue:
                 delivery.requeue()
             else:

@@ -13,30 +13,58 @@ from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult
 from django_tq.result_backends import get_backend
 from django_tq.testing import run_worker_until_empty
+from django_tq.transport.database import Channel
 from tests.conftest import REDIS_URL, require_service, wait_for
 from tests.redis_commands import counting
-from tests.testapp.tasks import add, slow_record
+from tests.testapp.tasks import add, slow_record, sync_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-WRITES = ("INSERT", "UPDATE", "DELETE")
+WRITES = ("INSERT", "UPDATE", "DELETE", "WITH")
+#: the final state's statement that also acks the message (django:// on PostgreSQL)
+FOLDED = "WITH done AS (UPDATE"
 
 
 def _writes(queries: list[dict[str, Any]]) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
 
 
-def _run_five() -> list[str]:
+@pytest.fixture
+def transport_acks(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """Record the acks django:// sends on its own connection (tags of each)."""
+    sent: list[list[Any]] = []
+    real = Channel._ack
+
+    def spy(channel: Channel, tags: list[Any], owner_prefix: str) -> None:
+        sent.append(list(tags))
+        real(channel, tags, owner_prefix)
+
+    monkeypatch.setattr(Channel, "_ack", spy)
+    return sent
+
+
+def _folds() -> bool:
+    """Return whether the final state and the ack are one statement here (PostgreSQL)."""
+    return connection.vendor == "postgresql" and get_broker().database_alias == "default"
+
+
+def _run_five(transport_acks: list[list[Any]] | None = None) -> list[str]:
     results = [add.delay(n, 1) for n in range(5)]
     with CaptureQueriesContext(connection) as ctx:
         assert run_worker_until_empty() == 5
     writes = _writes(ctx.captured_queries)
     table = TaskResult._meta.db_table
-    # Per task: STARTED (refusing a finished task in the same statement), then the final state;
-    # the ack is the transport's own statement on its own connection. Nothing else is written
-    # and the task's row is never read on the way.
+    # Per task: STARTED (refusing a finished task in the same statement), then the final state.
+    # The ack is in the final state's statement on PostgreSQL with django:// (``WITH done AS
+    # (UPDATE …), acked AS (DELETE …)``: one round trip), else the transport's own statement on
+    # its own connection. Nothing else is written and the task's row is never read on the way.
     assert len(writes) == 2 * 5, writes
     assert all(table in sql for sql in writes), writes
+    folded = [sql for sql in writes if sql.startswith(FOLDED)]
+    assert len(folded) == (5 if _folds() else 0), writes
+    assert all(QueueMessage._meta.db_table in sql for sql in folded), folded
+    if transport_acks is not None:
+        assert len(transport_acks) == (0 if _folds() else 5), transport_acks
     reads = [q["sql"] for q in ctx.captured_queries if q["sql"] not in writes]
     assert not [sql for sql in reads if table in sql], reads
     assert [r.get(timeout=1) for r in results] == [1, 2, 3, 4, 5]
@@ -52,8 +80,10 @@ def _without_flush(writes: list[str]) -> tuple[int, int]:
 
 
 @pytest.mark.db
-def test_a_task_at_the_defaults_costs_two_result_writes_and_no_reads_of_its_row():
-    writes = _run_five()
+def test_a_task_at_the_defaults_costs_two_result_writes_and_no_reads_of_its_row(
+    transport_acks: list[list[Any]],
+):
+    writes = _run_five(transport_acks)
     assert not QueueMessage.objects.exists()
     if connection.vendor == "postgresql":
         # django:// on the results' alias: the final state is durable with the ack after it
@@ -91,6 +121,22 @@ def test_the_final_state_waits_for_the_flush_when_the_ack_is_elsewhere(settings:
         assert _without_flush(_run_five()) == (5, 0)
     finally:
         get_broker().purge(["tq-result-writes"])
+
+
+@pytest.mark.db
+def test_the_ack_goes_with_the_final_state_only_when_nothing_follows_it(
+    transport_acks: list[list[Any]],
+):
+    # A chain step's success sends the next step after its final state is written: acked in
+    # the same statement, a crash in between would lose the next step for good. So would a
+    # unique key left held, or a retry never sent: those messages are acked on their own.
+    chain = (add.s(1, 1) | add.s(10)).apply_async()
+    unique = sync_user.delay(7, "once")
+    assert run_worker_until_empty() == 3
+    assert chain.get(timeout=1) == 12 and unique.get(timeout=1) == 7
+    assert not QueueMessage.objects.exists()
+    # the chain's first step and the unique task; the chain's last step has nothing after it
+    assert len(transport_acks) == (2 if _folds() else 3), transport_acks
 
 
 @pytest.mark.db
