@@ -15,7 +15,9 @@ from typing import Any
 
 from django.core.cache import caches
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models.sql import UpdateQuery
+from django.db.models import Model
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
 from django_tq import serialization, states
@@ -25,8 +27,10 @@ from django_tq.folded_ack import FoldedAck
 from django_tq.message import TaskMessage
 from django_tq.models import TaskResult
 
+#: PostgreSQL: the call that makes the statement's own transaction skip the WAL flush
+WITHOUT_FLUSH_SETTING = "set_config('synchronous_commit', 'off', true)"
 #: PostgreSQL: a FROM item that makes the statement's own transaction skip the WAL flush
-WITHOUT_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS without_flush"
+WITHOUT_FLUSH = f"(SELECT {WITHOUT_FLUSH_SETTING}) AS without_flush"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,11 +63,20 @@ class ResultData:
 class ResultBackend:
     """The contract every result backend fills."""
 
-    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None) -> None:
-        """Record that ``message`` was enqueued (state QUEUED)."""
-        self.mark_queued_many([(message, owner_id)])
+    def mark_queued(
+        self, message: TaskMessage, *, owner_id: Any = None, durable: bool = True
+    ) -> None:
+        """Record that ``message`` was enqueued (state QUEUED).
 
-    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+        ``durable=False``: the caller commits a durable write on a database for which
+        :meth:`is_durable_with` is true right after (the ``django://`` message row), so this
+        write need not wait to be durable on its own.
+        """
+        self.mark_queued_many([(message, owner_id)], durable=durable)
+
+    def mark_queued_many(
+        self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
+    ) -> None:
         """Record ``(message, owner_id)`` pairs as enqueued, in as few writes as the store takes."""
 
     def writes_on(self, alias: str) -> bool:
@@ -162,14 +175,23 @@ class DatabaseBackend(ResultBackend):
     def writes_on(self, alias: str) -> bool:
         return self._alias() == alias
 
-    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+    def mark_queued_many(
+        self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
+    ) -> None:
         alias = self._alias()
-        rows = []
+        rows: list[TaskResult] = []
         for message, owner_id in queued:
             if message.retries:
                 # A retry reuses its id: the row exists and goes back to QUEUED.
-                TaskResult.objects.using(alias).filter(task_id=message.id).update(
-                    state=states.QUEUED, eta=message.eta, retries=message.retries, date_done=None
+                self._update(
+                    TaskResult.objects.using(alias).filter(task_id=message.id),
+                    {
+                        "state": states.QUEUED,
+                        "eta": message.eta,
+                        "retries": message.retries,
+                        "date_done": None,
+                    },
+                    durable=durable,
                 )
                 continue
             rows.append(
@@ -182,8 +204,21 @@ class DatabaseBackend(ResultBackend):
             )
         # A known id keeps its row: sending it again is a copy, which a worker skips if the
         # task already ran (the task id is an idempotency key). One INSERT for a whole burst.
-        if rows:
+        if not rows:
+            return
+        db = connections[alias]
+        if durable or db.vendor != "postgresql" or db.in_atomic_block:
             TaskResult.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
+            return
+        query = InsertQuery(TaskResult, on_conflict=OnConflict.IGNORE)
+        query.insert_values(
+            [f for f in TaskResult._meta.concrete_fields if not f.primary_key], list[Model](rows)
+        )
+        ((sql, params),) = query.get_compiler(connection=db).as_sql()
+        # A data-modifying WITH runs whatever the outer query reads; the outer SELECT turns the
+        # flush off for this statement's own transaction (the next durable commit flushes it).
+        with db.cursor() as cursor:
+            cursor.execute(f"WITH queued AS ({sql}) SELECT {WITHOUT_FLUSH_SETTING}", params)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         values = {
@@ -428,7 +463,9 @@ class CacheBackend(ResultBackend):
             record["date_created"] = message.sent_at or timezone.now()
         return ResultData(**record)
 
-    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+    def mark_queued_many(
+        self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
+    ) -> None:
         # A known id keeps its record, as in the table: sending it again is a copy, which a
         # worker skips if the task already ran. A retry reuses its id and goes back to QUEUED.
         for message, _owner_id in queued:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_tq import AsyncResult, states
@@ -197,3 +197,31 @@ def test_the_cache_backend_reads_only_to_refuse_a_finished_task(cache_results: A
     add.apply_async((20, 1), task_id=result.id)  # a copy of the finished task: refused
     run_worker_until_empty()
     assert get_backend().get(result.id) == done
+
+
+@pytest.mark.db
+def test_the_queued_row_waits_for_no_flush_of_its_own_before_the_django_message_row(settings: Any):
+    # Enqueue at the defaults: the QUEUED row, then the message row, two statements. On
+    # PostgreSQL with django:// on the results' alias the message row's durable commit, right
+    # after on the same WAL, flushes the QUEUED row too: one flush per call, not two.
+    if connection.vendor != "postgresql":
+        pytest.skip("commits wait for the flush everywhere but on PostgreSQL")
+    with CaptureQueriesContext(connection) as ctx:
+        result = add.delay(1, 2)
+        with transaction.atomic():  # in a transaction: one commit anyway, nothing to skip
+            add.delay(3, 4)
+    writes = _writes(ctx.captured_queries)
+    skipped = [sql for sql in writes if "set_config('synchronous_commit', 'off', true)" in sql]
+    assert len(writes) == 4, writes
+    assert len(skipped) == 1 and TaskResult._meta.db_table in skipped[0], writes
+    assert QueueMessage._meta.db_table not in skipped[0]
+    assert TaskResult.objects.get(task_id=result.id).state == states.QUEUED
+    assert QueueMessage.objects.count() == 2
+    settings.TQ = {**settings.TQ, "BROKER_URL": REDIS_URL, "DEFAULT_QUEUE": "tq-result-writes"}
+    require_service("Redis", 6379)
+    try:
+        with CaptureQueriesContext(connection) as ctx:
+            add.delay(5, 6)  # the message goes to Redis: the QUEUED row waits for its flush
+        assert not [q for q in _writes(ctx.captured_queries) if "set_config" in q]
+    finally:
+        get_broker().purge(["tq-result-writes"])
