@@ -66,7 +66,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(drop_task_id_like_index, create_task_id_like_index),
+        migrations.RunPython(drop_task_id_like_index, create_task_id_like_index, atomic=False),
         migrations.RemoveIndex(
             model_name="taskresult",
             name="tq_result_done",
@@ -129,5 +129,5 @@ class Migration(migrations.Migration):
                 name="tq_result_parent",
             ),
         ),
-        migrations.RunPython(add_full_indexes, remove_full_indexes),
+        migrations.RunPython(add_full_indexes, remove_full_indexes, atomic=False),
     ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from django_tq import AsyncResult, states
+from django_tq import AsyncResult, signals, states
 from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult
 from django_tq.result_backends import get_backend
@@ -225,3 +226,64 @@ def test_the_queued_row_waits_for_no_flush_of_its_own_before_the_django_message_
         assert not [q for q in _writes(ctx.captured_queries) if "set_config" in q]
     finally:
         get_broker().purge(["tq-result-writes"])
+
+
+@pytest.fixture
+def health_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Connections as a worker has them (``CONN_HEALTH_CHECKS``); yield the aliases checked."""
+    checked: list[str] = []
+    wrapper = type(connections["default"])
+    real = wrapper.is_usable
+
+    def is_usable(self: Any) -> bool:
+        checked.append(self.alias)
+        return bool(real(self))
+
+    monkeypatch.setattr(wrapper, "is_usable", is_usable)
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(CONN_HEALTH_CHECKS=True, CONN_MAX_AGE=600)
+    yield checked
+    connection.close()
+    connection.settings_dict.clear()
+    connection.settings_dict.update(saved)
+
+
+@pytest.mark.db
+def test_tasks_in_a_row_skip_the_health_check_of_the_queue_s_database(health_checked: list[str]):
+    # django://: a task that follows another within a second trusts the connection the last one
+    # used without an error; CONN_HEALTH_CHECKS would add a SELECT 1 round trip to each task.
+    if connection.vendor != "postgresql":
+        pytest.skip("the health check is a round trip that matters on PostgreSQL")
+    results = [add.delay(n, 1) for n in range(10)]
+    assert run_worker_until_empty() == 10
+    # enqueueing, subscribing and the first task check; the nine after it do not
+    assert len(health_checked) <= 3, health_checked
+    assert [r.get(timeout=1) for r in results] == list(range(1, 11))
+
+
+@pytest.mark.db
+def test_a_connection_the_server_closed_between_two_tasks_is_reopened(
+    health_checked: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    # The second task meets the closed connection without a health check: its STARTED write
+    # fails with the broker's connection error, the consumer reconnects, the task runs once.
+    if connection.vendor != "postgresql":
+        pytest.skip("a connection the server closed is reproduced with psycopg here")
+    first, second = add.delay(1, 1), add.delay(2, 2)
+    closed: list[str] = []
+
+    def close_after_the_first(sender: Any, task_id: str, **kwargs: Any) -> None:
+        if task_id == first.id and not closed:
+            closed.append(task_id)
+            connection.connection.close()  # as a database restart leaves it: closed under us
+
+    signals.task_finished.connect(close_after_the_first)
+    try:
+        assert run_worker_until_empty() == 2
+    finally:
+        signals.task_finished.disconnect(close_after_the_first)
+    assert closed == [first.id]
+    assert (first.get(timeout=1), second.get(timeout=1)) == (2, 4)
+    assert TaskResult.objects.get(task_id=second.id).delivery_count >= 1
+    assert not QueueMessage.objects.exists()
