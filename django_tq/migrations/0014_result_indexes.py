@@ -1,9 +1,13 @@
 """Fewer indexes on TaskResult for a plain task's row: the owner's, group's, parent's and
-date_done's only where set, no separate owner index, no LIKE index on task_id (PostgreSQL)."""
+date_done's only where set, no separate owner index, no LIKE index on task_id (PostgreSQL).
+
+MySQL and MariaDB have no partial indexes: ``PartialIndex`` makes those four full ones there."""
 
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+
+import django_tq.models.indexes
 
 
 def _like_index(apps, schema_editor):
@@ -60,74 +64,49 @@ def remove_full_indexes(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("django_tq", "0013_solar"),
+        ('django_tq', '0013_solar'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RunPython(drop_task_id_like_index, create_task_id_like_index, atomic=False),
         migrations.RemoveIndex(
-            model_name="taskresult",
-            name="tq_result_done",
+            model_name='taskresult',
+            name='tq_result_done',
         ),
         migrations.RemoveIndex(
-            model_name="taskresult",
-            name="tq_result_owner_created",
+            model_name='taskresult',
+            name='tq_result_owner_created',
         ),
         migrations.RemoveIndex(
-            model_name="taskresult",
-            name="tq_result_group",
+            model_name='taskresult',
+            name='tq_result_group',
         ),
         migrations.RemoveIndex(
-            model_name="taskresult",
-            name="tq_result_parent",
+            model_name='taskresult',
+            name='tq_result_parent',
         ),
         migrations.AlterField(
-            model_name="taskresult",
-            name="owner",
-            field=models.ForeignKey(
-                blank=True,
-                db_constraint=False,
-                db_index=False,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to=settings.AUTH_USER_MODEL,
-                verbose_name="owner",
-            ),
+            model_name='taskresult',
+            name='owner',
+            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='owner'),
         ),
         migrations.AddIndex(
-            model_name="taskresult",
-            index=models.Index(
-                condition=models.Q(("date_done__isnull", False)),
-                fields=["date_done"],
-                name="tq_result_done",
-            ),
+            model_name='taskresult',
+            index=django_tq.models.indexes.PartialIndex(fields=['date_done'], name='tq_result_done', where=models.Q(('date_done__isnull', False))),
         ),
         migrations.AddIndex(
-            model_name="taskresult",
-            index=models.Index(
-                condition=models.Q(("owner__isnull", False)),
-                fields=["owner", "-date_created"],
-                name="tq_result_owner_created",
-            ),
+            model_name='taskresult',
+            index=django_tq.models.indexes.PartialIndex(fields=['owner', '-date_created'], name='tq_result_owner_created', where=models.Q(('owner__isnull', False))),
         ),
         migrations.AddIndex(
-            model_name="taskresult",
-            index=models.Index(
-                condition=models.Q(("group_id__isnull", False)),
-                fields=["group_id"],
-                name="tq_result_group",
-            ),
+            model_name='taskresult',
+            index=django_tq.models.indexes.PartialIndex(fields=['group_id'], name='tq_result_group', where=models.Q(('group_id__isnull', False))),
         ),
         migrations.AddIndex(
-            model_name="taskresult",
-            index=models.Index(
-                condition=models.Q(("parent_id__isnull", False)),
-                fields=["parent_id"],
-                name="tq_result_parent",
-            ),
+            model_name='taskresult',
+            index=django_tq.models.indexes.PartialIndex(fields=['parent_id'], name='tq_result_parent', where=models.Q(('parent_id__isnull', False))),
         ),
-        migrations.RunPython(add_full_indexes, remove_full_indexes, atomic=False),
     ]

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from django_tq import states
+from django_tq.models.indexes import PartialIndex
 
 
 class TaskResultQuerySet(models.QuerySet["TaskResult"]):
@@ -74,33 +75,33 @@ class TaskResult(models.Model):
         # parent, date_done until the end) are indexed only where set: the queries on them
         # (``= value``, ranges) imply IS NOT NULL, so they still use the index (EXPLAIN in
         # tests/core/test_result_indexes.py). A plain task's row pays for 8 indexes, not 14.
-        # MySQL and MariaDB have no partial indexes: migration 0014 gives them full ones.
+        # MySQL and MariaDB have no partial indexes: these are full ones there (PartialIndex).
         indexes = [
             models.Index(fields=["state", "-date_created"], name="tq_result_state_created"),
             models.Index(fields=["task_name", "-date_created"], name="tq_result_name_created"),
             models.Index(fields=["queue", "-date_created"], name="tq_result_queue_created"),
             models.Index(fields=["worker", "-date_created"], name="tq_result_worker_created"),
             models.Index(fields=["-date_created", "-id"], name="tq_result_created"),
-            models.Index(
+            PartialIndex(
                 fields=["date_done"],
                 name="tq_result_done",
-                condition=models.Q(date_done__isnull=False),
+                where=models.Q(date_done__isnull=False),
             ),
-            models.Index(
+            PartialIndex(
                 fields=["owner", "-date_created"],
                 name="tq_result_owner_created",
-                condition=models.Q(owner__isnull=False),
+                where=models.Q(owner__isnull=False),
             ),
-            models.Index(
+            PartialIndex(
                 fields=["group_id"],
                 name="tq_result_group",
-                condition=models.Q(group_id__isnull=False),
+                where=models.Q(group_id__isnull=False),
             ),
             models.Index(fields=["root_id"], name="tq_result_root"),
-            models.Index(
+            PartialIndex(
                 fields=["parent_id"],
                 name="tq_result_parent",
-                condition=models.Q(parent_id__isnull=False),
+                where=models.Q(parent_id__isnull=False),
             ),
         ]
 
