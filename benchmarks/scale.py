@@ -1,7 +1,7 @@
 """django_tq at scale (SPEC §12): deep backlogs, more processes, more queues.
 
     .venv/bin/python -m benchmarks.scale [--brokers postgres,redis] [--parts backlog,concurrency,queues]
-        [--backlogs 1000,100000,1000000] [--concurrency 1,2,4] [--queues 1,10,100] [-n 10000]
+        [--backlogs 10000,100000,1000000] [--concurrency 1,2,4] [--queues 1,10,100] [-n 10000]
 
 Three parts, on ``django://`` PostgreSQL and on ``redis://`` (results off, as the main
 benchmark's drain rows; the same no-op task, ``benchmarks/probe.py``):
@@ -166,7 +166,7 @@ def backlog_part(run: Run, broker: str) -> None:
             f"worst {claims['max_ms']:.1f} ms ({claims['n']} claims of {claims['limit']})",
             flush=True,
         )
-        sample = min(run.args.sample, size - run.args.claims * 4)
+        sample = min(run.args.sample, size - (run.args.claims + 1) * 4)
         worker = run_worker(
             run, env, record_dir, concurrency=2, queues=queue_names(0), n=sample, name=f"b{size}"
         )
@@ -259,11 +259,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--brokers", default=",".join(BROKERS), help="postgres, redis")
     parser.add_argument("--parts", default=",".join(PARTS), help="backlog, concurrency, queues")
-    parser.add_argument("--backlogs", type=numbers, default=[1_000, 100_000, 1_000_000])
+    parser.add_argument("--backlogs", type=numbers, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--concurrency", type=numbers, default=[1, 2, 4])
     parser.add_argument("--queues", type=numbers, default=[1, 10, 100])
     parser.add_argument("-n", type=int, default=10_000, help="tasks per concurrency/queues drain")
-    parser.add_argument("--claims", type=int, default=2_000, help="claims timed per backlog")
+    parser.add_argument("--claims", type=int, default=1_000, help="claims timed per backlog")
     parser.add_argument(
         "--sample", type=int, default=10_000, help="tasks the worker runs from each backlog"
     )
@@ -276,8 +276,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = (set(args.brokers) - set(BROKERS)) | (set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown choice(s): {', '.join(sorted(unknown))}")
-    if min(args.backlogs) <= args.claims * 4:
-        parser.error("every backlog must hold more than the messages the claims take (4 each)")
+    if min(args.backlogs) <= (args.claims + 1) * 4:
+        parser.error(
+            "every backlog must hold more than the messages the claims take (4 each, one untimed)"
+        )
     return args
 
 

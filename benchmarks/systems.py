@@ -346,6 +346,9 @@ def worker_commands(sc: Scenario) -> list[list[str]]:
     if sc.system == "celery":
         return [[
             py, "-m", "celery", "-A", "benchmarks.celery_app", "worker", "-P", "prefork", "-c", c,
+            # a node name of the run's own: its remote-control queue (``<name>.celery.pidbox``) is
+            # exclusive, and another run's Celery worker on the same RabbitMQ holds the default's
+            "-n", f"bench-{namespace.RUN_ID}@%h",
             "-Q", namespace.queue("celery_bench"), "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]]  # fmt: skip
     if sc.system == "huey":

@@ -63,11 +63,11 @@ def test_the_database_of_a_run_that_is_gone_is_emptied_and_taken(client) -> None
 def test_names_carry_the_run_id_and_only_gone_runs_databases_are_stale() -> None:
     run = namespace.RUN_ID
     assert namespace.queue("tq_bench") == f"tq_bench_{run}"
-    assert namespace.PG_DATABASES == (
+    assert (
         f"tq_bench_{run}",
         f"tq_bench_{run}_procrastinate",
         f"tq_bench_{run}_raw",
-    )
+    ) == namespace.PG_DATABASES
     live = str(os.getppid())
     names = [
         "tq_bench_999999999",
