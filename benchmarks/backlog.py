@@ -10,7 +10,8 @@
   ``.delay()`` would have written, without ``apply_async``'s per-call work;
 * ``claims --n K [--limit 4]`` — one untimed claim, then K claims of ``limit`` messages each on the channel a worker
   uses (``_claim``: the Lua script / the ``UPDATE … SKIP LOCKED`` statement), each acked
-  afterwards as a worker would; the claim alone is timed: p50, p99 and the worst, in ms.
+  afterwards as a worker would; the claim alone is timed: p50, p99 and the worst, in ms; on
+  PostgreSQL also the claim's plan and server time at that depth (``EXPLAIN ANALYZE``).
 
 The tasks carry the results-off options of the benchmark (``ignore_result``), like the
 ``enqueue`` workload's.
@@ -91,7 +92,9 @@ def claims(n: int, limit: int) -> dict[str, Any]:
                 empty += 1
                 continue
             channel.ack_leases([raw["properties"]["delivery_tag"] for raw in claimed])
+        plan = claim_plan(channel, queue, limit)
     return {
+        **plan,
         "n": n,
         "limit": limit,
         "empty": empty,
@@ -99,6 +102,35 @@ def claims(n: int, limit: int) -> dict[str, Any]:
         "p99_ms": percentile(timings, 0.99) * 1000,
         "max_ms": max(timings) * 1000,
     }
+
+
+def claim_plan(channel: Any, queue: str, limit: int) -> dict[str, Any]:
+    """Return how PostgreSQL runs the ``django://`` claim at this depth (``{}`` elsewhere).
+
+    ``EXPLAIN ANALYZE`` of the channel's own claim statement, on its own connection (its session
+    settings apply), in a transaction rolled back: the scans it chose, and the server's execution
+    time — the claim without the client's round trip and scheduling.
+    """
+    db = getattr(channel, "consumer_db", None)
+    if db is None or db.vendor != "postgresql":
+        return {}
+    sql, params = channel.claim_statement(queue, limit)
+    with db.cursor() as cursor:
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+            (plan,) = cursor.fetchone()
+        finally:
+            cursor.execute("ROLLBACK")
+    top = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+    scans: list[str] = []
+    nodes = [top["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if "Scan" in node["Node Type"] or node["Node Type"] == "Sort":
+            scans.append(" ".join(filter(None, (node["Node Type"], node.get("Index Name")))))
+        nodes.extend(node.get("Plans", []))
+    return {"plan": ", ".join(scans), "server_ms": top["Execution Time"]}
 
 
 def main(argv: list[str] | None = None) -> int:

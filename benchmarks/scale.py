@@ -166,6 +166,11 @@ def backlog_part(run: Run, broker: str) -> None:
             f"worst {claims['max_ms']:.1f} ms ({claims['n']} claims of {claims['limit']})",
             flush=True,
         )
+        if claims.get("plan"):
+            row.update(plan=claims["plan"], server_ms=claims["server_ms"])
+            print(
+                f"   plan: {claims['plan']}; {claims['server_ms']:.3f} ms in the server", flush=True
+            )
         sample = min(run.args.sample, size - (run.args.claims + 1) * 4)
         worker = run_worker(
             run, env, record_dir, concurrency=2, queues=queue_names(0), n=sample, name=f"b{size}"
@@ -218,14 +223,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     backlog = [r for r in rows if r["part"] == "backlog"]
     if backlog:
         out += [
-            "| broker | backlog | fill/s | claim p50 | claim p99 (≤ 10 ms) | worst | drain/s at depth | worker CPU µs/task | worker RSS (3 processes) | load |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| broker | backlog | fill/s | claim p50 | claim p99 (≤ 10 ms) | worst | claim in the server (plan) | drain/s at depth | worker CPU µs/task | worker RSS (3 processes) | load |",
+            "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|",
         ]
         for r in backlog:
             out.append(
                 f"| {SCHEMES[r['broker']]} | {r['backlog']:,} | {fmt(r.get('fill_rate'))} | "
                 f"{fmt(r.get('claim_p50_ms'), '.2f')} ms | {fmt(r.get('claim_p99_ms'), '.2f')} ms | "
-                f"{fmt(r.get('claim_max_ms'), '.1f')} ms | {fmt(r.get('rate'))} | {fmt(r.get('cpu_us'))} | "
+                f"{fmt(r.get('claim_max_ms'), '.1f')} ms | "
+                f"{fmt(r.get('server_ms'), '.2f') + ' ms (' + r['plan'] + ')' if r.get('plan') else '—'} | "
+                f"{fmt(r.get('rate'))} | {fmt(r.get('cpu_us'))} | "
                 f"{fmt(r.get('rss_mb'))} MiB | {r['loadavg']:.1f} |"
             )
     for part, title in (("concurrency", "processes"), ("queues", "queues consumed")):

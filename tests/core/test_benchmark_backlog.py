@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from benchmarks import backlog
 from benchmarks.scale import parse_args, table
@@ -30,6 +31,10 @@ def test_a_filled_backlog_is_what_a_worker_claims_and_the_claims_ack_it(settings
     timed = backlog.claims(3, limit=4)
     assert timed["empty"] == 0 and timed["p99_ms"] >= timed["p50_ms"] > 0
     assert QueueMessage.objects.filter(queue=backlog.queue_names(0)[0]).count() == 0  # acked
+    if connection.vendor == "postgresql":  # the claim's plan: through the claim index
+        assert "tq_queue_claim" in timed["plan"] and timed["server_ms"] > 0
+    else:
+        assert "plan" not in timed
 
 
 def test_the_scale_options_refuse_a_backlog_the_claims_would_empty() -> None:
@@ -51,7 +56,7 @@ def test_the_table_shows_every_part() -> None:
     ]  # fmt: skip
     text = table(rows)
     assert (
-        "| redis:// | 100,000 | 9,000 | 0.20 ms | 0.90 ms | 3.0 ms | 2,000 | 300 | 150 MiB |"
+        "| redis:// | 100,000 | 9,000 | 0.20 ms | 0.90 ms | 3.0 ms | — | 2,000 | 300 | 150 MiB |"
         in text
     )
     assert "| django:// PostgreSQL | 100 | — (timeout) |" in text
