@@ -4,9 +4,10 @@ RabbitMQ's count of a quorum-queue message grows with every return, also of mess
 child had only prefetched, so the messages in ``<queue>.delivery-limit``
 (:mod:`django_tq.broker.delivery_limit`) are a mix of poison and innocent neighbours. The result
 row tells them apart, as the consumer's own count does (``redelivery.count_deliveries``): a task
-whose recorded runs died ``MAX_DELIVERIES`` times, or whose runs are not recorded at all (no
-result row: ``ignore_result``, no result backend), becomes a ``DeadLetter`` with the reason
-"delivery limit" and its result ``DEAD``; any other goes back on its queue as a new message.
+whose recorded runs died ``MAX_DELIVERIES`` times, or whose runs are not recorded at all
+(``ignore_result``, ``track_started=False``, no result row), becomes a ``DeadLetter`` with the
+reason "delivery limit" and its result ``DEAD``; any other goes back on its queue as a new
+message.
 Every start counts on the row, so a poison message goes back at most ``MAX_DELIVERIES`` times; a
 copy of a task that finished meanwhile is skipped by the consumer as any copy is.
 
@@ -26,8 +27,10 @@ from django_tq.broker import Broker
 from django_tq.broker import delivery_limit as dead_letters
 from django_tq.broker.delivery import Delivery
 from django_tq.conf import tq_settings
+from django_tq.registry import registry
 from django_tq.result_backends import get_backend
 from django_tq.worker.dead_letter import dead_letter
+from django_tq.worker.redelivery import records_starts
 
 logger = logging.getLogger("django_tq.worker")
 
@@ -84,12 +87,21 @@ class DeliveryLimitRescue:
         if why != "delivery_limit":  # no other reason is configured; kept, never run blind
             return f"{prefix}; dead-lettered for {why or 'no reason given'}"
         task_id = wire_format.read_id(headers)
+        name = headers.get("task")
+        task = registry.get(name) if isinstance(name, str) and name in registry else None
+        if not task_id or task is None:
+            return f"{prefix}; not a task this worker knows"
+        counted = records_starts(
+            task,
+            ignore_result=bool(headers.get("ignore_result")),
+            track_started=bool(tq_settings.TRACK_STARTED),
+        )
         try:
-            data = get_backend().get(task_id) if task_id else None
+            data = get_backend().get(task_id) if counted else None
         except Exception:
             close_old_connections()
             raise  # the housekeeping step backs off; the message waits unacked
-        if data is None:
+        if data is None:  # a poison message would come back for ever
             return f"{prefix}; its runs are not recorded, so it may be killing its worker"
         if data.state == states.STARTED and max(data.delivery_count, 1) >= limit:
             return (

@@ -126,20 +126,22 @@ def test_what_the_broker_takes_off_at_its_limit_runs_again_or_is_a_dead_letter(
         worker="gone",
         delivery_count=2,
     )
-    unrecorded = add.delay(2, 3)  # e.g. ignore_result: nothing tells how often it ran
-    TaskResult.objects.filter(task_id=unrecorded.id).delete()
-    assert bounce_until_gone(quorum_queue) == 3 * 3  # dropped on its third return
-    wait_for(lambda: dead_lettered(quorum_queue) == 3, what="at-least-once dead-lettering")
+    unrecorded = add.apply_async((2, 3), ignore_result=True)  # nothing tells how often it ran
+    expired = add.delay(3, 4)  # its row is gone (expired, deleted): the same
+    TaskResult.objects.filter(task_id=expired.id).delete()
+    assert bounce_until_gone(quorum_queue) == 4 * 3  # dropped on its third return
+    wait_for(lambda: dead_lettered(quorum_queue) == 4, what="at-least-once dead-lettering")
 
-    assert rescue.tick(0.0) == 3
+    assert rescue.tick(0.0) == 4
     assert rescue.tick(0.5) == 0  # not due yet
     assert dead_lettered(quorum_queue) == 0  # all acked
     letters = {letter.task_id: letter for letter in DeadLetter.objects.all()}
-    assert set(letters) == {poison.id, unrecorded.id}
+    assert set(letters) == {poison.id, unrecorded.id, expired.id}
     assert letters[poison.id].reason.startswith("delivery limit: RabbitMQ took it off")
     assert "started 2 times without finishing" in letters[poison.id].reason
     assert letters[poison.id].queue == quorum_queue
     assert "not recorded" in letters[unrecorded.id].reason
+    assert "not recorded" in letters[expired.id].reason
     assert AsyncResult(poison.id).state == states.DEAD
     # the innocent one is back on its queue as a new message, without RabbitMQ's death headers
     assert get_broker().depth(quorum_queue) == 1
@@ -149,6 +151,22 @@ def test_what_the_broker_takes_off_at_its_limit_runs_again_or_is_a_dead_letter(
     assert not set(message.headers) & (delivery_limit.DEATH_HEADERS - {"x-delivery-count"})
     assert message.headers.get("x-delivery-count", 0) == 0  # a new message: its count is 0
     assert AsyncResult(innocent.id).state == states.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_track_started_a_message_at_the_limit_is_a_dead_letter(
+    quorum_queue, settings, rescue
+) -> None:
+    """QUEUED may then mean "started and died": published again, a poison would never stop."""
+    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 1, "TRACK_STARTED": False}
+    rescue.queues.take()
+    unknown = record.delay("maybe poison")
+    assert bounce_until_gone(quorum_queue) == 2
+    wait_for(lambda: dead_lettered(quorum_queue) == 1, what="at-least-once dead-lettering")
+    assert rescue.tick(0.0) == 1
+    assert "not recorded" in DeadLetter.objects.get(task_id=unknown.id).reason
+    assert AsyncResult(unknown.id).state == states.DEAD
+    assert get_broker().depth(quorum_queue) == 0
 
 
 @pytest.mark.slow
