@@ -200,6 +200,7 @@ def rabbitmqctl(*args: str) -> None:
         pytest.skip(f"rabbitmqctl cannot reach the node: {done.stderr.strip()[:200]}")
 
 
+@pytest.mark.slow  # rabbitmqctl starts an Erlang VM each time
 @pytest.mark.django_db(transaction=True)
 def test_a_quorum_queue_declared_without_dead_letters_is_refused_clearly_then_upgraded(
     quorum_queue, settings
