@@ -28,6 +28,7 @@ from django_tq.message import TaskMessage, WireMessage
 from django_tq.models import DeadLetter, TaskResult
 from django_tq.result_backends import get_backend
 from django_tq.worker.delivery_limit import DeliveryLimitRescue
+from django_tq.worker.worker import Worker, WorkerConfig
 from tests.conftest import AMQP_URL, delete_queues, require_service, wait_for
 from tests.core.test_delivery import assert_a_poison_message_dies_alone
 from tests.testapp.models import Execution
@@ -151,6 +152,27 @@ def test_what_the_broker_takes_off_at_its_limit_runs_again_or_is_a_dead_letter(
     assert not set(message.headers) & (delivery_limit.DEATH_HEADERS - {"x-delivery-count"})
     assert message.headers.get("x-delivery-count", 0) == 0  # a new message: its count is 0
     assert AsyncResult(innocent.id).state == states.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_s_housekeeping_reads_its_quorum_queues_back(quorum_queue, settings) -> None:
+    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 1}
+    config = WorkerConfig(queues=(quorum_queue,), concurrency=1, pool="threads")
+    worker = Worker(get_broker(), config)
+    assert worker.delivery_limit is not None
+    try:
+        worker.tick(1000.0)  # declares <queue>.delivery-limit
+        innocent = record.delay("innocent")
+        assert bounce_until_gone(quorum_queue) == 2
+        wait_for(lambda: dead_lettered(quorum_queue) == 1, what="at-least-once dead-lettering")
+        worker.tick(1001.0)
+        assert get_broker().depth(quorum_queue) == 1  # published again
+        assert AsyncResult(innocent.id).state == states.QUEUED
+        worker.consume(("default",))  # add_consumer/cancel_consumer: not a quorum queue
+        assert worker.delivery_limit is None
+    finally:
+        if worker.delivery_limit is not None:
+            worker.delivery_limit.close()
 
 
 @pytest.mark.django_db(transaction=True)
