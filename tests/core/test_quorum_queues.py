@@ -176,6 +176,24 @@ def test_the_worker_s_housekeeping_reads_its_quorum_queues_back(quorum_queue, se
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_signed_message_redelivered_by_a_quorum_queue_still_verifies(
+    quorum_queue, settings, start_worker
+) -> None:
+    """RabbitMQ adds ``x-delivery-count`` to a quorum queue's redelivery (and ``x-death`` to a
+    dead-lettered message), after the signing: neither may make it a "bad signature"."""
+    settings.TQ = {**settings.TQ, "SIGNING": True}
+    result = add.delay(20, 22)
+    # one return: the redelivery carries x-delivery-count 1
+    with get_broker().connection() as connection:
+        channel = connection.channel()
+        message = wait_for(lambda: channel.basic_get(queue=quorum_queue, no_ack=False))
+        channel.basic_reject(message.delivery_tag, requeue=True)
+    start_worker("-P", "solo")
+    assert result.get(timeout=30) == 42
+    assert not DeadLetter.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_without_track_started_a_message_at_the_limit_is_a_dead_letter(
     quorum_queue, settings, rescue
 ) -> None:
