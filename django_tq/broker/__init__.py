@@ -187,10 +187,18 @@ class Broker:
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
     def is_quorum(self, name: str) -> bool:
-        """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included)."""
-        return self.is_amqp and any(
-            names is ALL_QUEUES or name in names
-            for names in (self.quorum_queues, self.legacy_quorum_queues)
+        """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included).
+
+        Never a worker's copy of a Broadcast queue: it is deleted with its last consumer, and
+        a quorum queue cannot be (``quorum_queues=True`` would make the worker's declare fail).
+        """
+        return (
+            self.is_amqp
+            and any(
+                names is ALL_QUEUES or name in names
+                for names in (self.quorum_queues, self.legacy_quorum_queues)
+            )
+            and tq_settings.QUEUES.broadcast_of(name) is None
         )
 
     def is_legacy_quorum(self, name: str) -> bool:

@@ -24,6 +24,7 @@ from kombu import Queue
 
 from django_tq import AsyncResult, states
 from django_tq.broker import ALL_QUEUES, Broker, delivery_limit, get_broker, quorum_queue_names
+from django_tq.exchanges import Broadcast
 from django_tq.message import TaskMessage, WireMessage
 from django_tq.models import DeadLetter, TaskResult
 from django_tq.result_backends import get_backend
@@ -274,3 +275,20 @@ def test_a_quorum_queue_declared_without_dead_letters_is_refused_clearly_then_up
         assert not DeadLetter.objects.filter(task_id=innocent.id).exists()
     finally:
         rabbitmqctl("clear_policy", policy)
+
+
+def test_every_queue_quorum_leaves_a_worker_s_broadcast_copy_classic(queue_name, settings) -> None:
+    """A Broadcast queue's per-worker copy is deleted with its last consumer: a quorum queue
+    cannot be (auto-delete is refused), so ``quorum_queues=True`` leaves the copies classic."""
+    require_service("RabbitMQ", 5672)
+    settings.TQ = {**settings.TQ, "QUEUES": ["default", Broadcast(queue_name)]}
+    broker = Broker(AMQP_URL, transport_options={"quorum_queues": True})
+    copy = f"{queue_name}.w1@host"
+    assert broker.is_quorum("default")
+    assert not broker.is_quorum(copy)
+    assert "x-queue-type" not in broker.queue(copy).queue_arguments
+    try:
+        with broker.connection() as connection:
+            broker.queue(copy)(connection.channel()).declare()  # not PRECONDITION_FAILED
+    finally:
+        delete_queues(AMQP_URL, [copy])
