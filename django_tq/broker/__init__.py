@@ -28,7 +28,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
-from django_tq.broker import exchange_emulation
+from django_tq.broker import delivery_limit, exchange_emulation
 from django_tq.broker.confirms import Confirms, ConfirmTimeout
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -107,6 +107,11 @@ class Broker:
         self.scheme = urlsplit(url).scheme
         #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
         self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        #: quorum queues an earlier version declared without a dead-letter exchange (a policy
+        #: gives them one: ``broker/delivery_limit.py``)
+        self.legacy_quorum_queues = quorum_queue_names(
+            self.transport_options.pop("legacy_quorum_queues", ())
+        )
         #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
         self.confirms_publish = False
         if self.is_amqp:
@@ -182,24 +187,40 @@ class Broker:
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
     def is_quorum(self, name: str) -> bool:
-        """Return whether the AMQP queue ``name`` is a quorum queue."""
-        return self.is_amqp and (self.quorum_queues is ALL_QUEUES or name in self.quorum_queues)
+        """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included).
+
+        Never a worker's copy of a Broadcast queue: it is deleted with its last consumer, and
+        a quorum queue cannot be (``quorum_queues=True`` would make the worker's declare fail).
+        """
+        return (
+            self.is_amqp
+            and any(
+                names is ALL_QUEUES or name in names
+                for names in (self.quorum_queues, self.legacy_quorum_queues)
+            )
+            and tq_settings.QUEUES.broadcast_of(name) is None
+        )
+
+    def is_legacy_quorum(self, name: str) -> bool:
+        """Return whether ``name`` is a quorum queue declared without a dead-letter exchange."""
+        names = self.legacy_quorum_queues
+        return self.is_amqp and (names is ALL_QUEUES or name in names)
 
     def queue(self, name: str) -> Any:
         """Return the kombu queue called ``name``.
 
         On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
-        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times. Bound as
+        priorities) that dead-letters a message returned more than ``MAX_DELIVERIES`` times to
+        ``<name>.delivery-limit`` (:mod:`~django_tq.broker.delivery_limit`). Bound as
         ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
         (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
         other queue to an exchange of its own name with its name as key.
         """
         arguments: dict[str, Any] = {}
         if self.is_quorum(name):
-            arguments = {
-                "x-queue-type": "quorum",
-                "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
-            }
+            arguments = delivery_limit.source_arguments(
+                int(tq_settings.MAX_DELIVERIES), name, legacy=self.is_legacy_quorum(name)
+            )
         elif self.is_amqp:
             arguments = {"x-max-priority": MAX_PRIORITY}
         topology = tq_settings.QUEUES
