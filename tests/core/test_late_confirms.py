@@ -1,0 +1,173 @@
+"""``BROKER_CONFIRM="batch"`` on RabbitMQ: ``.delay()`` returns once its message is written, the
+publisher confirms are read in the background, and a nack, a timeout or a lost connection puts
+the message in the outbox (logged, ``task_publish_failed``) instead of losing it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+from kombu import Connection
+
+from django_tq import AsyncResult, outbox, signals, states
+from django_tq.broker import Broker, get_broker
+from django_tq.broker.confirms import Late, _Entry
+from django_tq.conf import tq_settings
+from django_tq.exceptions import PublishError
+from django_tq.message import WireMessage
+from django_tq.models import OutboxMessage
+from django_tq.outgoing import Outgoing
+from tests.conftest import AMQP_URL, require_service
+from tests.core.test_bursts import _reject_publish_queue
+from tests.testapp.tasks import add
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def batch_queue(settings: Any) -> Any:
+    """A fresh RabbitMQ queue as ``DEFAULT_QUEUE``, with ``BROKER_CONFIRM="batch"``."""
+    require_service("RabbitMQ", 5672)
+    queue = f"q-late-{uuid.uuid4().hex[:10]}"
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": AMQP_URL,
+        "DEFAULT_QUEUE": queue,
+        "BROKER_CONFIRM": "batch",
+    }
+    yield queue
+    get_broker().wait_for_confirms()
+    with Connection(AMQP_URL) as conn:
+        conn.default_channel.queue_delete(queue)
+
+
+def test_the_setting_is_validated_and_wait_stays_the_default(settings: Any) -> None:
+    assert tq_settings.BROKER_CONFIRM == "wait"
+    assert Broker(AMQP_URL).confirms_late is False
+    assert Broker(AMQP_URL, confirm="batch").confirms_late is True
+    # without confirms there is nothing to collect
+    no_confirms = Broker(AMQP_URL, transport_options={"confirm_publish": False}, confirm="batch")
+    assert no_confirms.confirms_late is False
+    settings.TQ = {**settings.TQ, "BROKER_CONFIRM": "later"}
+    with pytest.raises(ImproperlyConfigured, match="BROKER_CONFIRM"):
+        tq_settings.BROKER_CONFIRM  # noqa: B018
+
+
+def test_delay_returns_before_the_confirm_and_the_thread_settles_every_one(
+    batch_queue: str,
+) -> None:
+    broker = get_broker()
+    add.delay(0, 0)
+    confirms = broker._local.confirms
+    waits: list[float] = []
+    real_wait = confirms.wait
+    confirms.wait = lambda timeout: waits.append(timeout) or real_wait(timeout)
+    results = [add.delay(i, i) for i in range(300)]
+    assert waits == []  # no call waited for its confirm
+    assert broker.wait_for_confirms(timeout=10)
+    assert confirms.late == 0
+    assert confirms.unsettled() == []
+    assert broker.depth(batch_queue) == 301
+    assert {AsyncResult(r.id).state for r in results} == {states.QUEUED}
+    assert OutboxMessage.objects.count() == 0
+    # a burst (a publisher) still waits for its own confirms, late messages beside it or not
+    add.delay(1, 1)
+    with add.publisher() as publisher:
+        burst = [add.apply_async((i, i), publisher=publisher) for i in range(20)]
+    assert publisher.sent == [r.id for r in burst]
+    assert len(waits) == 1
+    assert broker.wait_for_confirms(timeout=10)
+    assert broker.depth(batch_queue) == 322
+
+
+def test_a_late_nack_is_logged_signalled_and_relayed_from_the_outbox(
+    batch_queue: str, caplog: Any
+) -> None:
+    _reject_publish_queue(batch_queue, 2)  # RabbitMQ nacks every publish past 2 messages
+    broker = get_broker()
+    broker._producer()
+    broker._local.declared.add(batch_queue)  # ours would declare it with other arguments
+    failed: list[tuple[str, PublishError]] = []
+
+    def receiver(sender: str, message: Any, exc: PublishError, **kwargs: Any) -> None:
+        failed.append((message.id, exc))
+
+    signals.task_publish_failed.connect(receiver)
+    try:
+        with caplog.at_level(logging.ERROR, logger="django_tq.enqueue"):
+            results = [add.delay(i, i) for i in range(5)]  # none raises: none waited
+            assert broker.wait_for_confirms(timeout=10)
+    finally:
+        signals.task_publish_failed.disconnect(receiver)
+    refused = [r.id for r in results[2:]]
+    assert [task_id for task_id, _ in failed] == refused
+    assert all("refused (nack)" in str(exc) for _, exc in failed)
+    assert sum("waits in the outbox" in record.getMessage() for record in caplog.records) == 3
+    assert sorted(OutboxMessage.objects.values_list("task_id", flat=True)) == sorted(refused)
+    # nothing is lost or given up: the refused tasks are still QUEUED, to be relayed
+    assert [AsyncResult(r.id).state for r in results] == [states.QUEUED] * 5
+    assert broker.depth(batch_queue) == 2
+    with Connection(AMQP_URL) as conn:  # room again: the relay (every worker's) sends them
+        conn.default_channel.queue_purge(batch_queue)
+    later = timezone.now() + outbox.RELAY_AFTER * 2
+    with pytest.raises(PublishError, match="refused"):  # the relay waits for its confirms
+        outbox.relay(broker, later)
+    assert broker.depth(batch_queue) == 2  # the queue's limit again: two of the three taken
+    assert list(OutboxMessage.objects.values_list("task_id", flat=True)) == [refused[2]]
+
+
+def test_a_lost_connection_puts_every_unconfirmed_message_in_the_outbox(
+    batch_queue: str,
+) -> None:
+    broker = get_broker()
+    add.delay(0, 0)
+    assert broker.wait_for_confirms(timeout=10)
+    connection = broker._local.connection
+    confirms = broker._local.confirms
+    with confirms.lock:  # the collector reads nothing until the socket is gone
+        results = [add.delay(i, i) for i in range(50)]
+        connection.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+    assert broker.wait_for_confirms(timeout=10)
+    in_outbox = set(OutboxMessage.objects.values_list("task_id", flat=True))
+    assert in_outbox  # the last ones' confirms never came
+    # every message RabbitMQ confirmed is in the queue; each other one is in the outbox
+    assert {r.id for r in results} - in_outbox <= _task_ids_in(batch_queue)
+    assert add.delay(1, 1)  # the next publish reconnects
+    assert broker.wait_for_confirms(timeout=10)
+
+
+def _task_ids_in(queue: str) -> set[str]:
+    """Return the task ids of the messages waiting in ``queue`` (taking them out)."""
+    ids = set()
+    with Connection(AMQP_URL) as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            ids.add(message.headers["id"])
+    return ids
+
+
+def test_a_confirm_that_never_comes_fails_at_its_deadline(batch_queue: str) -> None:
+    broker = get_broker()
+    add.delay(0, 0)
+    assert broker.wait_for_confirms(timeout=10)
+    confirms = broker._local.confirms
+    reported: list[tuple[str, str]] = []
+    item = Outgoing(
+        wire=WireMessage(headers={}, body="{}", content_type="application/json"),
+        queue=batch_queue,
+        label="ghost",
+    )
+    late = Late(item, lambda i, exc: reported.append((i.label, str(exc))), time.monotonic())
+    with confirms.lock:  # as if published under a tag RabbitMQ will never confirm
+        confirms._unsettled[10**9] = _Entry("ghost", late)
+        confirms._late += 1
+    broker._late_confirms.watch(confirms)
+    assert broker.wait_for_confirms(timeout=10)
+    assert reported == [("ghost", f"{broker.safe_url} did not confirm ghost in time")]
+    assert confirms.late == 0
