@@ -29,7 +29,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
 from django_tq.broker import exchange_emulation
-from django_tq.broker.confirms import Confirms, ConfirmTimeout, Late
+from django_tq.broker.confirms import Confirms, ConfirmTimeout, Late, OnLateFailure
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.late_confirms import LateConfirms
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -282,7 +282,7 @@ class Broker:
         not_before: str | None = None,
         routing_key: str | None = None,
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-        on_late_failure: Callable[[Outgoing, PublishError], None] | None = None,
+        on_late_failure: OnLateFailure | None = None,
     ) -> None:
         """Hand ``wire`` to the broker or raise :class:`PublishError` as ``policy`` says.
 
@@ -299,15 +299,14 @@ class Broker:
             not_before=not_before,
             routing_key=routing_key,
         )
-        late = on_late_failure if self.confirms_late else None
-        self.publish_many([outgoing], policy=policy, on_late_failure=late)
+        self.publish_many([outgoing], policy=policy, on_late_failure=on_late_failure)
 
     def publish_many(
         self,
         burst: Sequence[Outgoing],
         *,
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-        on_late_failure: Callable[[Outgoing, PublishError], None] | None = None,
+        on_late_failure: OnLateFailure | None = None,
     ) -> None:
         """Hand every message of ``burst`` to the broker, in one go where the broker allows it.
 
@@ -317,8 +316,11 @@ class Broker:
         the burst with :class:`PublishError`, whose ``failed`` lists the labels it did not take;
         a lost connection publishes the unconfirmed messages again as ``policy`` says (a message
         whose confirm was lost may then be there twice: a worker skips a copy of a task that ran).
-        ``on_late_failure`` (RabbitMQ with confirms): return once written, see :meth:`publish`.
+        ``on_late_failure``: with ``BROKER_CONFIRM="batch"``, return once written (see
+        :meth:`publish`).
         """
+        if not self.confirms_late:
+            on_late_failure = None
         timeout = self.connect_timeout if policy.timeout is None else policy.timeout
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
@@ -371,7 +373,7 @@ class Broker:
         producer: Any,
         burst: list[Outgoing],
         timeout: float,
-        on_late_failure: Callable[[Outgoing, PublishError], None] | None = None,
+        on_late_failure: OnLateFailure | None = None,
         late_timeout: float = 0.0,
     ) -> list[Outgoing]:
         declared: set[str] = self._local.declared
@@ -415,7 +417,7 @@ class Broker:
         confirms: Confirms,
         burst: list[Outgoing],
         timeout: float,
-        on_late_failure: Callable[[Outgoing, PublishError], None] | None,
+        on_late_failure: OnLateFailure | None,
         late_timeout: float,
     ) -> list[Outgoing]:
         """Publish ``burst`` on a channel in confirm mode; wait for its confirms, unless late."""

@@ -35,13 +35,17 @@ class ConfirmTimeout(Exception):
         self.unsettled = unsettled
 
 
+#: what a late message that fails is handed to: the message, and why the broker did not take it
+OnLateFailure = Callable[[Outgoing, PublishError], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Late:
     """A published message whose confirm nobody waits for: what to do if it never comes good."""
 
     item: Outgoing
-    #: called (in the collecting thread) with the message and why the broker did not take it
-    on_failure: Callable[[Outgoing, PublishError], None]
+    #: called in the collecting thread
+    on_failure: OnLateFailure
     #: ``time.monotonic()`` after which a missing confirm is a failure
     deadline: float
 

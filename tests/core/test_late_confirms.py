@@ -5,7 +5,6 @@ the message in the outbox (logged, ``task_publish_failed``) instead of losing it
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from typing import Any
@@ -172,3 +171,21 @@ def test_a_confirm_that_never_comes_fails_at_its_deadline(batch_queue: str) -> N
     assert broker.wait_for_confirms(timeout=10)
     assert reported == [("ghost", f"{broker.safe_url} did not confirm ghost in time")]
     assert confirms.late == 0
+
+
+def test_a_worker_relays_and_runs_what_rabbitmq_refused(
+    batch_queue: str, start_worker: Any
+) -> None:
+    _reject_publish_queue(batch_queue, 1)
+    broker = get_broker()
+    broker._producer()
+    broker._local.declared.add(batch_queue)
+    results = [add.delay(i, 1) for i in range(4)]
+    assert broker.wait_for_confirms(timeout=10)
+    assert OutboxMessage.objects.count() == 3  # OUTBOX is off: only the refused are there
+    with Connection(AMQP_URL) as conn:  # a queue without the limit, as the worker declares it
+        conn.default_channel.queue_delete(batch_queue)
+    worker = start_worker("-P", "solo")
+    assert [r.get(timeout=30) for r in results[1:]] == [2, 3, 4]
+    assert not OutboxMessage.objects.exists()
+    assert worker.stop() == 0, worker.output()
