@@ -5,12 +5,16 @@ the message in the outbox (logged, ``task_publish_failed``) instead of losing it
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.utils import timezone
 from kombu import Connection
 
@@ -22,7 +26,7 @@ from django_tq.exceptions import PublishError
 from django_tq.message import WireMessage
 from django_tq.models import OutboxMessage
 from django_tq.outgoing import Outgoing
-from tests.conftest import AMQP_URL, require_service
+from tests.conftest import AMQP_URL, require_service, worker_env
 from tests.core.test_bursts import _reject_publish_queue
 from tests.testapp.tasks import add
 
@@ -189,3 +193,53 @@ def test_a_worker_relays_and_runs_what_rabbitmq_refused(
     assert [r.get(timeout=30) for r in results[1:]] == [2, 3, 4]
     assert not OutboxMessage.objects.exists()
     assert worker.stop() == 0, worker.output()
+
+
+def test_threads_publish_on_their_own_channels_and_one_thread_settles_them(
+    batch_queue: str,
+) -> None:
+    broker = get_broker()
+    ids: list[str] = []
+
+    def publish() -> None:
+        ids.extend(add.delay(i, i).id for i in range(50))
+        connections.close_all()
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert broker.wait_for_confirms(timeout=10)
+    assert _task_ids_in(batch_queue) == set(ids)
+    assert len(ids) == 200
+    assert OutboxMessage.objects.count() == 0
+    collectors = [t for t in threading.enumerate() if t.name == "django_tq-late-confirms"]
+    assert len(collectors) <= 1
+
+
+def test_a_script_that_exits_right_after_delay_still_hands_a_refusal_to_the_outbox(
+    batch_queue: str,
+) -> None:
+    _reject_publish_queue(batch_queue, 1)
+    script = (
+        "import django; django.setup()\n"
+        "from django_tq.broker import get_broker\n"
+        "from tests.testapp.tasks import add\n"
+        "broker = get_broker(); broker._producer()\n"
+        f"broker._local.declared.add({batch_queue!r})\n"
+        "print(add.delay(1, 1).id, add.delay(2, 2).id)\n"  # then exit at once
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    accepted, refused = done.stdout.split()
+    # the interpreter's exit waited for the confirms: the nack reached the outbox
+    assert list(OutboxMessage.objects.values_list("task_id", flat=True)) == [refused]
+    assert "waits in the outbox" in done.stderr
+    assert _task_ids_in(batch_queue) == {accepted}
