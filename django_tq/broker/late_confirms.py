@@ -43,22 +43,14 @@ class LateConfirms:
 
     def watch(self, confirms: Confirms) -> None:
         """Settle ``confirms``' late messages from now on (a no-op if it is watched already)."""
-        if (
-            self._pid != os.getpid()
-        ):  # a forked child: the parent's thread and channels are not ours
+        # a forked child: the parent's thread, lock and channels are not its own
+        if self._pid != os.getpid():
             self._reset()
         with self._lock:
             if confirms in self._watched:
                 return
             self._watched.add(confirms)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="django_tq-late-confirms", daemon=True
-                )
-                self._thread.start()
-                if not self._exit_registered:
-                    self._exit_registered = True
-                    atexit.register(self.drain)
+            self._start()
         self._wake.set()
 
     def abandon(self, confirms: Confirms, reason: str) -> None:
@@ -68,18 +60,20 @@ class LateConfirms:
             return
         with self._lock:
             self._watched.add(confirms)
-            if self._thread is None:  # pragma: no cover - watched confirms always have a thread
-                self._thread = threading.Thread(
-                    target=self._run, name="django_tq-late-confirms", daemon=True
-                )
-                self._thread.start()
+            self._start()
         self._wake.set()
 
-    def pending(self) -> int:
-        """Return how many late messages wait for their confirm."""
-        with self._lock:
-            watched = list(self._watched)
-        return sum(confirms.late for confirms in watched)
+    def _start(self) -> None:
+        """Start the thread unless it runs (the caller holds the lock)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="django_tq-late-confirms", daemon=True
+        )
+        self._thread.start()
+        if not self._exit_registered:
+            self._exit_registered = True
+            atexit.register(self.drain)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every late message is settled and reported; return whether it happened in time."""
