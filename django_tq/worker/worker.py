@@ -95,6 +95,9 @@ def run_consumer(
     try:
         Consumer(broker, config, stopping=stopping, slot=slot).run()
     finally:
+        # BROKER_CONFIRM="batch": what the child published (retries, chain steps) is confirmed,
+        # or in the outbox, before it exits (a pool child may leave by os._exit: no atexit)
+        broker.wait_for_confirms()
         signals.send(signals.worker_process_shutdown, sender=None, index=index)
         connections.close_all()
 
@@ -337,8 +340,8 @@ class Worker:
 
     def relay_outbox(self) -> int:
         """Publish outbox rows that were not published after their commit (``OUTBOX``)."""
-        if not tq_settings.OUTBOX:
-            return 0
+        if not (tq_settings.OUTBOX or tq_settings.BROKER_CONFIRM == "batch"):
+            return 0  # "batch": a late nack or timeout writes the message to the outbox
         relayed = outbox.relay(self.broker)
         if relayed:
             logger.warning("Relayed %d outbox message(s) not published after commit", relayed)
