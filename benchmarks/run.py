@@ -215,6 +215,7 @@ def new_row(sc: Scenario, n: int) -> dict[str, Any]:
         "results": sc.results,
         "confirm": sc.confirm,
         "bulk": sc.bulk,
+        "batch": sc.batch,
         "n": n,
     }
 

@@ -8,6 +8,8 @@ Environment:
 * ``BENCH_TQ_BROKER`` — ``TQ["BROKER_URL"]`` (default ``django://``);
 * ``BENCH_CELERY_RESULTS`` — ``1`` adds django-celery-results (Celery's results-on processes only);
 * ``BENCH_TQ_TRANSPORT_OPTIONS`` — JSON for ``TQ["BROKER_TRANSPORT_OPTIONS"]`` (what-if runs);
+* ``BENCH_TQ_CONFIRM`` — ``TQ["BROKER_CONFIRM"]`` (``batch``: the RabbitMQ one-by-one row of
+  confirms collected in the background);
 * ``BENCH_RESULTS`` — ``1`` keeps django_tq's defaults (results in the database, ``TRACK_ENQUEUED``,
   ``TRACK_STARTED``); ``redis`` the same with ``RESULT_BACKEND="django-cache"`` on a django-redis
   ``default`` cache at ``$BENCH_TQ_CACHE_URL``; otherwise ``RESULT_BACKEND=None,
@@ -81,6 +83,8 @@ TQ: dict[str, object] = {
 # what-if experiments, e.g. BENCH_TQ_TRANSPORT_OPTIONS='{"confirm_publish": false}'
 if os.environ.get("BENCH_TQ_TRANSPORT_OPTIONS"):
     TQ["BROKER_TRANSPORT_OPTIONS"] = json.loads(os.environ["BENCH_TQ_TRANSPORT_OPTIONS"])
+if os.environ.get("BENCH_TQ_CONFIRM"):
+    TQ["BROKER_CONFIRM"] = os.environ["BENCH_TQ_CONFIRM"]
 if os.environ.get("BENCH_RESULTS") == "redis":
     TQ["RESULT_BACKEND"] = "django-cache"
 elif os.environ.get("BENCH_RESULTS") != "1":

@@ -138,6 +138,8 @@ class Scenario:
     results: str = ""  # "" off, "db" in PostgreSQL through Django, "redis" in Redis
     confirm: bool = False  # publisher confirms turned on (an enqueue-only row)
     bulk: bool = False  # django_tq's reusable publisher (an enqueue-only row)
+    #: django_tq on RabbitMQ with BROKER_CONFIRM="batch" (an enqueue-only row, one by one)
+    batch: bool = False
     metrics: bool = False  # django_tq's worker with --metrics-port (a "variant" of its row)
 
     def __post_init__(self) -> None:
@@ -154,7 +156,7 @@ class Scenario:
     @property
     def enqueue_only(self) -> bool:
         """The confirm and bulk variants differ from their base row only in how they publish."""
-        return self.confirm or self.bulk
+        return self.confirm or self.bulk or self.batch
 
     @property
     def needs_postgres(self) -> bool:
@@ -178,7 +180,8 @@ class Scenario:
             "raw-pg": "raw SKIP LOCKED",
         }
         extra = " + confirms" if self.confirm else " + metrics port" if self.metrics else ""
-        return names[self.system] + extra + (" publisher" if self.bulk else "")
+        extra += " publisher" if self.bulk else ' CONFIRM="batch"' if self.batch else ""
+        return names[self.system] + extra
 
     @property
     def label(self) -> str:
@@ -203,6 +206,7 @@ class Scenario:
             base
             + results.get(self.results, "")
             + (" (publisher, bulk)" if self.bulk else "")
+            + (' (BROKER_CONFIRM="batch")' if self.batch else "")
             + (" + --metrics-port" if self.metrics else "")
         )
 
@@ -210,7 +214,7 @@ class Scenario:
     def key(self) -> str:
         suffix = {"": "", "db": "/results", "redis": "/results-redis"}[self.results]
         variant = "/confirm" if self.confirm else "/metrics" if self.metrics else ""
-        variant += "/bulk" if self.bulk else ""
+        variant += "/bulk" if self.bulk else "/batch" if self.batch else ""
         return f"{self.broker}/{self.system}" + variant + suffix
 
 
@@ -236,6 +240,8 @@ def build_scenarios(
                 out.append(Scenario(broker, name, confirm=True))
             if name == "tq" and "enqueue" in workloads:
                 out.append(Scenario(broker, name, bulk=True))
+                if broker == "amqp":
+                    out.append(Scenario(broker, name, batch=True))
     if "results" in workloads:
         for broker in results_brokers:
             for name, system in SYSTEMS.items():
@@ -318,6 +324,8 @@ def scenario_env(sc: Scenario, record_dir: Path, sqlite_path: Path) -> dict[str,
     url = broker_url(sc)
     if sc.system == "tq":
         env.update(DJANGO_SETTINGS_MODULE="benchmarks.settings", BENCH_TQ_BROKER=url)
+        if sc.batch:
+            env["BENCH_TQ_CONFIRM"] = "batch"
         if sc.results == "redis":
             env["BENCH_TQ_CACHE_URL"] = redis_url()
     elif sc.system == "celery":
