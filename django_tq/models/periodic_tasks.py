@@ -22,6 +22,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from django_tq import routing
+from django_tq.exceptions import QueueNotFound
 from django_tq.models.schedules import (
     ClockedSchedule,
     CrontabSchedule,
@@ -29,8 +31,6 @@ from django_tq.models.schedules import (
     ScheduleRow,
     SolarSchedule,
 )
-from django_tq import routing
-from django_tq.exceptions import QueueNotFound
 from django_tq.registry import registry
 from django_tq.schedules import Schedule
 

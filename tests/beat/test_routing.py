@@ -118,7 +118,7 @@ def test_a_declared_task_takes_its_exchange_and_routing_key_from_the_code(settin
     task = PeriodicTask.objects.get(name="feeds")
     assert (task.exchange, task.routing_key, task.code_managed) == ("feeds", "feed.import", True)
     options["routing_key"] = "orders.new"
-    with pytest.raises(ImproperlyConfigured, match="'orders.new' on exchange 'feeds'"):
+    with pytest.raises(ImproperlyConfigured, match=r"'orders\.new' on exchange 'feeds'"):
         sync_declared()
 
 
