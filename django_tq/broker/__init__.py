@@ -28,7 +28,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
-from django_tq.broker import exchange_emulation
+from django_tq.broker import exchange_emulation, existing_queues
 from django_tq.broker.confirms import Confirms, ConfirmTimeout
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -219,6 +219,17 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    def declare_queue(self, connection: Any, name: str) -> None:
+        """Declare queue ``name`` with its exchange and binding on kombu ``connection``.
+
+        On RabbitMQ a queue that exists with other arguments (Celery's, with no
+        ``x-max-priority``) is used as it is, with a warning (:mod:`.existing_queues`).
+        """
+        if self.is_amqp:
+            existing_queues.declare(connection, self.queue(name))
+        else:
+            self.queue(name)(connection.default_channel).declare()
 
     @property
     def is_amqp(self) -> bool:
@@ -424,7 +435,7 @@ class Broker:
         route = item.wire.route
         if route is None:
             if item.queue not in declared:
-                self.queue(item.queue)(channel).declare()
+                self.declare_queue(self._local.connection, item.queue)
                 declared.add(item.queue)
             return "", item.routing_key or item.queue
         exchange, routing_key = route
@@ -434,7 +445,7 @@ class Broker:
             entity(channel).declare()
             for queue in topology.queues:
                 if queue.exchange == exchange and not queue.broadcast:
-                    self.queue(queue.name)(channel).declare()
+                    self.declare_queue(self._local.connection, queue.name)
             declared.add(f"exchange:{exchange}")
         return exchange, routing_key
 
@@ -512,7 +523,7 @@ class Broker:
                 declared = tq_settings.QUEUES.get(name)
                 if declared is not None and declared.broadcast:
                     continue  # its messages are in the workers' copies
-                self.queue(name)(channel).declare()
+                self.declare_queue(conn, name)
                 total += channel.queue_purge(name) or 0
             return total
 
