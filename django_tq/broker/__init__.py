@@ -107,6 +107,8 @@ class Broker:
         self.scheme = urlsplit(url).scheme
         #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
         self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        #: queues declared otherwise that exist on RabbitMQ as quorum queues (Celery's)
+        self.found_quorum_queues: set[str] = set()
         #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
         self.confirms_publish = False
         if self.is_amqp:
@@ -183,7 +185,11 @@ class Broker:
 
     def is_quorum(self, name: str) -> bool:
         """Return whether the AMQP queue ``name`` is a quorum queue."""
-        return self.is_amqp and (self.quorum_queues is ALL_QUEUES or name in self.quorum_queues)
+        return self.is_amqp and (
+            self.quorum_queues is ALL_QUEUES
+            or name in self.quorum_queues
+            or name in self.found_quorum_queues
+        )
 
     def queue(self, name: str) -> Any:
         """Return the kombu queue called ``name``.
@@ -227,7 +233,8 @@ class Broker:
         ``x-max-priority``) is used as it is, with a warning (:mod:`.existing_queues`).
         """
         if self.is_amqp:
-            existing_queues.declare(connection, self.queue(name))
+            if existing_queues.declare(connection, self.queue(name)):
+                self.found_quorum_queues.add(name)  # consumed as one: no channel-wide prefetch
         else:
             self.queue(name)(connection.default_channel).declare()
 

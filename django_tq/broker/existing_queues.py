@@ -7,7 +7,11 @@ has other arguments, and RabbitMQ cannot change them: it refuses the declaration
 consume that queue would make running beside Celery impossible, so :func:`declare` accepts the
 queue as it is: it checks that it exists (a passive declare), declares the exchange and binding
 django_tq would (these do not depend on the queue's arguments), and logs once per queue and
-process what is lost (priorities, or a quorum queue's delivery limit).
+process what is lost (priorities, or a quorum queue's delivery limit). A quorum queue found so
+(Celery's ``task_default_queue_type = "quorum"``) is reported to the caller, which must then
+consume it as one: RabbitMQ refuses a channel-wide prefetch on it (``NOT_IMPLEMENTED - queue …
+does not support global qos``). The refusal is the only place AMQP says so (reading a queue's
+arguments needs the management plugin).
 
 Every declaration here uses a channel of its own, so the refusal never closes the channel that
 publishes or consumes.
@@ -16,6 +20,7 @@ publishes or consumes.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -23,21 +28,23 @@ logger = logging.getLogger("django_tq.broker")
 
 #: AMQP's reply code for a declaration whose arguments differ from the existing queue's
 PRECONDITION_FAILED = 406
+#: what RabbitMQ's refusal says when the existing queue is a quorum queue
+QUORUM_REFUSAL = re.compile(r"inequivalent arg 'x-queue-type'.*current is the value 'quorum'")
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def declare(connection: Any, queue: Any) -> None:
+def declare(connection: Any, queue: Any) -> bool:
     """Declare kombu ``queue`` on ``connection``; if it exists with other arguments, use it so.
 
-    Raise the broker's channel error for anything else (a queue that vanished in between is
-    ``NOT_FOUND``).
+    Return whether it turned out to be a quorum queue although declared otherwise. Raise the
+    broker's channel error for anything else (a queue that vanished in between is ``NOT_FOUND``).
     """
     channel = connection.channel()
     try:
         queue(channel).declare()
-        return
+        return False
     except connection.channel_errors as exc:
         if getattr(exc, "reply_code", None) != PRECONDITION_FAILED:
             raise
@@ -54,6 +61,7 @@ def declare(connection: Any, queue: Any) -> None:
     finally:
         _close(channel)
     _warn_once(queue, refusal)
+    return bool(QUORUM_REFUSAL.search(str(refusal)))
 
 
 def _close(channel: Any) -> None:

@@ -86,3 +86,24 @@ def test_a_quorum_queue_wanted_for_a_classic_one_is_used_as_it_is(
     }
     start_worker("-P", "solo")
     assert add.delay(2, 3).get(timeout=20) == 5
+
+
+def test_a_quorum_queue_celery_declared_is_consumed_as_one(
+    settings: Any, queue_name: str, start_worker: Any
+) -> None:
+    """Celery's ``task_default_queue_type = "quorum"``: RabbitMQ refuses a channel-wide prefetch
+    on it, so the worker learns from the refusal that it is one."""
+    require_service("RabbitMQ", 5672)
+    settings.TQ = {**settings.TQ, "BROKER_URL": AMQP_URL, "DEFAULT_QUEUE": queue_name}
+    with Broker(AMQP_URL).connection() as conn:
+        conn.channel().queue_declare(
+            queue_name, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"}
+        )
+    try:
+        assert add.delay(2, 3).id  # the publisher uses it as it is
+        worker = start_worker("-P", "solo")
+        assert add.delay(4, 5).get(timeout=20) == 9
+        assert TaskResult.objects.filter(state="SUCCESS").count() == 2
+        assert "current is the value 'quorum'" in worker.output()
+    finally:
+        delete_queues(AMQP_URL, [queue_name])
