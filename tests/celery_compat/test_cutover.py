@@ -77,11 +77,16 @@ CELERY_BEAT_MAX_LOOP_INTERVAL = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ROUTES = {"billing.*": {"queue": BILLING}, "reports.*": {"queue": REPORTS}}
+#: a topic exchange, as in Celery's routing guide: keys feed.* reach the feeds queue
+from kombu import Exchange, Queue
+FEEDS = "feeds" + os.environ["PROJ_SUFFIX"]
+CELERY_TASK_QUEUES = [Queue(FEEDS, Exchange(FEEDS, type="topic"), routing_key="feed.#")]
 """
 #: step 1 of the guide: the app, its URLs (the REST API) and TQ, routing as Celery did
 DJANGO_TQ_SETTINGS = """
 INSTALLED_APPS += ["rest_framework", "django_tq"]
-TQ = {"BROKER_URL": BROKER, "TASK_ROUTES": CELERY_TASK_ROUTES, "BEAT_MAX_LOOP_INTERVAL": 1}
+TQ = {"BROKER_URL": BROKER, "TASK_ROUTES": CELERY_TASK_ROUTES, "BEAT_MAX_LOOP_INTERVAL": 1,
+      "QUEUES": {FEEDS: {"exchange": FEEDS, "exchange_type": "topic", "routing_key": "feed.#"}}}
 """
 FILES = {
     "manage.py": """
@@ -164,9 +169,14 @@ open("old-ids.txt", "w").write("\\n".join(ids))
 """,
 }
 SCHEDULES = """
+from django.conf import settings
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 every, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
 PeriodicTask.objects.create(name="tick", interval=every, task="reports.tasks.tick", args='["beat"]')
+# with its queue named: on Redis, Celery's beat drops a message sent to a topic exchange that
+# it never declared itself (kombu keeps exchange types in each process's memory)
+PeriodicTask.objects.create(name="feeds", interval=every, task="reports.tasks.tick", args='["feed"]',
+                            queue=settings.FEEDS, exchange=settings.FEEDS, routing_key="feed.import")
 nightly = CrontabSchedule.objects.create(minute="30", hour="3", timezone="Europe/Paris")
 PeriodicTask.objects.create(name="nightly summary", crontab=nightly, task="reports.tasks.summary",
                             kwargs='{"day": "yesterday"}')
@@ -181,8 +191,10 @@ class Project:
         self.broker_url = broker_url
         self.is_amqp = broker_url.startswith("amqp")
         self.billing, self.reports = f"billing{suffix}", f"reports{suffix}"
+        #: bound to the topic exchange of the same name with feed.#
+        self.feeds = f"feeds{suffix}"
         #: every queue the walk makes (Celery's default one too), for the cleanup
-        self.queues = [self.billing, self.reports, f"celery{suffix}"]
+        self.queues = [self.billing, self.reports, self.feeds, f"celery{suffix}"]
         self.env = {
             **os.environ,
             "PROJ_DB": database,
@@ -303,7 +315,7 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     # Before: the Celery project as it runs today
     project.manage("migrate", "-v", "0")
     project.shell(SCHEDULES + "print(1)")
-    project.start_celery_worker(project.billing, project.reports)
+    project.start_celery_worker(project.billing, project.reports, project.feeds)
     project.start("celery-beat", "-m", "celery", "-A", "proj", "beat", "-s", "celerybeat-schedule")
     project.wait_log("celery-worker", " ready.")
     celery_charge = project.shell(
@@ -311,11 +323,11 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
             "print", "import json; print", 1
         )
     )
-    wait_for(
-        lambda: project.shell("from reports.models import Tick; print(Tick.objects.count())") >= 2,
-        30,
-        what="Celery beat's ticks",
+    ticks = (
+        "from reports.models import Tick; import json;"
+        "print(json.dumps(sorted(set(Tick.objects.values_list('label', flat=True)))))"
     )
+    wait_for(lambda: project.shell(ticks) == ["beat", "feed"], 30, what="Celery beat's ticks")
 
     # Step 1: install django_tq beside Celery
     (project.path / "proj/settings.py").write_text(SETTINGS + DJANGO_TQ_SETTINGS)
@@ -336,7 +348,7 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     project.start("old-producer", "old_producer.py", project.broker_url, "100", project.billing)
     time.sleep(1)
     project.stop("celery-worker")  # and back on the apps not moved yet
-    project.start_celery_worker(project.reports)
+    project.start_celery_worker(project.reports, project.feeds)
     new_charge = project.shell(
         "import json; from billing.tasks import charge; from django_tq import AsyncResult;"
         "r = charge.delay(7, 70); print(json.dumps([type(r).__module__, AsyncResult(r.id).get(timeout=60)]))"
@@ -347,8 +359,8 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     # Step 2, second app: reports moves; the last Celery worker stops
     project.switch("reports")
     project.start(
-        "tq-worker", "manage.py", "tqworker", "-Q", f"{project.billing},{project.reports}",
-        "--accept-celery", "-c", "2",
+        "tq-worker", "manage.py", "tqworker", "-Q",
+        f"{project.billing},{project.reports},{project.feeds}", "--accept-celery", "-c", "2",
     )  # fmt: skip
     project.wait_log("tq-worker", "ready")
     project.stop("tq-worker-billing")
@@ -357,14 +369,14 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     # Step 3: schedules: Celery's beat stops, the import (dry run first), then tqbeat
     project.stop("celery-beat")
     dry = project.manage("tqimport", "celery-beat", "--dry-run")
-    assert "Dry run, nothing written: celery-beat: 3 periodic tasks: 2 imported" in dry
+    assert "Dry run, nothing written: celery-beat: 4 periodic tasks: 3 imported" in dry
     real = project.manage(
         "tqimport", "celery-beat", "--celery-broker", "amqp" if project.is_amqp else "redis"
     )
-    assert "2 imported, 0 updated, 0 unchanged, 1 skipped, 0 failed" in real
+    assert "3 imported, 0 updated, 0 unchanged, 1 skipped, 0 failed" in real
     beat_started = time.time()
     project.start("tqbeat", "manage.py", "tqbeat")
-    project.wait_log("tqbeat", "ready: 2 enabled periodic task(s)")
+    project.wait_log("tqbeat", "ready: 3 enabled periodic task(s)")
     time.sleep(5)
     project.stop("tqbeat")
     time.sleep(1)
@@ -375,10 +387,15 @@ def test_the_cut_over_loses_nothing_and_runs_each_schedule_once(project: Project
     again = project.manage("tqimport", "celery-results")
     assert "nothing to do" in again
 
-    sent = re.findall(
-        r"Sent reports\.tasks\.tick\[([-0-9a-f]+)\] .*\((.+)\)", project.log("tqbeat")
+    sent, feeds_sent = (
+        re.findall(
+            rf"Sent reports\.tasks\.tick\[([-0-9a-f]+)\] for periodic task '{name}' \((.+)\)",
+            project.log("tqbeat"),
+        )
+        for name in ("tick", "feeds")
     )
     beat_ids = [task_id for task_id, _ in sent]
+    feeds_ids = [task_id for task_id, _ in feeds_sent]
     waiting = (  # what is left in the billing queue: RabbitMQ's count, or kombu's Redis list
         f"__import__('django_tq.broker').broker.get_broker().depth({project.billing!r})"
         if project.is_amqp
@@ -408,6 +425,13 @@ print(json.dumps({{
     "tq_runs": PeriodicTask.objects.get(name="tick").total_run_count,
     "beat_ticks_run": TaskResult.objects.filter(task_id__in={beat_ids!r}, state="SUCCESS").count(),
     "enabled": sorted(PeriodicTask.objects.filter(enabled=True).values_list("name", flat=True)),
+    "feeds_route": list(PeriodicTask.objects.filter(name="feeds").values_list(
+        "queue", "exchange", "routing_key").get()),
+    "feeds_celery_runs": CeleryTask.objects.get(name="feeds").total_run_count,
+    "feeds_tq_runs": PeriodicTask.objects.get(name="feeds").total_run_count,
+    "feeds_run_in": sorted(set(TaskResult.objects.filter(task_id__in={feeds_ids!r},
+        state="SUCCESS").values_list("queue", flat=True))),
+    "feeds_run": TaskResult.objects.filter(task_id__in={feeds_ids!r}, state="SUCCESS").count(),
 }}))
 """)
     print(json.dumps(outcome))  # the figures the guide quotes (pytest -s shows them)
@@ -419,10 +443,15 @@ print(json.dumps({{
     assert outcome["waiting"] == 0
     assert outcome["celery_result"] == {"order": 1, "charged": 10}
     assert outcome["api"] == [200, {"order": 1, "charged": 10}]
-    assert outcome["enabled"] == ["nightly summary", "tick"]
+    assert outcome["enabled"] == ["feeds", "nightly summary", "tick"]
     # tqbeat went on from Celery's count, and each occurrence ran once: no Celery tick after it
     assert outcome["tq_runs"] > outcome["celery_runs"]
     assert len(sent) == outcome["tq_runs"] - outcome["celery_runs"]
     assert len({occurrence for _, occurrence in sent}) == len(sent)  # no occurrence sent twice
     assert outcome["beat_ticks_run"] == len(sent)  # and each ran, once (one result per id)
+    # the schedule with an exchange and routing key kept both, and tqbeat sent through them
+    assert outcome["feeds_route"] == [project.feeds, project.feeds, "feed.import"]
+    assert outcome["feeds_tq_runs"] - outcome["feeds_celery_runs"] == len(feeds_sent) > 0
+    assert outcome["feeds_run"] == len(feeds_sent)
+    assert outcome["feeds_run_in"] == [project.feeds]
     assert time.time() - beat_started < 30
