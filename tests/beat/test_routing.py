@@ -20,6 +20,7 @@ from django_tq.models import PeriodicTask, TaskResult
 from django_tq.schedules import Every
 from django_tq.testing import CapturedQueue
 from tests.beat.conftest import make_task, schedule_fields, utc
+from tests.conftest import wait_for
 from tests.core.test_exchange_routing import _cleanup
 
 pytestmark = pytest.mark.django_db
@@ -151,6 +152,8 @@ def test_a_tick_reaches_the_topic_bound_queue_and_not_the_default_one(
         assert get_broker().depth(queue_name) == 0  # the default queue got no copy
         start_worker("-P", "solo", "-Q", feed)
         assert AsyncResult(sent.task_id).get(timeout=20)["queue"] == feed
-        assert get_broker().depth(feed) == 0 and get_broker().depth(queue_name) == 0
+        # the result is recorded before the ack: wait for the message to leave the queue
+        wait_for(lambda: get_broker().depth(feed) == 0, what=f"the ack in {feed}")
+        assert get_broker().depth(queue_name) == 0
     finally:
         _cleanup(broker_url, [feed], [exchange])
