@@ -28,7 +28,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
-from django_tq.broker import delivery_limit, exchange_emulation
+from django_tq.broker import delivery_limit, exchange_emulation, existing_queues
 from django_tq.broker.confirms import Confirms, ConfirmTimeout, Late, OnLateFailure
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.late_confirms import LateConfirms
@@ -121,6 +121,8 @@ class Broker:
         self.legacy_quorum_queues = quorum_queue_names(
             self.transport_options.pop("legacy_quorum_queues", ())
         )
+        #: queues declared otherwise that exist on RabbitMQ as quorum queues (Celery's)
+        self.found_quorum_queues: set[str] = set()
         #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
         self.confirms_publish = False
         if self.is_amqp:
@@ -202,14 +204,19 @@ class Broker:
     def is_quorum(self, name: str) -> bool:
         """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included).
 
-        Never a worker's copy of a Broadcast queue: it is deleted with its last consumer, and
-        a quorum queue cannot be (``quorum_queues=True`` would make the worker's declare fail).
+        Also one declared otherwise that RabbitMQ reported existing as a quorum queue
+        (Celery's: :mod:`.existing_queues`). Never a worker's copy of a Broadcast queue: it is
+        deleted with its last consumer, and a quorum queue cannot be (``quorum_queues=True``
+        would make the worker's declare fail).
         """
         return (
             self.is_amqp
-            and any(
-                names is ALL_QUEUES or name in names
-                for names in (self.quorum_queues, self.legacy_quorum_queues)
+            and (
+                any(
+                    names is ALL_QUEUES or name in names
+                    for names in (self.quorum_queues, self.legacy_quorum_queues)
+                )
+                or name in self.found_quorum_queues
             )
             and tq_settings.QUEUES.broadcast_of(name) is None
         )
@@ -253,6 +260,18 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    def declare_queue(self, connection: Any, name: str) -> None:
+        """Declare queue ``name`` with its exchange and binding on kombu ``connection``.
+
+        On RabbitMQ a queue that exists with other arguments (Celery's, with no
+        ``x-max-priority``) is used as it is, with a warning (:mod:`.existing_queues`).
+        """
+        if self.is_amqp:
+            if existing_queues.declare(connection, self.queue(name)):
+                self.found_quorum_queues.add(name)  # consumed as one: no channel-wide prefetch
+        else:
+            self.queue(name)(connection.default_channel).declare()
 
     @property
     def is_amqp(self) -> bool:
@@ -510,7 +529,7 @@ class Broker:
         route = item.wire.route
         if route is None:
             if item.queue not in declared:
-                self.queue(item.queue)(channel).declare()
+                self.declare_queue(self._local.connection, item.queue)
                 declared.add(item.queue)
             return "", item.routing_key or item.queue
         exchange, routing_key = route
@@ -520,7 +539,7 @@ class Broker:
             entity(channel).declare()
             for queue in topology.queues:
                 if queue.exchange == exchange and not queue.broadcast:
-                    self.queue(queue.name)(channel).declare()
+                    self.declare_queue(self._local.connection, queue.name)
             declared.add(f"exchange:{exchange}")
         return exchange, routing_key
 
@@ -606,7 +625,7 @@ class Broker:
                 declared = tq_settings.QUEUES.get(name)
                 if declared is not None and declared.broadcast:
                     continue  # its messages are in the workers' copies
-                self.queue(name)(channel).declare()
+                self.declare_queue(conn, name)
                 total += channel.queue_purge(name) or 0
             return total
 
