@@ -12,10 +12,11 @@ import os
 
 from celery import Celery
 
+from benchmarks import namespace
 from benchmarks.probe import record
 
 RESULTS = os.environ.get("BENCH_RESULTS", "0")
-BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/11")
+BROKER = os.environ.get("BENCH_CELERY_BROKER", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}")
 
 if RESULTS == "1":
     import django
@@ -25,7 +26,7 @@ if RESULTS == "1":
 
 app = Celery("bench", broker=BROKER)
 app.conf.update(
-    task_default_queue="celery_bench",
+    task_default_queue=namespace.queue("celery_bench"),
     task_ignore_result=RESULTS not in ("1", "redis"),
     result_backend={"1": "django-db", "redis": BROKER}.get(RESULTS),
     worker_hijack_root_logger=False,

@@ -18,9 +18,10 @@ from typing import Any
 
 import dramatiq
 
+from benchmarks import namespace
 from benchmarks.probe import record
 
-URL = os.environ.get("BENCH_DRAMATIQ_URL", "redis://127.0.0.1:6379/14")
+URL = os.environ.get("BENCH_DRAMATIQ_URL", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}")
 RESULTS = os.environ.get("BENCH_RESULTS") == "redis"
 
 broker: dramatiq.Broker
@@ -44,6 +45,6 @@ if RESULTS:
 dramatiq.set_broker(broker)
 
 
-@dramatiq.actor(actor_name="bench.noop", queue_name="dramatiq_bench", **options)
+@dramatiq.actor(actor_name="bench.noop", queue_name=namespace.queue("dramatiq_bench"), **options)
 def noop(phase: str = "d", sent: float = 0.0) -> None:
     record(phase, sent)

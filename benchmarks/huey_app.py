@@ -13,11 +13,12 @@ import os
 
 from huey import RedisHuey
 
+from benchmarks import namespace
 from benchmarks.probe import record
 
 huey = RedisHuey(
-    "huey_bench",
-    url=os.environ.get("BENCH_HUEY_URL", "redis://127.0.0.1:6379/13"),
+    namespace.queue("huey_bench"),
+    url=os.environ.get("BENCH_HUEY_URL", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}"),
     store_none=os.environ.get("BENCH_RESULTS") == "redis",
 )
 

@@ -32,10 +32,16 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def run_driver(
-    system: str, env: dict[str, str], action: str, timeout: float, *extra: str
+    system: str,
+    env: dict[str, str],
+    action: str,
+    timeout: float,
+    *extra: str,
+    module: str = "benchmarks.driver",
 ) -> dict[str, Any]:
-    """Run ``benchmarks.driver`` for ``system``; return its JSON answer (raise on failure/timeout)."""
-    cmd = [sys.executable, "-m", "benchmarks.driver", system, action, *extra]
+    """Run ``benchmarks.driver`` for ``system`` (or ``module``'s ``action``, without a system:
+    ``system=""``); return its JSON answer (raise on failure/timeout)."""
+    cmd = [sys.executable, "-m", module, *([system] if system else []), action, *extra]
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,

@@ -9,12 +9,14 @@ import os
 
 from procrastinate import App, PsycopgConnector
 
+from benchmarks import namespace
 from benchmarks.probe import record
 
 app = App(
     connector=PsycopgConnector(
         conninfo=os.environ.get(
-            "BENCH_PROCRASTINATE_DSN", "postgresql://postgres@127.0.0.1:5432/tq_bench_procrastinate"
+            "BENCH_PROCRASTINATE_DSN",
+            f"postgresql://postgres@127.0.0.1:5432/{namespace.PG_PROCRASTINATE_DB}",
         )
     )
 )

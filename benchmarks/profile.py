@@ -26,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import namespace
+from benchmarks.namespace import PG_DATABASES
 from benchmarks.processes import Recorder, WorkerGroup, process_tree, run_driver
 from benchmarks.run import Context, drop_pg, prepare
-from benchmarks.systems import BROKER_TITLES, PG_DATABASES, REPO, SYSTEMS, Scenario, worker_commands
+from benchmarks.systems import BROKER_TITLES, REPO, SYSTEMS, Scenario, worker_commands
 
 # Stages of a consumer or publisher: (stage, [(function name, file substring), ...]). A sample
 # belongs to the stage of the innermost frame that matches (so the probe inside ``execute`` is
@@ -276,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     sc = Scenario(args.broker, args.system, results=args.results)
     print(f"profiling {args.what} of {sc.label}, N={args.n}; files in {workdir}")
     try:
+        if sc.broker == "redis":
+            namespace.claim_redis_db()
         if args.what == "enqueue":
             profile_enqueue(args, ctx, sc)
         else:
             profile_worker(args, ctx, sc)
     finally:
+        if sc.broker == "redis":
+            namespace.release_redis_db()
         for name in PG_DATABASES:
             drop_pg(name)
     return 0

@@ -38,9 +38,10 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from benchmarks import namespace
 from benchmarks.probe import record
 
-QUEUE = "raw_bench"
+QUEUE = namespace.queue("raw_bench")
 KINDS = ("redis-py", "kombu", "pg")
 PREFETCH = 4
 

@@ -10,7 +10,9 @@ raw redis-py, raw kombu; RabbitMQ — django_tq, Celery, Dramatiq, raw kombu (ea
 confirms also gets an enqueue-only row with confirms on: Dramatiq's ``confirm_delivery``, kombu's
 ``confirm_publish``); PostgreSQL — django_tq ``django://``, Procrastinate, raw psycopg SKIP
 LOCKED; SQLite — django_tq ``django://``. Before each scenario every benchmark queue on its broker
-is emptied (own Redis DBs 10-15, own RabbitMQ queues, own PostgreSQL databases), then:
+is emptied — the run's own: a Redis database it claims, RabbitMQ queues and PostgreSQL databases
+named after its pid (``benchmarks/namespace.py``), so two runs on one machine do not disturb each
+other's data (only each other's timings) — then:
 
 1. **enqueue** — one client process publishes N no-op tasks (tasks/s, after one warm-up publish);
 2. **drain** — those N tasks wait in the queue; the worker starts (2 processes) and runs
@@ -43,6 +45,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +54,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import namespace
+from benchmarks.namespace import PG_DATABASES, PG_DB, PG_PROCRASTINATE_DB, PG_RAW_DB
 from benchmarks.processes import (
     BenchTimeout,
     Recorder,
@@ -66,10 +71,6 @@ from benchmarks.systems import (
     AMQP_URL,
     BROKER_TITLES,
     HOST,
-    PG_DATABASES,
-    PG_DB,
-    PG_PROCRASTINATE_DB,
-    PG_RAW_DB,
     RAW_SYSTEMS,
     REPO,
     SYSTEMS,
@@ -123,13 +124,54 @@ def drop_pg(name: str) -> None:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def claim_namespace(brokers: set[str]) -> None:
+    """Claim this run's Redis database; drop the databases of benchmark runs that are gone."""
+    if "redis" in brokers:
+        db = namespace.claim_redis_db()
+        print(f"Redis database {db} claimed for this run ({namespace.OWNER_KEY})", flush=True)
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        with psycopg.connect(
+            host=HOST, port=5432, user="postgres", dbname="postgres", connect_timeout=5
+        ) as conn:
+            names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+        for name in namespace.stale_databases(names):
+            print(f"dropping {name}: the benchmark run that made it is gone", flush=True)
+            drop_pg(name)
+
+
 def clean_up(brokers: set[str]) -> None:
-    """Leave nothing behind: empty the benchmark's queues and drop its databases."""
-    for broker in brokers & {"redis", "amqp"}:
+    """Leave nothing behind: delete the run's queues, release its Redis database, drop its databases."""
+    if "redis" in brokers:
         with contextlib.suppress(Exception):
-            clean_broker(broker)
+            namespace.release_redis_db()
+    if "amqp" in brokers:
+        with contextlib.suppress(Exception):
+            clean_broker("amqp")
+        with contextlib.suppress(Exception):
+            delete_exchanges()
     for name in PG_DATABASES:
         drop_pg(name)
+
+
+def delete_exchanges() -> None:
+    """Delete django_tq's remote control and events exchanges of this run (RabbitMQ)."""
+    from kombu import Connection
+
+    with Connection(AMQP_URL, connect_timeout=3) as conn:
+        for topic in ("control", "events"):
+            with contextlib.suppress(Exception):
+                conn.channel().exchange_delete(f"{namespace.CONTROL_EXCHANGE}.{topic}")
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a stopped run still cleans up (the ``finally`` below)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 # -- one scenario ----------------------------------------------------------------------------------
@@ -173,6 +215,7 @@ def new_row(sc: Scenario, n: int) -> dict[str, Any]:
         "results": sc.results,
         "confirm": sc.confirm,
         "bulk": sc.bulk,
+        "batch": sc.batch,
         "n": n,
     }
 
@@ -526,14 +569,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runnable.append(sc)
     rounds: dict[str, list[dict[str, Any]]] = {sc.key: [] for sc in runnable}
+    stop_on_sigterm()
     try:
+        claim_namespace({sc.broker for sc in runnable})
         for round_number in range(1, args.repeat + 1):
             if args.repeat > 1:
                 print(f"\n#### round {round_number} of {args.repeat}", flush=True)
             for sc in runnable:
                 rounds[sc.key].append(run_guarded(ctx, sc, workloads))
     finally:
-        clean_up(set(brokers))
+        clean_up({sc.broker for sc in runnable})
     rows = [median_row(per_round) for per_round in rounds.values() if per_round]
 
     medians = f", medians of {args.repeat} interleaved rounds" if args.repeat > 1 else ""

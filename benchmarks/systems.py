@@ -7,9 +7,10 @@ row, with publisher confirms turned on where the system's default is off (``conf
 for django_tq, with the worker's Prometheus port on (``metrics=True``, ``--metrics``: what the
 metrics cost a task).
 
-Isolation from everything else on the machine: each system has its own Redis database
-(``REDIS_DBS``, 10-15; the test suites use 5-7), its own RabbitMQ queues (``AMQP_QUEUES``) and its
-own PostgreSQL database; all of them are emptied before every scenario and at the end of a run.
+Isolation from everything else on the machine, other benchmark runs included
+(``benchmarks/namespace.py``): a run claims a Redis database of its own (the systems, one after
+another, share it), and its RabbitMQ queues (``AMQP_QUEUES``) and PostgreSQL databases carry its
+run id; all of them are emptied before every scenario, and deleted or released at the end.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks import namespace
+from benchmarks.namespace import HOST, PG_DB, PG_PROCRASTINATE_DB, PG_RAW_DB
+
 REPO = Path(__file__).resolve().parent.parent
 
-HOST = "127.0.0.1"
 AMQP_URL = f"amqp://guest:guest@{HOST}:5672//"
 PIKA_URL = f"amqp://guest:guest@{HOST}:5672/%2F"  # the same vhost "/", spelled as pika parses it
-#: django_tq's benchmark database (``BENCH_TQ_PG_DB``: another name, for two benchmarks at once)
-PG_DB = os.environ.get("BENCH_TQ_PG_DB", "tq_bench")
-PG_PROCRASTINATE_DB = "tq_bench_procrastinate"
-PG_RAW_DB = "tq_bench_raw"
 CONCURRENCY = 2
 
 BROKER_TITLES = {
@@ -55,8 +54,7 @@ class System:
     role: str  # "ours", "peer" (counted in "best peer") or "ceiling" (a raw client loop)
     brokers: tuple[str, ...]
     module: str  # importable when the system is installed
-    amqp_queues: tuple[str, ...] = ()
-    redis_db: int | None = None
+    amqp_queues: tuple[str, ...] = ()  # base names (the run's are ``namespace.queue(name)``)
     results_db: tuple[str, ...] = ()  # brokers with a results-in-PostgreSQL row
     results_redis: bool = False  # has a results-in-Redis row (Redis broker)
     confirm_variant: bool = False  # an enqueue-only RabbitMQ row with publisher confirms on
@@ -71,7 +69,6 @@ SYSTEMS: dict[str, System] = {
             brokers=("redis", "amqp", "postgres", "sqlite"),
             module="django_tq",
             amqp_queues=("tq_bench",),
-            redis_db=12,
             results_db=("redis", "amqp", "postgres"),
             results_redis=True,
         ),
@@ -81,7 +78,6 @@ SYSTEMS: dict[str, System] = {
             brokers=("redis", "amqp"),
             module="celery",
             amqp_queues=("celery_bench",),
-            redis_db=11,
             results_db=("redis", "amqp"),
             results_redis=True,
         ),
@@ -90,7 +86,6 @@ SYSTEMS: dict[str, System] = {
             role="peer",
             brokers=("redis",),
             module="huey",
-            redis_db=13,
             results_redis=True,
         ),
         System(
@@ -98,8 +93,7 @@ SYSTEMS: dict[str, System] = {
             role="peer",
             brokers=("redis", "amqp"),
             module="dramatiq",
-            amqp_queues=("dramatiq_bench", "dramatiq_bench.DQ", "dramatiq_bench.XQ"),
-            redis_db=14,
+            amqp_queues=("dramatiq_bench",),  # and its delay and dead-letter queues (.DQ, .XQ)
             results_redis=True,
             confirm_variant=True,
         ),
@@ -114,7 +108,6 @@ SYSTEMS: dict[str, System] = {
             role="ceiling",
             brokers=("redis",),
             module="redis",
-            redis_db=15,
         ),
         System(
             name="raw-kombu",
@@ -122,16 +115,18 @@ SYSTEMS: dict[str, System] = {
             brokers=("redis", "amqp"),
             module="kombu",
             amqp_queues=("raw_bench",),
-            redis_db=10,
             confirm_variant=True,
         ),
         System(name="raw-pg", role="ceiling", brokers=("postgres",), module="psycopg"),
     )
 }
 RAW_SYSTEMS = tuple(name for name, system in SYSTEMS.items() if system.role == "ceiling")
-REDIS_DBS = sorted(s.redis_db for s in SYSTEMS.values() if s.redis_db is not None)
-AMQP_QUEUES = tuple(q for s in SYSTEMS.values() for q in s.amqp_queues)
-PG_DATABASES = (PG_DB, PG_PROCRASTINATE_DB, PG_RAW_DB)
+AMQP_QUEUES = tuple(
+    namespace.queue(q) + suffix
+    for s in SYSTEMS.values()
+    for q in s.amqp_queues
+    for suffix in (("", ".DQ", ".XQ") if s.name == "dramatiq" else ("",))
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +138,8 @@ class Scenario:
     results: str = ""  # "" off, "db" in PostgreSQL through Django, "redis" in Redis
     confirm: bool = False  # publisher confirms turned on (an enqueue-only row)
     bulk: bool = False  # django_tq's reusable publisher (an enqueue-only row)
+    #: django_tq on RabbitMQ with BROKER_CONFIRM="batch" (an enqueue-only row, one by one)
+    batch: bool = False
     metrics: bool = False  # django_tq's worker with --metrics-port (a "variant" of its row)
 
     def __post_init__(self) -> None:
@@ -159,7 +156,7 @@ class Scenario:
     @property
     def enqueue_only(self) -> bool:
         """The confirm and bulk variants differ from their base row only in how they publish."""
-        return self.confirm or self.bulk
+        return self.confirm or self.bulk or self.batch
 
     @property
     def needs_postgres(self) -> bool:
@@ -183,7 +180,8 @@ class Scenario:
             "raw-pg": "raw SKIP LOCKED",
         }
         extra = " + confirms" if self.confirm else " + metrics port" if self.metrics else ""
-        return names[self.system] + extra + (" publisher" if self.bulk else "")
+        extra += " publisher" if self.bulk else ' CONFIRM="batch"' if self.batch else ""
+        return names[self.system] + extra
 
     @property
     def label(self) -> str:
@@ -208,6 +206,7 @@ class Scenario:
             base
             + results.get(self.results, "")
             + (" (publisher, bulk)" if self.bulk else "")
+            + (' (BROKER_CONFIRM="batch")' if self.batch else "")
             + (" + --metrics-port" if self.metrics else "")
         )
 
@@ -215,7 +214,7 @@ class Scenario:
     def key(self) -> str:
         suffix = {"": "", "db": "/results", "redis": "/results-redis"}[self.results]
         variant = "/confirm" if self.confirm else "/metrics" if self.metrics else ""
-        variant += "/bulk" if self.bulk else ""
+        variant += "/bulk" if self.bulk else "/batch" if self.batch else ""
         return f"{self.broker}/{self.system}" + variant + suffix
 
 
@@ -241,6 +240,8 @@ def build_scenarios(
                 out.append(Scenario(broker, name, confirm=True))
             if name == "tq" and "enqueue" in workloads:
                 out.append(Scenario(broker, name, bulk=True))
+                if broker == "amqp":
+                    out.append(Scenario(broker, name, batch=True))
     if "results" in workloads:
         for broker in results_brokers:
             for name, system in SYSTEMS.items():
@@ -280,8 +281,9 @@ def skip_reason(sc: Scenario) -> str | None:
 
 
 # -- configuration ----------------------------------------------------------------------------------
-def redis_url(system: str) -> str:
-    return f"redis://{HOST}:6379/{SYSTEMS[system].redis_db}"
+def redis_url() -> str:
+    """Return the URL of this run's Redis database (every system's, one after another)."""
+    return f"redis://{HOST}:6379/{namespace.REDIS_DB}"
 
 
 def pg_url(database: str) -> str:
@@ -291,7 +293,7 @@ def pg_url(database: str) -> str:
 def broker_url(sc: Scenario) -> str:
     """Return the URL ``sc``'s system talks to its broker on."""
     if sc.broker == "redis":
-        return redis_url(sc.system)
+        return redis_url()
     if sc.broker == "amqp":
         return PIKA_URL if sc.system == "dramatiq" else AMQP_URL
     if sc.system == "procrastinate":
@@ -317,12 +319,15 @@ def scenario_env(sc: Scenario, record_dir: Path, sqlite_path: Path) -> dict[str,
         BENCH_PG_NAME=PG_DB,
         BENCH_DB="sqlite" if sc.broker == "sqlite" else "postgres",
         BENCH_SQLITE_PATH=str(sqlite_path),
+        **namespace.env(),
     )
     url = broker_url(sc)
     if sc.system == "tq":
         env.update(DJANGO_SETTINGS_MODULE="benchmarks.settings", BENCH_TQ_BROKER=url)
+        if sc.batch:
+            env["BENCH_TQ_CONFIRM"] = "batch"
         if sc.results == "redis":
-            env["BENCH_TQ_CACHE_URL"] = redis_url("tq")
+            env["BENCH_TQ_CACHE_URL"] = redis_url()
     elif sc.system == "celery":
         env["BENCH_CELERY_BROKER"] = url
         if sc.results == "db":
@@ -345,17 +350,20 @@ def worker_commands(sc: Scenario) -> list[list[str]]:
     if sc.system == "tq":
         # port 0: any free port; nothing scrapes it, so the row measures what a task pays
         metrics = ["--metrics-port", "0", "--metrics-address", HOST] if sc.metrics else []
-        return [[py, "-m", "django", "tqworker", "-P", "prefork", "-c", c, "-Q", "tq_bench", "-l", "warning", *metrics]]  # fmt: skip
+        return [[py, "-m", "django", "tqworker", "-P", "prefork", "-c", c, "-Q", namespace.queue("tq_bench"), "-l", "warning", *metrics]]  # fmt: skip
     if sc.system == "celery":
         return [[
             py, "-m", "celery", "-A", "benchmarks.celery_app", "worker", "-P", "prefork", "-c", c,
-            "-Q", "celery_bench", "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            # a node name of the run's own: its remote-control queue (``<name>.celery.pidbox``) is
+            # exclusive, and another run's Celery worker on the same RabbitMQ holds the default's
+            "-n", f"bench-{namespace.RUN_ID}@%h",
+            "-Q", namespace.queue("celery_bench"), "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]]  # fmt: skip
     if sc.system == "huey":
         # -q: warnings only (Huey logs two INFO lines per task otherwise; the others run at WARNING)
         return [[py, "-m", "huey.bin.huey_consumer", "benchmarks.huey_app.huey", "-k", "process", "-w", c, "-q"]]  # fmt: skip
     if sc.system == "dramatiq":
-        return [[py, "-m", "dramatiq", "benchmarks.dramatiq_app", "--processes", c, "--queues", "dramatiq_bench"]]  # fmt: skip
+        return [[py, "-m", "dramatiq", "benchmarks.dramatiq_app", "--processes", c, "--queues", namespace.queue("dramatiq_bench")]]  # fmt: skip
     if sc.system == "procrastinate":
         # Procrastinate's worker is one asyncio process: run two of them for two processes.
         return [
@@ -378,12 +386,9 @@ def worker_commands(sc: Scenario) -> list[list[str]]:
 
 # -- cleaning -------------------------------------------------------------------------------------
 def clean_broker(broker: str) -> None:
-    """Empty every benchmark queue on ``broker`` (all systems: no backlog disturbs the next row)."""
+    """Empty this run's queues on ``broker`` (all systems: no backlog disturbs the next row)."""
     if broker == "redis":
-        import redis
-
-        for db in REDIS_DBS:
-            redis.Redis(host=HOST, db=db, socket_connect_timeout=2).flushdb()
+        namespace.empty_redis_db()
     elif broker == "amqp":
         from kombu import Connection
 

@@ -121,6 +121,15 @@ def judge(rows: Rows) -> list[Verdict]:
             "enqueue_rate",
             1.5,
         ),
+        versus(
+            'enqueue, RabbitMQ, one by one, BROKER_CONFIRM="batch" (confirms read in the background)',
+            "≥ 1.5× Celery (no confirms)",
+            BOTH,
+            get("amqp/tq/batch"),
+            [get("amqp/celery")],
+            "enqueue_rate",
+            1.5,
+        ),
         bulk_enqueue(rows),
         versus(
             "drain, Redis",

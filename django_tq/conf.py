@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     #: seconds: RabbitMQ drops a consumer's connection that stays silent this long (0: never)
     "BROKER_HEARTBEAT": 60.0,
     "BROKER_USE_SSL": None,
+    #: RabbitMQ: "wait" (a publish returns once confirmed) or "batch" (once written)
+    "BROKER_CONFIRM": "wait",
     "RESULT_BACKEND": "django-db",
     "RESULT_EXPIRES": timedelta(days=7),
     "TRACK_ENQUEUED": True,
@@ -134,6 +136,7 @@ VALIDATORS: dict[str, Callable[[str, Any], None]] = {
     "BROKER_CONNECTION_TIMEOUT": _number(0.1),
     "BROKER_HEARTBEAT": _number(0),
     "BROKER_USE_SSL": _of_type(bool, dict, allow_none=True),
+    "BROKER_CONFIRM": _one_of("wait", "batch"),
     "RESULT_BACKEND": _result_backend,
     "RESULT_EXPIRES": _of_type(timedelta, int, float, allow_none=True),
     "TRACK_ENQUEUED": _of_type(bool),

@@ -273,6 +273,54 @@ class OutboxPublish:
 
 
 @dataclass(frozen=True, slots=True)
+class LatePublishFailure:
+    """A ``.delay()`` that returned before its confirm (``BROKER_CONFIRM="batch"``), then failed.
+
+    Called in the broker's confirm-collecting thread when RabbitMQ nacks the message, does not
+    confirm it within ``BROKER_CONNECTION_TIMEOUT``, or the connection is lost first: logs it,
+    sends ``task_publish_failed``, and writes the message to the outbox, from which any worker's
+    relay publishes it again (marked, so a copy whose task already ran is skipped). Only if that
+    write fails too is the task given up: its unique lock released, its result set to FAILURE.
+    """
+
+    message: TaskMessage
+    wire: WireMessage
+    alias: str
+    track: bool
+
+    def __call__(self, item: Outgoing, error: PublishError) -> None:
+        message = self.message
+        signals.send(signals.task_publish_failed, sender=message.task, message=message, exc=error)
+        try:
+            outbox.write(message, self.wire, using=self.alias)
+        except Exception as exc:
+            logger.exception(
+                "Task %s[%s] is lost: %s, and writing it to the outbox failed: %r",
+                message.task,
+                message.id,
+                error,
+                exc,
+            )
+            unique.release(message)
+            if self.track:
+                get_backend().set_state(
+                    message.id, states.FAILURE, result=serialization.exception_to_data(error)
+                )
+        else:
+            logger.error(
+                "Task %s[%s] was written but not taken by the broker: %s; it waits in the "
+                "outbox for a worker's relay",
+                message.task,
+                message.id,
+                error,
+            )
+        finally:
+            connection = connections[self.alias]
+            if not connection.in_atomic_block:  # the collector's own connection: not kept open
+                connection.close()
+
+
+@dataclass(frozen=True, slots=True)
 class CommitMarker:
     """Marks a message row written inside an open transaction: a ``django://`` queue row or a
     parked row, invisible to workers until the commit."""
@@ -377,7 +425,8 @@ def enqueue(
     else:
         record()
         try:
-            publish_now(message, wire, broker, policy)
+            late = LatePublishFailure(message, wire, alias, track)
+            publish_now(message, wire, broker, policy, on_late_failure=late)
         except PublishError as exc:
             unique.release(message)
             if track and not in_transaction:
@@ -439,8 +488,14 @@ def publish_now(
     wire: WireMessage,
     broker: Broker,
     policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    *,
+    on_late_failure: LatePublishFailure | None = None,
 ) -> None:
-    """Hand ``wire`` to the broker now (raises ``PublishError`` as ``policy`` says)."""
+    """Hand ``wire`` to the broker now (raises ``PublishError`` as ``policy`` says).
+
+    ``on_late_failure``: what a ``BROKER_CONFIRM="batch"`` publish turns into if the broker
+    refuses it after this returned (see :class:`LatePublishFailure`).
+    """
     signals.send(
         signals.before_task_publish, sender=message.task, message=message, headers=wire.headers
     )
@@ -451,7 +506,12 @@ def publish_now(
     if message.eta is not None and message.eta > timezone.now():
         not_before = message.eta.isoformat()
     broker.publish(
-        wire, queue=message.queue, priority=message.priority, not_before=not_before, policy=policy
+        wire,
+        queue=message.queue,
+        priority=message.priority,
+        not_before=not_before,
+        policy=policy,
+        on_late_failure=on_late_failure,
     )
     signals.send(signals.after_task_publish, sender=message.task, message=message)
 

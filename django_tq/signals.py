@@ -15,6 +15,8 @@ logger = logging.getLogger("django_tq.signals")
 
 before_task_publish = Signal()
 after_task_publish = Signal()
+#: ``BROKER_CONFIRM="batch"``: a message ``.delay()`` had written was then refused or not confirmed
+task_publish_failed = Signal()
 task_enqueued = Signal()
 task_received = Signal()
 task_prerun = Signal()

@@ -7,9 +7,11 @@ signature made here is never valid anywhere else Django uses the secret. Verific
 accepts ``SECRET_KEY_FALLBACKS``, so keys can be rotated without dead-lettering messages in
 flight.
 
-The signature covers the content type, the body and every header except the signature itself
-and :data:`UNSIGNED_HEADERS` (those added after signing, like parking's ``released``): a header
-added later to the protocol is covered without anyone remembering to add it here.
+The signature covers the content type, the body and every header except the signature itself,
+:data:`UNSIGNED_HEADERS` (those added after signing, like parking's ``released``) and those
+named ``x-…`` (:data:`BROKER_HEADER_PREFIX`: what brokers add on the way, such as a RabbitMQ
+quorum queue's ``x-delivery-count`` on every redelivery; django_tq's own headers never start
+so): a header added later to the protocol is covered without anyone remembering to add it here.
 """
 
 from __future__ import annotations
@@ -28,13 +30,20 @@ from django_tq.message import RELEASED_HEADER, WireMessage
 SIGNATURE_HEADER = "signature"
 #: headers set after a message was signed, which the signature does not cover
 UNSIGNED_HEADERS = frozenset({SIGNATURE_HEADER, RELEASED_HEADER})
+#: headers named so are added by brokers and their plugins after the signing (RabbitMQ's
+#: ``x-delivery-count``, ``x-death``; shovels', federation's): not covered
+BROKER_HEADER_PREFIX = "x-"
 #: the key derivation salt: a signature made here is valid nowhere else the secret is used
 KEY_SALT = "django_tq.signing.message"
 ALGORITHM = "sha256"
 
 
 def _signed_bytes(headers: dict[str, Any], body: str | bytes, content_type: str) -> bytes:
-    covered = {key: value for key, value in headers.items() if key not in UNSIGNED_HEADERS}
+    covered = {
+        key: value
+        for key, value in headers.items()
+        if key not in UNSIGNED_HEADERS and not key.startswith(BROKER_HEADER_PREFIX)
+    }
     # JSON output has no raw newline: the first one ends the metadata, the rest is the body.
     meta = json.dumps([content_type, covered], sort_keys=True, separators=(",", ":"), default=str)
     raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)

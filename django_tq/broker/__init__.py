@@ -28,9 +28,10 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
-from django_tq.broker import exchange_emulation
-from django_tq.broker.confirms import Confirms, ConfirmTimeout
+from django_tq.broker import delivery_limit, exchange_emulation, existing_queues
+from django_tq.broker.confirms import Confirms, ConfirmTimeout, Late, OnLateFailure
 from django_tq.broker.delivery import Delivery
+from django_tq.broker.late_confirms import LateConfirms
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from django_tq.broker.subscription import Subscription
 from django_tq.conf import on_reload, tq_settings
@@ -47,6 +48,9 @@ logger = logging.getLogger("django_tq.broker")
 #: AMQP queues are declared with this many priority levels (0-9, 9 highest).
 MAX_PRIORITY = 10
 
+
+#: ``BROKER_CONFIRM``: a publish returns once RabbitMQ confirmed it, or once it is written
+CONFIRM_MODES = ("wait", "batch")
 
 #: the URL schemes of RabbitMQ (kombu's py-amqp)
 AMQP_SCHEMES = frozenset({"amqp", "pyamqp", "amqps"})
@@ -95,7 +99,12 @@ class Broker:
         connect_timeout: float = 4.0,
         use_ssl: bool | dict[str, Any] | None = None,
         heartbeat: float = 0.0,
+        confirm: str = "wait",
     ) -> None:
+        if confirm not in CONFIRM_MODES:
+            raise ImproperlyConfigured(
+                f"BROKER_CONFIRM is one of {CONFIRM_MODES}, not {confirm!r}."
+            )
         self.url = url
         self.connect_timeout = connect_timeout
         #: AMQP heartbeat of consuming connections, in seconds (0: none; see subscription.py)
@@ -107,12 +116,23 @@ class Broker:
         self.scheme = urlsplit(url).scheme
         #: AMQP queues declared as quorum queues (``transport_options["quorum_queues"]``)
         self.quorum_queues = quorum_queue_names(self.transport_options.pop("quorum_queues", ()))
+        #: quorum queues an earlier version declared without a dead-letter exchange (a policy
+        #: gives them one: ``broker/delivery_limit.py``)
+        self.legacy_quorum_queues = quorum_queue_names(
+            self.transport_options.pop("legacy_quorum_queues", ())
+        )
+        #: queues declared otherwise that exist on RabbitMQ as quorum queues (Celery's)
+        self.found_quorum_queues: set[str] = set()
         #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
         self.confirms_publish = False
         if self.is_amqp:
             # The confirms are ours (broker/confirms.py), one wait per burst: py-amqp's
             # ``confirm_publish`` would wait after each message on every channel.
             self.confirms_publish = bool(self.transport_options.pop("confirm_publish", True))
+        #: RabbitMQ with confirms and ``BROKER_CONFIRM="batch"``: a publish given an
+        #: ``on_late_failure`` returns once written; its confirm is read in the background
+        self.confirms_late = self.confirms_publish and confirm == "batch"
+        self._late_confirms = LateConfirms()
         self._local = threading.local()
         self._declared: set[str] = set()
 
@@ -182,24 +202,45 @@ class Broker:
         return str(self.transport_options.get("alias", "default")) if self.is_database else None
 
     def is_quorum(self, name: str) -> bool:
-        """Return whether the AMQP queue ``name`` is a quorum queue."""
-        return self.is_amqp and (self.quorum_queues is ALL_QUEUES or name in self.quorum_queues)
+        """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included).
+
+        Also one declared otherwise that RabbitMQ reported existing as a quorum queue
+        (Celery's: :mod:`.existing_queues`). Never a worker's copy of a Broadcast queue: it is
+        deleted with its last consumer, and a quorum queue cannot be (``quorum_queues=True``
+        would make the worker's declare fail).
+        """
+        return (
+            self.is_amqp
+            and (
+                any(
+                    names is ALL_QUEUES or name in names
+                    for names in (self.quorum_queues, self.legacy_quorum_queues)
+                )
+                or name in self.found_quorum_queues
+            )
+            and tq_settings.QUEUES.broadcast_of(name) is None
+        )
+
+    def is_legacy_quorum(self, name: str) -> bool:
+        """Return whether ``name`` is a quorum queue declared without a dead-letter exchange."""
+        names = self.legacy_quorum_queues
+        return self.is_amqp and (names is ALL_QUEUES or name in names)
 
     def queue(self, name: str) -> Any:
         """Return the kombu queue called ``name``.
 
         On AMQP a classic queue with priorities 0-9, or a quorum queue (replicated; no
-        priorities) that drops a message returned more than ``MAX_DELIVERIES`` times. Bound as
+        priorities) that dead-letters a message returned more than ``MAX_DELIVERIES`` times to
+        ``<name>.delivery-limit`` (:mod:`~django_tq.broker.delivery_limit`). Bound as
         ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
         (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
         other queue to an exchange of its own name with its name as key.
         """
         arguments: dict[str, Any] = {}
         if self.is_quorum(name):
-            arguments = {
-                "x-queue-type": "quorum",
-                "x-delivery-limit": int(tq_settings.MAX_DELIVERIES),
-            }
+            arguments = delivery_limit.source_arguments(
+                int(tq_settings.MAX_DELIVERIES), name, legacy=self.is_legacy_quorum(name)
+            )
         elif self.is_amqp:
             arguments = {"x-max-priority": MAX_PRIORITY}
         topology = tq_settings.QUEUES
@@ -220,6 +261,18 @@ class Broker:
             durable=True,
         )
 
+    def declare_queue(self, connection: Any, name: str) -> None:
+        """Declare queue ``name`` with its exchange and binding on kombu ``connection``.
+
+        On RabbitMQ a queue that exists with other arguments (Celery's, with no
+        ``x-max-priority``) is used as it is, with a warning (:mod:`.existing_queues`).
+        """
+        if self.is_amqp:
+            if existing_queues.declare(connection, self.queue(name)):
+                self.found_quorum_queues.add(name)  # consumed as one: no channel-wide prefetch
+        else:
+            self.queue(name)(connection.default_channel).declare()
+
     @property
     def is_amqp(self) -> bool:
         """Return whether the broker is RabbitMQ (real exchanges and bindings)."""
@@ -235,20 +288,28 @@ class Broker:
             state.declared = set()
             state.confirms = None
             if self.confirms_publish:
-                state.confirms = Confirms(state.producer.channel)
+                state.confirms = Confirms(state.producer.channel, url=self.safe_url)
         return state.producer
 
     def _reset_producer(self) -> None:
         """Drop the publishing connection a publish failed on, without waiting for the broker."""
         state = self._local
         connection = getattr(state, "connection", None)
+        confirms = getattr(state, "confirms", None)
         state.producer = None
         state.confirms = None
+        if confirms is not None:  # its late messages will never be confirmed now
+            self._late_confirms.abandon(confirms, "the publishing connection was lost")
         if connection is not None:
             try:
                 # closing an AMQP connection waits for the broker's CloseOk: on a partition,
-                # for the socket's timeout, past BROKER_CONNECTION_TIMEOUT. Only drop it.
-                connection.collect() if self.is_amqp else connection.release()
+                # for the socket's timeout, past BROKER_CONNECTION_TIMEOUT. Only drop it (the
+                # collector thread never reads it meanwhile: it holds the confirms' lock too).
+                if confirms is not None:
+                    with confirms.lock:
+                        connection.collect()
+                else:
+                    connection.collect() if self.is_amqp else connection.release()
             except Exception:
                 logger.debug("releasing a broken publishing connection failed", exc_info=True)
 
@@ -261,8 +322,15 @@ class Broker:
         not_before: str | None = None,
         routing_key: str | None = None,
         policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        on_late_failure: OnLateFailure | None = None,
     ) -> None:
-        """Hand ``wire`` to the broker or raise :class:`PublishError` as ``policy`` says."""
+        """Hand ``wire`` to the broker or raise :class:`PublishError` as ``policy`` says.
+
+        ``on_late_failure``: with ``BROKER_CONFIRM="batch"`` on RabbitMQ, return once the
+        message is written, and call this (in :mod:`~.late_confirms`' thread) if the broker
+        then nacks it, does not confirm it within the policy's timeout, or the connection is
+        lost first. Without it, or in the default ``"wait"`` mode, return once confirmed.
+        """
         outgoing = Outgoing(
             wire=wire,
             queue=queue,
@@ -271,10 +339,14 @@ class Broker:
             not_before=not_before,
             routing_key=routing_key,
         )
-        self.publish_many([outgoing], policy=policy)
+        self.publish_many([outgoing], policy=policy, on_late_failure=on_late_failure)
 
     def publish_many(
-        self, burst: Sequence[Outgoing], *, policy: RetryPolicy = DEFAULT_RETRY_POLICY
+        self,
+        burst: Sequence[Outgoing],
+        *,
+        policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        on_late_failure: OnLateFailure | None = None,
     ) -> None:
         """Hand every message of ``burst`` to the broker, in one go where the broker allows it.
 
@@ -284,7 +356,11 @@ class Broker:
         the burst with :class:`PublishError`, whose ``failed`` lists the labels it did not take;
         a lost connection publishes the unconfirmed messages again as ``policy`` says (a message
         whose confirm was lost may then be there twice: a worker skips a copy of a task that ran).
+        ``on_late_failure``: with ``BROKER_CONFIRM="batch"``, return once written (see
+        :meth:`publish`).
         """
+        if not self.confirms_late:
+            on_late_failure = None
         timeout = self.connect_timeout if policy.timeout is None else policy.timeout
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
@@ -298,7 +374,7 @@ class Broker:
                 # broker's confirms: the publish as a whole fails within it, never later
                 remaining = max(0.1, deadline - time.monotonic())
                 producer.connection.connect_timeout = min(self.connect_timeout, remaining)
-                todo = self._publish_burst(producer, todo, remaining)
+                todo = self._publish_burst(producer, todo, remaining, on_late_failure, timeout)
                 return
             except PublishError:
                 raise
@@ -333,7 +409,12 @@ class Broker:
         return [item for item in burst if item.label in waiting] if waiting else burst
 
     def _publish_burst(
-        self, producer: Any, burst: list[Outgoing], timeout: float
+        self,
+        producer: Any,
+        burst: list[Outgoing],
+        timeout: float,
+        on_late_failure: OnLateFailure | None = None,
+        late_timeout: float = 0.0,
     ) -> list[Outgoing]:
         declared: set[str] = self._local.declared
         channel = producer.channel
@@ -346,24 +427,42 @@ class Broker:
             channel.put_messages(copies)
             declared.update(item.queue for item in copies)
             return []
-        targets = [self._declare_target(channel, item) for item in burst]
         confirms = self._local.confirms
-        if confirms is None:  # kombu's own transports (memory://, AMQP without confirms)
-            for item, (exchange, routing_key) in zip(burst, targets, strict=True):
-                producer.publish(
-                    item.wire.body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    headers=item.wire.headers,
-                    content_type=item.wire.content_type,
-                    content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
-                    priority=item.priority,
-                    delivery_mode=2,
-                    retry=False,
-                    timeout=timeout,
-                    **({"not_before": item.not_before} if item.not_before else {}),
+        if confirms is not None:
+            with confirms.lock:  # the collector thread reads this connection too
+                return self._publish_confirmed(
+                    channel, confirms, burst, timeout, on_late_failure, late_timeout
                 )
-            return []
+        targets = [self._declare_target(channel, item) for item in burst]
+        # kombu's own transports (memory://, AMQP without confirms)
+        for item, (exchange, routing_key) in zip(burst, targets, strict=True):
+            producer.publish(
+                item.wire.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=item.wire.headers,
+                content_type=item.wire.content_type,
+                content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
+                priority=item.priority,
+                delivery_mode=2,
+                retry=False,
+                timeout=timeout,
+                **({"not_before": item.not_before} if item.not_before else {}),
+            )
+        return []
+
+    def _publish_confirmed(
+        self,
+        channel: Any,
+        confirms: Confirms,
+        burst: list[Outgoing],
+        timeout: float,
+        on_late_failure: OnLateFailure | None,
+        late_timeout: float,
+    ) -> list[Outgoing]:
+        """Publish ``burst`` on a channel in confirm mode; wait for its confirms, unless late."""
+        targets = [self._declare_target(channel, item) for item in burst]
+        late_until = time.monotonic() + late_timeout
         with channel.connection.transport.having_timeout(timeout):
             for item, (exchange, routing_key) in zip(burst, targets, strict=True):
                 properties: dict[str, Any] = {"delivery_mode": 2}
@@ -377,7 +476,13 @@ class Broker:
                     headers=item.wire.headers,
                     properties=properties,
                 )
-                confirms.publish(item.label, message, exchange=exchange, routing_key=routing_key)
+                late = None if on_late_failure is None else Late(item, on_late_failure, late_until)
+                confirms.publish(
+                    item.label, message, exchange=exchange, routing_key=routing_key, late=late
+                )
+        if on_late_failure is not None:
+            self._late_confirms.watch(confirms)
+            return []
         try:
             nacked = confirms.wait(timeout)
         except ConfirmTimeout as exc:
@@ -424,7 +529,7 @@ class Broker:
         route = item.wire.route
         if route is None:
             if item.queue not in declared:
-                self.queue(item.queue)(channel).declare()
+                self.declare_queue(self._local.connection, item.queue)
                 declared.add(item.queue)
             return "", item.routing_key or item.queue
         exchange, routing_key = route
@@ -434,7 +539,7 @@ class Broker:
             entity(channel).declare()
             for queue in topology.queues:
                 if queue.exchange == exchange and not queue.broadcast:
-                    self.queue(queue.name)(channel).declare()
+                    self.declare_queue(self._local.connection, queue.name)
             declared.add(f"exchange:{exchange}")
         return exchange, routing_key
 
@@ -445,6 +550,14 @@ class Broker:
         if parts.password:
             return self.url.replace(f":{parts.password}@", ":***@")
         return self.url
+
+    def wait_for_confirms(self, timeout: float = 10.0) -> bool:
+        """Wait until every late publish of this process is confirmed or its failure handled.
+
+        Return whether that happened within ``timeout`` seconds (``BROKER_CONFIRM="batch"``;
+        at once otherwise). Called at interpreter exit and when a worker child stops.
+        """
+        return self._late_confirms.drain(timeout)
 
     # -- consuming and administration ------------------------------------------------------
     def subscribe(
@@ -512,7 +625,7 @@ class Broker:
                 declared = tq_settings.QUEUES.get(name)
                 if declared is not None and declared.broadcast:
                     continue  # its messages are in the workers' copies
-                self.queue(name)(channel).declare()
+                self.declare_queue(conn, name)
                 total += channel.queue_purge(name) or 0
             return total
 
@@ -557,6 +670,7 @@ def get_broker() -> Broker:
                     connect_timeout=tq_settings.BROKER_CONNECTION_TIMEOUT,
                     use_ssl=tq_settings.BROKER_USE_SSL,
                     heartbeat=tq_settings.BROKER_HEARTBEAT,
+                    confirm=tq_settings.BROKER_CONFIRM,
                 )
     return _broker
 

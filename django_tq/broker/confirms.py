@@ -6,14 +6,25 @@ one given). :class:`Confirms` publishes a burst without waiting, remembers which
 number is, and then reads the channel until every number of the burst is settled: one wait for
 the burst, however many messages it holds. py-amqp's own ``confirm_publish`` waits after every
 message; this channel never uses it (the numbering would no longer be ours).
+
+A message published with a :class:`Late` (``BROKER_CONFIRM="batch"``) is waited for by nobody:
+its confirm is read later, by :mod:`~.late_confirms`' thread or by any wait on the channel,
+and a nack, a timeout or a lost connection hands it to its ``on_failure``. Every read and write
+of the channel holds :attr:`Confirms.lock`, so the two threads never interleave on the socket.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from amqp import spec
+
+from django_tq.exceptions import PublishError
+from django_tq.outgoing import Outgoing
 
 
 class ConfirmTimeout(Exception):
@@ -24,71 +35,177 @@ class ConfirmTimeout(Exception):
         self.unsettled = unsettled
 
 
+#: what a late message that fails is handed to: the message, and why the broker did not take it
+OnLateFailure = Callable[[Outgoing, PublishError], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A published message whose confirm nobody waits for: what to do if it never comes good."""
+
+    item: Outgoing
+    #: called in the collecting thread
+    on_failure: OnLateFailure
+    #: ``time.monotonic()`` after which a missing confirm is a failure
+    deadline: float
+
+
+#: a late message that failed, and why
+Failure = tuple[Late, PublishError]
+
+
+@dataclass(slots=True)
+class _Entry:
+    label: str
+    late: Late | None = None
+
+
 class Confirms:
     """The confirm numbering of one py-amqp channel in confirm mode."""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, *, url: str = "the broker") -> None:
         self.channel = channel
+        self.url = url
+        #: held around every read and write of the channel (the publisher's and the collector's)
+        self.lock = threading.RLock()
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
         self._next_tag = 1
-        #: delivery tag -> label of a message published and not settled yet (in tag order)
-        self._unsettled: dict[int, str] = {}
+        #: delivery tag -> message published and not settled yet (in tag order)
+        self._unsettled: dict[int, _Entry] = {}
+        #: how many of them are late (nobody waits for them)
+        self._late = 0
         self._nacked: list[str] = []
+        #: late messages that failed since the last :meth:`take_failures`
+        self._failures: list[Failure] = []
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
 
-    def publish(self, label: str, message: Any, *, exchange: str = "", routing_key: str) -> None:
+    def publish(
+        self,
+        label: str,
+        message: Any,
+        *,
+        exchange: str = "",
+        routing_key: str,
+        late: Late | None = None,
+    ) -> None:
         """Write ``message`` to ``exchange`` (``""``: the default one) without waiting for its confirm.
 
         ``basic.publish`` sent as py-amqp's ``basic_publish`` sends it, minus its non-blocking
         read before every message (for ``connection.blocked``): :meth:`wait` reads once per
-        burst. The caller bounds the writes (``transport.having_timeout``).
+        burst. The caller holds :attr:`lock` and bounds the writes (``transport.having_timeout``).
+        ``late``: nobody will :meth:`wait` for this one (see the module docstring).
         """
         self.channel.send_method(
             spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, False, False), message
         )
-        self._unsettled[self._next_tag] = label
+        self._unsettled[self._next_tag] = _Entry(label, late)
         self._next_tag += 1
+        if late is not None:
+            self._late += 1
 
     def wait(self, timeout: float) -> list[str]:
-        """Read until every published message is settled; return the labels of the nacked ones.
+        """Read until every waited-for message is settled; return the labels of the nacked ones.
 
         Raise :class:`ConfirmTimeout` (with the unsettled labels) after ``timeout`` seconds, and
-        the connection's own errors when it closes meanwhile.
+        the connection's own errors when it closes meanwhile. Late messages are not waited for
+        (their confirms are settled on the way).
         """
         deadline = time.monotonic() + timeout
         connection = self.channel.connection
-        while self._unsettled:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ConfirmTimeout(self.unsettled())
-            try:
-                connection.drain_events(timeout=remaining)
-            except TimeoutError:
-                continue
-        nacked, self._nacked = self._nacked, []
+        with self.lock:
+            while len(self._unsettled) > self._late:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConfirmTimeout(self.unsettled())
+                try:
+                    connection.drain_events(timeout=remaining)
+                except TimeoutError:
+                    continue
+            nacked, self._nacked = self._nacked, []
         return nacked
 
-    def unsettled(self) -> list[str]:
-        """Return the labels of the messages neither acked nor nacked yet."""
-        return list(self._unsettled.values())
+    def collect(self) -> None:
+        """Settle every confirm that has arrived, without waiting for more (the collector's read)."""
+        connection = self.channel.connection
+        with self.lock:
+            while self._unsettled:
+                try:
+                    connection.drain_events(timeout=0)
+                except TimeoutError:
+                    return
 
-    def _settle(self, delivery_tag: int, multiple: bool) -> list[str]:
+    @property
+    def late(self) -> int:
+        """Return how many late messages are not settled yet."""
+        return self._late
+
+    @property
+    def idle(self) -> bool:
+        """Return whether no late message waits for its confirm or for its failure's report."""
+        return self._late == 0 and not self._failures
+
+    def unsettled(self) -> list[str]:
+        """Return the labels of the waited-for messages neither acked nor nacked yet."""
+        return [entry.label for entry in self._unsettled.values() if entry.late is None]
+
+    def expire(self, now: float) -> None:
+        """Fail the late messages whose deadline is past (their confirm may still come: ignored)."""
+        with self.lock:
+            for tag, entry in list(self._unsettled.items()):
+                if entry.late is not None and entry.late.deadline <= now:
+                    del self._unsettled[tag]
+                    self._late -= 1
+                    error = PublishError(
+                        f"{self.url} did not confirm {entry.label} in time",
+                        failed=[entry.label],
+                    )
+                    self._failures.append((entry.late, error))
+
+    def abandon(self, reason: str) -> None:
+        """Fail every late message not settled yet: the channel is gone (``reason``)."""
+        with self.lock:
+            for tag, entry in list(self._unsettled.items()):
+                if entry.late is not None:
+                    del self._unsettled[tag]
+                    error = PublishError(
+                        f"{self.url}: {reason} before confirming {entry.label}",
+                        failed=[entry.label],
+                    )
+                    self._failures.append((entry.late, error))
+            self._late = 0
+
+    def take_failures(self) -> list[Failure]:
+        """Return (and forget) the late messages that failed so far."""
+        with self.lock:
+            failures, self._failures = self._failures, []
+        return failures
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> list[_Entry]:
         if not multiple:
-            label = self._unsettled.pop(delivery_tag, None)
-            return [] if label is None else [label]
-        settled = []
-        while self._unsettled:
-            tag = next(iter(self._unsettled))
-            if tag > delivery_tag:
-                break
-            settled.append(self._unsettled.pop(tag))
+            entry = self._unsettled.pop(delivery_tag, None)
+            settled = [] if entry is None else [entry]
+        else:
+            settled = []
+            while self._unsettled:
+                tag = next(iter(self._unsettled))
+                if tag > delivery_tag:
+                    break
+                settled.append(self._unsettled.pop(tag))
+        self._late -= sum(1 for entry in settled if entry.late is not None)
         return settled
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         self._settle(delivery_tag, multiple)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked.extend(self._settle(delivery_tag, multiple))
+        for entry in self._settle(delivery_tag, multiple):
+            if entry.late is None:
+                self._nacked.append(entry.label)
+            else:
+                error = PublishError(
+                    f"{self.url} refused (nack) {entry.label}", failed=[entry.label]
+                )
+                self._failures.append((entry.late, error))

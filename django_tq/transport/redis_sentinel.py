@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from redis import ConnectionPool
 from redis import sentinel as redis_sentinel
+from redis.sentinel import MasterNotFoundError
 
 from django_tq.transport.redis import Channel, Transport
 
@@ -35,6 +36,26 @@ def sentinel_addresses(urls: list[str]) -> list[tuple[str, int]]:
         if parts.scheme in ("sentinel", "sentinels"):
             addresses.append((parts.hostname or "127.0.0.1", parts.port or DEFAULT_SENTINEL_PORT))
     return addresses
+
+
+class Sentinels(redis_sentinel.Sentinel):
+    """redis-py's ``Sentinel``, naming each sentinel by its address when none names a primary.
+
+    redis-py lists each sentinel's error after the sentinel's ``repr`` — its whole connection
+    pool, a thousand characters — which buries the reason (``certificate verify failed``).
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            return super().discover_master(service_name)
+        except MasterNotFoundError as exc:
+            message = str(exc)
+            for client in self.sentinels:
+                address = client.connection_pool.connection_kwargs
+                message = message.replace(
+                    repr(client), f"sentinel {address.get('host')}:{address.get('port')}"
+                )
+            raise MasterNotFoundError(message) from exc
 
 
 class SentinelChannel(Channel):
@@ -68,7 +89,7 @@ class SentinelChannel(Channel):
         params = {key: value for key, value in params.items() if key not in ("host", "port")}
         if params.pop("connection_class", None) is not None:
             params["connection_class"] = redis_sentinel.SentinelManagedSSLConnection
-        manager = redis_sentinel.Sentinel(
+        manager = Sentinels(
             addresses,
             min_other_sentinels=int(self.min_other_sentinels),
             sentinel_kwargs=sentinel_kwargs,

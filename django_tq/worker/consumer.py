@@ -45,7 +45,7 @@ from django_tq.worker.dead_letter import dead_letter
 from django_tq.worker.holding import Holding
 from django_tq.worker.lease_keeper import LeaseKeeper
 from django_tq.worker.pool import Slot
-from django_tq.worker.redelivery import count_deliveries, fail_if_lost
+from django_tq.worker.redelivery import count_deliveries, fail_if_lost, records_starts
 from django_tq.worker.revocations import Revocations
 from django_tq.worker.time_limits import soft_time_limit, warn_unenforced
 
@@ -341,7 +341,9 @@ class Consumer:
 
     def _writes_started(self, task: Task[Any, Any], message: TaskMessage) -> bool:
         """Return whether a run of ``message`` records STARTED (``TRACK_STARTED``)."""
-        return self.track_started and not message.ignore_result and task.track_started is not False
+        return records_starts(
+            task, ignore_result=message.ignore_result, track_started=self.track_started
+        )
 
     @staticmethod
     def _for_every_worker(delivery: Delivery) -> bool:

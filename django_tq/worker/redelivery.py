@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import close_old_connections
 
@@ -13,8 +14,18 @@ from django_tq.exceptions import WorkerLostError
 from django_tq.execution import Outcome, record
 from django_tq.message import TaskMessage
 from django_tq.result_backends import get_backend
+from django_tq.tasks import Task
 
 logger = logging.getLogger("django_tq.worker")
+
+
+def records_starts(task: Task[Any, Any], *, ignore_result: bool, track_started: bool) -> bool:
+    """Return whether a run of ``task`` records STARTED with its delivery count on the result
+    row — what ``MAX_DELIVERIES`` is counted from where the transport keeps no count (AMQP).
+
+    ``track_started`` is ``TRACK_STARTED``; ``ignore_result`` the message's own.
+    """
+    return track_started and not ignore_result and task.track_started is not False
 
 
 def count_deliveries(delivery: Delivery) -> int:

@@ -42,6 +42,7 @@ from django_tq.result_backends import get_backend
 from django_tq.worker.autoreload import CodeWatcher
 from django_tq.worker.autoscale import Autoscaler
 from django_tq.worker.consumer import Consumer, ConsumerConfig, TaskObserver
+from django_tq.worker.delivery_limit import DeliveryLimitRescue
 from django_tq.worker.pool import ChildExit, Pool, Slot, Target, make_pool
 from django_tq.worker.remote_control import ControlServer
 from django_tq.worker.revocations import Revocations
@@ -94,6 +95,9 @@ def run_consumer(
     try:
         Consumer(broker, config, stopping=stopping, slot=slot).run()
     finally:
+        # BROKER_CONFIRM="batch": what the child published (retries, chain steps) is confirmed,
+        # or in the outbox, before it exits (a pool child may leave by os._exit: no atexit)
+        broker.wait_for_confirms()
         signals.send(signals.worker_process_shutdown, sender=None, index=index)
         connections.close_all()
 
@@ -133,6 +137,8 @@ class Worker:
         self.events: events.EventSender | None = None  # with ``config.events``, once running
         self.watcher = CodeWatcher() if config.autoreload else None
         self.liveness = LivenessFile(config.liveness_file) if config.liveness_file else None
+        #: reads back what RabbitMQ dead-lettered at a quorum queue's delivery limit
+        self.delivery_limit = self._delivery_limit_rescue(config.queues)
         #: the code changed (``autoreload``): whoever started the worker starts it again
         self.reload_requested = False
 
@@ -212,6 +218,9 @@ class Worker:
         self._guard("terminate_revoked", lambda: self.terminate_revoked(now), now)
         self._guard("enforce_time_limits", self.enforce_time_limits, now)
         self._guard("remote_control", lambda: self.answer_commands(now), now)
+        if self.delivery_limit is not None:
+            rescue = self.delivery_limit
+            self._guard("delivery_limit", lambda: rescue.tick(now), now)
         if self.autoscaler is not None:
             autoscaler = self.autoscaler
             self._guard("autoscale", lambda: autoscaler.tick(now), now)
@@ -331,8 +340,8 @@ class Worker:
 
     def relay_outbox(self) -> int:
         """Publish outbox rows that were not published after their commit (``OUTBOX``)."""
-        if not tq_settings.OUTBOX:
-            return 0
+        if not (tq_settings.OUTBOX or tq_settings.BROKER_CONFIRM == "batch"):
+            return 0  # "batch": a late nack or timeout writes the message to the outbox
         relayed = outbox.relay(self.broker)
         if relayed:
             logger.warning("Relayed %d outbox message(s) not published after commit", relayed)
@@ -393,6 +402,16 @@ class Worker:
         self.config = replace(self.config, queues=queues)
         self.pool.target = self._target()
         self._restart_children = True
+        if self.delivery_limit is not None:
+            self.delivery_limit.close()
+        self.delivery_limit = self._delivery_limit_rescue(queues)
+
+    def _delivery_limit_rescue(self, queues: tuple[str, ...]) -> DeliveryLimitRescue | None:
+        """Return what reads back the delivery-limit dead letters of the quorum ``queues``."""
+        quorum = [name for name in queues if self.broker.is_quorum(name)]
+        if not quorum:
+            return None
+        return DeliveryLimitRescue(self.broker, quorum, hostname=self.hostname)
 
     def answer_commands(self, now: float) -> int:
         """Run the remote-control commands sent to this worker; return how many."""
@@ -480,6 +499,8 @@ class Worker:
             self.events.disconnect()
         if self.control is not None:
             self.control.close()
+        if self.delivery_limit is not None:
+            self.delivery_limit.close()
         connections.close_all()
         if self.liveness is not None:
             self.liveness.remove()

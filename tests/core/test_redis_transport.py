@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
@@ -457,3 +458,20 @@ def test_a_sentinel_url_names_every_sentinel_and_needs_a_master_name() -> None:
             26391,
             26379,
         ]
+
+
+def test_no_sentinel_answering_says_which_and_why_in_a_line() -> None:
+    """redis-py names each failed sentinel by its whole connection pool; ours by its address."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:  # nothing listens there once it is closed
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    url = ";".join(f"sentinel://127.0.0.1:{port}" for port in ports)
+    broker = Broker(url, transport_options={"master_name": "main"}, connect_timeout=0.5)
+    with pytest.raises(PublishError, match="No master found for 'main'") as refused:
+        broker.publish(message("nowhere"), queue="q")
+    text = str(refused.value)
+    assert all(f"sentinel 127.0.0.1:{port} - " in text for port in ports)
+    assert "ConnectionPool" not in text
+    assert "Connection refused" in text

@@ -37,6 +37,26 @@ def test_a_signed_message_verifies_with_the_key_or_a_fallback():
         _verify(wire)
 
 
+def test_headers_a_broker_adds_on_the_way_are_not_covered():
+    """A RabbitMQ quorum queue adds ``x-delivery-count`` to each redelivery, ``x-death`` to a
+    dead-lettered message; our own headers never start with ``x-``."""
+    message = _message("s-x", "x").with_changes(
+        headers={"x-mine": 1},  # a custom header: under "custom", so covered
+        root_id="r",
+        parent_id="p",
+        group_id="g",
+        exchange="e",
+        routing_key="k",
+        time_limit=5.0,
+        unique_key="u",
+        priority=3,
+    )
+    signed = signing.sign(encode_unsigned(message))
+    assert not [key for key in signed.headers if key.startswith(signing.BROKER_HEADER_PREFIX)]
+    redelivered = {**signed.headers, "x-delivery-count": 2, "x-death": [{"count": 1}]}
+    _verify(WireMessage(headers=redelivered, body=signed.body, content_type=signed.content_type))
+
+
 def test_the_signature_covers_the_body_the_content_type_and_every_header():
     signed = signing.sign(encode_unsigned(_message("s-2", "x")))
     altered = [

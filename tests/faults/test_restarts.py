@@ -14,7 +14,9 @@ import time
 import pytest
 
 from django_tq import AsyncResult, states
+from django_tq.broker import get_broker
 from django_tq.exceptions import PublishError
+from django_tq.models import OutboxMessage
 from tests.conftest import wait_for
 from tests.faults.conftest import (
     LEASE_SECONDS,
@@ -66,3 +68,34 @@ def test_a_redis_restart_loses_nothing(private_redis, queue_name, settings, star
 
 def test_a_rabbitmq_restart_loses_nothing(private_rabbitmq, queue_name, settings, start_worker):
     _restart_mid_burst(private_rabbitmq, private_rabbitmq.url, queue_name, settings, start_worker)
+
+
+def test_a_rabbitmq_killed_with_batch_confirms_in_flight_loses_nothing(
+    private_rabbitmq, queue_name, settings, start_worker
+):
+    """``BROKER_CONFIRM="batch"``: the broker is SIGKILLed right after a burst of ``.delay()``,
+    before it confirmed the last of them; those are kept in the outbox and relayed by the worker."""
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": private_rabbitmq.url,
+        "DEFAULT_QUEUE": queue_name,
+        "LEASE_SECONDS": LEASE_SECONDS,
+        "BROKER_CONNECTION_TIMEOUT": CONNECTION_TIMEOUT,
+        "BROKER_CONFIRM": "batch",
+    }
+    worker = start_worker("-P", "prefork", "-c", "2")
+    broker = get_broker()
+    first = burst(1)
+    assert broker.wait_for_confirms()
+    with broker._local.confirms.lock:  # nothing reads the confirms of these before the kill
+        before = burst(500)
+        private_rabbitmq.kill()
+    assert broker.wait_for_confirms()  # each one confirmed (read before the socket closed) or kept
+    kept = set(OutboxMessage.objects.values_list("task_id", flat=True))
+    assert kept <= set(before)
+    private_rabbitmq.start()
+    after = burst(50)  # the client reconnects by itself
+    runs = wait_until_finished(first + before + after, 180)
+    assert runs.lost(first + before + after) == set()
+    assert worker.process.poll() is None, worker.output()
+    wait_for(lambda: not OutboxMessage.objects.exists(), 30, what="the outbox relayed")

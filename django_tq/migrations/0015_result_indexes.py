@@ -66,7 +66,7 @@ def remove_full_indexes(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_tq', '0013_solar'),
+        ('django_tq', '0014_periodic_task_exchange'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
