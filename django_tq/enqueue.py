@@ -408,7 +408,7 @@ def enqueue(
         if burst is not None:
             burst.add(message, wire, owner_id=owner_id, track=track)
         else:
-            record()
+            record(then_commits=True)
             publish_now(message, wire, broker)
         if in_transaction:
             transaction.on_commit(CommitMarker(message.id), using=alias)
@@ -438,18 +438,31 @@ def enqueue(
     return message.id
 
 
-def _skip() -> None:
+def _skip(*, then_commits: bool = False) -> None:
     """Record nothing (``TRACK_ENQUEUED`` off, or ``ignore_result``)."""
 
 
-def _mark_queued(message: TaskMessage, owner_id: Any, alias: str, in_transaction: bool) -> None:
+def _mark_queued(
+    message: TaskMessage,
+    owner_id: Any,
+    alias: str,
+    in_transaction: bool,
+    *,
+    then_commits: bool = False,
+) -> None:
     """Write ``message``'s QUEUED row: now, or after the commit on ``alias`` when the backend
-    does not write in that transaction (so a rollback leaves no row behind)."""
+    does not write in that transaction (so a rollback leaves no row behind).
+
+    ``then_commits``: the caller commits a write on ``alias`` right after (the ``django://``
+    message row). Where the backend's writes are durable with that commit (one PostgreSQL
+    WAL, flushed in order), the QUEUED row does not wait for a flush of its own.
+    """
     backend = get_backend()
     if in_transaction and not backend.writes_on(alias):
         transaction.on_commit(partial(backend.mark_queued, message, owner_id=owner_id), using=alias)
     else:
-        backend.mark_queued(message, owner_id=owner_id)
+        durable = in_transaction or not (then_commits and backend.is_durable_with(alias))
+        backend.mark_queued(message, owner_id=owner_id, durable=durable)
 
 
 def _enqueue_to_sinks(

@@ -35,6 +35,7 @@ from django_tq.exceptions import (
     TaskRevokedError,
     Terminated,
 )
+from django_tq.folded_ack import FoldedAck
 from django_tq.message import TaskMessage
 from django_tq.outcome import Outcome
 from django_tq.registry import registry
@@ -271,6 +272,21 @@ def _is_final(outcome: Outcome) -> bool:
     return outcome.state in states.READY_STATES or outcome.state in (IGNORED, REJECTED)
 
 
+def _is_last_write(message: TaskMessage, outcome: Outcome) -> bool:
+    """Return whether recording ``outcome`` writes nothing after its state: no retry to
+    enqueue, no workflow step (chain, chord count, callbacks, group), no unique key to free.
+
+    Only then may the ack go with the state's write: a crash right after it must find nothing
+    undone, because the acked message never comes back to finish it.
+    """
+    return (
+        outcome.retry is None
+        and outcome.state in states.READY_STATES
+        and message.unique_key is None
+        and not workflow.follows(message)
+    )
+
+
 def record(
     message: TaskMessage,
     outcome: Outcome,
@@ -279,6 +295,7 @@ def record(
     delivery_count: int = 0,
     durable: bool = True,
     fenced: bool = False,
+    ack: FoldedAck | None = None,
 ) -> bool:
     """Store ``outcome`` and enqueue what follows: a retry's next attempt, the next step of a
     workflow; free the unique key of a finished task (all side effects but the ack). Return
@@ -290,12 +307,16 @@ def record(
     ``fenced=True``: this execution recorded STARTED as delivery ``delivery_count``; if a newer
     delivery has started the task since (this worker was cut off past its lease), the outcome is
     dropped with everything that would follow it (``ResultBackend.store``).
+    ``ack``: the message's ack, run with the outcome's write when nothing follows that write
+    (see :func:`_is_last_write`); the caller acks as usual unless its ``settled()`` was called.
     """
     task = registry.get(message.task)
     backend = get_backend()
     keep = not message.ignore_result or bool(message.chord)  # a chord counts stored results
     if outcome.state == states.FAILURE:
         keep = keep or task.store_errors_even_if_ignored
+    if not _is_last_write(message, outcome):
+        ack = None
 
     def write() -> None:
         if keep and outcome.state not in (IGNORED, REJECTED, REPLACED):
@@ -308,6 +329,7 @@ def record(
                 delivery_count=delivery_count,
                 durable=durable,
                 fenced=fenced,
+                ack=ack,
             )
 
     try:

@@ -15,17 +15,22 @@ from typing import Any
 
 from django.core.cache import caches
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models.sql import UpdateQuery
+from django.db.models import Model
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
 from django_tq import serialization, states
 from django_tq.conf import on_reload, tq_settings
 from django_tq.exceptions import Superseded
+from django_tq.folded_ack import FoldedAck
 from django_tq.message import TaskMessage
 from django_tq.models import TaskResult
 
+#: PostgreSQL: the call that makes the statement's own transaction skip the WAL flush
+WITHOUT_FLUSH_SETTING = "set_config('synchronous_commit', 'off', true)"
 #: PostgreSQL: a FROM item that makes the statement's own transaction skip the WAL flush
-WITHOUT_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS without_flush"
+WITHOUT_FLUSH = f"(SELECT {WITHOUT_FLUSH_SETTING}) AS without_flush"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,11 +63,20 @@ class ResultData:
 class ResultBackend:
     """The contract every result backend fills."""
 
-    def mark_queued(self, message: TaskMessage, *, owner_id: Any = None) -> None:
-        """Record that ``message`` was enqueued (state QUEUED)."""
-        self.mark_queued_many([(message, owner_id)])
+    def mark_queued(
+        self, message: TaskMessage, *, owner_id: Any = None, durable: bool = True
+    ) -> None:
+        """Record that ``message`` was enqueued (state QUEUED).
 
-    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+        ``durable=False``: the caller commits a durable write on a database for which
+        :meth:`is_durable_with` is true right after (the ``django://`` message row), so this
+        write need not wait to be durable on its own.
+        """
+        self.mark_queued_many([(message, owner_id)], durable=durable)
+
+    def mark_queued_many(
+        self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
+    ) -> None:
         """Record ``(message, owner_id)`` pairs as enqueued, in as few writes as the store takes."""
 
     def writes_on(self, alias: str) -> bool:
@@ -85,6 +99,7 @@ class ResultBackend:
         delivery_count: int = 0,
         durable: bool = True,
         fenced: bool = False,
+        ack: FoldedAck | None = None,
     ) -> None:
         """Record ``state`` (and the result or error data) for ``message``.
 
@@ -94,6 +109,10 @@ class ResultBackend:
         that is still the latest delivery, else raise :class:`~django_tq.exceptions.Superseded`
         (a newer delivery took the message over while this one was cut off). The database
         backend fences; the cache backend, whose writes are not conditional, does not.
+        ``ack``: the message's ``django://`` ack, which the database backend runs in the same
+        statement as the write where it can (PostgreSQL, the same alias, outside a transaction;
+        then ``ack.settled()`` is called), and only if the write is recorded. Otherwise the
+        caller acks as usual.
         """
 
     def is_durable_with(self, database_alias: str | None) -> bool:
@@ -156,14 +175,23 @@ class DatabaseBackend(ResultBackend):
     def writes_on(self, alias: str) -> bool:
         return self._alias() == alias
 
-    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+    def mark_queued_many(
+        self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
+    ) -> None:
         alias = self._alias()
-        rows = []
+        rows: list[TaskResult] = []
         for message, owner_id in queued:
             if message.retries:
                 # A retry reuses its id: the row exists and goes back to QUEUED.
-                TaskResult.objects.using(alias).filter(task_id=message.id).update(
-                    state=states.QUEUED, eta=message.eta, retries=message.retries, date_done=None
+                self._update(
+                    TaskResult.objects.using(alias).filter(task_id=message.id),
+                    {
+                        "state": states.QUEUED,
+                        "eta": message.eta,
+                        "retries": message.retries,
+                        "date_done": None,
+                    },
+                    durable=durable,
                 )
                 continue
             rows.append(
@@ -176,8 +204,21 @@ class DatabaseBackend(ResultBackend):
             )
         # A known id keeps its row: sending it again is a copy, which a worker skips if the
         # task already ran (the task id is an idempotency key). One INSERT for a whole burst.
-        if rows:
+        if not rows:
+            return
+        db = connections[alias]
+        if durable or db.vendor != "postgresql" or db.in_atomic_block:
             TaskResult.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
+            return
+        query = InsertQuery(TaskResult, on_conflict=OnConflict.IGNORE)
+        query.insert_values(
+            [f for f in TaskResult._meta.concrete_fields if not f.primary_key], list[Model](rows)
+        )
+        ((sql, params),) = query.get_compiler(connection=db).as_sql()
+        # A data-modifying WITH runs whatever the outer query reads; the outer SELECT turns the
+        # flush off for this statement's own transaction (the next durable commit flushes it).
+        with db.cursor() as cursor:
+            cursor.execute(f"WITH queued AS ({sql}) SELECT {WITHOUT_FLUSH_SETTING}", params)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         values = {
@@ -200,7 +241,9 @@ class DatabaseBackend(ResultBackend):
         alias = self._alias()
         return database_alias == alias and connections[alias].vendor == "postgresql"
 
-    def _update(self, rows: Any, values: dict[str, Any], *, durable: bool) -> int:
+    def _update(
+        self, rows: Any, values: dict[str, Any], *, durable: bool, ack: FoldedAck | None = None
+    ) -> int:
         """Update ``rows`` with ``values``; return how many rows it changed.
 
         ``durable=False``, on PostgreSQL outside a transaction: the one statement commits
@@ -208,9 +251,12 @@ class DatabaseBackend(ResultBackend):
         only). The write is visible at once and durable with the next durable commit of the
         server (or its WAL writer, within a fraction of a second); only a server crash before
         then forgets it. See "Commits that do not wait for the flush" in docs/reliability.md.
+
+        ``ack`` (PostgreSQL, outside a transaction): the same statement also runs the ack's
+        ``DELETE``, only if the update changed a row, and calls ``ack.settled()`` if it did.
         """
         db = connections[rows.db]
-        if durable or db.vendor != "postgresql" or db.in_atomic_block:
+        if db.vendor != "postgresql" or db.in_atomic_block or (durable and ack is None):
             return int(rows.update(**values))
         query = rows.query.chain(UpdateQuery)
         query.add_update_values(values)
@@ -218,11 +264,23 @@ class DatabaseBackend(ResultBackend):
         compiler = query.get_compiler(connection=db)
         compiler.pre_sql_setup()
         sql, params = compiler.as_sql()
-        head, where = sql.split(" WHERE ", 1)
-        sql = f"{head} FROM {WITHOUT_FLUSH} WHERE {where}"
+        if not durable:
+            head, where = sql.split(" WHERE ", 1)
+            sql = f"{head} FROM {WITHOUT_FLUSH} WHERE {where}"
+        if ack is not None:
+            # One statement, one commit: the message is deleted only with its final state.
+            sql = (
+                f"WITH done AS ({sql} RETURNING 1), "
+                f"acked AS ({ack.delete} AND EXISTS (SELECT 1 FROM done)) "
+                "SELECT count(*) FROM done"
+            )
+            params = (*params, *ack.params)
         with db.cursor() as cursor:
             cursor.execute(sql, params)
-            return int(cursor.rowcount)
+            changed = int(cursor.fetchone()[0]) if ack is not None else int(cursor.rowcount)
+        if ack is not None and changed:
+            ack.settled()
+        return changed
 
     def store(
         self,
@@ -236,6 +294,7 @@ class DatabaseBackend(ResultBackend):
         delivery_count: int = 0,
         durable: bool = True,
         fenced: bool = False,
+        ack: FoldedAck | None = None,
     ) -> None:
         values: dict[str, Any] = {
             "state": state,
@@ -250,16 +309,23 @@ class DatabaseBackend(ResultBackend):
             values["delivery_count"] = delivery_count
         if state in states.READY_STATES:
             values["date_done"] = timezone.now()
+        alias = self._alias()
+        if ack is not None and ack.alias != alias:
+            ack = None
+        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
         if fenced and delivery_count:
             # The same one UPDATE, only where this execution's STARTED is still the latest.
-            rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
-            if self._update(rows.filter(delivery_count=delivery_count), values, durable=durable):
+            latest = rows.filter(delivery_count=delivery_count)
+            if self._update(latest, values, durable=durable, ack=ack):
                 return
             if rows.exists():
                 raise Superseded(
                     f"Task {message.id} was taken over by a newer delivery while delivery "
                     f"{delivery_count} ran: its outcome ({state}) is not recorded."
                 )
+        elif ack is not None and self._update(rows, values, durable=durable, ack=ack):
+            return
+        # No row to update (or a refused fence, raised above): the caller acks after this.
         self._upsert(message, values, durable=durable)
 
     def _upsert(
@@ -397,7 +463,9 @@ class CacheBackend(ResultBackend):
             record["date_created"] = message.sent_at or timezone.now()
         return ResultData(**record)
 
-    def mark_queued_many(self, queued: Sequence[tuple[TaskMessage, Any]]) -> None:
+    def mark_queued_many(
+        self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
+    ) -> None:
         # A known id keeps its record, as in the table: sending it again is a copy, which a
         # worker skips if the task already ran. A retry reuses its id and goes back to QUEUED.
         for message, _owner_id in queued:
@@ -436,6 +504,7 @@ class CacheBackend(ResultBackend):
         delivery_count: int = 0,
         durable: bool = True,
         fenced: bool = False,
+        ack: FoldedAck | None = None,
     ) -> None:
         values: dict[str, Any] = {"result": result, "traceback": traceback, "meta": meta}
         if worker:

@@ -59,6 +59,14 @@ def settle(message: TaskMessage, outcome: Outcome, write: Callable[[], None]) ->
         _mark_group_done(message.group_id)
 
 
+def follows(message: TaskMessage) -> bool:
+    """Return whether settling ``message``'s outcome may do more than write it: a chain's
+    next step or the rest failed, callbacks or errbacks, a chord count, a group's date."""
+    return bool(
+        message.chain or message.chord or message.link or message.link_error or message.group_id
+    )
+
+
 def _counts(message: TaskMessage, outcome: Outcome) -> bool:
     """Return whether this outcome finishes a header task of a chord (the chain's last step)."""
     if not message.chord:

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import django_tq.broker.compression as compression
 from django_tq.exceptions import DecodeError
+from django_tq.folded_ack import FoldedAck
 
 
 class Delivery:
     """One message handed to a consumer: headers, raw body, and how to settle it."""
 
-    __slots__ = ("_delivery_count", "_message", "queue", "received_at")
+    __slots__ = ("_delivery_count", "_message", "acked", "queue", "received_at")
 
     def __init__(self, message: Any, queue: str) -> None:
         self._message = message
         self.queue = queue
         self.received_at = time.monotonic()
         self._delivery_count: int | None = None
+        #: settled by :meth:`ack`, or by a write that ran :meth:`folded_ack`'s statement
+        self.acked = False
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -106,6 +112,20 @@ class Delivery:
     def ack(self) -> None:
         """Settle: the message is done and never comes back."""
         self._message.ack()
+        self.acked = True
+
+    def folded_ack(self) -> FoldedAck | None:
+        """Return this message's ack as SQL a database write can run in its own statement
+        (``django://`` on PostgreSQL), else None. Its ``settled()`` marks this delivery acked."""
+        fold = getattr(self._message.channel, "folded_ack", None)
+        ack: FoldedAck | None = fold(self.tag) if fold is not None else None
+        if ack is None:
+            return None
+        return replace(ack, settled=partial(self._settled, ack.settled))
+
+    def _settled(self, transport_settled: Callable[[], None]) -> None:
+        transport_settled()
+        self.acked = True
 
     def requeue(self) -> None:
         """Put the message back on its queue at once."""

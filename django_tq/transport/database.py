@@ -25,6 +25,7 @@ import json
 import select
 from collections.abc import Collection
 from contextlib import nullcontext
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -33,6 +34,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F
 from django.utils import timezone
 
+from django_tq.folded_ack import FoldedAck
 from django_tq.models import QueueMessage
 from django_tq.sqlite import own_settings
 from django_tq.transport import pooling
@@ -72,6 +74,8 @@ class Channel(LeasedChannel):
         self._local_settings = ""
         #: whether the consumer connection is pooled (known once it exists)
         self.is_pooled = False
+        #: :meth:`folded_ack`'s statement ("" where the database cannot fold it), built once
+        self._folded_delete: str | None = None
 
     # -- connections --------------------------------------------------------------------------
     @property
@@ -326,6 +330,29 @@ class Channel(LeasedChannel):
             f"DELETE FROM {q(_table())} WHERE {q('id')} IN ({self._in(tags)}) "
             f"AND {q('lease_owner')} = %s",
             [*tags, self.owner],
+        )
+
+    def folded_ack(self, tag: Any) -> FoldedAck | None:
+        """Return the ack of ``tag`` as SQL for a write on this alias to run in its own statement.
+
+        PostgreSQL only (a writable CTE); the same fenced ``DELETE`` as :meth:`_ack`, run by the
+        caller's connection (the results' one) instead of this channel's.
+        """
+        if self._folded_delete is None:
+            db = connections[self.alias]
+            q = db.ops.quote_name
+            self._folded_delete = (
+                f"DELETE FROM {q(_table())} WHERE {q('id')} = %s AND {q('lease_owner')} = %s"
+                if db.vendor == "postgresql"
+                else ""
+            )
+        if not self._folded_delete:
+            return None
+        return FoldedAck(
+            alias=self.alias,
+            delete=self._folded_delete,
+            params=(tag, self.owner),
+            settled=partial(self.qos.settled, tag),
         )
 
     def _release(self, tags: list[Any], *, undeliver: bool) -> None:

@@ -58,6 +58,11 @@ class LeaseQoS(virtual.QoS):
         self.channel.ack_leases([delivery_tag])
         self._delivered.pop(delivery_tag, None)
 
+    def settled(self, delivery_tag: Any) -> None:
+        """Forget ``delivery_tag``: acked already, by a statement of someone else's (a
+        :class:`~django_tq.folded_ack.FoldedAck`), so nothing is sent to the store."""
+        self._delivered.pop(delivery_tag, None)
+
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         if requeue:
             self.channel.release_leases([delivery_tag])

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from django.core.signing import BadSignature
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from django_tq import celery_message, enqueue, parking, signals, signing, states, unique
@@ -50,6 +50,10 @@ from django_tq.worker.revocations import Revocations
 from django_tq.worker.time_limits import soft_time_limit, warn_unenforced
 
 logger = logging.getLogger("django_tq.worker")
+
+#: seconds after a task's last use of the queue's database that the next task skips the
+#: connection health check on it (see ``Consumer._close_old_connections``)
+TRUSTED_FOR = 1.0
 
 
 class TaskObserver(Protocol):
@@ -123,6 +127,8 @@ class Consumer:
         self.results_durable_with_ack = not broker.transport_options.get(
             "synchronous_commit"
         ) and get_backend().is_durable_with(broker.database_alias)
+        #: when a task last finished using the queue's database alias (``django://``)
+        self._queue_db_used_at = -TRUSTED_FOR
         self.revocations = Revocations()
         self.overrides = Overrides()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
@@ -442,7 +448,7 @@ class Consumer:
         """Execute ``message``, record the outcome, then settle ``delivery``."""
         task = registry.get(message.task)
         acks_late = task.resolved_acks_late()
-        close_old_connections()
+        self._close_old_connections()
         count = delivery.delivery_count
         if delivery.redelivered and message.id not in self.revocations:
             self._guarded_refresh(force=True)  # it may have been terminated in a child just now
@@ -487,15 +493,18 @@ class Consumer:
             delivery_count=count,
             durable=durable,
             fenced=fenced,
+            # django:// on the results' PostgreSQL: the final state's statement acks too
+            ack=delivery.folded_ack() if acks_late else None,
         )
         if self.config.observer is not None:
             self._observe(message, outcome, started_at)
         close_old_connections()
-        if acks_late:
+        if acks_late and not delivery.acked:
             if outcome.state == REJECTED and outcome.requeue:
                 delivery.requeue()
             else:
                 delivery.ack()
+        self._queue_db_used_at = time.monotonic()
         self.processed += 1
         self.slot.finished()
         if outcome.state == states.FAILURE:
@@ -510,6 +519,26 @@ class Consumer:
                 outcome.terminated,
             )
         self._recycle_if_due()
+
+    def _close_old_connections(self) -> None:
+        """``close_old_connections()``, without the health check's ``SELECT 1`` on the queue's
+        database while tasks follow each other (``django://``).
+
+        ``CONN_HEALTH_CHECKS`` (on in workers) would run a ``SELECT 1`` before each task's first
+        query: a round trip per task. A connection to the queue's alias that ran the previous
+        task without an error less than :data:`TRUSTED_FOR` seconds ago is used as is; if the
+        database restarted meanwhile, its next statement fails with one of the broker's
+        connection errors: :meth:`tick` reconnects (this connection closed for its error) and
+        the message, never acked, comes back. Other aliases are checked as before: an error
+        there is not the broker's, and must not reach the consumer's loop.
+        """
+        close_old_connections()
+        alias = self.broker.database_alias
+        if alias is None or time.monotonic() - self._queue_db_used_at > TRUSTED_FOR:
+            return
+        db = connections[alias]
+        if db.connection is not None and not db.errors_occurred and not db.in_atomic_block:
+            db.health_check_done = True  # type: ignore[attr-defined]  # Django sets it per check
 
     def _observe(self, message: TaskMessage, outcome: Outcome, started_at: float) -> None:
         assert self.config.observer is not None

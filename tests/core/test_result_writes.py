@@ -2,41 +2,70 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from django_tq import AsyncResult, states
+from django_tq import AsyncResult, signals, states
 from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult
 from django_tq.result_backends import get_backend
 from django_tq.testing import run_worker_until_empty
+from django_tq.transport.database import Channel
 from tests.conftest import REDIS_URL, require_service, wait_for
 from tests.redis_commands import counting
-from tests.testapp.tasks import add, slow_record
+from tests.testapp.tasks import add, slow_record, sync_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-WRITES = ("INSERT", "UPDATE", "DELETE")
+WRITES = ("INSERT", "UPDATE", "DELETE", "WITH")
+#: the final state's statement that also acks the message (django:// on PostgreSQL)
+FOLDED = "WITH done AS (UPDATE"
 
 
 def _writes(queries: list[dict[str, Any]]) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
 
 
-def _run_five() -> list[str]:
+@pytest.fixture
+def transport_acks(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """Record the acks django:// sends on its own connection (tags of each)."""
+    sent: list[list[Any]] = []
+    real = Channel._ack
+
+    def spy(channel: Channel, tags: list[Any], owner_prefix: str) -> None:
+        sent.append(list(tags))
+        real(channel, tags, owner_prefix)
+
+    monkeypatch.setattr(Channel, "_ack", spy)
+    return sent
+
+
+def _folds() -> bool:
+    """Return whether the final state and the ack are one statement here (PostgreSQL)."""
+    return connection.vendor == "postgresql" and get_broker().database_alias == "default"
+
+
+def _run_five(transport_acks: list[list[Any]] | None = None) -> list[str]:
     results = [add.delay(n, 1) for n in range(5)]
     with CaptureQueriesContext(connection) as ctx:
         assert run_worker_until_empty() == 5
     writes = _writes(ctx.captured_queries)
     table = TaskResult._meta.db_table
-    # Per task: STARTED (refusing a finished task in the same statement), then the final state;
-    # the ack is the transport's own statement on its own connection. Nothing else is written
-    # and the task's row is never read on the way.
+    # Per task: STARTED (refusing a finished task in the same statement), then the final state.
+    # The ack is in the final state's statement on PostgreSQL with django:// (``WITH done AS
+    # (UPDATE …), acked AS (DELETE …)``: one round trip), else the transport's own statement on
+    # its own connection. Nothing else is written and the task's row is never read on the way.
     assert len(writes) == 2 * 5, writes
     assert all(table in sql for sql in writes), writes
+    folded = [sql for sql in writes if sql.startswith(FOLDED)]
+    assert len(folded) == (5 if _folds() else 0), writes
+    assert all(QueueMessage._meta.db_table in sql for sql in folded), folded
+    if transport_acks is not None:
+        assert len(transport_acks) == (0 if _folds() else 5), transport_acks
     reads = [q["sql"] for q in ctx.captured_queries if q["sql"] not in writes]
     assert not [sql for sql in reads if table in sql], reads
     assert [r.get(timeout=1) for r in results] == [1, 2, 3, 4, 5]
@@ -52,8 +81,10 @@ def _without_flush(writes: list[str]) -> tuple[int, int]:
 
 
 @pytest.mark.db
-def test_a_task_at_the_defaults_costs_two_result_writes_and_no_reads_of_its_row():
-    writes = _run_five()
+def test_a_task_at_the_defaults_costs_two_result_writes_and_no_reads_of_its_row(
+    transport_acks: list[list[Any]],
+):
+    writes = _run_five(transport_acks)
     assert not QueueMessage.objects.exists()
     if connection.vendor == "postgresql":
         # django:// on the results' alias: the final state is durable with the ack after it
@@ -91,6 +122,22 @@ def test_the_final_state_waits_for_the_flush_when_the_ack_is_elsewhere(settings:
         assert _without_flush(_run_five()) == (5, 0)
     finally:
         get_broker().purge(["tq-result-writes"])
+
+
+@pytest.mark.db
+def test_the_ack_goes_with_the_final_state_only_when_nothing_follows_it(
+    transport_acks: list[list[Any]],
+):
+    # A chain step's success sends the next step after its final state is written: acked in
+    # the same statement, a crash in between would lose the next step for good. So would a
+    # unique key left held, or a retry never sent: those messages are acked on their own.
+    chain = (add.s(1, 1) | add.s(10)).apply_async()
+    unique = sync_user.delay(7, "once")
+    assert run_worker_until_empty() == 3
+    assert chain.get(timeout=1) == 12 and unique.get(timeout=1) == 7
+    assert not QueueMessage.objects.exists()
+    # the chain's first step and the unique task; the chain's last step has nothing after it
+    assert len(transport_acks) == (2 if _folds() else 3), transport_acks
 
 
 @pytest.mark.db
@@ -151,3 +198,92 @@ def test_the_cache_backend_reads_only_to_refuse_a_finished_task(cache_results: A
     add.apply_async((20, 1), task_id=result.id)  # a copy of the finished task: refused
     run_worker_until_empty()
     assert get_backend().get(result.id) == done
+
+
+@pytest.mark.db
+def test_the_queued_row_waits_for_no_flush_of_its_own_before_the_django_message_row(settings: Any):
+    # Enqueue at the defaults: the QUEUED row, then the message row, two statements. On
+    # PostgreSQL with django:// on the results' alias the message row's durable commit, right
+    # after on the same WAL, flushes the QUEUED row too: one flush per call, not two.
+    if connection.vendor != "postgresql":
+        pytest.skip("commits wait for the flush everywhere but on PostgreSQL")
+    with CaptureQueriesContext(connection) as ctx:
+        result = add.delay(1, 2)
+        with transaction.atomic():  # in a transaction: one commit anyway, nothing to skip
+            add.delay(3, 4)
+    writes = _writes(ctx.captured_queries)
+    skipped = [sql for sql in writes if "set_config('synchronous_commit', 'off', true)" in sql]
+    assert len(writes) == 4, writes
+    assert len(skipped) == 1 and TaskResult._meta.db_table in skipped[0], writes
+    assert QueueMessage._meta.db_table not in skipped[0]
+    assert TaskResult.objects.get(task_id=result.id).state == states.QUEUED
+    assert QueueMessage.objects.count() == 2
+    settings.TQ = {**settings.TQ, "BROKER_URL": REDIS_URL, "DEFAULT_QUEUE": "tq-result-writes"}
+    require_service("Redis", 6379)
+    try:
+        with CaptureQueriesContext(connection) as ctx:
+            add.delay(5, 6)  # the message goes to Redis: the QUEUED row waits for its flush
+        assert not [q for q in _writes(ctx.captured_queries) if "set_config" in q]
+    finally:
+        get_broker().purge(["tq-result-writes"])
+
+
+@pytest.fixture
+def health_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Connections as a worker has them (``CONN_HEALTH_CHECKS``); yield the aliases checked."""
+    checked: list[str] = []
+    wrapper = type(connections["default"])
+    real = wrapper.is_usable
+
+    def is_usable(self: Any) -> bool:
+        checked.append(self.alias)
+        return bool(real(self))
+
+    monkeypatch.setattr(wrapper, "is_usable", is_usable)
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(CONN_HEALTH_CHECKS=True, CONN_MAX_AGE=600)
+    yield checked
+    connection.close()
+    connection.settings_dict.clear()
+    connection.settings_dict.update(saved)
+
+
+@pytest.mark.db
+def test_tasks_in_a_row_skip_the_health_check_of_the_queue_s_database(health_checked: list[str]):
+    # django://: a task that follows another within a second trusts the connection the last one
+    # used without an error; CONN_HEALTH_CHECKS would add a SELECT 1 round trip to each task.
+    if connection.vendor != "postgresql":
+        pytest.skip("the health check is a round trip that matters on PostgreSQL")
+    results = [add.delay(n, 1) for n in range(10)]
+    assert run_worker_until_empty() == 10
+    # enqueueing, subscribing and the first task check; the nine after it do not
+    assert len(health_checked) <= 3, health_checked
+    assert [r.get(timeout=1) for r in results] == list(range(1, 11))
+
+
+@pytest.mark.db
+def test_a_connection_the_server_closed_between_two_tasks_is_reopened(
+    health_checked: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    # The second task meets the closed connection without a health check: its STARTED write
+    # fails with the broker's connection error, the consumer reconnects, the task runs once.
+    if connection.vendor != "postgresql":
+        pytest.skip("a connection the server closed is reproduced with psycopg here")
+    first, second = add.delay(1, 1), add.delay(2, 2)
+    closed: list[str] = []
+
+    def close_after_the_first(sender: Any, task_id: str, **kwargs: Any) -> None:
+        if task_id == first.id and not closed:
+            closed.append(task_id)
+            connection.connection.close()  # as a database restart leaves it: closed under us
+
+    signals.task_finished.connect(close_after_the_first)
+    try:
+        assert run_worker_until_empty() == 2
+    finally:
+        signals.task_finished.disconnect(close_after_the_first)
+    assert closed == [first.id]
+    assert (first.get(timeout=1), second.get(timeout=1)) == (2, 4)
+    assert TaskResult.objects.get(task_id=second.id).delivery_count >= 1
+    assert not QueueMessage.objects.exists()
