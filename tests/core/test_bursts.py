@@ -221,24 +221,34 @@ def test_a_channel_rabbitmq_closes_fails_the_burst_and_the_next_publish_works(
     require_service("RabbitMQ", 5672)
     queue = f"q-{uuid.uuid4().hex[:10]}"
     good = f"{queue}-good"
-    settings.TQ = {**settings.TQ, "BROKER_URL": AMQP_URL, "DEFAULT_QUEUE": queue}
-    _reject_publish_queue(queue, 100)  # our declare (other arguments) closes the channel
+    exchange = f"{queue}-x"
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": AMQP_URL,
+        "DEFAULT_QUEUE": queue,
+        "QUEUES": {queue: {"exchange": exchange, "routing_key": queue}, good: {}},
+    }
+    route = {"exchange": exchange, "routing_key": queue}
     broker = get_broker()
     try:
+        add.apply_async((0, 0), **route)  # declares the exchange once for this process
+        with Connection(AMQP_URL) as conn:  # a publish to a missing exchange closes the channel
+            conn.default_channel.exchange_delete(exchange)
         publisher = add.publisher()
         closed = pytest.raises(PublishError, match="closed the publishing channel")
         with closed as raised, publisher:
-            results = [add.apply_async((i, i), publisher=publisher) for i in range(3)]
+            results = [add.apply_async((i, i), publisher=publisher, **route) for i in range(3)]
         assert raised.value.failed == tuple(r.id for r in results)
         assert publisher.sent == []
         assert {AsyncResult(r.id).state for r in results} == {states.FAILURE}
-        assert broker.depth(queue) == 0
+        assert broker.depth(queue) == 1  # only the first call's
         assert add.apply_async((1, 1), queue=good).id  # a new channel: publishing goes on
         assert broker.depth(good) == 1
     finally:
         with Connection(AMQP_URL) as conn:
             conn.default_channel.queue_delete(queue)
             conn.default_channel.queue_delete(good)
+            conn.default_channel.exchange_delete(exchange)
 
 
 @pytest.mark.db
