@@ -71,6 +71,7 @@ from benchmarks.systems import (
     PG_PROCRASTINATE_DB,
     PG_RAW_DB,
     RAW_SYSTEMS,
+    REDIS_PORT,
     REPO,
     SYSTEMS,
     Scenario,
@@ -91,7 +92,7 @@ def service_up(broker: str) -> str | None:
         if broker == "redis":
             import redis
 
-            redis.Redis(host=HOST, socket_connect_timeout=2).ping()
+            redis.Redis(host=HOST, port=REDIS_PORT, socket_connect_timeout=2).ping()
         elif broker == "amqp":
             from kombu import Connection
 

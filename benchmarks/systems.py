@@ -8,7 +8,7 @@ for django_tq, with the worker's Prometheus port on (``metrics=True``, ``--metri
 metrics cost a task).
 
 Isolation from everything else on the machine: each system has its own Redis database
-(``REDIS_DBS``, 10-15; the test suites use 5-7), its own RabbitMQ queues (``AMQP_QUEUES``) and its
+(``REDIS_DBS``, 10-15 on port ``REDIS_PORT``; the test suites use 5-7), its own RabbitMQ queues (``AMQP_QUEUES``) and its
 own PostgreSQL database; all of them are emptied before every scenario and at the end of a run.
 """
 
@@ -27,6 +27,9 @@ AMQP_URL = f"amqp://guest:guest@{HOST}:5672//"
 PIKA_URL = f"amqp://guest:guest@{HOST}:5672/%2F"  # the same vhost "/", spelled as pika parses it
 #: django_tq's benchmark database (``BENCH_TQ_PG_DB``: another name, for two benchmarks at once)
 PG_DB = os.environ.get("BENCH_TQ_PG_DB", "tq_bench")
+#: the Redis server's port (``BENCH_REDIS_PORT``: a private redis-server, so that two benchmarks on
+#: one machine do not flush each other's databases 10-15 mid-run)
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6379"))
 PG_PROCRASTINATE_DB = "tq_bench_procrastinate"
 PG_RAW_DB = "tq_bench_raw"
 CONCURRENCY = 2
@@ -281,7 +284,7 @@ def skip_reason(sc: Scenario) -> str | None:
 
 # -- configuration ----------------------------------------------------------------------------------
 def redis_url(system: str) -> str:
-    return f"redis://{HOST}:6379/{SYSTEMS[system].redis_db}"
+    return f"redis://{HOST}:{REDIS_PORT}/{SYSTEMS[system].redis_db}"
 
 
 def pg_url(database: str) -> str:
@@ -383,7 +386,7 @@ def clean_broker(broker: str) -> None:
         import redis
 
         for db in REDIS_DBS:
-            redis.Redis(host=HOST, db=db, socket_connect_timeout=2).flushdb()
+            redis.Redis(host=HOST, port=REDIS_PORT, db=db, socket_connect_timeout=2).flushdb()
     elif broker == "amqp":
         from kombu import Connection
 
