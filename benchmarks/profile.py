@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from benchmarks.processes import Recorder, WorkerGroup, process_tree, run_driver
-from benchmarks.run import Context, drop_pg, prepare
+from benchmarks.run import Context, compile_sources, drop_pg, prepare
 from benchmarks.systems import BROKER_TITLES, PG_DATABASES, REPO, SYSTEMS, Scenario, worker_commands
 
 # Stages of a consumer or publisher: (stage, [(function name, file substring), ...]). A sample
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tq-profile-"))
     ns = argparse.Namespace(n=args.n, results_n=args.n, timeout_scale=1.0)
     ctx = Context(ns, workdir)
+    compile_sources()
     if args.broker not in SYSTEMS[args.system].brokers:
         parser.error(f"{args.system} does not run on {args.broker}")
     sc = Scenario(args.broker, args.system, results=args.results)

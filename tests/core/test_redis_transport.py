@@ -31,6 +31,8 @@ from django_tq.transport.redis import (
     SecureTransport,
     Transport,
     database_number,
+    new_message_id,
+    pack_commands,
     split_tag,
 )
 from django_tq.transport.redis_sentinel import sentinel_addresses
@@ -151,6 +153,32 @@ def test_url_names_host_port_database_and_password() -> None:
         assert issubclass(pool.connection_class, redis.SSLConnection)
     assert [database_number(path) for path in (None, "", "/", "/7", "12", 4)] == [0, 0, 0, 7, 12, 4]
     assert split_tag("a/b/9:abc") == ("a/b", "9:abc")
+
+
+def test_message_ids_are_unique_across_calls_and_forked_processes() -> None:
+    first, second = new_message_id(5), new_message_id(0)
+    assert first.startswith("5:") and second.startswith("0:") and first[2:] != second[2:]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a prefork pool's, say
+        os.write(write, new_message_id(5).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    in_child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    assert in_child.split("-")[0] != first.split("-")[0]  # its own prefix, not the parent's
+
+
+@pytest.mark.parametrize("hiredis", [True, False], ids=["hiredis", "python"])
+def test_commands_are_packed_as_redis_expects(hiredis: bool, monkeypatch: Any) -> None:
+    if not hiredis:
+        monkeypatch.setattr("django_tq.transport.redis._hiredis_pack", None)
+    packed = pack_commands([("EVALSHA", "ab", 1, "k", "é"), ("WAIT", 1, 1000)])
+    assert packed == (
+        b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n"
+        b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n1000\r\n"
+    )
 
 
 def test_redis_errors_are_connection_errors() -> None:
