@@ -70,7 +70,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from time import monotonic
 from typing import Any
 
@@ -178,10 +178,17 @@ class QueueKeys:
         return self.for_claim()
 
 
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # the redis extra installs it; without it, the same bytes in Python
-    _hiredis_pack = None
+def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """Return hiredis' command packer, or None (then :func:`pack_commands` packs in Python)."""
+    try:
+        # import-inside: optional extra: hiredis, which the redis extra installs
+        from hiredis import pack_command
+    except ImportError:
+        return None
+    return pack_command
+
+
+_hiredis_pack = _hiredis_packer()
 
 
 def pack_commands(commands: list[tuple[Any, ...]]) -> bytes:
