@@ -16,7 +16,9 @@ from benchmarks import namespace
 from benchmarks.probe import record
 
 RESULTS = os.environ.get("BENCH_RESULTS", "0")
-BROKER = os.environ.get("BENCH_CELERY_BROKER", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}")
+BROKER = os.environ.get(
+    "BENCH_CELERY_BROKER", f"redis://127.0.0.1:{namespace.REDIS_PORT}/{namespace.REDIS_DB}"
+)
 
 if RESULTS == "1":
     import django

@@ -21,7 +21,9 @@ import dramatiq
 from benchmarks import namespace
 from benchmarks.probe import record
 
-URL = os.environ.get("BENCH_DRAMATIQ_URL", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}")
+URL = os.environ.get(
+    "BENCH_DRAMATIQ_URL", f"redis://127.0.0.1:{namespace.REDIS_PORT}/{namespace.REDIS_DB}"
+)
 RESULTS = os.environ.get("BENCH_RESULTS") == "redis"
 
 broker: dramatiq.Broker

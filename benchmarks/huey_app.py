@@ -18,7 +18,9 @@ from benchmarks.probe import record
 
 huey = RedisHuey(
     namespace.queue("huey_bench"),
-    url=os.environ.get("BENCH_HUEY_URL", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}"),
+    url=os.environ.get(
+        "BENCH_HUEY_URL", f"redis://127.0.0.1:{namespace.REDIS_PORT}/{namespace.REDIS_DB}"
+    ),
     store_none=os.environ.get("BENCH_RESULTS") == "redis",
 )
 

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
+#: the Redis server's port (``BENCH_REDIS_PORT``: a private redis-server, out of reach of other
+#: sessions' load and commands)
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6379"))
 #: the orchestrator's pid unless inherited (every process of one run shares it)
 RUN_ID = os.environ.get("BENCH_RUN_ID") or str(os.getpid())
 PG_PREFIX = "tq_bench_"
@@ -76,7 +79,7 @@ def is_alive(owner: str) -> bool:
 def _redis(db: int) -> Any:
     import redis
 
-    return redis.Redis(host=HOST, db=db, socket_connect_timeout=2)
+    return redis.Redis(host=HOST, port=REDIS_PORT, db=db, socket_connect_timeout=2)
 
 
 def claim_redis_db() -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks import namespace
 from benchmarks.namespace import PG_DATABASES
 from benchmarks.processes import Recorder, WorkerGroup, process_tree, run_driver
-from benchmarks.run import Context, drop_pg, prepare
+from benchmarks.run import Context, compile_sources, drop_pg, prepare
 from benchmarks.systems import BROKER_TITLES, REPO, SYSTEMS, Scenario, worker_commands
 
 # Stages of a consumer or publisher: (stage, [(function name, file substring), ...]). A sample
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tq-profile-"))
     ns = argparse.Namespace(n=args.n, results_n=args.n, timeout_scale=1.0)
     ctx = Context(ns, workdir)
+    compile_sources()
     if args.broker not in SYSTEMS[args.system].brokers:
         parser.error(f"{args.system} does not run on {args.broker}")
     sc = Scenario(args.broker, args.system, results=args.results)

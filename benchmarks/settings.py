@@ -69,7 +69,7 @@ if os.environ.get("BENCH_RESULTS") == "redis":
     CACHES["default"] = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": os.environ.get(
-            "BENCH_TQ_CACHE_URL", f"redis://127.0.0.1:6379/{namespace.REDIS_DB}"
+            "BENCH_TQ_CACHE_URL", f"redis://127.0.0.1:{namespace.REDIS_PORT}/{namespace.REDIS_DB}"
         ),
     }
 

@@ -10,7 +10,8 @@ metrics cost a task).
 Isolation from everything else on the machine, other benchmark runs included
 (``benchmarks/namespace.py``): a run claims a Redis database of its own (the systems, one after
 another, share it), and its RabbitMQ queues (``AMQP_QUEUES``) and PostgreSQL databases carry its
-run id; all of them are emptied before every scenario, and deleted or released at the end.
+run id; all of them are emptied before every scenario, and deleted or released at the end. Redis is the one on port ``REDIS_PORT`` (6379, or
+``BENCH_REDIS_PORT``: a private ``redis-server``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import namespace
-from benchmarks.namespace import HOST, PG_DB, PG_PROCRASTINATE_DB, PG_RAW_DB
+from benchmarks.namespace import HOST, PG_DB, PG_PROCRASTINATE_DB, PG_RAW_DB, REDIS_PORT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -283,7 +284,7 @@ def skip_reason(sc: Scenario) -> str | None:
 # -- configuration ----------------------------------------------------------------------------------
 def redis_url() -> str:
     """Return the URL of this run's Redis database (every system's, one after another)."""
-    return f"redis://{HOST}:6379/{namespace.REDIS_DB}"
+    return f"redis://{HOST}:{REDIS_PORT}/{namespace.REDIS_DB}"
 
 
 def pg_url(database: str) -> str:

@@ -241,19 +241,33 @@ class TQSettings:
         return values
 
     def __getattr__(self, key: str) -> Any:
+        # Only reached for a key not cached as an attribute yet: after the first access every
+        # value is a plain instance attribute (a publish reads a dozen of them; a call through
+        # ``__getattr__`` each cost more than the rest of the lookup).
         if key.startswith("_") or key not in DEFAULTS:
             raise AttributeError(f"Invalid django_tq setting: {key!r}")
         if self._values is None:
-            self._values = self._load()
+            self._cache(self._load())
+        assert self._values is not None
         return self._values[key]
+
+    def _cache(self, values: dict[str, Any]) -> None:
+        self._forget()
+        self._values = values
+        self.__dict__.update(values)
+
+    def _forget(self) -> None:
+        for key in DEFAULTS:
+            self.__dict__.pop(key, None)
+        self._values = None
 
     def check(self) -> None:
         """Load and validate every key now (raises ``ImproperlyConfigured``)."""
-        self._values = self._load()
+        self._cache(self._load())
 
     def reload(self) -> None:
         """Forget cached values; the next access reads ``settings.TQ`` again."""
-        self._values = None
+        self._forget()
         for hook in _reload_hooks:
             hook()
 

@@ -37,13 +37,12 @@ def in_event_loop() -> bool:
     Not with ``DJANGO_ALLOW_ASYNC_UNSAFE`` set: Django then runs them here, maybe inside an
     ``atomic()`` block whose commit a publish must follow.
     """
-    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
-        return False
+    # the loop first: every .delay() asks, and outside a loop the environment need not be read
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
-    return True
+    return not os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
 
 
 def _helpers() -> ThreadPoolExecutor:

@@ -6,8 +6,9 @@ close (duplicates), and its ``drain_events`` sleeps a fixed polling interval. He
 
 * a claim takes up to the free prefetch window at once and leases each message to this channel
   (``lease_owner`` + an expiry); claimed messages wait in a local buffer until delivered;
-* ``ack`` deletes the message from the store, ``reject(requeue=True)`` and ``close()`` release the
-  lease so the message is visible again at once;
+* ``ack`` deletes the message from the store (with ``ack_batch_seconds``, together with the
+  channel's next round trip: :mod:`django_tq.transport.ack_batch`), ``reject(requeue=True)`` and
+  ``close()`` release the lease so the message is visible again at once;
 * :meth:`LeasedChannel.renew_leases` extends every lease the channel holds (buffered and running);
   the worker calls it from a timer while tasks run, so a live worker's messages never come back;
 * a consumer that dies stops renewing: its messages come back when the lease expires;
@@ -35,6 +36,7 @@ from typing import Any
 from kombu.transport import virtual
 
 from django_tq.outgoing import Outgoing
+from django_tq.transport.ack_batch import AckBatch
 
 _owner_counter = itertools.count(1)
 
@@ -103,11 +105,16 @@ class LeasedChannel(virtual.Channel):
     claim_batch: int = 32
     #: seconds between polls when the store has no wake-up signal
     polling_interval: float = 0.1
+    #: the longest an ack waits to travel with the channel's next round trip (0: each ack is
+    #: its own round trip, sent before ``ack()`` returns); a store that folds queued acks into
+    #: its claims (:meth:`take_acks`) sets a default
+    ack_batch_seconds: float = 0.0
     from_transport_options = (
         *virtual.Channel.from_transport_options,
         "lease_seconds",
         "claim_batch",
         "polling_interval",
+        "ack_batch_seconds",
     )
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -115,6 +122,8 @@ class LeasedChannel(virtual.Channel):
         self.owner = new_owner_id()
         self._buffers: dict[str, deque[dict[str, Any]]] = {}
         self._lock = threading.RLock()
+        delay = float(self.ack_batch_seconds or 0)
+        self._acks = AckBatch(self._send_acks, delay) if delay > 0 else None
 
     # -- the store contract -------------------------------------------------------------------
     def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
@@ -203,11 +212,40 @@ class LeasedChannel(virtual.Channel):
     # -- lease operations used by QoS and the worker -----------------------------------------
     def ack_leases(self, tags: Iterable[Any], owner_prefix: str | None = None) -> None:
         """Delete acked messages from the store, if this channel (or ``owner_prefix``: a dead
-        process of ours, see :func:`owner_prefix`) still holds their lease."""
+        process of ours, see :func:`owner_prefix`) still holds their lease.
+
+        With ``ack_batch_seconds``, this channel's own acks are queued and sent with its next
+        round trip (within that many seconds); a dead process's are sent at once.
+        """
         tags = list(tags)
-        if tags:
-            with self._lock:
-                self._ack(tags, owner_prefix or self.owner)
+        if not tags:
+            return
+        if owner_prefix is None and self._acks is not None:
+            self._acks.add(tags)
+            return
+        with self._lock:
+            self._ack(tags, owner_prefix or self.owner)
+
+    def _send_acks(self, tags: list[Any]) -> None:
+        with self._lock:
+            self._ack(tags, self.owner)
+
+    def take_acks(self) -> list[Any]:
+        """Remove and return the queued acks, for the store to send with its next command.
+
+        The caller must send them (fenced by :attr:`owner`) or :meth:`give_back_acks` them.
+        """
+        return self._acks.take() if self._acks is not None else []
+
+    def give_back_acks(self, tags: list[Any]) -> None:
+        """Queue acks again that :meth:`take_acks` returned and the store did not get."""
+        if self._acks is not None:
+            self._acks.give_back(tags)
+
+    def flush_acks(self) -> None:
+        """Send the queued acks now (a no-op without ``ack_batch_seconds``)."""
+        if self._acks is not None:
+            self._acks.flush()
 
     def release_leases(self, tags: Iterable[Any]) -> None:
         """Make delivered messages visible again at once (their delivery still counts)."""
@@ -261,7 +299,12 @@ class LeasedChannel(virtual.Channel):
         raise NotImplementedError
 
     def renew_leases(self) -> int:
-        """Extend the lease of every held message; return how many."""
+        """Extend the lease of every held message; return how many.
+
+        Queued acks are sent first: a message acked here is no longer held, so its lease is no
+        longer renewed, and it must leave the store before that lease runs out.
+        """
+        self.flush_acks()
         tags = self.held_tags()
         if tags:
             with self._lock:
@@ -270,6 +313,12 @@ class LeasedChannel(virtual.Channel):
 
     def close(self) -> None:
         if not self.closed:
+            try:
+                self.flush_acks()  # finished work first: it must not come back
+            except Exception:  # the store may be gone; the messages' leases expire
+                pass
+            if self._acks is not None:
+                self._acks.close()
             try:
                 self.release_buffered()
             except Exception:  # the store may be gone; leases expire by themselves

@@ -15,13 +15,20 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 # KEYS: payloads, delayed, ready list of the message's priority, wake
 # ARGV: id, payload, not_before (epoch ms, 0 = now), wake cap
-# (The queue registry is written once per process, when the queue is declared.)
+# (The queue registry is written once per process, when the queue is declared. Redis' clock is
+# read only for a message with a not_before: most publishes are for now.)
 PUT_SCRIPT = (
-    _NOW
-    + """
+    """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local not_before = tonumber(ARGV[3])
-if not_before > now then
+local later = false
+if not_before > 0 then
+"""
+    + _NOW
+    + """
+  later = not_before > now
+end
+if later then
   redis.call('ZADD', KEYS[2], not_before, ARGV[1])
 else
   redis.call('RPUSH', KEYS[3], ARGV[1])

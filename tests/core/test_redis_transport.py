@@ -32,6 +32,8 @@ from django_tq.transport.redis import (
     SecureTransport,
     Transport,
     database_number,
+    new_message_id,
+    pack_commands,
     split_tag,
 )
 from django_tq.transport.redis_sentinel import sentinel_addresses
@@ -107,8 +109,17 @@ def make_receiver() -> Iterator[Callable[..., Receiver]]:
     """Open receivers on a Redis broker with a chosen lease; close them all at the end."""
     receivers: list[Receiver] = []
 
-    def make(queues: list[str], *, prefetch: int = 4, lease_seconds: float = 60.0) -> Receiver:
-        broker = Broker(REDIS_URL, transport_options={"lease_seconds": lease_seconds})
+    def make(
+        queues: list[str],
+        *,
+        prefetch: int = 4,
+        lease_seconds: float = 60.0,
+        ack_batch_seconds: float | None = None,
+    ) -> Receiver:
+        options: dict[str, Any] = {"lease_seconds": lease_seconds}
+        if ack_batch_seconds is not None:
+            options["ack_batch_seconds"] = ack_batch_seconds
+        broker = Broker(REDIS_URL, transport_options=options)
         receiver = Receiver(broker, queues, prefetch)
         receivers.append(receiver)
         return receiver
@@ -145,6 +156,32 @@ def test_url_names_host_port_database_and_password() -> None:
     assert split_tag("a/b/9:abc") == ("a/b", "9:abc")
 
 
+def test_message_ids_are_unique_across_calls_and_forked_processes() -> None:
+    first, second = new_message_id(5), new_message_id(0)
+    assert first.startswith("5:") and second.startswith("0:") and first[2:] != second[2:]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a prefork pool's, say
+        os.write(write, new_message_id(5).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    in_child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    assert in_child.split("-")[0] != first.split("-")[0]  # its own prefix, not the parent's
+
+
+@pytest.mark.parametrize("hiredis", [True, False], ids=["hiredis", "python"])
+def test_commands_are_packed_as_redis_expects(hiredis: bool, monkeypatch: Any) -> None:
+    if not hiredis:
+        monkeypatch.setattr("django_tq.transport.redis._hiredis_pack", None)
+    packed = pack_commands([("EVALSHA", "ab", 1, "k", "é"), ("WAIT", 1, 1000)])
+    assert packed == (
+        b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n"
+        b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n1000\r\n"
+    )
+
+
 def test_redis_errors_are_connection_errors() -> None:
     assert issubclass(redis.exceptions.ConnectionError, Transport.connection_errors)
     assert issubclass(redis.exceptions.TimeoutError, Transport.connection_errors)
@@ -169,6 +206,7 @@ def test_publish_and_consume_roundtrip(
     assert delivery.delivery_count == 1
     assert split_tag(delivery.tag)[0] == redis_queue
     delivery.ack()
+    receiver.channel.flush_acks()  # acks are batched (see the tests of batched acks below)
     assert broker.depth(redis_queue) == 0
 
 
@@ -226,6 +264,8 @@ def test_an_expired_lease_is_delivered_again(
     assert again.delivery_count == 2
     again.ack()
     held.ack()  # the first holder finishing late changes nothing
+    first.channel.flush_acks()
+    second.channel.flush_acks()
     assert broker.depth(redis_queue) == 0
 
 
@@ -238,10 +278,93 @@ def test_a_late_ack_from_a_holder_whose_lease_was_taken_over_is_fenced(
     second = make_receiver([redis_queue], lease_seconds=30)
     [current] = second.receive(1)  # the first lease ran out: the message is the second's now
     stale.ack()  # the first holder comes back (a healed partition) and acks late
+    first.channel.flush_acks()
     assert broker.depth(redis_queue) == 1  # still there: the second holder's lease stands
     third = make_receiver([redis_queue], lease_seconds=30)
     third.receive_nothing(0.3)  # and nobody else receives it meanwhile
     current.ack()
+    second.channel.flush_acks()
+    assert broker.depth(redis_queue) == 0
+
+
+# -- batched acks (ack_batch_seconds) ---------------------------------------------------------------
+# A delay of 30 s keeps the flusher thread out of the way: what sends the acks is the round trip
+# under test.
+def test_queued_acks_travel_with_the_next_claim(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("first"), queue=redis_queue)
+    broker.publish(message("second"), queue=redis_queue)
+    receiver = make_receiver([redis_queue], prefetch=1, ack_batch_seconds=30)
+    [first] = receiver.receive(1)
+    first.ack()
+    assert broker.depth(redis_queue) == 2  # queued here, not sent yet
+    [_, second] = receiver.receive(2)  # the claim of "second" carries the ack of "first"
+    assert body_of(second) == "second"
+    assert broker.depth(redis_queue) == 1
+
+
+def test_the_idle_wait_carries_queued_acks(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("only"), queue=redis_queue)
+    receiver = make_receiver([redis_queue], ack_batch_seconds=30)
+    [delivery] = receiver.receive(1)
+    delivery.ack()
+    receiver.receive_nothing(0.1)  # pipelined in front of the BLPOP
+    assert broker.depth(redis_queue) == 0
+
+
+def test_queued_acks_are_sent_within_the_delay_when_no_round_trip_comes(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("then-a-long-task"), queue=redis_queue)
+    receiver = make_receiver([redis_queue], ack_batch_seconds=0.05)
+    [delivery] = receiver.receive(1)
+    delivery.ack()  # and the consumer never comes back to the channel (a long task)
+    wait_for(lambda: broker.depth(redis_queue) == 0, timeout=5, what="the flusher's ack")
+
+
+def test_renewing_leases_or_closing_sends_queued_acks(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("renewed"), queue=redis_queue)
+    broker.publish(message("closed"), queue=redis_queue)
+    renewing = make_receiver([redis_queue], prefetch=1, ack_batch_seconds=30)
+    [delivery] = renewing.receive(1)
+    delivery.ack()
+    assert renewing.subscription.renew_leases() == 0  # not held any more: sent, not renewed
+    assert broker.depth(redis_queue) == 1
+    closing = make_receiver([redis_queue], prefetch=1, ack_batch_seconds=30)
+    [delivery] = closing.receive(1)
+    delivery.ack()
+    closing.subscription.close()
+    assert broker.depth(redis_queue) == 0
+
+
+def test_a_batched_late_ack_is_fenced_like_a_lone_one(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("partitioned"), queue=redis_queue)
+    first = make_receiver([redis_queue], lease_seconds=0.3, ack_batch_seconds=30)
+    [stale] = first.receive(1)
+    second = make_receiver([redis_queue], lease_seconds=30)
+    [current] = second.receive(1)  # the first lease ran out: the message is the second's now
+    stale.ack()
+    first.receive_nothing(0.1)  # the ack travels with the first holder's next claim: refused
+    assert broker.depth(redis_queue) == 1
+    current.ack()
+    second.channel.flush_acks()
+    assert broker.depth(redis_queue) == 0
+
+
+def test_without_batching_an_ack_is_sent_before_it_returns(
+    broker: Broker, redis_queue: str, make_receiver: Any
+) -> None:
+    broker.publish(message("at-once"), queue=redis_queue)
+    receiver = make_receiver([redis_queue], ack_batch_seconds=0)
+    [delivery] = receiver.receive(1)
+    delivery.ack()
     assert broker.depth(redis_queue) == 0
 
 
@@ -318,6 +441,7 @@ def test_purge_removes_waiting_messages_and_size_counts_leased_ones(
     assert broker.purge([redis_queue]) == 4
     assert broker.depth(redis_queue) == 1
     leased.ack()
+    receiver.channel.flush_acks()
     assert broker.depth(redis_queue) == 0
     receiver.receive_nothing(0.2)
 
@@ -351,7 +475,9 @@ def test_a_consumer_of_several_queues_receives_from_each(
         assert sorted(receiver.bodies()) == ["from-a", "from-b"]
         for delivery in receiver.deliveries:
             delivery.ack()
+        receiver.channel.flush_acks()  # one ack script per queue, in one round trip
         assert broker.depth(second_queue) == 0
+        assert broker.depth(redis_queue) == 0
     finally:
         with Broker(REDIS_URL).connection() as connection:
             connection.default_channel._delete(second_queue)
