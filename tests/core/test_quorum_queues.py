@@ -24,6 +24,7 @@ from kombu import Queue
 
 from django_tq import AsyncResult, states
 from django_tq.broker import ALL_QUEUES, Broker, delivery_limit, get_broker, quorum_queue_names
+from django_tq.exceptions import PublishError
 from django_tq.exchanges import Broadcast
 from django_tq.message import TaskMessage, WireMessage
 from django_tq.models import DeadLetter, TaskResult
@@ -292,3 +293,50 @@ def test_every_queue_quorum_leaves_a_worker_s_broadcast_copy_classic(queue_name,
             broker.queue(copy)(connection.channel()).declare()  # not PRECONDITION_FAILED
     finally:
         delete_queues(AMQP_URL, [copy])
+
+
+def at_the_limit(quorum_queue: str, rescue: DeliveryLimitRescue, settings: Any) -> str:
+    """Return the id of an innocent task RabbitMQ took off ``quorum_queue`` at its limit."""
+    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 1}
+    rescue.queues.take()  # declares <queue>.delivery-limit, as a worker's housekeeping does
+    innocent = record.delay("innocent")
+    assert bounce_until_gone(quorum_queue) == 2
+    wait_for(lambda: dead_lettered(quorum_queue) == 1, what="at-least-once dead-lettering")
+    return innocent.id
+
+
+def delete_source(name: str) -> None:
+    with get_broker().connection() as connection:
+        connection.default_channel.queue_delete(name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_published_again_to_a_deleted_queue_is_not_lost(
+    quorum_queue, settings, rescue
+) -> None:
+    """RabbitMQ acks a message no queue takes: the republish is mandatory, the queue declared
+    again when the message comes back (``basic.return``)."""
+    innocent = at_the_limit(quorum_queue, rescue, settings)
+    delete_source(quorum_queue)  # between the worker's declare and its republish
+    assert rescue.tick(0.0) == 1
+    assert dead_lettered(quorum_queue) == 0
+    assert get_broker().depth(quorum_queue) == 1
+    with get_broker().connection() as connection:
+        message = connection.channel().basic_get(queue=quorum_queue, no_ack=True)
+    assert message.headers["id"] == innocent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_republish_no_queue_takes_leaves_the_message_at_the_limit(
+    quorum_queue, settings, rescue, monkeypatch
+) -> None:
+    innocent = at_the_limit(quorum_queue, rescue, settings)
+    delete_source(quorum_queue)
+    monkeypatch.setattr(rescue.queues, "_declare_source", lambda source: None)  # stays gone
+    with pytest.raises(PublishError, match="routed .* to no queue"):
+        rescue.tick(0.0)
+    assert dead_lettered(quorum_queue) == 1  # not acked: given back when the channel closed
+    monkeypatch.undo()
+    assert rescue.tick(10.0) == 1
+    assert get_broker().depth(quorum_queue) == 1
+    assert AsyncResult(innocent).state == states.QUEUED
