@@ -219,6 +219,15 @@ class Broker:
         names = self.legacy_quorum_queues
         return self.is_amqp and (names is ALL_QUEUES or name in names)
 
+    def delivery_limit_queue(self, name: str) -> str | None:
+        """Return the queue holding what RabbitMQ took off ``name`` at its delivery limit
+        (``<name>.delivery-limit``), or ``None`` when ``name`` is not a quorum queue (or is
+        such a queue itself)."""
+        source = delivery_limit.source_of(name)
+        if not self.is_quorum(name) or (source is not None and self.is_quorum(source)):
+            return None
+        return delivery_limit.queue_name(name)
+
     def queue(self, name: str) -> Any:
         """Return the kombu queue called ``name``.
 
@@ -227,8 +236,13 @@ class Broker:
         ``<name>.delivery-limit`` (:mod:`~django_tq.broker.delivery_limit`). Bound as
         ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
         (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
-        other queue to an exchange of its own name with its name as key.
+        other queue to an exchange of its own name with its name as key. A quorum queue's
+        ``<name>.delivery-limit`` is declared as :func:`~.delivery_limit.dead_letter_queue`
+        says (so that its depth and purge find it as the worker made it).
         """
+        source = delivery_limit.source_of(name)
+        if source is not None and self.is_quorum(source):
+            return delivery_limit.dead_letter_queue(source)
         arguments: dict[str, Any] = {}
         if self.is_quorum(name):
             arguments = delivery_limit.source_arguments(

@@ -58,6 +58,12 @@ def queue_name(source: str) -> str:
     return f"{source}{SUFFIX}"
 
 
+def source_of(name: str) -> str | None:
+    """Return the quorum queue whose ``.delivery-limit`` queue ``name`` would be, else ``None``."""
+    source = name.removesuffix(SUFFIX)
+    return source if source != name and source else None
+
+
 def source_arguments(delivery_limit: int, source: str, *, legacy: bool = False) -> dict[str, Any]:
     """Return the arguments of the quorum queue ``source``.
 
