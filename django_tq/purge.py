@@ -124,8 +124,7 @@ def purge(queues: Iterable[str], *, discard: bool = False, broker: Broker | None
         _revoke_parked(names, done)
     else:
         done.discarded += ParkedMessage.objects.filter(queue__in=names).delete()[0]
-    limit_queues = [delivery_limit.queue_name(name) for name in quorum]
-    done.discarded += broker.purge([*names, *limit_queues])
+    done.discarded += broker.purge(names)  # the .delivery-limit queues too
     for name in names:
         done.results += _revoke_queued(name, began)
     logger.info(

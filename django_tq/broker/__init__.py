@@ -612,7 +612,11 @@ class Broker:
             return Delivery(message, message.delivery_info.get("routing_key") or "")
 
     def purge(self, queues: list[str]) -> int:
-        """Delete every waiting message in ``queues``; return how many."""
+        """Delete every waiting message in ``queues``; return how many.
+
+        A quorum queue's ``<name>.delivery-limit`` is emptied with it: what RabbitMQ took off
+        it at its delivery limit would otherwise be published back on it by a worker.
+        """
         with self.connection() as conn:
             channel = conn.default_channel
             total = 0
@@ -620,8 +624,10 @@ class Broker:
                 declared = tq_settings.QUEUES.get(name)
                 if declared is not None and declared.broadcast:
                     continue  # its messages are in the workers' copies
-                self.queue(name)(channel).declare()
-                total += channel.queue_purge(name) or 0
+                limit_queue = self.delivery_limit_queue(name)
+                for queue in (name,) if limit_queue is None else (name, limit_queue):
+                    self.queue(queue)(channel).declare()
+                    total += channel.queue_purge(queue) or 0
             return total
 
     def delayed(self, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:

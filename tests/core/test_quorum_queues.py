@@ -396,3 +396,14 @@ def test_discard_empties_the_delivery_limit_queue_too(quorum_queue, settings, re
     assert "1 discarded unread" in out
     assert dead_lettered(quorum_queue) == 0
     assert AsyncResult(at_limit).state == states.REVOKED  # step 4: its QUEUED result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_s_purge_empties_the_delivery_limit_queue(quorum_queue, settings, rescue) -> None:
+    """``tqworker --purge`` discards through ``Broker.purge``: one at the limit, one waiting."""
+    at_the_limit(quorum_queue, rescue, settings)
+    record.delay("waiting")
+    rescue.close()
+    assert get_broker().purge([quorum_queue]) == 2
+    assert dead_lettered(quorum_queue) == 0
+    assert get_broker().depth(quorum_queue) == 0
