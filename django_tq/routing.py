@@ -110,6 +110,11 @@ def _through_exchange(queue: str | None, exchange: str | None, key: str | None) 
     legacy = exchange == topology.default_exchange and topology.exchange_type(exchange) == "direct"
     if legacy and queue in (None, key):
         return _named_queue(key)  # a routing key naming its queue, as before exchanges
+    if not topology.is_declared_exchange(exchange):
+        raise QueueNotFound(
+            f"Exchange {exchange!r} is not declared: no queue of TQ['QUEUES'] is bound to it, "
+            f"so routing key {key!r} reaches no queue."
+        )
     raise QueueNotFound(
         f"Routing key {key!r} on exchange {exchange!r} ({topology.exchange_type(exchange)}) "
         "reaches no queue declared in TQ['QUEUES']."

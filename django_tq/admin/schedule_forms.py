@@ -39,7 +39,7 @@ class PeriodicTaskForm(forms.ModelForm):
         fields = (
             "name", "task", "enabled", "description", "interval", "crontab", "solar", "clocked",
             "start_time", "expires", "expire_seconds", "one_off", "misfire_policy", "args",
-            "kwargs", "queue", "priority", "headers",
+            "kwargs", "queue", "exchange", "routing_key", "priority", "headers",
         )  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -41,9 +41,9 @@ CODE = ("#e1effe", "#1e429f")
 PREVIEW = 5
 #: fields a code-declared task takes from the code (the admin may only pause it)
 CODE_OWNED = (
-    "name", "task", "interval", "crontab", "solar", "clocked", "args", "kwargs", "queue", "priority",
-    "headers", "start_time", "expires", "expire_seconds", "one_off", "misfire_policy",
-    "description",
+    "name", "task", "interval", "crontab", "solar", "clocked", "args", "kwargs", "queue", "exchange",
+    "routing_key", "priority", "headers", "start_time", "expires", "expire_seconds", "one_off",
+    "misfire_policy", "description",
 )  # fmt: skip
 
 
@@ -144,7 +144,18 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
             },
         ),
         (_("Arguments"), {"fields": ["args", "kwargs"]}),
-        (_("Delivery"), {"fields": ["queue", "priority", "headers"], "classes": ["collapse"]}),
+        (
+            _("Delivery"),
+            {
+                "fields": ["queue", ("exchange", "routing_key"), "priority", "headers"],
+                "classes": ["collapse"],
+                "description": _(
+                    "Sent as apply_async(queue=…, exchange=…, routing_key=…) would be: a queue "
+                    "alone goes straight into it; an exchange or a routing key goes through the "
+                    "exchange of TQ['QUEUES'], to the queues bound with a matching key."
+                ),
+            },
+        ),
         (
             _("History"),
             {

@@ -179,7 +179,8 @@ class PeriodicTaskSerializer(serializers.ModelSerializer):
         fields = [
             "id", "url", "name", "task", "enabled", "description", "interval", "crontab",
             "solar", "clocked", "schedule", "next_run", "start_time", "expires", "expire_seconds",
-            "one_off", "misfire_policy", "args", "kwargs", "queue", "priority", "headers",
+            "one_off", "misfire_policy", "args", "kwargs", "queue", "exchange", "routing_key",
+            "priority", "headers",
             "code_managed", "last_run_at", "total_run_count", "date_created", "date_changed",
         ]  # fmt: skip
         read_only_fields = [

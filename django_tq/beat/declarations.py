@@ -33,7 +33,7 @@ ENTRY_KEYS = frozenset(
         "one_off", "enabled", "start_time",
     }
 )  # fmt: skip
-OPTION_KEYS = frozenset({"queue", "priority", "headers", "expires"})
+OPTION_KEYS = frozenset({"queue", "exchange", "routing_key", "priority", "headers", "expires"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,6 +46,8 @@ class Declaration:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str = ""
+    exchange: str = ""
+    routing_key: str = ""
     priority: int | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     expires: dt.datetime | None = None
@@ -147,6 +149,8 @@ def from_setting(name: str, entry: Any) -> Declaration:
             args=tuple(args),
             kwargs=dict(kwargs),
             queue=options.get("queue") or "",
+            exchange=options.get("exchange") or "",
+            routing_key=options.get("routing_key") or "",
             priority=options.get("priority"),
             headers=dict(options.get("headers") or {}),
             expires=expires if isinstance(expires, dt.datetime) else None,

@@ -38,7 +38,7 @@ from django_tq.beat.due import due
 from django_tq.beat.sync import sync_declared
 from django_tq.broker import get_broker
 from django_tq.conf import tq_settings
-from django_tq.exceptions import PublishError
+from django_tq.exceptions import PublishError, QueueNotFound
 from django_tq.liveness import LivenessFile
 from django_tq.models import PeriodicTask, PeriodicTaskRun
 from django_tq.models.periodic_tasks import occurrence_task_id
@@ -239,6 +239,8 @@ class Scheduler:
             policy=periodic_task.misfire_policy,
             one_off=periodic_task.one_off,
         )
+        if plan.send:
+            self._check_routing(periodic_task)
         sent = []
         for scheduled_for in plan.send:
             task_id = occurrence_task_id(periodic_task.pk, scheduled_for)
@@ -249,6 +251,18 @@ class Scheduler:
         if plan.latest is not None and not plan.send:
             self._advance(periodic_task, plan.latest)  # skipped: do not look at them again
         return sent
+
+    @staticmethod
+    def _check_routing(periodic_task: PeriodicTask) -> None:
+        """Raise ``QueueNotFound`` when the task's queue, exchange and key now reach no queue.
+
+        Saving the task checked them, but ``TQ["QUEUES"]`` may have changed since. Checked before
+        anything is claimed: a claimed run would be sent again, and fail again, at every tick.
+        The occurrences stay due; once the routing is fixed the misfire policy says what is sent.
+        """
+        problem = periodic_task.routing_problem()
+        if problem is not None:
+            raise QueueNotFound(f"Periodic task {periodic_task.name!r} is not sent: {problem}")
 
     # -- claiming and sending -------------------------------------------------------------------
     def publishes_in_transaction(self) -> bool:
@@ -384,6 +398,11 @@ class Scheduler:
         )
         sent = []
         for run in stale:
+            try:
+                self._check_routing(run.periodic_task)
+            except QueueNotFound as exc:  # left claimed: sent once the routing is fixed
+                self._task_outage(run.periodic_task.name).failed(exc, time.monotonic())
+                continue
             claim = self._stale_claim(run, now)
             delivered = self._deliver(run.periodic_task, run.scheduled_for, run.task_id, claim, now)
             if delivered is not None:

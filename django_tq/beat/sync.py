@@ -52,6 +52,8 @@ def _field_values(declaration: Declaration) -> dict[str, Any]:
         "args": list(declaration.args),
         "kwargs": declaration.kwargs,
         "queue": declaration.queue,
+        "exchange": declaration.exchange,
+        "routing_key": declaration.routing_key,
         "priority": declaration.priority,
         "headers": declaration.headers,
         "expires": declaration.expires,

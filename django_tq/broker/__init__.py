@@ -28,7 +28,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.objects import cached_property
 
-from django_tq.broker import delivery_limit, exchange_emulation
+from django_tq.broker import delivery_limit, exchange_emulation, existing_queues
 from django_tq.broker.confirms import Confirms, ConfirmTimeout, Late, OnLateFailure
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.late_confirms import LateConfirms
@@ -121,6 +121,8 @@ class Broker:
         self.legacy_quorum_queues = quorum_queue_names(
             self.transport_options.pop("legacy_quorum_queues", ())
         )
+        #: queues declared otherwise that exist on RabbitMQ as quorum queues (Celery's)
+        self.found_quorum_queues: set[str] = set()
         #: RabbitMQ: whether a publish returns only once the broker confirmed it (the default)
         self.confirms_publish = False
         if self.is_amqp:
@@ -202,16 +204,20 @@ class Broker:
     def is_quorum(self, name: str) -> bool:
         """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included).
 
-        Never a worker's copy of a Broadcast queue: it is deleted with its last consumer, and
-        a quorum queue cannot be (``quorum_queues=True`` would make the worker's declare fail).
+        Also one declared otherwise that RabbitMQ reported existing as a quorum queue
+        (Celery's: :mod:`.existing_queues`). Never a worker's copy of a Broadcast queue: it is
+        deleted with its last consumer, and a quorum queue cannot be (``quorum_queues=True``
+        would make the worker's declare fail).
         """
-        return (
-            self.is_amqp
-            and any(
-                names is ALL_QUEUES or name in names
-                for names in (self.quorum_queues, self.legacy_quorum_queues)
-            )
-            and tq_settings.QUEUES.broadcast_of(name) is None
+        return (self._named_quorum(name) or name in self.found_quorum_queues) and (
+            tq_settings.QUEUES.broadcast_of(name) is None
+        )
+
+    def _named_quorum(self, name: str) -> bool:
+        """Return whether the transport options name ``name`` a quorum queue (legacy or not)."""
+        return self.is_amqp and any(
+            names is ALL_QUEUES or name in names
+            for names in (self.quorum_queues, self.legacy_quorum_queues)
         )
 
     def is_legacy_quorum(self, name: str) -> bool:
@@ -222,9 +228,12 @@ class Broker:
     def delivery_limit_queue(self, name: str) -> str | None:
         """Return the queue holding what RabbitMQ took off ``name`` at its delivery limit
         (``<name>.delivery-limit``), or ``None`` when ``name`` is not a quorum queue (or is
-        such a queue itself)."""
+        such a queue itself). Only the quorum queues the transport options name have one: one
+        found existing (Celery's) has no dead-letter exchange of ours."""
         source = delivery_limit.source_of(name)
-        if not self.is_quorum(name) or (source is not None and self.is_quorum(source)):
+        if not (self.is_quorum(name) and self._named_quorum(name)):
+            return None
+        if source is not None and self.is_quorum(source) and self._named_quorum(source):
             return None
         return delivery_limit.queue_name(name)
 
@@ -241,7 +250,7 @@ class Broker:
         says (so that its depth and purge find it as the worker made it).
         """
         source = delivery_limit.source_of(name)
-        if source is not None and self.is_quorum(source):
+        if source is not None and self.is_quorum(source) and self._named_quorum(source):
             return delivery_limit.dead_letter_queue(source)
         arguments: dict[str, Any] = {}
         if self.is_quorum(name):
@@ -267,6 +276,18 @@ class Broker:
             queue_arguments=arguments,
             durable=True,
         )
+
+    def declare_queue(self, connection: Any, name: str) -> None:
+        """Declare queue ``name`` with its exchange and binding on kombu ``connection``.
+
+        On RabbitMQ a queue that exists with other arguments (Celery's, with no
+        ``x-max-priority``) is used as it is, with a warning (:mod:`.existing_queues`).
+        """
+        if self.is_amqp:
+            if existing_queues.declare(connection, self.queue(name)):
+                self.found_quorum_queues.add(name)  # consumed as one: no channel-wide prefetch
+        else:
+            self.queue(name)(connection.default_channel).declare()
 
     @property
     def is_amqp(self) -> bool:
@@ -524,7 +545,7 @@ class Broker:
         route = item.wire.route
         if route is None:
             if item.queue not in declared:
-                self.queue(item.queue)(channel).declare()
+                self.declare_queue(self._local.connection, item.queue)
                 declared.add(item.queue)
             return "", item.routing_key or item.queue
         exchange, routing_key = route
@@ -534,7 +555,7 @@ class Broker:
             entity(channel).declare()
             for queue in topology.queues:
                 if queue.exchange == exchange and not queue.broadcast:
-                    self.queue(queue.name)(channel).declare()
+                    self.declare_queue(self._local.connection, queue.name)
             declared.add(f"exchange:{exchange}")
         return exchange, routing_key
 
@@ -626,7 +647,7 @@ class Broker:
                     continue  # its messages are in the workers' copies
                 limit_queue = self.delivery_limit_queue(name)
                 for queue in (name,) if limit_queue is None else (name, limit_queue):
-                    self.queue(queue)(channel).declare()
+                    self.declare_queue(conn, queue)
                     total += channel.queue_purge(queue) or 0
             return total
 

@@ -60,8 +60,17 @@ class Subscription:
         if self.accept_celery and hasattr(channel, "adopt_celery"):
             channel.adopt_celery = True
         queues = [self.broker.queue(name) for name in self.queue_names]
+        if self.broker.is_amqp:  # declared apart: a queue Celery made first is used as it is
+            for name in self.queue_names:
+                self.broker.declare_queue(connection, name)
         # on_message gets the raw message: kombu must not decode bodies (we do, with our accept list)
-        consumer = Consumer(channel, queues=queues, on_message=self._on_message, no_ack=False)
+        consumer = Consumer(
+            channel,
+            queues=queues,
+            on_message=self._on_message,
+            no_ack=False,
+            auto_declare=not self.broker.is_amqp,
+        )
         # RabbitMQ applies a changed per-consumer prefetch only to new consumers; a channel-wide
         # one can be widened live (what widen_prefetch needs). Same choice as Celery. Quorum
         # queues refuse a channel-wide prefetch: there held ETA messages count in the window.

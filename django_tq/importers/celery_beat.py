@@ -5,8 +5,10 @@ name, with its schedule (an interval, a crontab in its own time zone, a solar ev
 arguments, headers, queue, priority, expiry, one-off flag, start time, last run and run count.
 What cannot be carried over exactly is said, row by row:
 
-* a task name this project does not register, a routing that django_tq cannot express (an
-  exchange, a routing key other than the queue) and arguments that do not fit the task are
+* the queue, exchange and routing key are kept, and route each run as Celery's beat did
+  (``apply_async(queue=, exchange=, routing_key=)``, see :mod:`django_tq.routing`);
+* a task name this project does not register, a routing that reaches no queue here (an exchange
+  or a binding ``TQ["QUEUES"]`` does not declare) and arguments that do not fit the task are
   imported *disabled*, with the reason: nothing is lost, nothing runs somewhere unexpected;
 * ``celery.backend_cleanup`` is skipped (django_tq's worker deletes expired results itself),
   as are intervals that are not whole seconds;
@@ -28,13 +30,13 @@ from typing import Any
 
 from django.db import DatabaseError, router, transaction
 
-from django_tq.conf import tq_settings
 from django_tq.importers import celery_data
 from django_tq.importers.celery_crontab import CronParseError, our_crontab_fields
 from django_tq.importers.periodic_tasks import KIND, PlannedTask, moment, solar_values, write
 from django_tq.importers.report import Action, Invalid, Report, RowOutcome, Skipped
 from django_tq.importers.tables import SourceTable
 from django_tq.models import ImportedPeriodicTask, PeriodicTask
+from django_tq.models.periodic_tasks import ROUTING_FIELDS, routing_problem
 from django_tq.registry import registry
 from django_tq.schedules import CRONTAB_FIELDS, Crontab, Every
 from django_tq.sqlite import write_atomic
@@ -186,33 +188,17 @@ def _json(row: dict[str, Any], column: str, kind: type, default: Any) -> Any:
     return value
 
 
-def _route(row: dict[str, Any]) -> tuple[str, list[str], list[str]]:
-    """Return the queue, why the task must be imported disabled, and remarks.
+def _route(row: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Return the queue, exchange and routing key, and why the task must be imported disabled.
 
-    django_tq routes by queue name only: a routing key naming a queue is that queue. (When
-    exchanges arrive, they and the routing key are kept here instead of disabling the task.)
+    They are kept as they are: django-celery-beat passes them to ``apply_async`` and so does
+    django_tq's beat, routed against this project's ``TQ["QUEUES"]``. One that reaches no queue
+    here (an exchange it does not declare, a key no queue is bound with) disables the task: Celery
+    would publish to an exchange RabbitMQ refuses, or one that drops the message.
     """
-    queue, exchange, routing_key = (
-        row["queue"] or "",
-        row["exchange"] or "",
-        row["routing_key"] or "",
-    )
-    disable, notes = [], []
-    if routing_key and not queue:
-        queue = routing_key
-        notes.append(f"queue {queue!r} taken from the routing key")
-    elif routing_key and routing_key != queue:
-        disable.append(
-            f"routing key {routing_key!r} differs from queue {queue!r} and django_tq routes by "
-            "queue name only"
-        )
-    if exchange:
-        target = queue or tq_settings.DEFAULT_QUEUE
-        disable.append(
-            f"exchange {exchange!r}: django_tq routes by queue name only (it would go to "
-            f"queue {target!r})"
-        )
-    return queue, disable, notes
+    options = {field: str(row[field] or "") for field in ROUTING_FIELDS}
+    problem = routing_problem(**options)
+    return options, [] if problem is None else [problem.rstrip(".")]
 
 
 def _priority(value: int | None, order: str) -> tuple[int | None, list[str]]:
@@ -238,9 +224,8 @@ def plan(row: dict[str, Any], *, priority_order: str = AMQP) -> PlannedTask:
     args = _json(row, "args", list, [])
     kwargs = _json(row, "kwargs", dict, {})
     headers = _json(row, "headers", dict, {})
-    queue, disable, notes = _route(row)
-    priority, priority_notes = _priority(row["priority"], priority_order)
-    notes.extend(priority_notes)
+    route, disable = _route(row)
+    priority, notes = _priority(row["priority"], priority_order)
     if row["task"] not in registry:
         disable.append(f"task {row['task']!r} is not registered in this project")
     else:
@@ -260,7 +245,7 @@ def plan(row: dict[str, Any], *, priority_order: str = AMQP) -> PlannedTask:
         "args": args,
         "kwargs": kwargs,
         "headers": headers,
-        "queue": queue,
+        **route,
         "priority": priority,
         "enabled": enabled and not disable,
         "one_off": bool(row["one_off"]),

@@ -34,8 +34,9 @@ from django_tq.sun import Solar
 KIND = "periodic task"
 #: the values an import compares, in the form :class:`ImportedPeriodicTask` records them
 VALUE_KEYS = (
-    "task", "schedule", "args", "kwargs", "headers", "queue", "priority", "enabled", "one_off",
-    "start_time", "expires", "expire_seconds", "description", "last_run_at", "total_run_count",
+    "task", "schedule", "args", "kwargs", "headers", "queue", "exchange", "routing_key",
+    "priority", "enabled", "one_off", "start_time", "expires", "expire_seconds", "description",
+    "last_run_at", "total_run_count",
 )  # fmt: skip
 DATETIME_KEYS = ("start_time", "expires", "last_run_at")
 #: values that only move forward (the later of the two is kept)

@@ -16,12 +16,14 @@ import uuid
 from typing import Any, ClassVar
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.core.validators import MaxValueValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from django_tq import routing
+from django_tq.exceptions import QueueNotFound
 from django_tq.models.schedules import (
     ClockedSchedule,
     CrontabSchedule,
@@ -44,6 +46,27 @@ def occurrence_task_id(periodic_task_id: int, scheduled_for: dt.datetime) -> str
 
 #: the schedule foreign keys of a periodic task; exactly one is set
 SCHEDULE_FIELDS = ("interval", "crontab", "solar", "clocked")
+#: the fields that say where a run goes (``apply_async``'s options of the same names)
+ROUTING_FIELDS = ("queue", "exchange", "routing_key")
+#: what an exchange name or a routing key may be made of (as a queue name, ``routing.QUEUE_NAME``)
+ROUTING_NAME = RegexValidator(
+    routing.QUEUE_NAME, _("Use letters, digits and . _ : @ - only (no spaces).")
+)
+
+
+def routing_problem(*, queue: str, exchange: str, routing_key: str) -> str | None:
+    """Return why a run sent with these options would reach no queue, if it would not.
+
+    Routed as a call with the same options is (:func:`django_tq.routing.destination`): an
+    exchange not in ``TQ["QUEUES"]``, a key no declared queue is bound with, or an undeclared
+    queue with ``CREATE_MISSING_QUEUES`` off is refused when the task is saved (or imported)
+    rather than failing at every run.
+    """
+    try:
+        routing.destination({"queue": queue, "exchange": exchange, "routing_key": routing_key})
+    except QueueNotFound as exc:
+        return str(exc)
+    return None
 
 
 class MisfirePolicy(models.TextChoices):
@@ -102,6 +125,28 @@ class PeriodicTask(models.Model):
         blank=True,
         default="",
         help_text=_("Leave empty to route the task as usual."),
+    )
+    exchange = models.CharField(
+        _("exchange"),
+        max_length=200,
+        blank=True,
+        default="",
+        validators=[ROUTING_NAME],
+        help_text=_(
+            "Publish through this exchange of TQ['QUEUES'] (with the routing key). Leave empty "
+            "for the default exchange when a routing key is given, else to route as usual."
+        ),
+    )
+    routing_key = models.CharField(
+        _("routing key"),
+        max_length=200,
+        blank=True,
+        default="",
+        validators=[ROUTING_NAME],
+        help_text=_(
+            "The key the exchange routes by (feed.import reaches a queue bound with feed.#). "
+            "Leave empty to route as usual."
+        ),
     )
     priority = models.PositiveSmallIntegerField(
         _("priority"),
@@ -228,8 +273,9 @@ class PeriodicTask(models.Model):
             "scheduled_for": scheduled_for.isoformat(),
         }
         options: dict[str, Any] = {"headers": headers}
-        if self.queue:
-            options["queue"] = self.queue
+        for field in ROUTING_FIELDS:
+            if getattr(self, field):
+                options[field] = getattr(self, field)
         if self.priority is not None:
             options["priority"] = self.priority
         deadlines = [self.expires] if self.expires is not None else []
@@ -279,12 +325,25 @@ class PeriodicTask(models.Model):
             mismatch = self.signature_mismatch()
             if mismatch:  # not tied to one field: args, kwargs and task may all be read-only
                 errors.setdefault(NON_FIELD_ERRORS, []).append(mismatch)
+            names = [getattr(self, field) for field in ROUTING_FIELDS]
+            # a name ROUTING_NAME refuses is its field's error already (clean_fields)
+            unrouted = (
+                self.routing_problem()
+                if all(not name or routing.QUEUE_NAME.match(name) for name in names)
+                else None
+            )
+            if unrouted:  # not tied to one field either: it is the three together
+                errors.setdefault(NON_FIELD_ERRORS, []).append(unrouted)
         if errors:
             raise ValidationError(errors)
 
     def signature_mismatch(self) -> str | None:
         """Return why args/kwargs do not fit the registered task's signature, if they do not."""
         return registry.signature_mismatch(self.task, self.args, self.kwargs)
+
+    def routing_problem(self) -> str | None:
+        """Return why the queue, exchange and routing key reach no queue, if they do not."""
+        return routing_problem(**{field: getattr(self, field) for field in ROUTING_FIELDS})
 
 
 class PeriodicTaskRun(models.Model):

@@ -237,3 +237,51 @@ def test_stored_html_is_returned_as_json_strings(users: Users) -> None:
     assert response["Content-Type"] == "application/json"
     assert response.json()["description"] == XSS
     assert XSS.encode() in response.content  # a JSON string, never HTML
+
+
+FEEDS = {
+    "default": {},
+    "feed_tasks": {"exchange": "feeds", "exchange_type": "topic", "routing_key": "feed.#"},
+}
+
+
+def test_an_exchange_and_routing_key_round_trip_and_route_run_now(
+    users: Users, tq_capture: CapturedQueue, settings: Any
+) -> None:
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    body = {**NIGHTLY, "exchange": "feeds", "routing_key": "feed.import"}
+    created = create(users, body)
+    assert created.status_code == 201, created.json()
+    pk = created.json()["id"]
+    read = call(users, "get", f"periodic-tasks/{pk}/").json()
+    assert (read["queue"], read["exchange"], read["routing_key"]) == ("", "feeds", "feed.import")
+    patched = call(users, "patch", f"periodic-tasks/{pk}/", {"routing_key": "feed.export"})
+    assert patched.json()["routing_key"] == "feed.export"
+    assert call(users, "post", f"periodic-tasks/{pk}/run/", {}).status_code == 202
+    (message,) = tq_capture.messages
+    assert (message.queue, message.exchange, message.routing_key) == (
+        "feed_tasks", "feeds", "feed.export",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("routing", "field", "error"),
+    [
+        ({"exchange": "media", "routing_key": "x"}, "non_field_errors", "'media' is not declared"),
+        ({"exchange": "feeds", "routing_key": "orders.new"}, "non_field_errors", "reaches no"),
+        ({"exchange": "bad exchange!"}, "exchange", "Use letters, digits"),
+        ({"routing_key": "a b"}, "routing_key", "Use letters, digits"),
+    ],
+)
+def test_a_route_that_reaches_no_queue_is_a_400(
+    users: Users, settings: Any, routing: dict[str, str], field: str, error: str
+) -> None:
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    response = create(users, {**NIGHTLY, **routing})
+    assert response.status_code == 400
+    assert error in " ".join(response.json()[field]), response.json()
+    assert not PeriodicTask.objects.exists()
+    pk = create(users, NIGHTLY).json()["id"]  # and in a PATCH, against the stored row
+    response = call(users, "patch", f"periodic-tasks/{pk}/", routing)
+    assert response.status_code == 400 and field in response.json()
+    assert PeriodicTask.objects.get(pk=pk).exchange == ""

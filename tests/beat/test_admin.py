@@ -229,3 +229,44 @@ def test_code_declared_tasks_can_only_be_paused(admin_client: Any, rows: dict[st
     assert admin_client.get(admin_url("periodictask", "delete", job.pk)).status_code == 403
     assert admin_client.post(admin_url("periodictask", "delete", job.pk), {"post": "yes"})
     assert PeriodicTask.objects.filter(pk=job.pk).exists()
+
+
+FEEDS = {
+    "default": {},
+    "feed_tasks": {"exchange": "feeds", "exchange_type": "topic", "routing_key": "feed.#"},
+}
+
+
+def test_an_exchange_and_routing_key_are_saved_and_shown(admin_client: Any, settings: Any) -> None:
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    data = form_data(exchange="feeds", routing_key="feed.import")
+    assert admin_client.post(admin_url("periodictask", "add"), data).status_code == 302
+    added = PeriodicTask.objects.get(name="added")
+    assert (added.queue, added.exchange, added.routing_key) == ("", "feeds", "feed.import")
+    page = admin_client.get(admin_url("periodictask", "change", added.pk)).content.decode()
+    assert 'name="exchange" value="feeds"' in page
+    assert 'name="routing_key" value="feed.import"' in page
+
+
+@pytest.mark.parametrize(
+    ("routing", "error"),
+    [
+        (
+            {"exchange": "media", "routing_key": "x"},
+            "Exchange 'media' is not declared: no queue of TQ['QUEUES'] is bound to it",
+        ),
+        (
+            {"exchange": "feeds", "routing_key": "orders.new"},
+            "Routing key 'orders.new' on exchange 'feeds' (topic) reaches no queue",
+        ),
+        ({"routing_key": "a b"}, "Use letters, digits and . _ : @ - only (no spaces)."),
+    ],
+)
+def test_a_route_that_reaches_no_queue_is_a_form_error(
+    admin_client: Any, settings: Any, routing: dict[str, str], error: str
+) -> None:
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    response = admin_client.post(admin_url("periodictask", "add"), form_data(**routing))
+    assert response.status_code == 200
+    assert error in response.content.decode().replace("&#x27;", "'")
+    assert not PeriodicTask.objects.filter(name="added").exists()

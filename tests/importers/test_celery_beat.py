@@ -146,12 +146,12 @@ def test_every_row_is_imported_skipped_or_failed_with_its_reason(
         "imported disabled: task 'proj.tasks.gone' is not registered in this project"
     )
     assert found["broadcast"][1] == (
-        "imported disabled: exchange 'everyone': django_tq routes by queue name only (it would "
-        "go to queue 'default')"
+        "imported disabled: Exchange 'everyone' is not declared: no queue of TQ['QUEUES'] is "
+        "bound to it, so routing key 'default' reaches no queue"
     )
     assert found["wrong args"][1].startswith("imported disabled: These arguments do not fit")
     assert found["urgent"][1] == "priority 200 stored as 9, django_tq's highest"
-    assert found["quarter hours"][1] == "queue 'io' taken from the routing key"
+    assert found["quarter hours"][1] == ""  # a key naming its queue, on the default exchange
     assert report.count(Action.IMPORTED) == 11 and report.total == 15
 
     job = PeriodicTask.objects.get(name="add every 15 minutes")
@@ -178,7 +178,8 @@ def test_every_row_is_imported_skipped_or_failed_with_its_reason(
     ]
     quarter = PeriodicTask.objects.get(name="quarter hours")
     assert quarter.get_schedule() == Crontab(minute="*/15", timezone="UTC")
-    assert quarter.queue == "io"
+    assert (quarter.queue, quarter.exchange, quarter.routing_key) == ("", "", "io")
+    assert quarter.enabled and quarter.routing_problem() is None
     assert PeriodicTask.objects.get(name="five seconds").get_schedule() == Every(
         dt.timedelta(seconds=5)
     )
@@ -310,6 +311,82 @@ def test_a_task_registered_later_is_enabled_by_the_next_import(
     (second,) = celery_beat.import_periodic_tasks().rows
     assert (second.action, second.notes) == (Action.UPDATED, ("changed: enabled",))
     assert PeriodicTask.objects.get(name="adder").enabled
+
+
+FEEDS = {
+    "default": {},
+    "feed_tasks": {"exchange": "feeds", "exchange_type": "topic", "routing_key": "feed.#"},
+}
+
+
+@pytest.mark.django_db
+def test_an_exchange_and_routing_key_are_kept_and_beat_sends_through_them(
+    celery_apps: Callable[[], Any], read_via: Callable[..., Any], settings: Any
+) -> None:
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    with celery_apps():
+        periodic("import feeds", exchange="feeds", routing_key="feed.import", queue="feed_tasks")
+        periodic("key only", exchange="feeds", routing_key="feed.export")
+        periodic("nowhere", exchange="feeds", routing_key="orders.new")
+    found = outcomes(read_via(celery_beat.import_periodic_tasks))
+    assert found["import feeds"] == (Action.IMPORTED, "")
+    assert found["key only"] == (Action.IMPORTED, "")
+    assert found["nowhere"] == (
+        Action.IMPORTED,
+        "imported disabled: Routing key 'orders.new' on exchange 'feeds' (topic) reaches no "
+        "queue declared in TQ['QUEUES']",
+    )
+    feeds = PeriodicTask.objects.get(name="import feeds")
+    assert (feeds.queue, feeds.exchange, feeds.routing_key, feeds.enabled) == (
+        "feed_tasks", "feeds", "feed.import", True,
+    )  # fmt: skip
+    assert not PeriodicTask.objects.get(name="nowhere").enabled
+    beat = Scheduler(name="beat-test", max_interval=5, grace=dt.timedelta(seconds=10))
+    PeriodicTask.objects.update(date_created=LAST_RUN, date_changed=LAST_RUN)
+    with capture() as queue:
+        assert len(beat.tick(LAST_RUN + dt.timedelta(minutes=15))) == 2
+    assert sorted((m.queue, m.exchange, m.routing_key) for m in queue.messages) == [
+        ("feed_tasks", "feeds", "feed.export"),
+        ("feed_tasks", "feeds", "feed.import"),
+    ]
+
+
+@pytest.mark.django_db
+def test_an_exchange_declared_later_is_enabled_by_the_next_import(
+    celery_apps: Callable[[], Any], settings: Any
+) -> None:
+    with celery_apps():
+        periodic("import feeds", exchange="feeds", routing_key="feed.import")
+    (first,) = celery_beat.import_periodic_tasks().rows
+    assert first.notes[0].startswith("imported disabled: Exchange 'feeds' is not declared")
+    assert not PeriodicTask.objects.get(name="import feeds").enabled
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    (second,) = celery_beat.import_periodic_tasks().rows
+    assert (second.action, second.notes) == (Action.UPDATED, ("changed: enabled",))
+    assert PeriodicTask.objects.get(name="import feeds").enabled
+
+
+@pytest.mark.django_db
+def test_a_task_imported_before_exchanges_were_kept_takes_them_at_the_next_import(
+    celery_apps: Callable[[], Any], settings: Any
+) -> None:
+    """A record of an earlier version has no exchange or routing key: the next run adds them."""
+    settings.TQ = {**settings.TQ, "QUEUES": FEEDS}
+    with celery_apps():
+        periodic("import feeds", exchange="feeds", routing_key="feed.import")
+    celery_beat.import_periodic_tasks()
+    record = ImportedPeriodicTask.objects.get(source_name="import feeds")
+    old = {
+        key: value for key, value in record.values.items() if key not in ("exchange", "routing_key")
+    }
+    ImportedPeriodicTask.objects.filter(pk=record.pk).update(values={**old, "enabled": False})
+    PeriodicTask.objects.filter(name="import feeds").update(
+        exchange="", routing_key="", enabled=False
+    )
+    (row,) = celery_beat.import_periodic_tasks().rows
+    assert (row.action, row.notes) == (Action.UPDATED, ("changed: exchange, routing_key, enabled",))
+    task = PeriodicTask.objects.get(name="import feeds")
+    assert (task.exchange, task.routing_key, task.enabled) == ("feeds", "feed.import", True)
 
 
 @pytest.mark.django_db
