@@ -407,3 +407,15 @@ def test_a_worker_s_purge_empties_the_delivery_limit_queue(quorum_queue, setting
     assert get_broker().purge([quorum_queue]) == 2
     assert dead_lettered(quorum_queue) == 0
     assert get_broker().depth(quorum_queue) == 0
+
+
+def test_only_the_quorum_queues_we_declare_have_a_delivery_limit_queue() -> None:
+    broker = Broker(AMQP_URL, transport_options={"quorum_queues": ["ours"]})
+    broker.found_quorum_queues.add("celerys")  # found existing as quorum: no dead letters of ours
+    assert broker.is_quorum("celerys")
+    assert broker.delivery_limit_queue("celerys") is None
+    assert broker.delivery_limit_queue("ours") == "ours.delivery-limit"
+    assert broker.queue("ours.delivery-limit").queue_arguments == {"x-queue-type": "quorum"}
+    every = Broker(AMQP_URL, transport_options={"quorum_queues": True})
+    assert every.delivery_limit_queue("a") == "a.delivery-limit"
+    assert every.delivery_limit_queue("a.delivery-limit") is None  # not one of its own
