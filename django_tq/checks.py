@@ -23,6 +23,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.state import ProjectState
 
 from django_tq import sqlite
+from django_tq.broker import AMQP_SCHEMES
 from django_tq.conf import tq_settings
 from django_tq.models import TaskResult
 from django_tq.queue_names import routed_queues, worker_queues
@@ -98,7 +99,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
     messages.extend(check_sqlite(scheme, backend))
     messages.extend(check_time_limits())
+    messages.extend(check_batch_confirms(scheme))
     return messages
+
+
+def check_batch_confirms(scheme: str) -> list[checks.CheckMessage]:
+    """Warn (``tq.W009``) when ``BROKER_CONFIRM = "batch"`` has no effect: only RabbitMQ's
+    publisher confirms can be read late, and the broker ignores the setting silently otherwise
+    (``Broker.confirms_late``), so a user who set it for speed would never learn why."""
+    if tq_settings.BROKER_CONFIRM != "batch":
+        return []
+    if scheme not in AMQP_SCHEMES:
+        why = f"the broker is not RabbitMQ ({scheme}://)"
+        hint = 'Remove BROKER_CONFIRM (its default, "wait", is what this broker does).'
+    elif not tq_settings.BROKER_TRANSPORT_OPTIONS.get("confirm_publish", True):
+        why = "BROKER_TRANSPORT_OPTIONS turns publisher confirms off (confirm_publish=False)"
+        hint = "Remove confirm_publish=False to have late confirms, or remove BROKER_CONFIRM."
+    else:
+        return []
+    return [
+        checks.Warning(
+            f'TQ["BROKER_CONFIRM"] is "batch" but {why}: it is ignored, and a publish '
+            "returns as it would without it.",
+            hint=hint,
+            id="tq.W009",
+        )
+    ]
 
 
 def _queue_alias() -> str | None:

@@ -17,6 +17,10 @@
 
 Messages a worker holds (prefetched, leased) are not deleted, as with Celery's purge; step 4
 makes sure they do not run. Stop the workers first to purge everything in one go.
+
+A RabbitMQ quorum queue ``q`` is purged with its ``q.delivery-limit``: what RabbitMQ took off
+``q`` at its delivery limit is ``q``'s work too (the worker would publish the innocent ones back
+on ``q``), so step 1 reads and revokes it as well (and step 3 discards what is left there).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from django.utils import timezone
 
 from django_tq import message as wire_format
 from django_tq import signing, states
-from django_tq.broker import Broker, Delivery, get_broker
+from django_tq.broker import Broker, Delivery, delivery_limit, get_broker
 from django_tq.conf import tq_settings
 from django_tq.exceptions import DecodeError, NotRegistered
 from django_tq.execution import Outcome, record, send_revoked
@@ -61,6 +65,8 @@ class QueueCount:
     waiting: int | None
     parked: int
     queued_results: int
+    #: a quorum queue's: in its ``.delivery-limit`` queue (``None``: unknown; 0 for any other)
+    at_delivery_limit: int | None = 0
 
 
 @dataclass(kw_only=True)
@@ -84,20 +90,25 @@ def count(queues: Iterable[str], *, broker: Broker | None = None) -> list[QueueC
     broker = broker or get_broker()
     counts = []
     for name in queues:
-        try:
-            waiting: int | None = broker.depth(name)
-        except Exception:  # an unreachable broker: say so, do not fail the count
-            logger.warning("Could not read the depth of queue %r", name, exc_info=True)
-            waiting = None
+        limit_queue = broker.delivery_limit_queue(name)
         counts.append(
             QueueCount(
                 queue=name,
-                waiting=waiting,
+                waiting=_depth(broker, name),
                 parked=ParkedMessage.objects.filter(queue=name).count(),
                 queued_results=_queued(name, timezone.now()).count(),
+                at_delivery_limit=0 if limit_queue is None else _depth(broker, limit_queue),
             )
         )
     return counts
+
+
+def _depth(broker: Broker, name: str) -> int | None:
+    try:
+        return broker.depth(name)
+    except Exception:  # an unreachable broker: say so, do not fail the count
+        logger.warning("Could not read the depth of queue %r", name, exc_info=True)
+        return None
 
 
 def purge(queues: Iterable[str], *, discard: bool = False, broker: Broker | None = None) -> Purged:
@@ -106,12 +117,14 @@ def purge(queues: Iterable[str], *, discard: bool = False, broker: Broker | None
     names = list(dict.fromkeys(queues))
     began = timezone.now()
     done = Purged(queues=names)
+    quorum = [name for name in names if broker.delivery_limit_queue(name) is not None]
     if not discard:
         _revoke_ready(broker, names, done)
+        _revoke_at_delivery_limit(broker, quorum, done)
         _revoke_parked(names, done)
     else:
         done.discarded += ParkedMessage.objects.filter(queue__in=names).delete()[0]
-    done.discarded += broker.purge(names)
+    done.discarded += broker.purge(names)  # the .delivery-limit queues too
     for name in names:
         done.results += _revoke_queued(name, began)
     logger.info(
@@ -168,6 +181,26 @@ def _revoke_ready(broker: Broker, queues: list[str], done: Purged) -> None:
                 return
     finally:
         subscription.close()
+
+
+def _revoke_at_delivery_limit(broker: Broker, queues: list[str], done: Purged) -> None:
+    """Step 1 for the ``.delivery-limit`` queues of the quorum queues among ``queues``."""
+    if not queues:
+        return
+    reader = delivery_limit.DeliveryLimitQueues(broker, queues)
+    try:
+        while taken := reader.take(PREFETCH):
+            for delivery in taken:  # its queue is the quorum queue it came from
+                wire = WireMessage(
+                    headers=delivery.headers, body=delivery.body, content_type=delivery.content_type
+                )
+                if _revoke(wire, delivery.queue):
+                    done.revoked += 1
+                else:
+                    done.deleted += 1
+                delivery.ack()
+    finally:
+        reader.close()
 
 
 def _revoke_parked(queues: list[str], done: Purged) -> None:

@@ -4,6 +4,11 @@ One reading for the REST API's ``queues/``, the admin dashboard and the worker's
 A queue is "in use" when it is the default queue, a live worker consumes it, it appears in the
 latest results, or (``django://``) messages wait in it. Depth comes from one grouped query on the
 ``django://`` queue table, else from the broker (one call per queue; ``None`` when it fails).
+
+A RabbitMQ quorum queue ``q`` in use brings its ``q.delivery-limit`` along (what RabbitMQ took off
+``q`` at its delivery limit, waiting for a worker's housekeeping to run it again or keep it dead),
+as a row of its own: counted in ``q``'s depth it would look like work a consumer will take. Its
+workers are ``q``'s, since they are the ones who read it back.
 """
 
 from __future__ import annotations
@@ -75,14 +80,20 @@ def overview(now: datetime, broker: Broker | None = None) -> list[QueueInfo]:
     """Return every queue in use, sorted by name (read through ``broker``, default the shared one)."""
     broker = broker or get_broker()
     consumers = _consumers(now)
+    readers: dict[str, str] = {}  # a .delivery-limit queue -> the quorum queue it belongs to
     names = {tq_settings.DEFAULT_QUEUE, *consumers, *_recent_queue_names()}
     if broker.is_database:
         depths = _database_depths(broker)
         names.update(depths)
         known: dict[str, int | None] = {name: depths.get(name, 0) for name in names if name}
     else:
-        known = {name: _broker_depth(broker, name) for name in names if name}
+        readers = {
+            limit_queue: name
+            for name in names
+            if name and (limit_queue := broker.delivery_limit_queue(name)) is not None
+        }
+        known = {name: _broker_depth(broker, name) for name in names | set(readers) if name}
     return [
-        QueueInfo(name=name, depth=depth, workers=consumers[name])
+        QueueInfo(name=name, depth=depth, workers=consumers[readers.get(name, name)])
         for name, depth in sorted(known.items())
     ]

@@ -209,22 +209,33 @@ class Broker:
         deleted with its last consumer, and a quorum queue cannot be (``quorum_queues=True``
         would make the worker's declare fail).
         """
-        return (
-            self.is_amqp
-            and (
-                any(
-                    names is ALL_QUEUES or name in names
-                    for names in (self.quorum_queues, self.legacy_quorum_queues)
-                )
-                or name in self.found_quorum_queues
-            )
-            and tq_settings.QUEUES.broadcast_of(name) is None
+        return (self._named_quorum(name) or name in self.found_quorum_queues) and (
+            tq_settings.QUEUES.broadcast_of(name) is None
+        )
+
+    def _named_quorum(self, name: str) -> bool:
+        """Return whether the transport options name ``name`` a quorum queue (legacy or not)."""
+        return self.is_amqp and any(
+            names is ALL_QUEUES or name in names
+            for names in (self.quorum_queues, self.legacy_quorum_queues)
         )
 
     def is_legacy_quorum(self, name: str) -> bool:
         """Return whether ``name`` is a quorum queue declared without a dead-letter exchange."""
         names = self.legacy_quorum_queues
         return self.is_amqp and (names is ALL_QUEUES or name in names)
+
+    def delivery_limit_queue(self, name: str) -> str | None:
+        """Return the queue holding what RabbitMQ took off ``name`` at its delivery limit
+        (``<name>.delivery-limit``), or ``None`` when ``name`` is not a quorum queue (or is
+        such a queue itself). Only the quorum queues the transport options name have one: one
+        found existing (Celery's) has no dead-letter exchange of ours."""
+        source = delivery_limit.source_of(name)
+        if not (self.is_quorum(name) and self._named_quorum(name)):
+            return None
+        if source is not None and self.is_quorum(source) and self._named_quorum(source):
+            return None
+        return delivery_limit.queue_name(name)
 
     def queue(self, name: str) -> Any:
         """Return the kombu queue called ``name``.
@@ -234,8 +245,13 @@ class Broker:
         ``<name>.delivery-limit`` (:mod:`~django_tq.broker.delivery_limit`). Bound as
         ``TQ["QUEUES"]`` declares it; a worker's copy of a Broadcast queue
         (``<name>.<hostname>``) to its fanout exchange, deleted with its last consumer; any
-        other queue to an exchange of its own name with its name as key.
+        other queue to an exchange of its own name with its name as key. A quorum queue's
+        ``<name>.delivery-limit`` is declared as :func:`~.delivery_limit.dead_letter_queue`
+        says (so that its depth and purge find it as the worker made it).
         """
+        source = delivery_limit.source_of(name)
+        if source is not None and self.is_quorum(source) and self._named_quorum(source):
+            return delivery_limit.dead_letter_queue(source)
         arguments: dict[str, Any] = {}
         if self.is_quorum(name):
             arguments = delivery_limit.source_arguments(
@@ -617,7 +633,11 @@ class Broker:
             return Delivery(message, message.delivery_info.get("routing_key") or "")
 
     def purge(self, queues: list[str]) -> int:
-        """Delete every waiting message in ``queues``; return how many."""
+        """Delete every waiting message in ``queues``; return how many.
+
+        A quorum queue's ``<name>.delivery-limit`` is emptied with it: what RabbitMQ took off
+        it at its delivery limit would otherwise be published back on it by a worker.
+        """
         with self.connection() as conn:
             channel = conn.default_channel
             total = 0
@@ -625,8 +645,10 @@ class Broker:
                 declared = tq_settings.QUEUES.get(name)
                 if declared is not None and declared.broadcast:
                     continue  # its messages are in the workers' copies
-                self.declare_queue(conn, name)
-                total += channel.queue_purge(name) or 0
+                limit_queue = self.delivery_limit_queue(name)
+                for queue in (name,) if limit_queue is None else (name, limit_queue):
+                    self.declare_queue(conn, queue)
+                    total += channel.queue_purge(queue) or 0
             return total
 
     def delayed(self, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:

@@ -90,6 +90,7 @@ class Confirms:
         exchange: str = "",
         routing_key: str,
         late: Late | None = None,
+        mandatory: bool = False,
     ) -> None:
         """Write ``message`` to ``exchange`` (``""``: the default one) without waiting for its confirm.
 
@@ -97,9 +98,11 @@ class Confirms:
         read before every message (for ``connection.blocked``): :meth:`wait` reads once per
         burst. The caller holds :attr:`lock` and bounds the writes (``transport.having_timeout``).
         ``late``: nobody will :meth:`wait` for this one (see the module docstring).
+        ``mandatory``: RabbitMQ sends a message no queue takes back (``basic.return``, before
+        its ack: an unroutable message is acked too) to the channel's ``basic_return`` handlers.
         """
         self.channel.send_method(
-            spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, False, False), message
+            spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, mandatory, False), message
         )
         self._unsettled[self._next_tag] = _Entry(label, late)
         self._next_tag += 1

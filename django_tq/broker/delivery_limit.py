@@ -58,6 +58,12 @@ def queue_name(source: str) -> str:
     return f"{source}{SUFFIX}"
 
 
+def source_of(name: str) -> str | None:
+    """Return the quorum queue whose ``.delivery-limit`` queue ``name`` would be, else ``None``."""
+    source = name.removesuffix(SUFFIX)
+    return source if source != name and source else None
+
+
 def source_arguments(delivery_limit: int, source: str, *, legacy: bool = False) -> dict[str, Any]:
     """Return the arguments of the quorum queue ``source``.
 
@@ -122,6 +128,8 @@ class DeliveryLimitQueues:
         self._connection: Any = None
         self._channel: Any = None
         self._confirms: Confirms | None = None
+        #: the queues a republish was returned from since the last publish (none took it)
+        self._returned: list[str] = []
 
     def _open(self) -> Any:
         if self._channel is None:
@@ -130,12 +138,17 @@ class DeliveryLimitQueues:
             channel = connection.channel()
             self._connection, self._channel = connection, channel
             self._confirms = Confirms(connection.channel())  # its own numbering
+            self._confirms.channel.events["basic_return"].add(self._on_return)
             for source in self.sources:
                 # the source first: one an earlier version declared differently is refused
                 # here, with RabbitMQ's reason, instead of in every consumer
                 self.broker.queue(source)(channel).declare()
                 dead_letter_queue(source)(channel).declare()
         return self._channel
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        # a mandatory republish no queue took: ``routing_key`` is its quorum queue's name
+        self._returned.append(routing_key)
 
     def take(self, limit: int = 100) -> list[Delivery]:
         """Return up to ``limit`` messages RabbitMQ took off the sources, unacked."""
@@ -159,6 +172,11 @@ class DeliveryLimitQueues:
 
         Its headers lose RabbitMQ's ``x-death``/``x-delivery-count``; kombu decompressed the
         body on receipt, so it goes back uncompressed. Raise when RabbitMQ does not confirm it.
+
+        The publish is mandatory: RabbitMQ acks a message no queue takes, so a quorum queue
+        deleted since the worker declared it would have dropped it. Returned, it is declared
+        again (as a worker's consumer would) and published once more; returned again, this
+        raises and the message stays in ``<queue>.delivery-limit`` for the next read.
         """
         try:
             self._open()
@@ -178,14 +196,35 @@ class DeliveryLimitQueues:
                 properties={"delivery_mode": 2},
             )
             label = str(headers.get("id") or "")
-            confirms.publish(label, message, routing_key=delivery.queue)  # default exchange
-            if confirms.wait(self.timeout):
-                raise PublishError(
-                    f"RabbitMQ refused (nack) {label!r} back on {delivery.queue!r}", failed=[label]
-                )
+            for attempt in range(2):
+                self._returned.clear()
+                confirms.publish(label, message, routing_key=delivery.queue, mandatory=True)
+                if confirms.wait(self.timeout):
+                    raise PublishError(
+                        f"RabbitMQ refused (nack) {label!r} back on {delivery.queue!r}",
+                        failed=[label],
+                    )
+                if delivery.queue not in self._returned:
+                    return
+                if attempt == 0:
+                    logger.warning(
+                        "Quorum queue %r is gone (deleted since it was declared?): declaring it "
+                        "again to put %s back on it",
+                        delivery.queue,
+                        label or "(no id)",
+                    )
+                    self._declare_source(delivery.queue)
+            raise PublishError(
+                f"RabbitMQ routed {label!r} to no queue named {delivery.queue!r}: it stays in "
+                f"{queue_name(delivery.queue)!r}",
+                failed=[label],
+            )
         except Exception:
             self.close()
             raise
+
+    def _declare_source(self, source: str) -> None:
+        self.broker.queue(source)(self._open()).declare()
 
     def close(self) -> None:
         """Drop the connection (unacked messages go back to their ``.delivery-limit`` queue)."""

@@ -228,3 +228,37 @@ def test_e005_options_given_to_the_django_tasks_backend(settings: Any) -> None:
     ):
         errors = [m for m in run_checks() if m.id == "tq.E005"]
     assert len(errors) == 1 and "url" in errors[0].msg and "TQ setting" in errors[0].hint
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "why"),
+    [
+        ("redis://127.0.0.1:6379/0", {}, "not RabbitMQ (redis://)"),
+        ("django://", {}, "not RabbitMQ (django://)"),
+        ("amqp://guest:guest@127.0.0.1:5672//", {"confirm_publish": False}, "confirm_publish"),
+    ],
+)
+def test_w009_batch_confirms_where_they_are_ignored(
+    settings: Any, url: str, options: dict[str, Any], why: str
+) -> None:
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": url,
+        "BROKER_TRANSPORT_OPTIONS": options,
+        "BROKER_CONFIRM": "batch",
+    }
+    warning = message("tq.W009")
+    assert why in warning.msg and "ignored" in warning.msg
+    assert "BROKER_CONFIRM" in warning.hint
+    settings.TQ = {**settings.TQ, "BROKER_CONFIRM": "wait"}
+    assert "tq.W009" not in ids()
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "pyamqp", "amqps"])
+def test_w009_not_with_rabbitmq_and_its_confirms(settings: Any, scheme: str) -> None:
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": f"{scheme}://guest:guest@127.0.0.1:5672//",
+        "BROKER_CONFIRM": "batch",
+    }
+    assert "tq.W009" not in ids()

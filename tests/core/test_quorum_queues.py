@@ -20,17 +20,19 @@ from typing import Any
 import pytest
 from amqp.exceptions import PreconditionFailed
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 from kombu import Queue
 
-from django_tq import AsyncResult, states
+from django_tq import AsyncResult, queues, states
 from django_tq.broker import ALL_QUEUES, Broker, delivery_limit, get_broker, quorum_queue_names
+from django_tq.exceptions import PublishError
 from django_tq.exchanges import Broadcast
 from django_tq.message import TaskMessage, WireMessage
-from django_tq.models import DeadLetter, TaskResult
+from django_tq.models import DeadLetter, TaskResult, WorkerState
 from django_tq.result_backends import get_backend
 from django_tq.worker.delivery_limit import DeliveryLimitRescue
 from django_tq.worker.worker import Worker, WorkerConfig
-from tests.conftest import AMQP_URL, delete_queues, require_service, wait_for
+from tests.conftest import AMQP_URL, command_output, delete_queues, require_service, wait_for
 from tests.core.test_delivery import assert_a_poison_message_dies_alone
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, kill_my_process, record
@@ -292,3 +294,128 @@ def test_every_queue_quorum_leaves_a_worker_s_broadcast_copy_classic(queue_name,
             broker.queue(copy)(connection.channel()).declare()  # not PRECONDITION_FAILED
     finally:
         delete_queues(AMQP_URL, [copy])
+
+
+def at_the_limit(quorum_queue: str, rescue: DeliveryLimitRescue, settings: Any) -> str:
+    """Return the id of an innocent task RabbitMQ took off ``quorum_queue`` at its limit."""
+    settings.TQ = {**settings.TQ, "MAX_DELIVERIES": 1}
+    rescue.queues.take()  # declares <queue>.delivery-limit, as a worker's housekeeping does
+    innocent = record.delay("innocent")
+    assert bounce_until_gone(quorum_queue) == 2
+    wait_for(lambda: dead_lettered(quorum_queue) == 1, what="at-least-once dead-lettering")
+    return innocent.id
+
+
+def delete_source(name: str) -> None:
+    with get_broker().connection() as connection:
+        connection.default_channel.queue_delete(name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_published_again_to_a_deleted_queue_is_not_lost(
+    quorum_queue, settings, rescue
+) -> None:
+    """RabbitMQ acks a message no queue takes: the republish is mandatory, the queue declared
+    again when the message comes back (``basic.return``)."""
+    innocent = at_the_limit(quorum_queue, rescue, settings)
+    delete_source(quorum_queue)  # between the worker's declare and its republish
+    assert rescue.tick(0.0) == 1
+    assert dead_lettered(quorum_queue) == 0
+    assert get_broker().depth(quorum_queue) == 1
+    with get_broker().connection() as connection:
+        message = connection.channel().basic_get(queue=quorum_queue, no_ack=True)
+    assert message.headers["id"] == innocent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_republish_no_queue_takes_leaves_the_message_at_the_limit(
+    quorum_queue, settings, rescue, monkeypatch
+) -> None:
+    innocent = at_the_limit(quorum_queue, rescue, settings)
+    delete_source(quorum_queue)
+    monkeypatch.setattr(rescue.queues, "_declare_source", lambda source: None)  # stays gone
+    with pytest.raises(PublishError, match=r"routed .* to no queue"):
+        rescue.tick(0.0)
+    assert dead_lettered(quorum_queue) == 1  # not acked: given back when the channel closed
+    monkeypatch.undo()
+    assert rescue.tick(10.0) == 1
+    assert get_broker().depth(quorum_queue) == 1
+    assert AsyncResult(innocent).state == states.QUEUED
+
+
+# -- what the cluster views and tqpurge make of <queue>.delivery-limit --------------------------
+@pytest.mark.django_db(transaction=True)
+def test_the_queue_overview_shows_what_waits_at_the_delivery_limit(
+    quorum_queue, settings, rescue
+) -> None:
+    at_the_limit(quorum_queue, rescue, settings)
+    record.delay("waiting")
+    now = timezone.now()
+    WorkerState.objects.create(
+        hostname="reader@host",
+        pid=1,
+        queues=[quorum_queue],
+        pool="solo",
+        concurrency=1,
+        started_at=now,
+        last_heartbeat=now,
+    )
+    rows = {info.name: info for info in queues.overview(now)}
+    limit_queue = delivery_limit.queue_name(quorum_queue)
+    assert (rows[quorum_queue].depth, rows[quorum_queue].workers) == (1, 1)
+    # a row of its own (not work a consumer takes), read back by the quorum queue's workers
+    assert (rows[limit_queue].depth, rows[limit_queue].workers) == (1, 1)
+    assert get_broker().delivery_limit_queue(limit_queue) is None  # no .delivery-limit of its own
+    assert get_broker().delivery_limit_queue("default") is None  # not a quorum queue
+
+
+@pytest.mark.django_db(transaction=True)
+def test_purge_of_a_quorum_queue_revokes_what_waits_at_its_delivery_limit(
+    quorum_queue, settings, rescue
+) -> None:
+    at_limit = at_the_limit(quorum_queue, rescue, settings)
+    waiting = record.delay("waiting").id
+    rescue.close()  # as a stopped worker: nothing held
+    limit_queue = delivery_limit.queue_name(quorum_queue)
+    out = command_output("tqpurge", "-Q", quorum_queue, "--force")
+    assert f"{quorum_queue}: 1 waiting, 0 parked, 1 in {limit_queue}, 2 QUEUED" in out
+    assert "Purged 2 message(s)" in out and "(2 revoked" in out
+    for task_id in (at_limit, waiting):
+        result = AsyncResult(task_id)
+        assert result.state == states.REVOKED and result.result == {"reason": "purged"}
+    assert dead_lettered(quorum_queue) == 0
+    assert get_broker().depth(quorum_queue) == 0
+    assert rescue.tick(10.0) == 0  # nothing comes back on the queue
+
+
+@pytest.mark.django_db(transaction=True)
+def test_discard_empties_the_delivery_limit_queue_too(quorum_queue, settings, rescue) -> None:
+    at_limit = at_the_limit(quorum_queue, rescue, settings)
+    rescue.close()
+    out = command_output("tqpurge", "-Q", quorum_queue, "--force", "--discard")
+    assert "1 discarded unread" in out
+    assert dead_lettered(quorum_queue) == 0
+    assert AsyncResult(at_limit).state == states.REVOKED  # step 4: its QUEUED result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_s_purge_empties_the_delivery_limit_queue(quorum_queue, settings, rescue) -> None:
+    """``tqworker --purge`` discards through ``Broker.purge``: one at the limit, one waiting."""
+    at_the_limit(quorum_queue, rescue, settings)
+    record.delay("waiting")
+    rescue.close()
+    assert get_broker().purge([quorum_queue]) == 2
+    assert dead_lettered(quorum_queue) == 0
+    assert get_broker().depth(quorum_queue) == 0
+
+
+def test_only_the_quorum_queues_we_declare_have_a_delivery_limit_queue() -> None:
+    broker = Broker(AMQP_URL, transport_options={"quorum_queues": ["ours"]})
+    broker.found_quorum_queues.add("celerys")  # found existing as quorum: no dead letters of ours
+    assert broker.is_quorum("celerys")
+    assert broker.delivery_limit_queue("celerys") is None
+    assert broker.delivery_limit_queue("ours") == "ours.delivery-limit"
+    assert broker.queue("ours.delivery-limit").queue_arguments == {"x-queue-type": "quorum"}
+    every = Broker(AMQP_URL, transport_options={"quorum_queues": True})
+    assert every.delivery_limit_queue("a") == "a.delivery-limit"
+    assert every.delivery_limit_queue("a.delivery-limit") is None  # not one of its own

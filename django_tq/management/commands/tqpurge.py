@@ -8,13 +8,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tq import purge
+from django_tq.broker import get_broker
 from django_tq.conf import tq_settings
 
 
 class Command(BaseCommand):
     help = (
-        "Delete the waiting and parked messages of queues, and mark the results that waited on "
-        "them REVOKED. Asks first unless --force."
+        "Delete the waiting and parked messages of queues (a RabbitMQ quorum queue's "
+        "<queue>.delivery-limit too), and mark the results that waited on them REVOKED. Asks "
+        "first unless --force."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,14 +38,18 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         queues = _queues(options["queues"])
         counts = purge.count(queues)
+        broker = get_broker()
         for c in counts:
             waiting = "?" if c.waiting is None else f"{c.waiting:,}"
+            limit_queue = broker.delivery_limit_queue(c.queue)
+            at_limit = "?" if c.at_delivery_limit is None else f"{c.at_delivery_limit:,}"
             self.stdout.write(
                 f"{c.queue}: {waiting} waiting, {c.parked:,} parked, "
-                f"{c.queued_results:,} QUEUED result(s)"
+                + ("" if limit_queue is None else f"{at_limit} in {limit_queue}, ")
+                + f"{c.queued_results:,} QUEUED result(s)"
             )
         if not options["force"]:
-            total = sum((c.waiting or 0) + c.parked for c in counts)
+            total = sum((c.waiting or 0) + c.parked + (c.at_delivery_limit or 0) for c in counts)
             if not _confirm(f"Purge about {total:,} message(s) from {', '.join(queues)}? [y/N] "):
                 raise CommandError("Nothing purged (answer 'y' or pass --force).")
         done = purge.purge(queues, discard=options["discard"])
