@@ -20,8 +20,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from django.core.signing import BadSignature

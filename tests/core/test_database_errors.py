@@ -28,7 +28,6 @@ from django_tq.broker import get_broker
 from django_tq.message import TaskMessage, WireMessage, encode
 from django_tq.models import DeadLetter, TaskResult
 from django_tq.result_backends import DatabaseBackend
-from django_tq.worker import consumer as consumer_module
 from django_tq.worker.consumer import Consumer, ConsumerConfig
 from tests.conftest import wait_for
 from tests.testapp.models import Execution
@@ -203,20 +202,26 @@ def test_a_failing_result_write_gives_the_message_back_to_run_again(
     assert TaskResult.objects.get(task_id=result.id).delivery_count == 2
 
 
+@pytest.mark.parametrize("write", ["letter", "result"])
 def test_a_dead_letter_that_cannot_be_written_stays_on_the_queue(
-    broker_url, queue_name, monkeypatch
+    broker_url, queue_name, monkeypatch, write
 ):
     good = encode(TaskMessage(id="malformed-1", task=record.name, queue=queue_name))
     wire = WireMessage(headers=good.headers, body="{not json", content_type=good.content_type)
     get_broker().publish(wire, queue=queue_name)
-    failing = Failing(consumer_module.dead_letter, ProgrammingError(MISSING))
-    monkeypatch.setattr(consumer_module, "dead_letter", failing)
+    if write == "letter":  # the DeadLetter row
+        failing = Failing(DeadLetter.objects.create, ProgrammingError(MISSING))
+        monkeypatch.setattr(DeadLetter.objects, "create", failing)
+    else:  # the DEAD result row written with it: the dead letter rolls back with it
+        failing = Failing(DatabaseBackend.store, ProgrammingError(MISSING))
+        monkeypatch.setattr(DatabaseBackend, "store", failing.method)
     _run_while_failing(queue_name, failing, calls=2)
     _on_the_queue(queue_name)
-    assert not DeadLetter.objects.exists()
+    assert not DeadLetter.objects.exists()  # not one per attempt
     failing.on = False
     _run_until(queue_name, DeadLetter.objects.exists)
     assert "malformed JSON" in DeadLetter.objects.get(task_id="malformed-1").reason
+    assert AsyncResult("malformed-1").state == states.DEAD
     assert get_broker().depth(queue_name) == 0
 
 
@@ -231,10 +236,11 @@ def test_a_worker_whose_result_table_went_away_loses_nothing(
     tables = [TaskResult._meta.db_table, DeadLetter._meta.db_table]
     _rename(tables, "_away")
     try:
-        worker = start_worker("-P", "solo", "-l", "debug")
-        # Each attempt fails and gives its message back; the old consumer dead-lettered it on
-        # the third delivery, failed to, and acked it anyway.
-        wait_for(lambda: worker.output().count("back to queue") >= 4, 60, what="4 give-backs")
+        worker = start_worker("-P", "prefork", "-c", "1", "-l", "debug")
+        # Each attempt fails (logged at debug level, with the table's name in the error) and
+        # gives its message back; the old consumer dead-lettered it on the third delivery,
+        # failed to, and acked it anyway.
+        wait_for(lambda: worker.output().count(tables[0]) >= 8, 60, what="8 failed attempts logged")
     finally:
         _rename([f"{table}_away" for table in tables], "", strip="_away")
     for result in results:
