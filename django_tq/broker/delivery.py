@@ -21,7 +21,7 @@ from django_tq.folded_ack import FoldedAck
 class Delivery:
     """One message handed to a consumer: headers, raw body, and how to settle it."""
 
-    __slots__ = ("_delivery_count", "_message", "acked", "queue", "received_at")
+    __slots__ = ("_delivery_count", "_message", "_requeued", "acked", "queue", "received_at")
 
     def __init__(self, message: Any, queue: str) -> None:
         self._message = message
@@ -30,6 +30,7 @@ class Delivery:
         self._delivery_count: int | None = None
         #: settled by :meth:`ack`, or by a write that ran :meth:`folded_ack`'s statement
         self.acked = False
+        self._requeued = False  #: given back by :meth:`requeue` or :meth:`give_back`
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -127,6 +128,27 @@ class Delivery:
         transport_settled()
         self.acked = True
 
+    @property
+    def is_settled(self) -> bool:
+        """Return whether this delivery was acked or given back (through this object)."""
+        return self.acked or self._requeued
+
     def requeue(self) -> None:
         """Put the message back on its queue at once."""
         self._message.reject(requeue=True)
+        self._requeued = True
+
+    def give_back(self, *, counted: bool) -> None:
+        """Put the message back on its queue at once, after handling it failed.
+
+        ``counted=False``: its task never started, so a leased transport takes this delivery
+        back (it does not count towards ``MAX_DELIVERIES``). AMQP keeps no count to take back.
+        """
+        reject_unstarted = getattr(
+            getattr(self._message.channel, "qos", None), "reject_unstarted", None
+        )
+        if counted or reject_unstarted is None:  # AMQP, or a delivery that started its task
+            self.requeue()
+            return
+        reject_unstarted(self.tag)  # the leased transports' QoS (transport/leased.py)
+        self._requeued = True

@@ -72,6 +72,11 @@ class LeaseQoS(virtual.QoS):
             self.channel.ack_leases([delivery_tag])
         self._delivered.pop(delivery_tag, None)
 
+    def reject_unstarted(self, delivery_tag: Any) -> None:
+        """Make a delivered message whose task never started visible again, uncounted."""
+        self.channel.release_leases([delivery_tag], undeliver=True)
+        self._delivered.pop(delivery_tag, None)
+
     def restore_unacked(self) -> None:
         tags = list(self._delivered)
         self._delivered.clear()
@@ -247,12 +252,13 @@ class LeasedChannel(virtual.Channel):
         if self._acks is not None:
             self._acks.flush()
 
-    def release_leases(self, tags: Iterable[Any]) -> None:
-        """Make delivered messages visible again at once (their delivery still counts)."""
+    def release_leases(self, tags: Iterable[Any], *, undeliver: bool = False) -> None:
+        """Make delivered messages visible again at once; their delivery still counts unless
+        ``undeliver`` (their task never started)."""
         tags = list(tags)
         if tags:
             with self._lock:
-                self._release(tags, undeliver=False)
+                self._release(tags, undeliver=undeliver)
 
     def buffered(self) -> list[tuple[str, dict[str, Any]]]:
         """Return ``(queue, raw message)`` of each message claimed and not delivered yet."""

@@ -9,6 +9,8 @@ other messages meanwhile. ``redelivery.py`` counts a redelivered message and fai
 run died; ``time_limits.py`` has the soft time limit.
 A broker or database outage never ends a consumer: it reconnects and retries with back-off,
 logging one line when the outage starts and one when it ends (:mod:`django_tq.outage`).
+A message is acked only once its outcome (a result, a dead letter, a skip) is recorded: when
+handling it raises anything instead, it goes back to its queue (:meth:`Consumer._give_back`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -34,7 +37,7 @@ from django_tq.conf import tq_settings
 from django_tq.exceptions import DecodeError, NotRegistered
 from django_tq.execution import REJECTED, Outcome, execute, record, revoked_outcome, send_revoked
 from django_tq.message import TaskMessage
-from django_tq.outage import TRANSIENT, Outage
+from django_tq.outage import TRANSIENT, Outage, describe
 from django_tq.overrides import Overrides
 from django_tq.rate_limits import RateLimiter
 from django_tq.registry import registry
@@ -141,6 +144,9 @@ class Consumer:
         self._rate_limit_outage = Outage(
             "Taking a rate-limit token", logger, transient=self.transient
         )
+        self._handling_outage = Outage(
+            "Handling a message", logger, transient=self.transient, max_delay=10.0
+        )
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -225,7 +231,50 @@ class Consumer:
 
     # -- one message ----------------------------------------------------------------------------
     def on_delivery(self, delivery: Delivery) -> None:
-        """Handle one delivered message (called from ``drain``)."""
+        """Handle one delivered message (called from ``drain``); give it back if that fails."""
+        self._guarded(delivery, self._receive, delivery)
+
+    def _guarded(self, delivery: Delivery, step: Callable[..., None], *args: Any) -> None:
+        """Run ``step(*args)`` for ``delivery``; on any exception, :meth:`_give_back` it."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self._give_back(delivery, exc)
+        else:
+            self._handling_outage.succeeded(time.monotonic())
+
+    def _give_back(self, delivery: Delivery, exc: Exception) -> None:
+        """Put ``delivery`` back on its queue after handling it raised ``exc``, then back off.
+
+        A result table dropped or renamed under a running worker, a lost database connection,
+        a constraint the row breaks: whatever it raised, the message was not acked, so its
+        outcome is not recorded and it must not be lost. Its delivery counts towards
+        ``MAX_DELIVERIES`` only if its task started: a database gone for a while must not make
+        a message look like one that kills its worker (and dead-letter it when the database
+        is back). The consumer lives on, backing off (0.5 s, doubling, up to 10 s) instead of
+        spinning through its queue: one error line per distinct failure, while it lasts.
+        """
+        started = delivery.tag is not None and self.slot.running() == delivery.tag
+        self.slot.started(None)  # not running any more (and no task finished: none counted)
+        delay = self._handling_outage.failed(exc, time.monotonic())
+        what = f"message {wire_format.read_id(delivery.headers) or '(no id)'}"
+        if delivery.is_settled:
+            # acks_late=False: acked before it ran, as asked; nothing is left to give back
+            logger.error("Recording the outcome of %s failed; it was acked before it ran", what)
+        else:
+            close_old_connections()  # a broken connection must not fail the next message too
+            try:
+                delivery.give_back(counted=started)
+            except Exception:
+                # Still unacked: the broker redelivers it when the connection closes, a leased
+                # transport when its lease ends (tick() reconnects on a connection error).
+                logger.error("Giving back %s failed too", what, exc_info=True)
+                raise
+            log = logger.warning if self._handling_outage.failures == 1 else logger.debug
+            log("Gave %s back to queue %r after %s", what, delivery.queue, describe(exc))
+        self.stopping.wait(delay)
+
+    def _receive(self, delivery: Delivery) -> None:
         if self.stopping.is_set():
             delivery.requeue()
             return
@@ -376,10 +425,10 @@ class Consumer:
         now = time.time()
         while not self.stopping.is_set() and (due := self.holding.pop_due_held(now)):
             self._widen()
-            self._admit(*due)
+            self._guarded(due[0], self._admit, *due)
         while not self.stopping.is_set() and (due := self.holding.pop_due_throttled(now)):
             self._widen()
-            self.handle(*due)
+            self._guarded(due[0], self.handle, *due)
 
     def _widen(self) -> None:
         """Keep held messages out of the prefetch window, so they never block due ones."""
@@ -431,17 +480,10 @@ class Consumer:
         return message
 
     def _dead(self, delivery: Delivery, reason: str) -> None:
+        """Dead-letter ``delivery``, then ack it; a dead letter that cannot be written raises
+        (the message goes back to its queue: a log line is no durable record)."""
         close_old_connections()
-        try:
-            dead_letter(delivery, reason, worker=self.config.hostname)
-        except Exception:
-            # Never crash on bad input: the log line keeps the message when the table cannot.
-            logger.exception(
-                "Could not record a dead letter (%s); headers=%r payload=%r",
-                reason,
-                delivery.headers,
-                delivery.raw_payload[:10000],
-            )
+        dead_letter(delivery, reason, worker=self.config.hostname)
         delivery.ack()
 
     def handle(self, delivery: Delivery, message: TaskMessage) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import router, transaction
+
 from django_tq import message as wire_format
 from django_tq import states, unique, workflow
 from django_tq.broker.delivery import Delivery
@@ -24,7 +26,24 @@ def _jsonable_headers(headers: Any) -> Any:
 
 
 def dead_letter(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
-    """Record ``delivery`` as dead with ``reason``; mark its result DEAD when its id is readable."""
+    """Record ``delivery`` as dead with ``reason``; mark its result DEAD when its id is readable.
+
+    One transaction where the results share the dead letters' database: if marking the result
+    fails (its table gone), the dead letter is not kept either, so the message, given back to
+    its queue by the consumer, is not dead-lettered once per attempt.
+    """
+    with transaction.atomic(using=router.db_for_write(DeadLetter)):
+        letter = _record(delivery, reason, worker=worker)
+    logger.error(
+        "Dead-lettered message %s from queue %r: %s",
+        letter.task_id or "(no id)",
+        delivery.queue,
+        reason,
+    )
+    return letter
+
+
+def _record(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
     headers = delivery.headers
     task_id = wire_format.read_id(headers)
     task_name = headers.get("task") if isinstance(headers, dict) else None
@@ -45,9 +64,6 @@ def dead_letter(delivery: Delivery, reason: str, *, worker: str) -> DeadLetter:
         if unique_key is not None:
             unique.release_key(unique_key, task_id)
         _fail_workflow(headers, message, reason)
-    logger.error(
-        "Dead-lettered message %s from queue %r: %s", task_id or "(no id)", delivery.queue, reason
-    )
     return letter
 
 

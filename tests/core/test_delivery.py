@@ -17,6 +17,7 @@ from tests.conftest import wait_for
 from tests.testapp.models import Execution, Order
 from tests.testapp.tasks import (
     add,
+    hang_on_first_delivery,
     kill_my_process,
     kill_my_process_once,
     order_exists,
@@ -87,7 +88,9 @@ def test_warm_shutdown_gives_back_prefetched_messages(broker_url, start_worker):
 def test_killed_worker_task_is_completed_by_another(broker_url, settings, start_worker):
     settings.TQ = {**settings.TQ, "LEASE_SECONDS": 2}
     victim = start_worker("-P", "prefork", "-c", "1")
-    result = slow_record.delay(1.0, "killed")
+    # Not a task of a fixed length: on a loaded machine this test may reach the kill after it
+    # ended (then it ran once, delivered once). Its first delivery hangs until it is killed.
+    result = hang_on_first_delivery.delay("killed")
     wait_for(lambda: Execution.objects.filter(label="start:killed").exists(), what="task start")
     victim.kill_tree()
     start_worker("-P", "solo")
@@ -189,13 +192,14 @@ def test_priority_nine_runs_first(broker_url, start_worker):
 
 def test_a_waiting_eta_message_does_not_block_due_ones(broker_url, start_worker):
     start_worker("-P", "solo", "--prefetch-multiplier", "1")
-    later = record.apply_async(("later",), countdown=3)
+    # Due long after the others could have waited for it (a 3 s countdown was not, on a loaded
+    # machine: the three ran after it). That it runs at its ETA: test_countdown_delays_the_task.
+    later = record.apply_async(("later",), countdown=25)  # not parked: under ETA_HORIZON_SECONDS
     now = [record.delay(f"now{i}") for i in range(3)]
     for result in now:
-        result.get(timeout=10)
-    assert AsyncResult(later.id).state != states.SUCCESS
-    later.get(timeout=20)
-    assert list(Execution.objects.order_by("id").values_list("label", flat=True))[-1] == "later"
+        result.get(timeout=20)
+    assert AsyncResult(later.id).state == states.QUEUED
+    assert not Execution.objects.filter(label="later").exists()
 
 
 def test_countdown_delays_the_task(broker_url, start_worker):

@@ -39,6 +39,17 @@ def slow_record(self: Any, seconds: float, label: str = "") -> str:
     return label
 
 
+@task(bind=True)
+def hang_on_first_delivery(self: Any, label: str = "") -> str:
+    """Like ``slow_record``, but only its first delivery hangs (for a minute): a test that kills
+    the worker running it always kills it mid-task, however late the test gets to the kill."""
+    Execution.objects.create(task_id=self.request.id, label=f"start:{label}", pid=os.getpid())
+    if self.request.delivery_count <= 1:
+        time.sleep(60)
+    Execution.objects.create(task_id=self.request.id, label=f"end:{label}", pid=os.getpid())
+    return label
+
+
 @task
 def fail(message: str = "boom") -> None:
     raise ValueError(message)
