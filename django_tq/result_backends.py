@@ -229,13 +229,16 @@ class DatabaseBackend(ResultBackend):
         }
         # Refusing a finished task costs no query of its own. STARTED does not wait for the
         # flush: the task's final state, written durably or just before its ack, flushes it.
-        rows = TaskResult.objects.using(self._alias()).filter(task_id=message.id)
-        if self._update(rows.exclude(state__in=states.READY_STATES), values, durable=False):
+        alias = self._alias()
+        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
+        unfinished = rows.exclude(state__in=states.READY_STATES)
+        if self._update(unfinished, values, durable=False):
             return True
-        if rows.exists():
+        if rows.filter(state__in=states.READY_STATES).exists():
             return False  # finished already: a second copy of the message must not run
-        self._upsert(message, values)
-        return True
+        # No row when the UPDATE ran. One may have been committed since (the QUEUED row of a
+        # message published before its producer's commit): start it unless it finished.
+        return self._upsert(message, values, only=unfinished)
 
     def is_durable_with(self, database_alias: str | None) -> bool:
         alias = self._alias()
@@ -329,18 +332,31 @@ class DatabaseBackend(ResultBackend):
         self._upsert(message, values, durable=durable)
 
     def _upsert(
-        self, message: TaskMessage, values: dict[str, Any], *, durable: bool = True
-    ) -> None:
+        self,
+        message: TaskMessage,
+        values: dict[str, Any],
+        *,
+        durable: bool = True,
+        only: Any = None,
+    ) -> bool:
+        """Write ``values`` into the message's row, creating it if there is none.
+
+        ``only``: the rows that may be updated (a queryset of the message's row); return False
+        if the row exists but is not among them.
+        """
         alias = self._alias()
-        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
+        rows = (
+            only if only is not None else TaskResult.objects.using(alias).filter(task_id=message.id)
+        )
         if self._update(rows, values, durable=durable):
-            return
+            return True
         create = {**_row_fields(message), **values}
         try:
             with transaction.atomic(using=alias):
                 TaskResult.objects.using(alias).create(**create)
         except IntegrityError:
-            rows.update(**values)
+            return bool(rows.update(**values))
+        return True
 
     def set_state(
         self, task_id: str, state: str, *, result: Any = None, traceback: str = ""

@@ -152,6 +152,30 @@ def test_a_second_copy_of_a_finished_task_is_refused_by_the_started_write():
     assert len(_writes(ctx.captured_queries)) == 1  # the refused STARTED write, nothing else
 
 
+@pytest.mark.db
+def test_a_row_committed_between_the_started_write_and_its_check_is_started_not_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The QUEUED row of a message published before its producer committed: the STARTED UPDATE
+    # finds no row, and the row is there (unfinished) a moment later. The task must run.
+    result = add.delay(1, 1)
+    backend = get_backend()
+    message = add.build_message((1, 1), {}, {"task_id": result.id})
+    real = type(backend)._update
+    calls: list[int] = []
+
+    def first_finds_nothing(self: Any, rows: Any, values: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        return 0 if len(calls) == 1 else real(self, rows, values, **kwargs)
+
+    monkeypatch.setattr(type(backend), "_update", first_finds_nothing)
+    assert backend.mark_started(message, worker="w", delivery_count=1) is True
+    assert TaskResult.objects.get(task_id=result.id).state == states.STARTED
+    TaskResult.objects.filter(task_id=result.id).update(state=states.SUCCESS)
+    calls.clear()
+    assert backend.mark_started(message, worker="w", delivery_count=2) is False  # finished: refused
+
+
 def test_started_is_visible_in_the_admin_and_rest_while_a_long_task_runs(
     admin_client: Any, start_worker: Any
 ):
