@@ -161,18 +161,22 @@ def _revoke(wire: WireMessage, queue: str) -> bool:
     return True
 
 
-def _revoke_ready(broker: Broker, queues: list[str], done: Purged) -> None:
-    def on_delivery(delivery: Delivery) -> None:
-        wire = WireMessage(
-            headers=delivery.headers, body=delivery.body, content_type=delivery.content_type
-        )
-        if _revoke(wire, delivery.queue):
-            done.revoked += 1
-        else:
-            done.deleted += 1
-        delivery.ack()
+def _revoke_delivery(delivery: Delivery, done: Purged) -> None:
+    """Revoke the task of ``delivery`` (or count it deleted, if it is none), then ack it."""
+    wire = WireMessage(
+        headers=delivery.headers, body=delivery.body, content_type=delivery.content_type
+    )
+    if _revoke(wire, delivery.queue):
+        done.revoked += 1
+    else:
+        done.deleted += 1
+    delivery.ack()
 
-    subscription = broker.subscribe(queues, prefetch=PREFETCH, on_delivery=on_delivery)
+
+def _revoke_ready(broker: Broker, queues: list[str], done: Purged) -> None:
+    subscription = broker.subscribe(
+        queues, prefetch=PREFETCH, on_delivery=lambda delivery: _revoke_delivery(delivery, done)
+    )
     try:
         while True:
             before = done.revoked + done.deleted
@@ -191,14 +195,7 @@ def _revoke_at_delivery_limit(broker: Broker, queues: list[str], done: Purged) -
     try:
         while taken := reader.take(PREFETCH):
             for delivery in taken:  # its queue is the quorum queue it came from
-                wire = WireMessage(
-                    headers=delivery.headers, body=delivery.body, content_type=delivery.content_type
-                )
-                if _revoke(wire, delivery.queue):
-                    done.revoked += 1
-                else:
-                    done.deleted += 1
-                delivery.ack()
+                _revoke_delivery(delivery, done)
     finally:
         reader.close()
 
