@@ -28,11 +28,12 @@ def cache_results(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cache_backend_with_a_real_worker(cache_results, start_worker):
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_cache_backend_with_a_real_worker(cache_results, start_worker, pool):
     assert isinstance(get_backend(), CacheBackend)
     result = add.delay(3, 4)
     assert AsyncResult(result.id).state == states.QUEUED
-    start_worker("-P", "solo")
+    start_worker("-P", pool)
     assert result.get(timeout=20) == 7
     assert AsyncResult(result.id).worker.startswith("tq-")
     failed = fail.delay("cached")
