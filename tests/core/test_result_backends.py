@@ -198,3 +198,24 @@ def test_django_s_own_redis_cache_takes_the_same_path(settings):
     assert done.date_created == queued.date_created and done.worker == "w1"
     backend.forget(message.id)
     assert backend.get(message.id) is None
+
+
+def test_without_result_expires_the_records_never_expire(cache_results, settings):
+    settings.TQ = {**settings.TQ, "RESULT_EXPIRES": None}
+    backend = get_backend()
+    assert isinstance(backend, CacheBackend) and backend.redis is not None
+    message = _message(uuid.uuid4().hex)
+    key = backend.cache.make_key(backend.prefix + message.id)
+    backend.mark_queued(message)
+    assert backend.redis.client.pttl(key) == -1
+    assert backend.mark_started(message, worker="w1", delivery_count=1)
+    assert backend.redis.client.pttl(key) == -1
+    backend.store(message, states.SUCCESS, result=1)
+    assert backend.redis.client.pttl(key) == -1
+    started_fresh = _message(uuid.uuid4().hex)  # no QUEUED record (TRACK_ENQUEUED off)
+    assert backend.mark_started(started_fresh, worker="w1", delivery_count=1)
+    data = backend.get(started_fresh.id)
+    assert data is not None and data.state == states.STARTED and data.date_created is not None
+    assert (
+        backend.redis.client.pttl(backend.cache.make_key(backend.prefix + started_fresh.id)) == -1
+    )
