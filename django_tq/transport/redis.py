@@ -44,7 +44,11 @@ are in :mod:`django_tq.transport.redis_scripts`):
 An idle consumer blocks in ``BLPOP`` on the wake lists of its queues, bounded by the next due
 time the last claim reported (a delayed message, or a lease a dead consumer stopped renewing). With
 one queue the claim is pipelined behind the ``BLPOP``, so Redis runs it as soon as the wake-up
-arrives: enqueue-to-start is one publish and one round trip, not a poll interval.
+arrives: enqueue-to-start is one publish and one round trip, not a poll interval. A consumer whose
+last claim found the queue empty goes straight to that wait (its queued acks in front), without a
+claim of its own first: one round trip per idle cycle. The wait's commands go to a connection the
+channel holds for them, without redis-py's pipeline (which would re-send a claim after a
+connection error).
 
 An ack is durable once it reaches Redis (the message is gone), at most ``ack_batch_seconds`` after
 the task finished; it deletes only what this channel's lease still covers (fenced: a holder whose
@@ -71,6 +75,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable
+from queue import Empty
 from time import monotonic
 from typing import Any
 
@@ -301,6 +306,8 @@ class Channel(LeasedChannel):
         self._keys: dict[str, QueueKeys] = {}
         #: queue -> monotonic time the next delayed message or lease deadline is due
         self._next_due: dict[str, float] = {}
+        #: queues whose last claim took fewer messages than it could: seen empty
+        self._drained: set[str] = set()
 
     # -- the client ---------------------------------------------------------------------------
     @property
@@ -537,7 +544,7 @@ class Channel(LeasedChannel):
         except BaseException:
             self.give_back_acks(acked)
             raise
-        return self._claimed(queue, replies[-1])
+        return self._claimed(queue, replies[-1], limit)
 
     def _ack_calls(
         self, tags: list[Any], owner_prefix: str | None = None
@@ -560,13 +567,18 @@ class Channel(LeasedChannel):
         window = self.qos.can_consume_max_estimate()
         return self.claim_batch if window is None else max(1, min(window, self.claim_batch))
 
-    def _claimed(self, queue: str, reply: list[Any]) -> list[dict[str, Any]]:
-        """Turn a ``CLAIM_SCRIPT`` reply into raw payloads; note when to look again."""
+    def _claimed(self, queue: str, reply: list[Any], limit: int) -> list[dict[str, Any]]:
+        """Turn a ``CLAIM_SCRIPT`` reply into raw payloads; note when to look again, and whether
+        the claim found the queue empty (it took fewer than ``limit``)."""
         next_due = int(reply[-1])
         if next_due >= 0:
             self._next_due[queue] = monotonic() + next_due / 1000
         else:
             self._next_due.pop(queue, None)
+        if (len(reply) - 1) // 3 < limit:
+            self._drained.add(queue)
+        else:
+            self._drained.discard(queue)
         return [
             self._payload(queue, reply[index], reply[index + 1], int(reply[index + 2]))
             for index in range(0, len(reply) - 1, 3)
@@ -655,6 +667,30 @@ class Channel(LeasedChannel):
         return self._payload(queue, message_id, payload, int(count or 1))
 
     # -- waiting ------------------------------------------------------------------------------
+    def _get_and_deliver(self, queue: str, callback: Callable[..., Any]) -> None:
+        """Deliver the next buffered message of ``queue`` (kombu's consuming loop calls this).
+
+        With nothing buffered, a queue its last claim found empty is not claimed again here:
+        the idle wait's own claim, pipelined behind its ``BLPOP`` (with the queued acks in
+        front), is next — one round trip per idle cycle instead of two. A message that came
+        meanwhile left a wake token, so that ``BLPOP`` returns at once; and its claim runs even
+        when it times out. (``basic_get`` still claims through :meth:`_get`.)
+        """
+        if not self._buffers.get(queue) and self._waits_with_a_claim(queue):
+            raise Empty()
+        super()._get_and_deliver(queue, callback)
+
+    def _waits_with_a_claim(self, queue: str) -> bool:
+        """Return whether :meth:`wait` will claim ``queue`` next, and it is known to be empty."""
+        if queue not in self._drained or self.adopt_celery or len(self._active_queues) != 1:
+            return False
+        due = self._next_due.get(queue)
+        if due is not None and due <= monotonic():
+            return False
+        # the transport waits on its first consuming channel (LeasedTransport.drain_events)
+        waiting = next((c for c in self.connection.channels if c._consumers), None)
+        return waiting is self
+
     def wait(self, timeout: float) -> None:
         """Block in ``BLPOP`` on the consumed queues' wake lists, up to the next due time.
 
@@ -694,6 +730,7 @@ class Channel(LeasedChannel):
         acked = self.take_acks()
         ack_calls = self._ack_calls(acked)
         claim_keys = self.keys_for(queue).for_claim()
+        limit = self._claim_limit()
         commands: list[tuple[Any, ...]] = [
             ("EVALSHA", self._scripts[script].sha, len(keys), *keys, *args)
             for script, keys, args in ack_calls
@@ -701,7 +738,7 @@ class Channel(LeasedChannel):
         commands.append(blpop)
         commands.append(
             ("EVALSHA", self._scripts["claim"].sha, len(claim_keys), *claim_keys,
-             *self._claim_args(self._claim_limit()))
+             *self._claim_args(limit))
         )  # fmt: skip
         try:
             replies = self._run_wait(commands)
@@ -709,14 +746,19 @@ class Channel(LeasedChannel):
             self.give_back_acks(acked)
             raise
         if any(isinstance(reply, Exception) for reply in replies[: len(ack_calls)]):
-            # not run (a script Redis lost): sent again with the next claim, which loads it
-            # (an ack that did run deletes nothing the second time)
+            # not run (a script Redis lost): sent again with the next round trip (an ack that
+            # did run deletes nothing the second time)
             self.give_back_acks(acked)
+        refused = {
+            "ack" if index < len(ack_calls) else "claim"
+            for index, reply in enumerate(replies)
+            if isinstance(reply, redis_errors.NoScriptError)
+        }
+        for script in refused:  # the next wait finds them (a refused claim took nothing)
+            self.client.script_load(self._scripts[script].script)
         reply = replies[-1]
-        if isinstance(reply, redis_errors.NoScriptError):
-            return  # took nothing: the next claim loads the script again
         if not isinstance(reply, Exception):
-            claimed = self._claimed(queue, reply)
+            claimed = self._claimed(queue, reply, limit)
             if claimed:
                 self._buffers.setdefault(queue, deque()).extend(claimed)
         raise_first_error([r for r in replies if not isinstance(r, redis_errors.NoScriptError)])

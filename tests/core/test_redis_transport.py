@@ -414,6 +414,36 @@ def test_an_idle_wait_behind_an_ack_script_redis_does_not_know_keeps_its_claim(
         receiver.subscription.close()
 
 
+def test_an_idle_consumer_goes_from_an_empty_claim_straight_to_its_wait(
+    fresh_redis: str,
+) -> None:
+    broker = Broker(fresh_redis)
+    broker.publish(message("first"), queue="fresh")
+    receiver = Receiver(
+        Broker(fresh_redis, transport_options={"ack_batch_seconds": 30}), ["fresh"], prefetch=4
+    )
+    admin = redis.Redis.from_url(fresh_redis)
+    try:
+        [first] = receiver.receive(1)  # a claim of up to 4 took 1: the queue is empty
+        first.ack()
+        receiver.channel.flush_acks()  # (the ack script is known from now on)
+        admin.config_resetstat()
+        receiver.subscription.drain(0.05)
+        stats = admin.info("commandstats")
+        # [BLPOP, claim], twice if the BLPOP found a stale token (the first claim took "first"
+        # without one): every claim rides on a wait, none goes on its own before it
+        waits = stats["cmdstat_blpop"]["calls"]
+        assert waits >= 1
+        assert stats["cmdstat_evalsha"]["calls"] == waits
+        assert broker.depth("fresh") == 0
+        # a message whose wake token is gone is still claimed, when that BLPOP times out
+        broker.publish(message("tokenless"), queue="fresh")
+        admin.delete("tq:{fresh}:wake")
+        assert body_of(receiver.receive(2, timeout=3)[1]) == "tokenless"
+    finally:
+        receiver.subscription.close()
+
+
 def test_without_batching_an_ack_is_sent_before_it_returns(
     broker: Broker, redis_queue: str, make_receiver: Any
 ) -> None:
