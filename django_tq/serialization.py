@@ -71,10 +71,23 @@ _json_encoder = json.JSONEncoder(
 _json_decoder = json.JSONDecoder(object_hook=_decode_object)
 
 
+#: ``_json_encoder``'s C encoder, built once: ``JSONEncoder.encode`` builds one on every call
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_json_encoder = (
+    _c_make_encoder(
+        None, _encode_value, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
 def to_json(value: Any) -> str:
     """Serialize ``value`` to JSON text with the tagged types; raise :class:`EncodeError`."""
     try:
-        return _json_encoder.encode(value)
+        if _c_json_encoder is not None:
+            return "".join(_c_json_encoder(value, 0))
+        return _json_encoder.encode(value)  # pragma: no cover - no C speedups
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise EncodeError(str(exc)) from exc
 

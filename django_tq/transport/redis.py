@@ -209,6 +209,31 @@ def pack_commands(commands: list[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: ``json.dumps`` with its defaults but built once (``json.dumps`` builds its C encoder on every
+#: call) and without the circular-reference check (an envelope's headers were serialized, and
+#: so checked, by ``encode()`` already): the same text
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_envelope_encoder = (
+    _c_make_encoder(
+        None, _not_serializable, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, True,
+    )
+    if _c_make_encoder is not None
+    else None
+)  # fmt: skip
+
+
+def dump_envelope(message: dict[str, Any]) -> str:
+    """Return ``json.dumps(message)``: the kombu envelope as the payloads hash stores it."""
+    if _c_envelope_encoder is None:  # pragma: no cover - Python without json's C speedups
+        return json.dumps(message)
+    return "".join(_c_envelope_encoder(message, 0))
+
+
 def split_tag(tag: str) -> tuple[str, str]:
     """Split a delivery tag into ``(queue, message id)``."""
     queue, _, message_id = tag.rpartition("/")
@@ -453,14 +478,17 @@ class Channel(LeasedChannel):
         """
         calls: list[tuple[list[str], Iterable[Any]]] = []
         for queue, message in messages:
-            priority = self._get_message_priority(message)
-            not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
-            keys = self.keys_for(queue)
+            properties = message.get("properties", {})
+            priority = properties.get("priority")
+            if priority.__class__ is not int or not 0 <= priority <= 9:  # not django_tq's own
+                priority = self._get_message_priority(message)
+            not_before = properties.get("not_before")
+            keys = self._keys.get(queue) or self.keys_for(queue)
             calls.append(
                 (
-                    [keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
-                    [new_message_id(priority), json.dumps(message), not_before,
-                     self.wake_tokens],
+                    [keys.payloads, keys.delayed, keys.ready[9 - priority], keys.wake],
+                    [new_message_id(priority), dump_envelope(message),
+                     epoch_milliseconds(not_before) if not_before else 0, self.wake_tokens],
                 )
             )  # fmt: skip
         replicas = int(self.replica_acks)
