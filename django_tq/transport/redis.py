@@ -30,7 +30,8 @@ can requeue it to the right list without reading its payload. A delivery tag is
 Every change of state is one Lua script call (EVALSHA on one reused client per channel; the scripts
 are in :mod:`django_tq.transport.redis_scripts`):
 
-* publish: store the payload, push the id to its ready list (or ``delayed``), push a wake token;
+* publish: store the payload, push the id to its ready list (or ``delayed``), push a wake token
+  unless ``wake_tokens`` already wait;
 * claim (up to the free prefetch window at once): move due delayed ids and expired leases to the
   ready lists, pop the highest-priority ids, lease them to this channel, count the delivery, and
   return payloads, counts and how long until the next delayed message or lease deadline is due.
