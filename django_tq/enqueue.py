@@ -425,7 +425,8 @@ def enqueue(
     else:
         record()
         try:
-            late = LatePublishFailure(message, wire, alias, track)
+            # only a BROKER_CONFIRM="batch" publish can fail after it returned
+            late = LatePublishFailure(message, wire, alias, track) if broker.confirms_late else None
             publish_now(message, wire, broker, policy, on_late_failure=late)
         except PublishError as exc:
             unique.release(message)

@@ -102,13 +102,17 @@ class WireMessage:
     def size(self) -> int:
         """Return the size in bytes, close enough for a limit: the body, custom headers, and
         a fixed allowance for the protocol headers (ids, names, dates)."""
-        body = len(self.body.encode("utf-8")) if isinstance(self.body, str) else len(self.body)
-        extra = sum(
-            len(serialization.to_json(self.headers[key]))
-            for key in ("custom", "canvas")
-            if self.headers.get(key)
-        )
-        return body + HEADERS_ALLOWANCE + extra
+        body = self.body
+        if isinstance(body, str):
+            size = len(body) if body.isascii() else len(body.encode("utf-8"))
+        else:
+            size = len(body)
+        headers = self.headers
+        for key in ("custom", "canvas"):
+            value = headers.get(key)
+            if value:
+                size += len(serialization.to_json(value))
+        return size + HEADERS_ALLOWANCE
 
     @property
     def route(self) -> tuple[str, str] | None:
@@ -193,9 +197,8 @@ def encode(message: TaskMessage) -> WireMessage:
         headers["custom"] = message.headers
     if message.unique_key is not None:
         headers["unique"] = [message.unique_key, message.unique_ttl]
-    canvas = message.canvas
-    if canvas:
-        headers["canvas"] = serialization.to_jsonable(canvas)
+    if message.chain or message.chord or message.link or message.link_error:
+        headers["canvas"] = serialization.to_jsonable(message.canvas)
     return WireMessage(headers=headers, body=body, content_type=content_type)
 
 

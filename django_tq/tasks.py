@@ -15,8 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import inspect
-import uuid
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import (
     Any,
@@ -36,7 +36,7 @@ from django_tq import enqueue as enqueue_module
 from django_tq.broker import compression
 from django_tq.broker.retry_policy import RetryPolicy
 from django_tq.canvas import Signature, chunks, group, links_of, xmap, xstarmap
-from django_tq.conf import tq_settings
+from django_tq.conf import on_reload, tq_settings
 from django_tq.context import DIRECT_CALL, Request, current_request
 from django_tq.exceptions import MaxRetriesExceededError, Replace, Retry
 from django_tq.message import TaskMessage
@@ -98,6 +98,7 @@ CALL_OPTIONS = frozenset(
 )  # fmt: skip
 #: ``apply_async`` options that place a call in a workflow (see ``django_tq.canvas``)
 WORKFLOW_OPTIONS = frozenset({"link", "link_error", "chain", "chord"})
+_ALL_OPTIONS = CALL_OPTIONS | WORKFLOW_OPTIONS
 
 
 def _as_datetime(value: dt.datetime | float | int | None, now: dt.datetime) -> dt.datetime | None:
@@ -289,8 +290,8 @@ class Task(Generic[P, R]):
         publish_on_commit: bool | None,
         options: dict[str, Any],
     ) -> AsyncResult[R]:
-        unknown = set(options) - CALL_OPTIONS - WORKFLOW_OPTIONS
-        if unknown:
+        if options and not options.keys() <= _ALL_OPTIONS:
+            unknown = set(options) - _ALL_OPTIONS
             raise TypeError(f"Unknown apply_async option(s): {', '.join(sorted(unknown))}")
         policy = RetryPolicy.from_options(options.get("retry"), options.get("retry_policy"))
         message = self.build_message(args, kwargs, options)
@@ -318,44 +319,47 @@ class Task(Generic[P, R]):
         options: dict[str, Any],
     ) -> TaskMessage:
         """Resolve routing and options into the message that will be sent."""
-        now = timezone.now()
-        route = routing.route(self.name, tq_settings.TASK_ROUTES, args, kwargs) or {}
+        route = _route_of(self.name, args, kwargs)
         # add_to_parent=False: not a child of the running task (nor in its workflow's tree)
         parent = current_request.get() if options.get("add_to_parent", True) else None
-        eta = _as_datetime(options.get("eta"), now)
-        if options.get("countdown") is not None:
-            eta = now + dt.timedelta(seconds=float(options["countdown"]))
+        eta = options.get("eta")
+        countdown = options.get("countdown")
         expires = options.get("expires", self.expires)
+        if eta is not None or countdown is not None or expires is not None:
+            now = timezone.now()
+            eta = _as_datetime(eta, now)
+            if countdown is not None:
+                eta = now + dt.timedelta(seconds=float(countdown))
+            expires = _as_datetime(expires, now)
         # Precedence as in Celery: call options, then the task's own options, then TASK_ROUTES.
         priority = options.get("priority", self.priority)
-        if priority is None:
+        if priority is None and route:
             priority = route.get("priority")
         if priority is not None and not 0 <= int(priority) <= 9:
             raise ValueError(f"priority must be 0-9 (9 highest), got {priority!r}")
         # Where, level by level as before: the call, then the task, then TASK_ROUTES.
         where = (
-            routing.destination(options)
-            or routing.destination(
-                {"queue": self.queue, "exchange": self.exchange, "routing_key": self.routing_key}
-            )
-            or routing.destination(route)
-            or routing.default_destination()
+            (routing.destination(options) if options else None)
+            or _resolved(self.queue, self.exchange, self.routing_key)
+            or (routing.destination(route) if route else None)
+            or _default_destination()
         )
-        task_id = str(options.get("task_id") or uuid.uuid4())
+        task_id = str(options.get("task_id") or new_task_id())
         root_id = (
             options.get("root_id") or (parent.root_id or parent.id if parent else None) or task_id
         )
+        headers = options.get("headers")
         return TaskMessage(
             id=task_id,
             task=self.name,
-            args=tuple(args or ()),
-            kwargs=dict(kwargs or {}),
+            args=tuple(args) if args else (),
+            kwargs=dict(kwargs) if kwargs else {},
             queue=where.queue,
             exchange=where.exchange,
             routing_key=where.routing_key,
             priority=priority,
             eta=eta,
-            expires=_as_datetime(expires, now),
+            expires=expires,
             retries=int(options.get("retries", 0)),
             root_id=root_id,
             parent_id=options.get("parent_id") or (parent.id if parent else None),
@@ -365,15 +369,19 @@ class Task(Generic[P, R]):
             soft_time_limit=_limit(
                 options, "soft_time_limit", self.soft_time_limit, tq_settings.TASK_SOFT_TIME_LIMIT
             ),
-            headers=dict(options.get("headers") or {}),
+            headers=dict(headers) if headers else {},
             serializer=options.get("serializer") or self.serializer or tq_settings.TASK_SERIALIZER,
             compression=compression.check(
                 options.get("compression") or self.compression or tq_settings.TASK_COMPRESSION
             ),
-            unique_key=self._unique_key(args, kwargs, options),
+            unique_key=(
+                self._unique_key(args, kwargs, options)
+                if self.unique or options.get("unique_key")
+                else None
+            ),
             unique_ttl=options.get("unique_ttl", self.unique_ttl),
             shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
-            **_workflow_fields(options),
+            **(_workflow_fields(options) if options else {}),
         )
 
     def shadow_name(
@@ -610,6 +618,79 @@ def task(
 
 
 shared_task = task
+
+
+def new_task_id() -> str:
+    """Return a random task id: what ``str(uuid.uuid4())`` returns, in a third of its time."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+#: ``TASK_ROUTES`` as last read, and the route of each task name under it (``None``: an entry is
+#: a callable router, whose answer depends on the arguments: asked at every call)
+_routes_memo: tuple[Any, dict[str, routing.Route | None] | None] = (None, None)
+#: (queue, exchange, routing key) of a task (or ``None`` three times: the default) -> where its
+#: messages go under the current settings (what ``routing`` resolves from ``TQ["QUEUES"]``)
+_destinations: dict[tuple[str | None, str | None, str | None], routing.Destination] = {}
+
+
+def _route_of(name: str, args: Any, kwargs: Any) -> routing.Route | None:
+    """Return ``TASK_ROUTES``' options for task ``name`` (remembered while they are the same;
+    the dict returned is shared: read it, never change it)."""
+    global _routes_memo
+    routes = tq_settings.TASK_ROUTES
+    cached, known = _routes_memo
+    if cached is not routes:
+        entries = routes if isinstance(routes, list | tuple) else [routes]
+        known = {} if all(isinstance(entry, Mapping) for entry in entries) else None
+        _routes_memo = (routes, known)
+    if known is None:
+        return routing.route(name, routes, args, kwargs)
+    try:
+        return known[name]
+    except KeyError:
+        found = known[name] = routing.route(name, routes, args, kwargs)
+        return found
+
+
+def _resolved(
+    queue: str | None, exchange: str | None, routing_key: str | None
+) -> routing.Destination | None:
+    """Return where a task's own ``queue``/``exchange``/``routing_key`` send its messages, or
+    ``None`` when it names none of them; resolved once per settings load."""
+    if not (queue or exchange or routing_key):
+        return None
+    key = (queue, exchange, routing_key)
+    found = _destinations.get(key)
+    if found is None:
+        found = routing.destination(
+            {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+        )
+        assert found is not None
+        _destinations[key] = found
+    return found
+
+
+def _default_destination() -> routing.Destination:
+    """Return ``routing.default_destination()``, resolved once per settings load."""
+    found = _destinations.get(_DEFAULT)
+    if found is None:
+        found = _destinations[_DEFAULT] = routing.default_destination()
+    return found
+
+
+#: the key of the default destination in ``_destinations`` (no task names it: all three unset)
+_DEFAULT: tuple[None, None, None] = (None, None, None)
+
+
+@on_reload
+def _forget_routes() -> None:
+    global _routes_memo
+    _routes_memo = (None, None)
+    _destinations.clear()
 
 
 def _workflow_fields(options: dict[str, Any]) -> dict[str, Any]:

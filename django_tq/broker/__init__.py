@@ -30,6 +30,7 @@ from kombu.utils.objects import cached_property
 
 from django_tq.broker import delivery_limit, exchange_emulation, existing_queues
 from django_tq.broker.confirms import Confirms, ConfirmTimeout, Late, OnLateFailure
+from django_tq.broker.confirms import Message as AmqpMessage
 from django_tq.broker.delivery import Delivery
 from django_tq.broker.late_confirms import LateConfirms
 from django_tq.broker.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -88,6 +89,19 @@ def _transport_for(url: str) -> tuple[str, Any, dict[str, Any]]:
     return url, TRANSPORTS[parts.scheme], {}
 
 
+#: forks this process descends from (a publishing connection is never shared with a child; on
+#: every publish this costs less than asking for the pid)
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class Broker:
     """The broker named by a URL: publishing, consuming and queue administration."""
 
@@ -133,6 +147,10 @@ class Broker:
         #: ``on_late_failure`` returns once written; its confirm is read in the background
         self.confirms_late = self.confirms_publish and confirm == "batch"
         self._late_confirms = LateConfirms()
+        #: read on every publish: worked out once
+        self._database_alias = (
+            str(self.transport_options.get("alias", "default")) if self.is_database else None
+        )
         self._local = threading.local()
         self._declared: set[str] = set()
 
@@ -199,7 +217,7 @@ class Broker:
     @property
     def database_alias(self) -> str | None:
         """Return the Django alias of a ``django://`` queue, else ``None``."""
-        return str(self.transport_options.get("alias", "default")) if self.is_database else None
+        return self._database_alias
 
     def is_quorum(self, name: str) -> bool:
         """Return whether the AMQP queue ``name`` is a quorum queue (legacy ones included).
@@ -297,8 +315,8 @@ class Broker:
     # -- publishing -----------------------------------------------------------------------
     def _producer(self) -> Any:
         state = self._local
-        if getattr(state, "pid", None) != os.getpid() or state.producer is None:
-            state.pid = os.getpid()
+        if getattr(state, "forks", None) != _forks or state.producer is None:
+            state.forks = _forks  # a forked child opens connections of its own
             state.connection = self.connection(retry_connect=False)
             state.producer = Producer(state.connection)
             state.declared = set()
@@ -437,11 +455,17 @@ class Broker:
         if hasattr(channel, "put_messages"):
             # django_tq's own channels take the messages as they are: no kombu re-encoding. A
             # routed message is one copy per queue its key reaches (``exchange_emulation``).
-            copies = [copy for item in burst for copy in self._emulated_copies(item)]
-            for queue in {item.queue for item in copies} - declared:
+            copies: list[Outgoing] = []
+            for item in burst:
+                if "route" in item.wire.headers:
+                    copies.extend(self._emulated_copies(item))
+                else:
+                    copies.append(item)
+            new = {item.queue for item in copies if item.queue not in declared}
+            for queue in new:
                 channel.queue_declare(queue)
             channel.put_messages(copies)
-            declared.update(item.queue for item in copies)
+            declared.update(new)
             return []
         confirms = self._local.confirms
         if confirms is not None:
@@ -484,13 +508,14 @@ class Broker:
                 properties: dict[str, Any] = {"delivery_mode": 2}
                 if item.not_before:
                     properties["not_before"] = item.not_before
-                message = channel.prepare_message(
+                # what kombu's ``prepare_message`` builds for py-amqp, with a faster header table
+                message = AmqpMessage(
                     item.wire.body,
                     priority=item.priority,
                     content_type=item.wire.content_type,
                     content_encoding="utf-8" if isinstance(item.wire.body, str) else "binary",
-                    headers=item.wire.headers,
-                    properties=properties,
+                    application_headers=item.wire.headers,
+                    **properties,
                 )
                 late = None if on_late_failure is None else Late(item, on_late_failure, late_until)
                 confirms.publish(

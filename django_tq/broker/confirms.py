@@ -15,16 +15,126 @@ of the channel holds :attr:`Confirms.lock`, so the two threads never interleave 
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any
 
-from amqp import spec
+import amqp
+from amqp import serialization, spec
+from amqp.exceptions import FrameSyntaxError, RecoverableConnectionError
 
 from django_tq.exceptions import PublishError
 from django_tq.outgoing import Outgoing
+
+_pack_B = struct.Struct("B").pack
+_pack_H = struct.Struct(">H").pack
+_pack_I = struct.Struct(">I").pack
+_pack_S = struct.Struct(">cI").pack
+_pack_i = struct.Struct(">ci").pack
+_pack_q = struct.Struct(">cq").pack
+_pack_d = struct.Struct(">cd").pack
+
+
+def encode_table(table: dict[Any, Any]) -> bytes:
+    """Return ``table`` as an AMQP field table: the bytes py-amqp's ``_write_table`` writes.
+
+    py-amqp writes each item through a BytesIO and ``isinstance`` checks; a message's headers
+    (strings, numbers, ``None``, lists) here take a quarter of that, and any other type is
+    written by py-amqp's own ``_write_item``.
+    """
+    parts: list[bytes] = []
+    for key, value in table.items():
+        name = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
+        parts.append(_pack_B(len(name)))
+        parts.append(name)
+        try:
+            _encode_item(value, parts)
+        except ValueError:
+            raise FrameSyntaxError(
+                serialization.ILLEGAL_TABLE_TYPE_WITH_KEY.format(type(value), name, value)
+            ) from None
+    data = b"".join(parts)
+    return _pack_I(len(data)) + data
+
+
+def _encode_item(value: Any, parts: list[bytes]) -> None:
+    cls = value.__class__
+    if cls is str:
+        data = value.encode("utf-8", "surrogatepass")
+        parts.append(_pack_S(b"S", len(data)))
+        parts.append(data)
+    elif value is None:
+        parts.append(b"V")
+    elif cls is bool:
+        parts.append(b"t\x01" if value else b"t\x00")
+    elif cls is int:
+        if value > 2147483647 or value < -2147483647:
+            parts.append(_pack_q(b"L", value))
+        else:
+            parts.append(_pack_i(b"I", value))
+    elif cls is float:
+        parts.append(_pack_d(b"d", value))
+    elif cls is dict:
+        parts.append(b"F")
+        parts.append(encode_table(value))
+    elif cls is list or cls is tuple:
+        items: list[bytes] = []
+        for item in value:
+            try:
+                _encode_item(item, items)
+            except ValueError:
+                raise FrameSyntaxError(
+                    serialization.ILLEGAL_TABLE_TYPE_WITH_VALUE.format(type(item), item)
+                ) from None
+        data = b"".join(items)
+        parts.append(b"A")
+        parts.append(_pack_I(len(data)))
+        parts.append(data)
+    else:  # bytes, Decimal, datetime, subclasses: as py-amqp writes them (ValueError: illegal)
+        out = BytesIO()
+        serialization._write_item(value, out.write, [])
+        parts.append(out.getvalue())
+
+
+class Message(amqp.Message):
+    """py-amqp's message, whose content header is serialized with :func:`encode_table`.
+
+    The same bytes as py-amqp's ``GenericContent._serialize_properties`` (the property flags,
+    then the set properties in order; basic properties have no bit fields to pack, so each one
+    is written on its own: short strings, octets and the table here, the rest by py-amqp).
+    """
+
+    def _serialize_properties(self) -> bytes:
+        props = self.properties
+        shift = 15
+        flag_bits = 0
+        flags: list[int] = []
+        chunks: list[bytes] = []
+        for key, proptype in self.PROPERTIES:
+            value = props.get(key, None)
+            if value is not None:
+                if shift == 0:
+                    flags.append(flag_bits)
+                    flag_bits = 0
+                    shift = 15
+                flag_bits |= 1 << shift
+                if proptype == "s" and value.__class__ is str:  # shortstr
+                    data = value.encode("utf-8", "surrogatepass")
+                    chunks.append(_pack_B(len(data)))
+                    chunks.append(data)
+                elif proptype == "o" and value.__class__ is int:  # octet
+                    chunks.append(_pack_B(value))
+                elif proptype == "F":
+                    chunks.append(encode_table(value))
+                elif proptype != "bit":
+                    chunks.append(serialization.dumps(proptype, [value]))
+            shift -= 1
+        flags.append(flag_bits)
+        return b"".join([_pack_H(bits) for bits in flags]) + b"".join(chunks)
 
 
 class ConfirmTimeout(Exception):
@@ -72,6 +182,8 @@ class Confirms:
             channel._confirm_selected = True
             channel.confirm_select()
         self._next_tag = 1
+        #: (exchange, routing key, mandatory) -> ``basic.publish``'s encoded arguments
+        self._publish_arguments: dict[tuple[str, str, bool], bytes] = {}
         #: delivery tag -> message published and not settled yet (in tag order)
         self._unsettled: dict[int, _Entry] = {}
         #: how many of them are late (nobody waits for them)
@@ -96,14 +208,28 @@ class Confirms:
 
         ``basic.publish`` sent as py-amqp's ``basic_publish`` sends it, minus its non-blocking
         read before every message (for ``connection.blocked``): :meth:`wait` reads once per
-        burst. The caller holds :attr:`lock` and bounds the writes (``transport.having_timeout``).
+        burst. The method's arguments are encoded once per exchange and key. The caller holds :attr:`lock` and bounds the writes (``transport.having_timeout``).
         ``late``: nobody will :meth:`wait` for this one (see the module docstring).
         ``mandatory``: RabbitMQ sends a message no queue takes back (``basic.return``, before
         its ack: an unroutable message is acked too) to the channel's ``basic_return`` handlers.
         """
-        self.channel.send_method(
-            spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, mandatory, False), message
-        )
+        key = (exchange, routing_key, mandatory)
+        arguments = self._publish_arguments.get(key)
+        if arguments is None:
+            if len(self._publish_arguments) >= 1024:
+                self._publish_arguments.clear()
+            arguments = self._publish_arguments[key] = serialization.dumps(
+                "Bssbb", (0, exchange, routing_key, mandatory, False)
+            )
+        connection = self.channel.connection
+        if connection is None:
+            raise RecoverableConnectionError("connection already closed")
+        try:  # what ``send_method`` does, with the method's arguments encoded once per target
+            connection.frame_writer(
+                1, self.channel.channel_id, spec.Basic.Publish, arguments, message
+            )
+        except StopIteration:
+            raise RecoverableConnectionError("connection already closed") from None
         self._unsettled[self._next_tag] = _Entry(label, late)
         self._next_tag += 1
         if late is not None:

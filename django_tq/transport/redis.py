@@ -30,7 +30,8 @@ can requeue it to the right list without reading its payload. A delivery tag is
 Every change of state is one Lua script call (EVALSHA on one reused client per channel; the scripts
 are in :mod:`django_tq.transport.redis_scripts`):
 
-* publish: store the payload, push the id to its ready list (or ``delayed``), push a wake token;
+* publish: store the payload, push the id to its ready list (or ``delayed``), push a wake token
+  unless ``wake_tokens`` already wait;
 * claim (up to the free prefetch window at once): move due delayed ids and expired leases to the
   ready lists, pop the highest-priority ids, lease them to this channel, count the delivery, and
   return payloads, counts and how long until the next delayed message or lease deadline is due.
@@ -81,6 +82,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_tq.serialization import json_text_encoder
 from django_tq.transport.leased import LeasedChannel, LeasedTransport
 from django_tq.transport.redis_scripts import SCRIPTS
 
@@ -219,6 +221,15 @@ def raise_first_error(replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, redis_errors.ResponseError):
             raise reply
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: ``json.dumps(message)``: the kombu envelope as the payloads hash stores it, without the
+#: circular-reference check (its headers were serialized, and so checked, by ``encode()``)
+dump_envelope = json_text_encoder(_not_serializable, ensure_ascii=True, separators=(", ", ": "))
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -474,14 +485,17 @@ class Channel(LeasedChannel):
         """
         calls: list[tuple[list[str], Iterable[Any]]] = []
         for queue, message in messages:
-            priority = self._get_message_priority(message)
-            not_before = epoch_milliseconds(message.get("properties", {}).get("not_before"))
-            keys = self.keys_for(queue)
+            properties = message.get("properties", {})
+            priority = properties.get("priority")
+            if priority.__class__ is not int or not 0 <= priority <= 9:  # not django_tq's own
+                priority = self._get_message_priority(message)
+            not_before = properties.get("not_before")
+            keys = self._keys.get(queue) or self.keys_for(queue)
             calls.append(
                 (
-                    [keys.payloads, keys.delayed, keys.ready_for(priority), keys.wake],
-                    [new_message_id(priority), json.dumps(message), not_before,
-                     self.wake_tokens],
+                    [keys.payloads, keys.delayed, keys.ready[9 - priority], keys.wake],
+                    [new_message_id(priority), dump_envelope(message),
+                     epoch_milliseconds(not_before) if not_before else 0, self.wake_tokens],
                 )
             )  # fmt: skip
         replicas = int(self.replica_acks)

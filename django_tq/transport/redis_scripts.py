@@ -16,7 +16,9 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 # KEYS: payloads, delayed, ready list of the message's priority, wake
 # ARGV: id, payload, not_before (epoch ms, 0 = now), wake cap
 # (The queue registry is written once per process, when the queue is declared. Redis' clock is
-# read only for a message with a not_before: most publishes are for now.)
+# read only for a message with a not_before: most publishes are for now. A wake token is pushed
+# only while fewer than the cap wait: the same tokens as a push and a trim to the cap, and with
+# a backlog nobody drains the list, so a publish then writes two keys, not four.)
 PUT_SCRIPT = (
     """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -33,8 +35,9 @@ if later then
 else
   redis.call('RPUSH', KEYS[3], ARGV[1])
 end
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[4]) - 1)
+if redis.call('LLEN', KEYS[4]) < tonumber(ARGV[4]) then
+  redis.call('LPUSH', KEYS[4], '1')
+end
 return 1
 """
 )
