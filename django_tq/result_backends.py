@@ -68,8 +68,8 @@ class ResultBackend:
         """Record that ``message`` was enqueued (state QUEUED).
 
         ``durable=False``: the caller commits a durable write on a database for which
-        :meth:`is_durable_with` is true right after (the ``django://`` message row), so this
-        write need not wait to be durable on its own.
+        :meth:`is_durable_with` is true right after (the ``django://`` message row), or
+        :meth:`rebuilds_queued` is true, so this write need not wait to be durable on its own.
         """
         self.mark_queued_many([(message, owner_id)], durable=durable)
 
@@ -80,6 +80,16 @@ class ResultBackend:
 
     def writes_on(self, alias: str) -> bool:
         """Return whether this backend's writes belong to database ``alias``'s transactions."""
+        return False
+
+    def rebuilds_queued(self, owner_id: Any) -> bool:
+        """Return whether a lost ``QUEUED`` record comes back whole with the task's first write.
+
+        True where the worker's first write for the task (``STARTED``, or its final state
+        without ``TRACK_STARTED``) creates a missing record from the message alone, and the
+        record holds nothing the message does not carry (no ``owner_id``): a ``QUEUED`` write
+        outside a transaction then need not wait to be durable.
+        """
         return False
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
@@ -279,6 +289,11 @@ class DatabaseBackend(ResultBackend):
 
     def writes_on(self, alias: str) -> bool:
         return self._alias() == alias
+
+    def rebuilds_queued(self, owner_id: Any) -> bool:
+        # STARTED (or the final state) upserts a missing row from the message (``_upsert``):
+        # every column but ``date_created`` (then the start) and ``owner_id`` (in no message).
+        return owner_id is None
 
     def mark_queued_many(
         self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True

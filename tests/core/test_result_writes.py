@@ -246,8 +246,36 @@ def test_the_queued_row_waits_for_no_flush_of_its_own_before_the_django_message_
     require_service("Redis", 6379)
     try:
         with CaptureQueriesContext(connection) as ctx:
-            add.delay(5, 6)  # the message goes to Redis: the QUEUED row waits for its flush
-        assert not [q for q in _writes(ctx.captured_queries) if "set_config" in q]
+            # The message goes to Redis. The worker's STARTED rebuilds a lost QUEUED row from
+            # the message, so the row need not wait for a flush of its own; but an owner is in
+            # no message, so an owned task's row waits for its flush.
+            add.delay(5, 6)
+            add.apply_async((5, 6), owner=7)
+        writes = _writes(ctx.captured_queries)
+        assert len(writes) == 2, writes
+        assert "set_config('synchronous_commit', 'off', true)" in writes[0], writes
+        assert "set_config" not in writes[1], writes
+    finally:
+        get_broker().purge(["tq-result-writes"])
+
+
+@pytest.mark.db
+def test_a_lost_queued_row_is_rebuilt_by_the_started_write(settings: Any) -> None:
+    # What a PostgreSQL server crash can forget of a QUEUED row that skipped its flush (the
+    # message in Redis or RabbitMQ): the worker's STARTED write creates the row from the message.
+    require_service("Redis", 6379)
+    settings.TQ = {**settings.TQ, "BROKER_URL": REDIS_URL, "DEFAULT_QUEUE": "tq-result-writes"}
+    try:
+        result = add.apply_async((2, 3), priority=4, group_id="g-rebuilt")
+        queued = TaskResult.objects.get(task_id=result.id)
+        TaskResult.objects.filter(task_id=result.id).delete()  # as the crash leaves it
+        assert AsyncResult(result.id).state == states.PENDING
+        assert run_worker_until_empty() == 1
+        assert result.get(timeout=1) == 5
+        rebuilt = TaskResult.objects.get(task_id=result.id)
+        same = ("task_name", "args", "kwargs", "queue", "priority", "group_id", "root_id", "eta")
+        assert [getattr(rebuilt, f) for f in same] == [getattr(queued, f) for f in same]
+        assert rebuilt.state == states.SUCCESS and rebuilt.date_started is not None
     finally:
         get_broker().purge(["tq-result-writes"])
 
