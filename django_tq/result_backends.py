@@ -190,15 +190,6 @@ class _Rows:
     kind: str = ROW
     delivery_count: int = 0
 
-    def queryset(self) -> Any:
-        """Return these rows as a queryset (the rare paths use the ORM)."""
-        rows = TaskResult.objects.using(self.alias).filter(task_id=self.task_id)
-        if self.kind == UNFINISHED:
-            return rows.exclude(state__in=states.READY_STATES)
-        if self.kind == LATEST:
-            return rows.filter(delivery_count=self.delivery_count)
-        return rows
-
 
 class _Statements:
     """The SQL of the hot result writes for one database connection's vendor, built once.
