@@ -18,9 +18,6 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
-from django.db.migrations.autodetector import MigrationAutodetector
-from django.db.migrations.loader import MigrationLoader
-from django.db.migrations.state import ProjectState
 
 from django_tq import sqlite
 from django_tq.broker import AMQP_SCHEMES
@@ -247,6 +244,13 @@ def _lacks_skip_locked(alias: str) -> bool:
 def check_migrations_match_models() -> list[checks.CheckMessage]:
     """Warn (``tq.W003``) when django_tq's models have changes its migrations lack (what
     ``makemigrations django_tq --check`` finds): the tables would miss columns the code uses."""
+    # Imported here, not at the top: the migration machinery is ~15 modules every process
+    # (a worker's parent and its children) would hold for a check that runs only with the
+    # databases (``migrate``, ``check --database``).
+    from django.db.migrations.autodetector import MigrationAutodetector
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.migrations.state import ProjectState
+
     loader = MigrationLoader(None, ignore_no_migrations=True)
     autodetector = MigrationAutodetector(loader.project_state(), ProjectState.from_apps(apps))
     changes = autodetector.changes(graph=loader.graph, trim_to_apps={"django_tq"})

@@ -11,7 +11,7 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import caches
@@ -25,6 +25,7 @@ from django_tq.exceptions import Superseded
 from django_tq.folded_ack import FoldedAck
 from django_tq.message import TaskMessage
 from django_tq.models import TaskResult
+from django_tq.redis_results import RedisResults, new_record
 
 #: PostgreSQL: the call that makes the statement's own transaction skip the WAL flush
 WITHOUT_FLUSH_SETTING = "set_config('synchronous_commit', 'off', true)"
@@ -545,9 +546,12 @@ class DatabaseBackend(ResultBackend):
 class CacheBackend(ResultBackend):
     """Results in a Django cache (e.g. django-redis): fast, expiring, not listable.
 
-    Writing never reads the cache, except the one read ``mark_started`` needs to refuse a
-    finished task: the record is built from the message, and a task's final record takes its
-    dates from the ``STARTED`` record this process wrote (kept here until the task finishes).
+    Writing never reads the cache, except to refuse a finished task at ``STARTED``: the record
+    is built from the message, and a task's final record takes its dates from the ``STARTED``
+    record this process wrote (kept here until the task finishes). On a Redis cache
+    (:mod:`django_tq.redis_results`) ``STARTED`` is one script call that refuses, keeps the
+    ``QUEUED`` record's ``date_created`` and writes, with no read on the client; other caches
+    read, then write.
     """
 
     prefix = "django_tq:result:"
@@ -557,37 +561,70 @@ class CacheBackend(ResultBackend):
 
     def __init__(self, alias: str = "default") -> None:
         self.alias = alias
-        self._started: dict[str, ResultData] = {}
+        self._started: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._redis: RedisResults | None = None
+        self._redis_known = False
 
     @property
     def cache(self) -> Any:
         """Return the Django cache this backend writes to."""
         return caches[self.alias]
 
+    @property
+    def redis(self) -> RedisResults | None:
+        """Return the raw Redis records of the cache, or ``None`` when it is no Redis cache."""
+        if not self._redis_known:  # the backend is built again when TQ or CACHES change
+            self._redis = RedisResults.of(self.cache, timeout=self._timeout())
+            self._redis_known = True
+        return self._redis
+
     def _timeout(self) -> float | None:
         expires = tq_settings.RESULT_EXPIRES
         return expires.total_seconds() if expires is not None else None
 
-    def _write(self, data: ResultData, *, keep_existing: bool = False) -> None:
-        """Write ``data``; with ``keep_existing``, only if nothing is stored for its id yet."""
-        key, value = self.prefix + data.task_id, serialization.to_json(asdict(data))
+    def _write(self, record: dict[str, Any], *, keep_existing: bool = False) -> None:
+        """Write ``record``; with ``keep_existing``, only if nothing is stored for its id yet."""
+        key = self.prefix + record["task_id"]
+        redis = self.redis
+        if redis is not None:
+            redis.write(key, record, keep_existing=keep_existing)
+            return
+        value = serialization.to_json(record)
         if keep_existing:
             self.cache.add(key, value, self._timeout())
         else:
             self.cache.set(key, value, self._timeout())
 
     def get(self, task_id: str) -> ResultData | None:
-        raw = self.cache.get(self.prefix + task_id)
-        if raw is None:
+        record = self._read(task_id)
+        return ResultData(**record) if record is not None else None
+
+    def _read(self, task_id: str, raw: bytes | None = None) -> dict[str, Any] | None:
+        """Return the stored record of ``task_id`` (``raw``: its raw Redis value, read already)."""
+        redis = self.redis
+        if redis is not None:
+            if raw is None:
+                raw = redis.read(self.prefix + task_id)
+                if raw is None:
+                    return None
+            if RedisResults.is_ours(raw):
+                record: dict[str, Any] = serialization.from_json(raw)
+                return record
+        # A record written by the cache API (on Redis: before django_tq wrote raw JSON there).
+        value = self.cache.get(self.prefix + task_id)
+        if value is None:
             return None
-        return ResultData(**serialization.from_json(raw))
+        record = serialization.from_json(value)
+        return record
 
     def _message_data(
-        self, message: TaskMessage, state: str, base: ResultData | None, **values: Any
-    ) -> ResultData:
+        self, message: TaskMessage, state: str, base: dict[str, Any] | None, **values: Any
+    ) -> dict[str, Any]:
         """Return the record of ``message`` in ``state``, keeping what ``base`` knew."""
-        record = asdict(base) if base is not None else {}
+        record = new_record(state)
+        if base is not None:
+            record.update(base)
         record.update(
             task_id=message.id,
             state=state,
@@ -603,38 +640,67 @@ class CacheBackend(ResultBackend):
             eta=message.eta,
             **values,
         )
-        if record.get("date_created") is None:
+        if record["date_created"] is None:
             record["date_created"] = message.sent_at or timezone.now()
-        return ResultData(**record)
+        return record
 
     def mark_queued_many(
         self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
     ) -> None:
         # A known id keeps its record, as in the table: sending it again is a copy, which a
         # worker skips if the task already ran. A retry reuses its id and goes back to QUEUED.
-        for message, _owner_id in queued:
-            data = self._message_data(message, states.QUEUED, None, date_created=timezone.now())
-            self._write(data, keep_existing=not message.retries)
+        now = timezone.now()
+        records = [
+            (self._message_data(message, states.QUEUED, None, date_created=now), message)
+            for message, _owner_id in queued
+        ]
+        redis = self.redis
+        if redis is not None and len(records) > 1:
+            redis.write_many(
+                (self.prefix + message.id, record, not message.retries)
+                for record, message in records
+            )
+            return
+        for record, message in records:
+            self._write(record, keep_existing=not message.retries)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
-        previous = self.get(message.id)
-        if previous is not None and previous.state in states.READY_STATES:
+        started = {
+            "worker": worker,
+            "delivery_count": delivery_count,
+            "date_started": timezone.now(),
+            "date_done": None,
+        }
+        redis = self.redis
+        data: dict[str, Any] | None
+        if redis is None:
+            data = self._start_over(message, self._read(message.id), started)
+        else:
+            data = self._message_data(message, states.STARTED, None, **started)
+            reply = redis.start(self.prefix + message.id, data)
+            if reply is False:
+                return False
+            if isinstance(reply, list):  # a record the script leaves to us: merge it here
+                data = self._start_over(message, self._read(message.id, reply[0]), started)
+            else:  # written, with the stored QUEUED record's date_created
+                data["date_created"] = serialization.from_json(reply)
+        if data is None:
             return False
-        data = self._message_data(
-            message,
-            states.STARTED,
-            previous,
-            worker=worker,
-            delivery_count=delivery_count,
-            date_started=timezone.now(),
-            date_done=None,
-        )
-        self._write(data)
         with self._lock:  # the threads pool's consumers share this backend
             self._started[message.id] = data
             while len(self._started) > self.started_records:
                 del self._started[next(iter(self._started))]
         return True
+
+    def _start_over(
+        self, message: TaskMessage, previous: dict[str, Any] | None, started: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write the ``STARTED`` record over ``previous``; ``None`` if that one is finished."""
+        if previous is not None and previous["state"] in states.READY_STATES:
+            return None
+        data = self._message_data(message, states.STARTED, previous, **started)
+        self._write(data)
+        return data
 
     def store(
         self,
@@ -667,14 +733,15 @@ class CacheBackend(ResultBackend):
     def set_state(
         self, task_id: str, state: str, *, result: Any = None, traceback: str = ""
     ) -> None:
-        previous = self.get(task_id)
+        previous = self._read(task_id)
         if previous is None:
             return
-        record = asdict(previous)
+        record = new_record(state)
+        record.update(previous)
         record.update(state=state, result=result, traceback=traceback)
         if state in states.READY_STATES:
             record["date_done"] = timezone.now()
-        self._write(ResultData(**record))
+        self._write(record)
 
     def forget(self, task_id: str) -> None:
         with self._lock:

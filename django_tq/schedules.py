@@ -5,7 +5,8 @@ Pure values and time arithmetic, no database: :func:`crontab`, :func:`schedule` 
 aware UTC datetimes. ``since`` is the instant a schedule counts from (the last run): an interval
 runs every N after it; a crontab or a clocked time only uses it as a lower bound.
 
-A crontab is evaluated in its own time zone with zoneinfo; croniter (imported only here) parses
+A crontab is evaluated in its own time zone with zoneinfo; croniter (imported only here, when a
+crontab is first expanded: the models import this module, and a worker never expands one) parses
 and expands the five fields and decides nothing else. Daylight saving time follows Vixie cron:
 
 * if the hour field starts with ``*`` the job follows real time: a wall time that occurs twice
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -207,6 +207,9 @@ def expand(
     values = dict(
         zip(CRONTAB_FIELDS, (minute, hour, day_of_month, month_of_year, day_of_week), strict=True)
     )
+    # croniter (and dateutil under it) only where a crontab is parsed: beat, the admin, the API
+    from croniter import croniter
+
     expanded: dict[str, frozenset[int]] = {}
     for index, name in enumerate(CRONTAB_FIELDS):
         expression = " ".join(values[name] if i == index else "*" for i in range(5))

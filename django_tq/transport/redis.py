@@ -44,7 +44,11 @@ are in :mod:`django_tq.transport.redis_scripts`):
 An idle consumer blocks in ``BLPOP`` on the wake lists of its queues, bounded by the next due
 time the last claim reported (a delayed message, or a lease a dead consumer stopped renewing). With
 one queue the claim is pipelined behind the ``BLPOP``, so Redis runs it as soon as the wake-up
-arrives: enqueue-to-start is one publish and one round trip, not a poll interval.
+arrives: enqueue-to-start is one publish and one round trip, not a poll interval. A consumer whose
+last claim found the queue empty goes straight to that wait (its queued acks in front), without a
+claim of its own first: one round trip per idle cycle. The wait's commands go to a connection the
+channel holds for them, without redis-py's pipeline (which would re-send a claim after a
+connection error).
 
 An ack is durable once it reaches Redis (the message is gone), at most ``ack_batch_seconds`` after
 the task finished; it deletes only what this channel's lease still covers (fenced: a holder whose
@@ -71,6 +75,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable
+from queue import Empty
 from time import monotonic
 from typing import Any
 
@@ -209,6 +214,13 @@ def pack_commands(commands: list[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
+def raise_first_error(replies: list[Any]) -> None:
+    """Raise the first ``ResponseError`` among ``replies`` (as :meth:`Channel._send` returns them)."""
+    for reply in replies:
+        if isinstance(reply, redis_errors.ResponseError):
+            raise reply
+
+
 def split_tag(tag: str) -> tuple[str, str]:
     """Split a delivery tag into ``(queue, message id)``."""
     queue, _, message_id = tag.rpartition("/")
@@ -280,11 +292,6 @@ class Channel(LeasedChannel):
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
-        if self._acks is not None and self._tls():
-            # Over TLS a worker with batched acks lost its connection at every idle wait
-            # ("Connection closed by server" in the BLPOP pipeline; tests/faults/test_tls.py),
-            # which one-by-one acks do not: until that is understood, TLS acks one by one.
-            self._acks = None
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         #: the connection scripts run on: one per channel, used by one thread at a time, from a
@@ -294,9 +301,13 @@ class Channel(LeasedChannel):
         self._script_connection: Any = None
         self._script_pool: redis.ConnectionPool | None = None
         self._script_lock = threading.Lock()
+        #: the connection idle waits block on (``BLPOP``), held by the consuming thread
+        self._wait_connection: Any = None
         self._keys: dict[str, QueueKeys] = {}
         #: queue -> monotonic time the next delayed message or lease deadline is due
         self._next_due: dict[str, float] = {}
+        #: queues whose last claim took fewer messages than it could: seen empty
+        self._drained: set[str] = set()
 
     # -- the client ---------------------------------------------------------------------------
     @property
@@ -340,8 +351,11 @@ class Channel(LeasedChannel):
     ) -> list[Any]:
         """Run each ``(script, keys, args)`` in order, pipelined: one round trip for them all.
 
-        Every script of ``calls`` is idempotent on a second run after a ``NoScriptError`` (an
-        ack finds no lease left to delete; a claim that found no script took nothing).
+        When Redis does not know a script (a fresh or restarted server, ``SCRIPT FLUSH``), only
+        the calls it refused run again once it is loaded, with ``then`` behind them: the others
+        have run. Re-sending them too would run a claim twice, and the first claim's messages,
+        leased to this channel, would wait for their lease to expire (on a new server the
+        claim of ``[ack, claim]`` ran while the never-used ack script was refused).
         """
         client = self.client
         commands: list[tuple[Any, ...]] = [
@@ -361,34 +375,41 @@ class Channel(LeasedChannel):
                 self._script_connection = connection
             connection = self._script_connection
             try:
-                try:
-                    replies = self._send(connection, commands)
-                except redis.exceptions.NoScriptError:  # Redis restarted and forgot the script
-                    for script in {script for script, _keys, _args in calls}:
+                replies = self._send(connection, commands)
+                refused = [
+                    index
+                    for index, reply in enumerate(replies[: len(calls)])
+                    if isinstance(reply, redis_errors.NoScriptError)
+                ]
+                if refused:
+                    for script in {calls[index][0] for index in refused}:
                         client.script_load(self._scripts[script].script)
-                    replies = self._send(connection, commands)
+                    again = [commands[index] for index in refused]
+                    if then is not None:
+                        again.append(then)
+                    retried = self._send(connection, again)
+                    for index, reply in zip(refused, retried, strict=False):
+                        replies[index] = reply
+                    if then is not None:
+                        replies[-1] = retried[-1]
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 self._script_connection = None  # the next call connects afresh (a new primary)
                 connection.disconnect()
                 raise
+        raise_first_error(replies)
         return replies
 
     @staticmethod
     def _send(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write and read every reply; raise the first error."""
+        """Send ``commands`` in one write and read every reply; an error reply is returned as
+        its ``ResponseError`` in its place (the connection stays usable)."""
         connection.send_packed_command([pack_commands(commands)])
-        if len(commands) == 1:
-            return [connection.read_response()]
         replies: list[Any] = []
-        error: Exception | None = None
         for _ in commands:
             try:
                 replies.append(connection.read_response())
             except redis.exceptions.ResponseError as exc:
-                error = error or exc  # read the other replies: the connection stays usable
-                replies.append(None)
-        if error is not None:
-            raise error
+                replies.append(exc)
         return replies
 
     def _pool_params(self) -> dict[str, Any]:
@@ -523,7 +544,7 @@ class Channel(LeasedChannel):
         except BaseException:
             self.give_back_acks(acked)
             raise
-        return self._claimed(queue, replies[-1])
+        return self._claimed(queue, replies[-1], limit)
 
     def _ack_calls(
         self, tags: list[Any], owner_prefix: str | None = None
@@ -546,13 +567,18 @@ class Channel(LeasedChannel):
         window = self.qos.can_consume_max_estimate()
         return self.claim_batch if window is None else max(1, min(window, self.claim_batch))
 
-    def _claimed(self, queue: str, reply: list[Any]) -> list[dict[str, Any]]:
-        """Turn a ``CLAIM_SCRIPT`` reply into raw payloads; note when to look again."""
+    def _claimed(self, queue: str, reply: list[Any], limit: int) -> list[dict[str, Any]]:
+        """Turn a ``CLAIM_SCRIPT`` reply into raw payloads; note when to look again, and whether
+        the claim found the queue empty (it took fewer than ``limit``)."""
         next_due = int(reply[-1])
         if next_due >= 0:
             self._next_due[queue] = monotonic() + next_due / 1000
         else:
             self._next_due.pop(queue, None)
+        if (len(reply) - 1) // 3 < limit:
+            self._drained.add(queue)
+        else:
+            self._drained.discard(queue)
         return [
             self._payload(queue, reply[index], reply[index + 1], int(reply[index + 2]))
             for index in range(0, len(reply) - 1, 3)
@@ -641,11 +667,39 @@ class Channel(LeasedChannel):
         return self._payload(queue, message_id, payload, int(count or 1))
 
     # -- waiting ------------------------------------------------------------------------------
+    def _get_and_deliver(self, queue: str, callback: Callable[..., Any]) -> None:
+        """Deliver the next buffered message of ``queue`` (kombu's consuming loop calls this).
+
+        With nothing buffered, a queue its last claim found empty is not claimed again here:
+        the idle wait's own claim, pipelined behind its ``BLPOP`` (with the queued acks in
+        front), is next — one round trip per idle cycle instead of two. A message that came
+        meanwhile left a wake token, so that ``BLPOP`` returns at once; and its claim runs even
+        when it times out. (``basic_get`` still claims through :meth:`_get`.)
+        """
+        if not self._buffers.get(queue) and self._waits_with_a_claim(queue):
+            raise Empty()
+        super()._get_and_deliver(queue, callback)
+
+    def _waits_with_a_claim(self, queue: str) -> bool:
+        """Return whether :meth:`wait` will claim ``queue`` next, and it is known to be empty."""
+        if queue not in self._drained or self.adopt_celery or len(self._active_queues) != 1:
+            return False
+        due = self._next_due.get(queue)
+        if due is not None and due <= monotonic():
+            return False
+        # the transport waits on its first consuming channel (LeasedTransport.drain_events)
+        waiting = next((c for c in self.connection.channels if c._consumers), None)
+        return waiting is self
+
     def wait(self, timeout: float) -> None:
         """Block in ``BLPOP`` on the consumed queues' wake lists, up to the next due time.
 
         With one queue, the claim is pipelined behind the ``BLPOP``: Redis runs it the moment
-        the wake-up arrives, so a woken consumer has its messages after one round trip.
+        the wake-up arrives, so a woken consumer has its messages after one round trip. The
+        commands go straight to a connection this channel holds for its waits (as the scripts
+        do: :meth:`_send`), with no redis-py pipeline around them: it would retry the whole
+        pipeline after a connection error, claim included, and strand what the first claim
+        leased.
         """
         queues = list(self._active_queues)
         if timeout <= 0:
@@ -662,44 +716,89 @@ class Channel(LeasedChannel):
                 timeout = min(timeout, due - now)
         if timeout <= 0:
             return  # something is due: the claim that follows carries the queued acks
-        timeout = min(max(timeout, 0.01), self.max_wait)
+        timeout = min(max(timeout, 0.01), self._longest_wait())
         if self.adopt_celery:
             timeout = min(timeout, CELERY_POLL_SECONDS)
-        client = self.client
+        self.client  # noqa: B018 - the scripts' SHAs are known once the client is built
         wake_keys = [self.keys_for(queue).wake for queue in queues]
+        blpop = ("BLPOP", *wake_keys, f"{timeout:.3f}")
         if len(queues) > 1:
-            client.blpop(wake_keys, timeout=timeout)
+            self._run_wait([blpop])
             return
         queue = queues[0]
-        claim_keys = self.keys_for(queue).for_claim()
-        pipeline = client.pipeline(transaction=False)
         # the queued acks first: Redis runs them before the BLPOP blocks
         acked = self.take_acks()
-        for _script, keys, args in self._ack_calls(acked):
-            pipeline.evalsha(self._scripts["ack"].sha, len(keys), *keys, *args)
-        pipeline.blpop(wake_keys, timeout=timeout)
-        pipeline.evalsha(
-            self._scripts["claim"].sha,
-            len(claim_keys),
-            *claim_keys,
-            *self._claim_args(self._claim_limit()),
-        )
+        ack_calls = self._ack_calls(acked)
+        claim_keys = self.keys_for(queue).for_claim()
+        limit = self._claim_limit()
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", self._scripts[script].sha, len(keys), *keys, *args)
+            for script, keys, args in ack_calls
+        ]
+        commands.append(blpop)
+        commands.append(
+            ("EVALSHA", self._scripts["claim"].sha, len(claim_keys), *claim_keys,
+             *self._claim_args(limit))
+        )  # fmt: skip
         try:
-            reply = pipeline.execute()[-1]
-        except redis_errors.NoScriptError:
-            self.give_back_acks(acked)
-            return  # Redis restarted: the next claim loads the scripts again
+            replies = self._run_wait(commands)
         except BaseException:
             self.give_back_acks(acked)
             raise
-        claimed = self._claimed(queue, reply)
-        if claimed:
-            self._buffers.setdefault(queue, deque()).extend(claimed)
+        if any(isinstance(reply, Exception) for reply in replies[: len(ack_calls)]):
+            # not run (a script Redis lost): sent again with the next round trip (an ack that
+            # did run deletes nothing the second time)
+            self.give_back_acks(acked)
+        refused = {
+            "ack" if index < len(ack_calls) else "claim"
+            for index, reply in enumerate(replies)
+            if isinstance(reply, redis_errors.NoScriptError)
+        }
+        for script in refused:  # the next wait finds them (a refused claim took nothing)
+            self.client.script_load(self._scripts[script].script)
+        reply = replies[-1]
+        if not isinstance(reply, Exception):
+            claimed = self._claimed(queue, reply, limit)
+            if claimed:
+                self._buffers.setdefault(queue, deque()).extend(claimed)
+        raise_first_error([r for r in replies if not isinstance(r, redis_errors.NoScriptError)])
+
+    def _longest_wait(self) -> float:
+        """Return how long one ``BLPOP`` may block: ``max_wait``, and well within the socket
+        timeout (a read that outlasts it counts as a lost connection)."""
+        if self.socket_timeout is None:
+            return float(self.max_wait)
+        return max(0.01, min(float(self.max_wait), float(self.socket_timeout) / 2))
+
+    def _run_wait(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` on this channel's waiting connection; return the replies (errors in
+        place). Only the consuming thread waits, so the connection needs no lock; a broken one is
+        dropped, and the next wait takes a fresh one from the pool."""
+        connection = self._wait_connection
+        if connection is None:
+            connection = self._wait_connection = self.client.connection_pool.get_connection()
+        try:
+            return self._send(connection, commands)
+        except BaseException:
+            # whatever interrupted it (a lost link, a timeout, a signal's exception), replies may
+            # still be on their way: the connection cannot be trusted with another command
+            self._drop_wait_connection()
+            raise
+
+    def _drop_wait_connection(self) -> None:
+        connection, self._wait_connection = self._wait_connection, None
+        if connection is None:
+            return
+        connection.disconnect()
+        pool = self._client.connection_pool if self._client is not None else None
+        if pool is not None:
+            pool.release(connection)
 
     def close(self) -> None:
         try:
             super().close()
         finally:
+            self._drop_wait_connection()
             client, self._client = self._client, None
             connection, self._script_connection = self._script_connection, None
             self._script_pool = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -152,7 +153,14 @@ class Worker:
         self._install_signals()
         if self.config.events:  # before the pool forks: the children inherit the receivers
             self.events = events.enable(self.broker, self.hostname)
+        # The first tick runs before the fork: the children inherit what it loads (the broker's
+        # client library, the database backend, the models' caches) instead of each loading its
+        # own copy. Its two steps that only cost round trips — sampling the queue depths and
+        # deleting expired results — wait for the first tick after the pool started, so the
+        # first task does not wait for them.
+        self._next_sample = self._next_cleanup = math.inf
         self.tick(time.monotonic())
+        self._next_sample = self._next_cleanup = 0.0
         connections.close_all()
         exporter = None
         if self.config.metrics_port is not None:

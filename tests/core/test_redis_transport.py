@@ -38,6 +38,7 @@ from django_tq.transport.redis import (
 )
 from django_tq.transport.redis_sentinel import sentinel_addresses
 from tests.conftest import require_service, wait_for
+from tests.faults.conftest import RedisServer
 from tests.settings import REDIS_DB
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, record, slow_record
@@ -356,6 +357,91 @@ def test_a_batched_late_ack_is_fenced_like_a_lone_one(
     current.ack()
     second.channel.flush_acks()
     assert broker.depth(redis_queue) == 0
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Any) -> Iterator[str]:
+    """The URL of a ``redis-server`` of this test's own: no script in its cache yet."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server.url
+    server.kill()
+
+
+def test_a_claim_behind_an_ack_script_redis_does_not_know_loses_nothing(
+    fresh_redis: str,
+) -> None:
+    # The first ack of a worker on a new server travels with a claim: the ack script is
+    # refused (NOSCRIPT) while the claim script, known already, runs and leases "second".
+    # Only the refused ack may run again: a second claim would deliver "third", and "second"
+    # would wait out its lease (what tests/faults/test_tls.py met, on its own redis-server).
+    broker = Broker(fresh_redis)
+    for body in ("first", "second", "third"):
+        broker.publish(message(body), queue="fresh")
+    receiver = Receiver(
+        Broker(fresh_redis, transport_options={"ack_batch_seconds": 30}), ["fresh"], prefetch=1
+    )
+    try:
+        [first] = receiver.receive(1)
+        first.ack()
+        second = receiver.receive(2)[1]
+        assert body_of(second) == "second"
+        assert broker.depth("fresh") == 2  # the ack of "first" ran
+        second.ack()
+        assert body_of(receiver.receive(3)[2]) == "third"
+    finally:
+        receiver.subscription.close()
+
+
+def test_an_idle_wait_behind_an_ack_script_redis_does_not_know_keeps_its_claim(
+    fresh_redis: str,
+) -> None:
+    broker = Broker(fresh_redis)
+    broker.publish(message("first"), queue="fresh")
+    receiver = Receiver(
+        Broker(fresh_redis, transport_options={"ack_batch_seconds": 30}), ["fresh"], prefetch=1
+    )
+    try:
+        [first] = receiver.receive(1)
+        first.ack()
+        broker.publish(message("second"), queue="fresh")
+        receiver.channel.wait(1.0)  # [ack (refused: NOSCRIPT), BLPOP, claim of "second"]
+        assert [raw["body"] for _q, raw in receiver.channel.buffered()] == ["second"]
+        assert body_of(receiver.receive(2)[1]) == "second"
+        receiver.channel.flush_acks()  # the refused ack was kept, and goes now
+        assert broker.depth("fresh") == 1
+    finally:
+        receiver.subscription.close()
+
+
+def test_an_idle_consumer_goes_from_an_empty_claim_straight_to_its_wait(
+    fresh_redis: str,
+) -> None:
+    broker = Broker(fresh_redis)
+    broker.publish(message("first"), queue="fresh")
+    receiver = Receiver(
+        Broker(fresh_redis, transport_options={"ack_batch_seconds": 30}), ["fresh"], prefetch=4
+    )
+    admin = redis.Redis.from_url(fresh_redis)
+    try:
+        [first] = receiver.receive(1)  # a claim of up to 4 took 1: the queue is empty
+        first.ack()
+        receiver.channel.flush_acks()  # (the ack script is known from now on)
+        admin.config_resetstat()
+        receiver.subscription.drain(0.05)
+        stats = admin.info("commandstats")
+        # [BLPOP, claim], twice if the BLPOP found a stale token (the first claim took "first"
+        # without one): every claim rides on a wait, none goes on its own before it
+        waits = stats["cmdstat_blpop"]["calls"]
+        assert waits >= 1
+        assert stats["cmdstat_evalsha"]["calls"] == waits
+        assert broker.depth("fresh") == 0
+        # a message whose wake token is gone is still claimed, when that BLPOP times out
+        broker.publish(message("tokenless"), queue="fresh")
+        admin.delete("tq:{fresh}:wake")
+        assert body_of(receiver.receive(2, timeout=3)[1]) == "tokenless"
+    finally:
+        receiver.subscription.close()
 
 
 def test_without_batching_an_ack_is_sent_before_it_returns(

@@ -275,3 +275,42 @@ def test_sigusr1_to_a_prefork_child_logs_its_own_stack(tmp_path, start_worker):
     wait_for(lambda: f"WARNING django_tq.worker {child}\nSIGUSR1" in log.read_text(), what="dump")
     assert worker.process.poll() is None
     assert record.delay("still").get(timeout=20) == "still"  # the child lives on
+
+
+def test_the_first_tick_before_the_fork_leaves_the_sample_and_the_cleanup_for_after_it():
+    # The heartbeat (and what else loads the caches the children share) runs before the
+    # consumers start; the queue sample and the results cleanup, round trips only, run in the
+    # first tick after: the first task does not wait for them (docs/performance.md).
+    worker = Worker(get_broker(), WorkerConfig(queues=("default",), concurrency=1, pool="threads"))
+    order: list[str] = []
+    heartbeat, start = worker.heartbeat, worker.pool.start
+
+    def record_heartbeat(stopped: bool = False) -> None:
+        order.append("heartbeat")
+        heartbeat(stopped)
+
+    def record_start() -> None:
+        order.append("pool.start")
+        start()
+
+    def sample() -> int:
+        order.append("sample")
+        return 0
+
+    def cleanup(batches: int = 10) -> int:
+        order.append("cleanup")
+        worker.request_stop()
+        return 0
+
+    worker.heartbeat = record_heartbeat  # type: ignore[method-assign]
+    worker.pool.start = record_start  # type: ignore[method-assign]
+    worker.sample_queues = sample  # type: ignore[method-assign]
+    worker.cleanup = cleanup  # type: ignore[method-assign]
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1)
+    handlers = {sig: signal.getsignal(sig) for sig in handled}  # run() installs its own
+    try:
+        assert worker.run() == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert order[:5] == ["heartbeat", "pool.start", "sample", "cleanup", "heartbeat"]
