@@ -456,13 +456,15 @@ def _mark_queued(
 
     ``then_commits``: the caller commits a write on ``alias`` right after (the ``django://``
     message row). Where the backend's writes are durable with that commit (one PostgreSQL
-    WAL, flushed in order), the QUEUED row does not wait for a flush of its own.
+    WAL, flushed in order), the QUEUED row does not wait for a flush of its own; nor where the
+    worker's first write of the task rebuilds a lost row whole (``rebuilds_queued``).
     """
     backend = get_backend()
     if in_transaction and not backend.writes_on(alias):
         transaction.on_commit(partial(backend.mark_queued, message, owner_id=owner_id), using=alias)
     else:
-        durable = in_transaction or not (then_commits and backend.is_durable_with(alias))
+        flushed_later = then_commits and backend.is_durable_with(alias)
+        durable = in_transaction or not (flushed_later or backend.rebuilds_queued(owner_id))
         backend.mark_queued(message, owner_id=owner_id, durable=durable)
 
 

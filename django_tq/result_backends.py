@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import caches
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Model
 from django.db.models.constants import OnConflict
-from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 
 from django_tq import serialization, states
@@ -70,8 +69,8 @@ class ResultBackend:
         """Record that ``message`` was enqueued (state QUEUED).
 
         ``durable=False``: the caller commits a durable write on a database for which
-        :meth:`is_durable_with` is true right after (the ``django://`` message row), so this
-        write need not wait to be durable on its own.
+        :meth:`is_durable_with` is true right after (the ``django://`` message row), or
+        :meth:`rebuilds_queued` is true, so this write need not wait to be durable on its own.
         """
         self.mark_queued_many([(message, owner_id)], durable=durable)
 
@@ -82,6 +81,16 @@ class ResultBackend:
 
     def writes_on(self, alias: str) -> bool:
         """Return whether this backend's writes belong to database ``alias``'s transactions."""
+        return False
+
+    def rebuilds_queued(self, owner_id: Any) -> bool:
+        """Return whether a lost ``QUEUED`` record comes back whole with the task's first write.
+
+        True where the worker's first write for the task (``STARTED``, or its final state
+        without ``TRACK_STARTED``) creates a missing record from the message alone, and the
+        record holds nothing the message does not carry (no ``owner_id``): a ``QUEUED`` write
+        outside a transaction then need not wait to be durable.
+        """
         return False
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
@@ -167,6 +176,103 @@ def _json(value: Any) -> Any:
     return serialization.to_jsonable(value)
 
 
+#: which of the message's rows a write may change (``_Rows.kind``)
+ROW, UNFINISHED, LATEST = "row", "unfinished", "latest"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The message's row, as one of the hot writes targets it."""
+
+    alias: str
+    task_id: str
+    #: ``ROW``: the row; ``UNFINISHED``: only if not in a final state; ``LATEST``: only if its
+    #: ``delivery_count`` is still ``delivery_count`` (a fenced write)
+    kind: str = ROW
+    delivery_count: int = 0
+
+
+class _Statements:
+    """The SQL of the hot result writes for one database connection's vendor, built once.
+
+    The ORM built each ``UPDATE`` and ``INSERT`` on every task (``QuerySet.update`` → compiler:
+    most of a millisecond of CPU); this builds the text of each shape once and binds only the
+    values, each prepared by its field (``get_db_prep_save``: JSON adaptation, datetimes as the
+    vendor and ``USE_TZ`` want them), as the compiler would. ``None`` is written as ``= NULL``
+    and ``JSONField`` ``None`` is SQL ``NULL``, as with ``QuerySet.update``.
+    """
+
+    def __init__(self, db: Any) -> None:
+        qn = db.ops.quote_name
+        meta = TaskResult._meta
+        self.vendor: str = db.vendor
+        self.table = qn(meta.db_table)
+        self.fields = {f.name: f for f in meta.concrete_fields}
+        self.columns = {f.name: qn(f.column) for f in meta.concrete_fields}
+        ready = ", ".join(["%s"] * len(states.READY_STATES))
+        state, task_id = self.columns["state"], self.columns["task_id"]
+        self.where = {
+            ROW: f"{task_id} = %s",
+            UNFINISHED: f"{task_id} = %s AND NOT ({state} IN ({ready}))",
+            LATEST: f"{task_id} = %s AND {self.columns['delivery_count']} = %s",
+        }
+        self.ready_params = tuple(states.READY_STATES)
+        self.insert_fields = [f for f in meta.concrete_fields if not f.primary_key]
+        #: what the ORM writes for a column the row does not set (all constants here)
+        self.insert_defaults = {f.attname: f.get_default() for f in self.insert_fields}
+        on_conflict = db.ops.on_conflict_suffix_sql(
+            self.insert_fields, OnConflict.IGNORE, None, None
+        )
+        self.insert_head = (
+            f"{db.ops.insert_statement(on_conflict=OnConflict.IGNORE)} {self.table} "
+            f"({', '.join(qn(f.column) for f in self.insert_fields)}) VALUES "
+        )
+        self.insert_row = f"({', '.join(['%s'] * len(self.insert_fields))})"
+        self.insert_tail = f" {on_conflict}" if on_conflict else ""
+        self._updates: dict[tuple[Any, ...], str] = {}
+
+    def update(
+        self, names: tuple[tuple[str, bool], ...], kind: str, without_flush: bool, ack: str
+    ) -> str:
+        """Return the ``UPDATE`` of columns ``names`` (``(name, is None)``) on rows ``kind``.
+
+        ``without_flush`` (PostgreSQL): its transaction skips the WAL flush. ``ack``: the
+        ``DELETE`` of a folded ack (PostgreSQL), run only if the update changed a row.
+        """
+        key = (names, kind, without_flush, ack)
+        sql = self._updates.get(key)
+        if sql is None:
+            sets = ", ".join(
+                f"{self.columns[name]} = NULL" if null else f"{self.columns[name]} = %s"
+                for name, null in names
+            )
+            sql = f"UPDATE {self.table} SET {sets}"
+            if without_flush:
+                sql = f"{sql} FROM {WITHOUT_FLUSH}"
+            sql = f"{sql} WHERE {self.where[kind]}"
+            if ack:
+                # One statement, one commit: the message is deleted only with its final state.
+                sql = (
+                    f"WITH done AS ({sql} RETURNING 1), "
+                    f"acked AS ({ack} AND EXISTS (SELECT 1 FROM done)) "
+                    "SELECT count(*) FROM done"
+                )
+            self._updates[key] = sql
+        return sql
+
+
+_statements: dict[tuple[str, str], _Statements] = {}
+
+
+def _statements_for(db: Any) -> _Statements:
+    """Return the statements of connection ``db`` (one set per alias and vendor a process)."""
+    key = (db.alias, db.vendor)
+    built = _statements.get(key)
+    if built is None:
+        built = _statements[key] = _Statements(db)
+    return built
+
+
 class DatabaseBackend(ResultBackend):
     """Results in the ``TaskResult`` model (the default)."""
 
@@ -176,16 +282,24 @@ class DatabaseBackend(ResultBackend):
     def writes_on(self, alias: str) -> bool:
         return self._alias() == alias
 
+    def rebuilds_queued(self, owner_id: Any) -> bool:
+        # STARTED (or the final state) upserts a missing row from the message (``_upsert``):
+        # every column but ``date_created`` (then the start) and ``owner_id`` (in no message).
+        return owner_id is None
+
     def mark_queued_many(
         self, queued: Sequence[tuple[TaskMessage, Any]], *, durable: bool = True
     ) -> None:
         alias = self._alias()
-        rows: list[TaskResult] = []
+        db = connections[alias]
+        sql = _statements_for(db)
+        rows: list[list[Any]] = []
+        now = timezone.now()  # auto_now_add
         for message, owner_id in queued:
             if message.retries:
                 # A retry reuses its id: the row exists and goes back to QUEUED.
                 self._update(
-                    TaskResult.objects.using(alias).filter(task_id=message.id),
+                    _Rows(alias, message.id),
                     {
                         "state": states.QUEUED,
                         "eta": message.eta,
@@ -195,31 +309,48 @@ class DatabaseBackend(ResultBackend):
                     durable=durable,
                 )
                 continue
-            rows.append(
-                TaskResult(
-                    **_row_fields(message),
-                    state=states.QUEUED,
-                    retries=message.retries,
-                    owner_id=owner_id,
-                )
-            )
+            values = {
+                **sql.insert_defaults,
+                **_row_fields(message),
+                "state": states.QUEUED,
+                "retries": message.retries,
+                "owner_id": owner_id,
+                "date_created": now,
+            }
+            rows.append([f.get_db_prep_save(values.get(f.attname), db) for f in sql.insert_fields])
         # A known id keeps its row: sending it again is a copy, which a worker skips if the
         # task already ran (the task id is an idempotency key). One INSERT for a whole burst.
         if not rows:
             return
-        db = connections[alias]
-        if durable or db.vendor != "postgresql" or db.in_atomic_block:
-            TaskResult.objects.using(alias).bulk_create(rows, ignore_conflicts=True)
-            return
-        query = InsertQuery(TaskResult, on_conflict=OnConflict.IGNORE)
-        query.insert_values(
-            [f for f in TaskResult._meta.concrete_fields if not f.primary_key], list[Model](rows)
-        )
-        ((sql, params),) = query.get_compiler(connection=db).as_sql()
+        size = max(1, db.ops.bulk_batch_size(sql.insert_fields, rows) or len(rows))
+        batches = [rows[i : i + size] for i in range(0, len(rows), size)]
         # A data-modifying WITH runs whatever the outer query reads; the outer SELECT turns the
         # flush off for this statement's own transaction (the next durable commit flushes it).
+        without_flush = (
+            not durable and db.vendor == "postgresql" and not db.in_atomic_block
+        ) and len(batches) == 1
+        with (
+            transaction.atomic(using=alias, savepoint=False) if len(batches) > 1 else nullcontext()
+        ):
+            for batch in batches:
+                statement = (
+                    f"{sql.insert_head}{', '.join([sql.insert_row] * len(batch))}{sql.insert_tail}"
+                )
+                if without_flush:
+                    statement = f"WITH queued AS ({statement}) SELECT {WITHOUT_FLUSH_SETTING}"
+                self._execute(db, statement, [value for row in batch for value in row])
+
+    @staticmethod
+    def _execute(db: Any, sql: str, params: Sequence[Any]) -> Any:
+        """Run ``sql`` on ``db``; return the cursor's ``(rowcount, first row or None)``."""
+        if db.in_atomic_block:
+            # As QuerySet.update: an error here marks the caller's transaction for rollback.
+            with transaction.mark_for_rollback_on_error(using=db.alias), db.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.rowcount, (cursor.fetchone() if cursor.description else None)
         with db.cursor() as cursor:
-            cursor.execute(f"WITH queued AS ({sql}) SELECT {WITHOUT_FLUSH_SETTING}", params)
+            cursor.execute(sql, params)
+            return cursor.rowcount, (cursor.fetchone() if cursor.description else None)
 
     def mark_started(self, message: TaskMessage, *, worker: str, delivery_count: int) -> bool:
         values = {
@@ -231,10 +362,10 @@ class DatabaseBackend(ResultBackend):
         # Refusing a finished task costs no query of its own. STARTED does not wait for the
         # flush: the task's final state, written durably or just before its ack, flushes it.
         alias = self._alias()
-        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
-        unfinished = rows.exclude(state__in=states.READY_STATES)
+        unfinished = _Rows(alias, message.id, UNFINISHED)
         if self._update(unfinished, values, durable=False):
             return True
+        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
         if rows.filter(state__in=states.READY_STATES).exists():
             return False  # finished already: a second copy of the message must not run
         # No row when the UPDATE ran. One may have been committed since (the QUEUED row of a
@@ -246,9 +377,9 @@ class DatabaseBackend(ResultBackend):
         return database_alias == alias and connections[alias].vendor == "postgresql"
 
     def _update(
-        self, rows: Any, values: dict[str, Any], *, durable: bool, ack: FoldedAck | None = None
+        self, rows: _Rows, values: dict[str, Any], *, durable: bool, ack: FoldedAck | None = None
     ) -> int:
-        """Update ``rows`` with ``values``; return how many rows it changed.
+        """Update ``rows`` with ``values``; return how many rows it changed (matched, on MySQL).
 
         ``durable=False``, on PostgreSQL outside a transaction: the one statement commits
         without waiting for the WAL flush (``synchronous_commit`` off for its own transaction
@@ -259,29 +390,27 @@ class DatabaseBackend(ResultBackend):
         ``ack`` (PostgreSQL, outside a transaction): the same statement also runs the ack's
         ``DELETE``, only if the update changed a row, and calls ``ack.settled()`` if it did.
         """
-        db = connections[rows.db]
-        if db.vendor != "postgresql" or db.in_atomic_block or (durable and ack is None):
-            return int(rows.update(**values))
-        query = rows.query.chain(UpdateQuery)
-        query.add_update_values(values)
-        query.clear_select_clause()
-        compiler = query.get_compiler(connection=db)
-        compiler.pre_sql_setup()
-        sql, params = compiler.as_sql()
-        if not durable:
-            head, where = sql.split(" WHERE ", 1)
-            sql = f"{head} FROM {WITHOUT_FLUSH} WHERE {where}"
+        db = connections[rows.alias]
+        sql = _statements_for(db)
+        direct = sql.vendor == "postgresql" and not db.in_atomic_block
+        if not direct:
+            ack = None
+        names = tuple((name, value is None) for name, value in values.items())
+        params = [
+            sql.fields[name].get_db_prep_save(value, db)
+            for name, value in values.items()
+            if value is not None
+        ]
+        params.append(rows.task_id)
+        if rows.kind == UNFINISHED:
+            params.extend(sql.ready_params)
+        elif rows.kind == LATEST:
+            params.append(rows.delivery_count)
+        statement = sql.update(names, rows.kind, direct and not durable, ack.delete if ack else "")
         if ack is not None:
-            # One statement, one commit: the message is deleted only with its final state.
-            sql = (
-                f"WITH done AS ({sql} RETURNING 1), "
-                f"acked AS ({ack.delete} AND EXISTS (SELECT 1 FROM done)) "
-                "SELECT count(*) FROM done"
-            )
-            params = (*params, *ack.params)
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
-            changed = int(cursor.fetchone()[0]) if ack is not None else int(cursor.rowcount)
+            params.extend(ack.params)
+        rowcount, first = self._execute(db, statement, params)
+        changed = int(first[0]) if ack is not None else int(rowcount)
         if ack is not None and changed:
             ack.settled()
         return changed
@@ -316,18 +445,19 @@ class DatabaseBackend(ResultBackend):
         alias = self._alias()
         if ack is not None and ack.alias != alias:
             ack = None
-        rows = TaskResult.objects.using(alias).filter(task_id=message.id)
         if fenced and delivery_count:
             # The same one UPDATE, only where this execution's STARTED is still the latest.
-            latest = rows.filter(delivery_count=delivery_count)
+            latest = _Rows(alias, message.id, LATEST, delivery_count)
             if self._update(latest, values, durable=durable, ack=ack):
                 return
-            if rows.exists():
+            if TaskResult.objects.using(alias).filter(task_id=message.id).exists():
                 raise Superseded(
                     f"Task {message.id} was taken over by a newer delivery while delivery "
                     f"{delivery_count} ran: its outcome ({state}) is not recorded."
                 )
-        elif ack is not None and self._update(rows, values, durable=durable, ack=ack):
+        elif ack is not None and self._update(
+            _Rows(alias, message.id), values, durable=durable, ack=ack
+        ):
             return
         # No row to update (or a refused fence, raised above): the caller acks after this.
         self._upsert(message, values, durable=durable)
@@ -338,17 +468,15 @@ class DatabaseBackend(ResultBackend):
         values: dict[str, Any],
         *,
         durable: bool = True,
-        only: Any = None,
+        only: _Rows | None = None,
     ) -> bool:
         """Write ``values`` into the message's row, creating it if there is none.
 
-        ``only``: the rows that may be updated (a queryset of the message's row); return False
-        if the row exists but is not among them.
+        ``only``: the rows that may be updated (the message's row, or only if unfinished);
+        return False if the row exists but is not among them.
         """
         alias = self._alias()
-        rows = (
-            only if only is not None else TaskResult.objects.using(alias).filter(task_id=message.id)
-        )
+        rows = only if only is not None else _Rows(alias, message.id)
         if self._update(rows, values, durable=durable):
             return True
         create = {**_row_fields(message), **values}
@@ -356,7 +484,7 @@ class DatabaseBackend(ResultBackend):
             with transaction.atomic(using=alias):
                 TaskResult.objects.using(alias).create(**create)
         except IntegrityError:
-            return bool(rows.update(**values))
+            return bool(self._update(rows, values, durable=True))
         return True
 
     def set_state(
@@ -651,3 +779,4 @@ def build_backend(spec: str | None) -> ResultBackend:
 def _drop_backend() -> None:
     global _backend
     _backend = None
+    _statements.clear()

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tq import AsyncResult, signals, states
 from django_tq.broker import get_broker
 from django_tq.models import QueueMessage, TaskResult
-from django_tq.result_backends import get_backend
+from django_tq.result_backends import _row_fields, get_backend
 from django_tq.testing import run_worker_until_empty
 from django_tq.transport.database import Channel
 from tests.conftest import REDIS_URL, require_service, wait_for
@@ -251,8 +251,36 @@ def test_the_queued_row_waits_for_no_flush_of_its_own_before_the_django_message_
     require_service("Redis", 6379)
     try:
         with CaptureQueriesContext(connection) as ctx:
-            add.delay(5, 6)  # the message goes to Redis: the QUEUED row waits for its flush
-        assert not [q for q in _writes(ctx.captured_queries) if "set_config" in q]
+            # The message goes to Redis. The worker's STARTED rebuilds a lost QUEUED row from
+            # the message, so the row need not wait for a flush of its own; but an owner is in
+            # no message, so an owned task's row waits for its flush.
+            add.delay(5, 6)
+            add.apply_async((5, 6), owner=7)
+        writes = _writes(ctx.captured_queries)
+        assert len(writes) == 2, writes
+        assert "set_config('synchronous_commit', 'off', true)" in writes[0], writes
+        assert "set_config" not in writes[1], writes
+    finally:
+        get_broker().purge(["tq-result-writes"])
+
+
+@pytest.mark.db
+def test_a_lost_queued_row_is_rebuilt_by_the_started_write(settings: Any) -> None:
+    # What a PostgreSQL server crash can forget of a QUEUED row that skipped its flush (the
+    # message in Redis or RabbitMQ): the worker's STARTED write creates the row from the message.
+    require_service("Redis", 6379)
+    settings.TQ = {**settings.TQ, "BROKER_URL": REDIS_URL, "DEFAULT_QUEUE": "tq-result-writes"}
+    try:
+        result = add.apply_async((2, 3), priority=4, group_id="g-rebuilt")
+        queued = TaskResult.objects.get(task_id=result.id)
+        TaskResult.objects.filter(task_id=result.id).delete()  # as the crash leaves it
+        assert AsyncResult(result.id).state == states.PENDING
+        assert run_worker_until_empty() == 1
+        assert result.get(timeout=1) == 5
+        rebuilt = TaskResult.objects.get(task_id=result.id)
+        same = ("task_name", "args", "kwargs", "queue", "priority", "group_id", "root_id", "eta")
+        assert [getattr(rebuilt, f) for f in same] == [getattr(queued, f) for f in same]
+        assert rebuilt.state == states.SUCCESS and rebuilt.date_started is not None
     finally:
         get_broker().purge(["tq-result-writes"])
 
@@ -316,3 +344,127 @@ def test_a_connection_the_server_closed_between_two_tasks_is_reopened(
     assert (first.get(timeout=1), second.get(timeout=1)) == (2, 4)
     assert TaskResult.objects.get(task_id=second.id).delivery_count >= 1
     assert not QueueMessage.objects.exists()
+
+
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the ORM's INSERT and UPDATE compilations of ``TaskResult`` statements."""
+    from django.db.models.sql.compiler import SQLInsertCompiler, SQLUpdateCompiler
+
+    built: list[str] = []
+    for compiler in (SQLInsertCompiler, SQLUpdateCompiler):
+        real = compiler.as_sql
+
+        def as_sql(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            if self.query.model is TaskResult:
+                built.append(type(self).__name__)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(compiler, "as_sql", as_sql)
+    return built
+
+
+@pytest.mark.db
+def test_the_hot_result_writes_are_not_compiled_by_the_orm_for_each_task(compiled: list[str]):
+    # The QUEUED INSERT, STARTED and the final state (folded with the ack on PostgreSQL) are
+    # SQL built once per process and connection vendor: only values are bound per task.
+    _run_five()
+    assert compiled == [], compiled
+
+
+def _columns(row: TaskResult) -> dict[str, Any]:
+    skip = {"id", "date_created", "date_started", "date_done", "worker"}
+    return {f.attname: getattr(row, f.attname) for f in TaskResult._meta.concrete_fields} | {
+        name: None for name in skip
+    }
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_the_prebuilt_writes_store_what_the_orm_would(settings: Any, use_tz: bool) -> None:
+    import datetime as dt
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    settings.USE_TZ = use_tz
+    owner = User.objects.create(username=f"owner-{use_tz}")
+    # a message's eta is aware (UTC); without USE_TZ only SQLite and MySQL refuse it (as the ORM)
+    eta = timezone.now() + dt.timedelta(hours=1) if use_tz else None
+    backend = get_backend()
+    args = ([1, "two", {"three": [3.0, None]}], {"k": "ü ' \" %s"})
+    options = {"eta": eta, "priority": 3} if eta else {"priority": 3}
+    message = add.build_message(args, {"x": None}, options)
+    backend.mark_queued(message, owner_id=owner.pk)
+    ours = TaskResult.objects.get(task_id=message.id)
+    twin = add.build_message(args, {"x": None}, options)
+    TaskResult.objects.create(  # the ORM's row for the same message (its own id)
+        **_row_fields(twin), owner_id=owner.pk, state=states.QUEUED
+    )
+    orm = TaskResult.objects.get(task_id=twin.id)
+    ids = {"task_id": "", "root_id": ""}
+    assert _columns(ours) | ids == _columns(orm) | ids
+    assert ours.eta == eta and ours.date_created is not None
+    assert timezone.is_aware(ours.date_created) is use_tz
+    # a second QUEUED of a known id keeps the row; STARTED, then the final state, fenced
+    backend.mark_queued(message, owner_id=None)
+    assert TaskResult.objects.get(task_id=message.id).owner_id == owner.pk
+    assert backend.mark_started(message, worker="w1", delivery_count=2) is True
+    started = TaskResult.objects.get(task_id=message.id)
+    assert (started.state, started.worker, started.delivery_count) == (states.STARTED, "w1", 2)
+    assert started.date_started is not None and started.date_done is None
+    backend.store(
+        message,
+        states.SUCCESS,
+        result={"r": [1, None, "x"]},
+        worker="w1",
+        delivery_count=2,
+        fenced=True,
+    )
+    done = TaskResult.objects.get(task_id=message.id)
+    assert (done.state, done.result, done.meta, done.traceback) == (
+        states.SUCCESS,
+        {"r": [1, None, "x"]},
+        None,
+        "",
+    )
+    assert done.date_done is not None and done.date_done >= started.date_started
+    assert TaskResult.objects.filter(task_id=message.id, meta__isnull=True).exists()  # SQL NULL
+    # a finished task: STARTED refuses it, a stale delivery's outcome is superseded
+    assert backend.mark_started(message, worker="w2", delivery_count=3) is False
+    from django_tq.exceptions import Superseded
+
+    with pytest.raises(Superseded):
+        backend.store(message, states.FAILURE, delivery_count=1, fenced=True)
+    assert TaskResult.objects.get(task_id=message.id).state == states.SUCCESS
+
+
+@pytest.mark.db
+def test_a_burst_of_queued_rows_is_one_insert_and_keeps_known_ids() -> None:
+    backend = get_backend()
+    messages = [add.build_message((n, n), {}, {}) for n in range(3)]
+    backend.mark_queued(messages[0])
+    with CaptureQueriesContext(connection) as ctx:
+        backend.mark_queued_many([(m, None) for m in messages])
+    assert len(_writes(ctx.captured_queries)) == 1
+    rows = TaskResult.objects.filter(task_id__in=[m.id for m in messages])
+    assert sorted(r.args for r in rows) == [[0, 0], [1, 1], [2, 2]]
+    assert {r.state for r in rows} == {states.QUEUED}
+
+
+@pytest.mark.db
+def test_a_prebuilt_write_that_fails_in_a_transaction_marks_it_for_rollback() -> None:
+    # As with QuerySet.update: an error caught inside the caller's atomic block leaves the
+    # transaction marked for rollback rather than half-done.
+    from django.db import DatabaseError
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite does not enforce a column's length")
+    backend = get_backend()
+    result = add.delay(1, 1)
+    message = add.build_message((1, 1), {}, {"task_id": result.id})
+    with transaction.atomic():
+        with pytest.raises(DatabaseError):
+            backend.store(message, "X" * 60)  # longer than the state column
+        assert connection.needs_rollback
+    assert TaskResult.objects.get(task_id=result.id).state == states.QUEUED
