@@ -13,13 +13,13 @@ socket while a task runs.
 from __future__ import annotations
 
 import logging
-import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kombu import Consumer
 
 from django_tq.broker.amqp_acks import AckWindow
+from django_tq.broker.amqp_reads import FrameReader
 from django_tq.broker.delivery import Delivery
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ class Subscription:
             if broker.is_amqp
             else 0.0
         )
-        self._poll: Any = None
-        self._polled_socket: Any = None
+        #: RabbitMQ: the consuming connection's frames, read in chunks (``amqp_reads.py``)
+        self.frames: FrameReader | None = None
         self.connect()
 
     def connect(self) -> None:
@@ -96,6 +96,8 @@ class Subscription:
         # which queue a delivery came from: RabbitMQ says the consumer tag, not the queue (kombu
         # keeps queue name -> tag in ``_active_tags``, unchanged since kombu 3)
         self._queue_of_tag = {tag: name for name, tag in consumer._active_tags.items()}
+        if self.broker.is_amqp:
+            self.frames = FrameReader(connection.connection)
         if self._ack_batch_seconds > 0:
             # half the window: the other half arrives while this half runs
             self.acks = AckWindow(channel, batch=self.prefetch // 2, delay=self._ack_batch_seconds)
@@ -126,32 +128,22 @@ class Subscription:
         Batched acks (RabbitMQ) go out first when nothing has arrived: the consumer is about
         to wait, and RabbitMQ sends more only once the window has room.
         """
-        acks = self.acks
-        if acks is not None and acks.waiting and not self._input_waiting():
-            acks.flush()
+        frames = self.frames
+        if frames is None:
+            self._drain_events(timeout)
+        elif not frames.read_buffered():  # nothing whole buffered: read the socket
+            acks = self.acks
+            if acks is not None and acks.waiting and not frames.has_input():
+                acks.flush()
+            self._drain_events(timeout)
+        # after reading: frames that came while a task ran count as the broker's heartbeats
+        self.connection.heartbeat_check()  # a silent broker: raises a connection error
+
+    def _drain_events(self, timeout: float) -> None:
         try:
             self.connection.drain_events(timeout=timeout)
         except TimeoutError:
             pass
-        # after reading: frames that came while a task ran count as the broker's heartbeats
-        self.connection.heartbeat_check()  # a silent broker: raises a connection error
-
-    def _input_waiting(self) -> bool:
-        """Return whether the connection has read, or can read, something without waiting."""
-        transport = getattr(self.connection.connection, "transport", None)
-        sock = getattr(transport, "sock", None)
-        if sock is None:
-            return False
-        if getattr(transport, "_read_buffer", b""):  # py-amqp's own buffer (a frame begun)
-            return True
-        pending = getattr(sock, "pending", None)  # TLS: decrypted bytes not read yet
-        if pending is not None and pending():
-            return True
-        if self._polled_socket is not sock:
-            self._poll = select.poll()
-            self._poll.register(sock, select.POLLIN)
-            self._polled_socket = sock
-        return bool(self._poll.poll(0))
 
     @property
     def channel(self) -> Any:
@@ -210,7 +202,7 @@ class Subscription:
                 acks.flush()
             except Exception:  # a dead connection: RabbitMQ redelivers what was not acked
                 logger.debug("sending the batched acks failed", exc_info=True)
-        self._poll = self._polled_socket = None
+        self.frames = None
         if self.connection is not None:
             try:
                 self.connection.release()
