@@ -13,6 +13,7 @@ socket while a task runs.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tq.broker")
 
+#: seconds between two checks of the broker's heartbeats (``drain``; BROKER_HEARTBEAT is seconds)
+HEARTBEAT_CHECK_INTERVAL = 0.25
 #: RabbitMQ: the longest an ack waits to go out with others (``ack_batch_seconds``; 0: at once)
 ACK_BATCH_SECONDS = 0.05
 
@@ -62,6 +65,7 @@ class Subscription:
         )
         #: RabbitMQ: the consuming connection's frames, read in chunks (``amqp_reads.py``)
         self.frames: FrameReader | None = None
+        self._next_heartbeat_check = 0.0
         self.connect()
 
     def connect(self) -> None:
@@ -137,7 +141,10 @@ class Subscription:
                 acks.flush()
             self._drain_events(timeout)
         # after reading: frames that came while a task ran count as the broker's heartbeats
-        self.connection.heartbeat_check()  # a silent broker: raises a connection error
+        now = time.monotonic()
+        if now >= self._next_heartbeat_check:  # not after every message: heartbeats are seconds
+            self._next_heartbeat_check = now + HEARTBEAT_CHECK_INTERVAL
+            self.connection.heartbeat_check()  # a silent broker: raises a connection error
 
     def _drain_events(self, timeout: float) -> None:
         try:
