@@ -17,6 +17,8 @@ from django_tq.broker.amqp_acks import AckWindow
 from django_tq.broker.delivery import Delivery
 from django_tq.message import WireMessage
 from tests.conftest import AMQP_URL, delete_queues, require_service, wait_for
+from tests.testapp.models import Execution
+from tests.testapp.tasks import early_ack_then_die, slow_record
 
 
 class RecordingChannel:
@@ -192,3 +194,32 @@ def test_without_batching_each_ack_is_sent_before_it_returns(amqp_queue: str) ->
     )
     # the new one only (redelivered, maybe: the dead consumer may have been sent it first)
     assert [task_id for task_id, _ in _ids_left(broker, amqp_queue, 1)] == ["new"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ack_before_the_task_runs_is_sent_before_it_runs(
+    settings: Any, queue_name: str, start_worker: Any
+) -> None:
+    """``acks_late=False`` on RabbitMQ with batched acks: a child killed by the task (its ack
+    would still be waiting for the batch) does not get the task run a second time."""
+    require_service("RabbitMQ", 5672)
+    settings.TQ = {
+        **settings.TQ,
+        "BROKER_URL": AMQP_URL,
+        "DEFAULT_QUEUE": queue_name,
+        "BROKER_TRANSPORT_OPTIONS": {"ack_batch_seconds": 30},  # no flusher to save it
+    }
+    try:
+        worker = start_worker("-P", "prefork", "-c", "1")  # prefetch 4: a batch of 2 acks
+        dies = early_ack_then_die.delay()
+        after = slow_record.delay(0, "after")  # runs in the respawned child
+        wait_for(
+            lambda: Execution.objects.filter(task_id=after.id, label="end:after").exists(),
+            60,
+            what="the task after the one that killed its child",
+        )
+        time.sleep(1.0)  # a redelivery would be at once (the dead child's connection dropped)
+        assert Execution.objects.filter(task_id=dies.id, label="early-die").count() == 1
+        assert worker.process.poll() is None
+    finally:
+        delete_queues(AMQP_URL, [queue_name])
