@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import django_tq.broker.compression as compression
+from django_tq.broker.amqp_acks import AckWindow
 from django_tq.exceptions import DecodeError
 from django_tq.folded_ack import FoldedAck
 
@@ -21,11 +22,21 @@ from django_tq.folded_ack import FoldedAck
 class Delivery:
     """One message handed to a consumer: headers, raw body, and how to settle it."""
 
-    __slots__ = ("_delivery_count", "_message", "_requeued", "acked", "queue", "received_at")
+    __slots__ = (
+        "_acks",
+        "_delivery_count",
+        "_message",
+        "_requeued",
+        "acked",
+        "queue",
+        "received_at",
+    )
 
-    def __init__(self, message: Any, queue: str) -> None:
+    def __init__(self, message: Any, queue: str, *, acks: AckWindow | None = None) -> None:
         self._message = message
         self.queue = queue
+        #: RabbitMQ: the channel's acks, sent in batches (``amqp_acks.py``); None: ack at once
+        self._acks = acks
         self.received_at = time.monotonic()
         self._delivery_count: int | None = None
         #: settled by :meth:`ack`, or by a write that ran :meth:`folded_ack`'s statement
@@ -110,9 +121,17 @@ class Delivery:
             return text
         return str(body).replace("\x00", "\\x00")
 
-    def ack(self) -> None:
-        """Settle: the message is done and never comes back."""
-        self._message.ack()
+    def ack(self, *, now: bool = False) -> None:
+        """Settle: the message is done and never comes back.
+
+        On RabbitMQ the ack may wait a moment to go out with others (``amqp_acks.py``): a
+        crash meanwhile redelivers the message. ``now``: send it before returning (an ack
+        before the task runs, which a crash must not undo).
+        """
+        if self._acks is not None:
+            self._acks.ack(self._message.delivery_tag, now=now)
+        else:
+            self._message.ack()
         self.acked = True
 
     def folded_ack(self) -> FoldedAck | None:
@@ -136,6 +155,8 @@ class Delivery:
     def requeue(self) -> None:
         """Put the message back on its queue at once."""
         self._message.reject(requeue=True)
+        if self._acks is not None:  # after the reject: a batch sent meanwhile stops before it
+            self._acks.settled(self._message.delivery_tag)
         self._requeued = True
 
     def give_back(self, *, counted: bool) -> None:

@@ -13,17 +13,25 @@ socket while a task runs.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kombu import Consumer
 
+from django_tq.broker.amqp_acks import AckWindow
+from django_tq.broker.amqp_reads import FrameReader
 from django_tq.broker.delivery import Delivery
 
 if TYPE_CHECKING:
     from django_tq.broker import Broker
 
 logger = logging.getLogger("django_tq.broker")
+
+#: seconds between two checks of the broker's heartbeats (``drain``; BROKER_HEARTBEAT is seconds)
+HEARTBEAT_CHECK_INTERVAL = 0.25
+#: RabbitMQ: the longest an ack waits to go out with others (``ack_batch_seconds``; 0: at once)
+ACK_BATCH_SECONDS = 0.05
 
 
 class Subscription:
@@ -48,6 +56,16 @@ class Subscription:
         self.consumer: Any = None
         self._qos_global = False
         self._queue_of_tag: dict[Any, str] = {}
+        #: RabbitMQ: acks sent in batches (``ack_batch_seconds`` > 0; see ``amqp_acks.py``)
+        self.acks: AckWindow | None = None
+        self._ack_batch_seconds = (
+            float(broker.transport_options.get("ack_batch_seconds", ACK_BATCH_SECONDS) or 0)
+            if broker.is_amqp
+            else 0.0
+        )
+        #: RabbitMQ: the consuming connection's frames, read in chunks (``amqp_reads.py``)
+        self.frames: FrameReader | None = None
+        self._next_heartbeat_check = 0.0
         self.connect()
 
     def connect(self) -> None:
@@ -82,9 +100,17 @@ class Subscription:
         # which queue a delivery came from: RabbitMQ says the consumer tag, not the queue (kombu
         # keeps queue name -> tag in ``_active_tags``, unchanged since kombu 3)
         self._queue_of_tag = {tag: name for name, tag in consumer._active_tags.items()}
+        if self.broker.is_amqp:
+            self.frames = FrameReader(connection.connection)
+        if self._ack_batch_seconds > 0:
+            # half the window: the other half arrives while this half runs
+            self.acks = AckWindow(channel, batch=self.prefetch // 2, delay=self._ack_batch_seconds)
         self.connection, self.consumer = connection, consumer
 
     def _on_message(self, message: Any) -> None:
+        acks = self.acks
+        if acks is not None:  # first: a multiple ack must never cover a delivery not seen
+            acks.delivered(message.delivery_tag)
         info = message.delivery_info
         # the routing key names the queue only when the message came by its name, not an exchange
         queue = (
@@ -93,7 +119,7 @@ class Subscription:
             or info.get("routing_key")
             or self.queue_names[0]
         )
-        self.on_delivery(Delivery(message, queue))
+        self.on_delivery(Delivery(message, queue, acks=acks))
 
     def widen_prefetch(self, extra: int) -> None:
         """Allow ``extra`` messages beyond the prefetch window (held ETA messages do not count)."""
@@ -101,13 +127,30 @@ class Subscription:
             self.consumer.qos(prefetch_count=self.prefetch + extra, apply_global=self._qos_global)
 
     def drain(self, timeout: float) -> None:
-        """Deliver available messages to ``on_delivery``; wait up to ``timeout`` for one."""
+        """Deliver available messages to ``on_delivery``; wait up to ``timeout`` for one.
+
+        Batched acks (RabbitMQ) go out first when nothing has arrived: the consumer is about
+        to wait, and RabbitMQ sends more only once the window has room.
+        """
+        frames = self.frames
+        if frames is None:
+            self._drain_events(timeout)
+        elif not frames.read_buffered():  # nothing whole buffered: read the socket
+            acks = self.acks
+            if acks is not None and acks.waiting and not frames.has_input():
+                acks.flush()
+            self._drain_events(timeout)
+        # after reading: frames that came while a task ran count as the broker's heartbeats
+        now = time.monotonic()
+        if now >= self._next_heartbeat_check:  # not after every message: heartbeats are seconds
+            self._next_heartbeat_check = now + HEARTBEAT_CHECK_INTERVAL
+            self.connection.heartbeat_check()  # a silent broker: raises a connection error
+
+    def _drain_events(self, timeout: float) -> None:
         try:
             self.connection.drain_events(timeout=timeout)
         except TimeoutError:
             pass
-        # after reading: frames that came while a task ran count as the broker's heartbeats
-        self.connection.heartbeat_check()  # a silent broker: raises a connection error
 
     @property
     def channel(self) -> Any:
@@ -151,8 +194,22 @@ class Subscription:
             return int(self.channel.release_buffered())
         return 0
 
+    def flush_acks(self) -> None:
+        """Send the batched acks now (RabbitMQ; a no-op elsewhere)."""
+        if self.acks is not None:
+            self.acks.flush()
+
     def close(self) -> None:
-        """Close the connection; messages held and not acked go back to the queue."""
+        """Send the batched acks, then close the connection; messages held and not acked go
+        back to the queue."""
+        acks, self.acks = self.acks, None
+        if acks is not None:
+            acks.close()
+            try:
+                acks.flush()
+            except Exception:  # a dead connection: RabbitMQ redelivers what was not acked
+                logger.debug("sending the batched acks failed", exc_info=True)
+        self.frames = None
         if self.connection is not None:
             try:
                 self.connection.release()

@@ -512,7 +512,7 @@ class Consumer:
             delivery.ack()
             return
         if not acks_late:
-            delivery.ack()
+            delivery.ack(now=True)  # sent before it runs: a crash must not run it again
         signals.send(signals.task_received, sender=task, message=message)
         message = self._limited(message)
         deadline = None

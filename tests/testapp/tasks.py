@@ -140,6 +140,15 @@ def kill_my_process(self: Any) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@task(bind=True, acks_late=False)
+def early_ack_then_die(self: Any) -> None:
+    """Acked before it runs, then kill the process running it: it must not run again."""
+    import signal
+
+    Execution.objects.create(task_id=self.request.id, label="early-die", pid=os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @task(bind=True)
 def reports_progress(self: Any) -> list[Any]:
     """Record a custom state, then return what a poller would have seen meanwhile."""
