@@ -36,7 +36,13 @@ class FrameReader:
         self.connection = connection
         self.transport = connection.transport
         #: whether this transport reads in chunks (plain TCP) — else py-amqp's reads, unchanged
-        self.chunked = type(self.transport) is TCPTransport
+        #: (py-amqp's private ``_quick_recv`` and ``_read_buffer``, as in 5.x; another version
+        #: without them keeps its own reads)
+        self.chunked = (
+            type(self.transport) is TCPTransport
+            and hasattr(self.transport, "_quick_recv")
+            and isinstance(getattr(self.transport, "_read_buffer", None), bytes | bytearray)
+        )
         if self.chunked:
             self.transport._read = self._read
         self._poll = select.poll()
