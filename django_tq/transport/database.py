@@ -58,6 +58,12 @@ class Channel(LeasedChannel):
     #: PostgreSQL through a transaction-pooling proxy (PgBouncer): no ``LISTEN``, no session
     #: ``SET``. ``None`` finds out once per consumer connection (a ``LISTEN``/``NOTIFY`` probe).
     transaction_pooling: bool | str | None = None
+    #: acks wait up to 50 ms for the next claim to carry them (:mod:`.ack_batch`); on a backlog
+    #: a task then costs no ack round trip (``0``: each ack is its own statement, at once)
+    ack_batch_seconds = 0.05
+    #: a claim may take more than the free prefetch window while the last one came back full
+    #: and its messages lasted less than this (:meth:`LeasedChannel._claim_size`)
+    deep_claim_seconds = 0.05
     from_transport_options = (
         *LeasedChannel.from_transport_options,
         "synchronous_commit",
@@ -221,15 +227,30 @@ class Channel(LeasedChannel):
 
     # -- claiming and leases (the channel's own connection) ----------------------------------
     def _claim(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` messages of ``queue``; the queued acks travel with it.
+
+        PostgreSQL: one statement (the acks' ``DELETE`` in a writable CTE of the claim). MySQL
+        and MariaDB: the ``DELETE`` in the claim's transaction (one commit). SQLite: the
+        ``DELETE``, then the claim (no writable CTE; both local, the lock taken once).
+        """
         db = self.consumer_db
-        if db.vendor in ("postgresql", "sqlite"):
-            rows = self._execute(*self.claim_statement(queue, limit))
-        else:
-            table, visible, order = self._claim_parts()
-            now_db, lease = self._lease(db)
-            rows = self._claim_in_transaction(
-                db, table, visible, order, [queue, now_db, now_db], lease, limit
-            )
+        acked = self.take_acks()
+        try:
+            if db.vendor == "postgresql":
+                rows = self._execute(*self.claim_statement(queue, limit, acked))
+            elif db.vendor == "sqlite":
+                if acked:
+                    self._ack(acked, self.owner)
+                rows = self._execute(*self.claim_statement(queue, limit))
+            else:
+                table, visible, order = self._claim_parts()
+                now_db, lease = self._lease(db)
+                rows = self._claim_in_transaction(
+                    db, table, visible, order, [queue, now_db, now_db], lease, limit, acked
+                )
+        except BaseException:
+            self.give_back_acks(acked)
+            raise
         rows.sort(key=lambda row: (-row[3], row[0]))
         return [self._payload(row[0], row[1], row[2]) for row in rows]
 
@@ -248,21 +269,39 @@ class Channel(LeasedChannel):
         expires = now + dt.timedelta(seconds=self.lease_seconds)
         return self._adapt(db, now), [self.owner, self._adapt(db, expires)]
 
-    def claim_statement(self, queue: str, limit: int) -> tuple[str, list[Any]]:
-        """Return the one statement (and its parameters) that claims on PostgreSQL and SQLite."""
+    def claim_statement(
+        self, queue: str, limit: int, acked: Collection[Any] = ()
+    ) -> tuple[str, list[Any]]:
+        """Return the one statement (and its parameters) that claims on PostgreSQL and SQLite.
+
+        ``acked`` (PostgreSQL only): tags this channel acked; the statement deletes them first
+        (``WITH a AS (DELETE … WHERE id = ANY(…) AND lease_owner = <owner>)``, fenced as
+        :meth:`_ack`) and never claims them again (a lease of ours that expired meanwhile).
+        """
         db = self.consumer_db
         q = self._quote
         table, visible, order = self._claim_parts()
         now_db, lease = self._lease(db)
         lock = " FOR UPDATE SKIP LOCKED" if db.vendor == "postgresql" else ""
+        fold, not_acked, fold_params, skip_params = "", "", [], []
+        if acked:
+            if db.vendor != "postgresql":
+                raise ValueError("only PostgreSQL folds acks into the claim")
+            tags = [int(tag) for tag in acked]
+            fold = (
+                f"WITH a AS (DELETE FROM {table} WHERE {q('id')} = ANY(%s) "
+                f"AND {q('lease_owner')} = %s) "
+            )
+            not_acked = f" AND NOT ({q('id')} = ANY(%s))"
+            fold_params, skip_params = [tags, self.owner], [tags]
         sql = (
-            f"UPDATE {table} SET {q('lease_owner')} = %s, {q('lease_expires_at')} = %s, "
+            f"{fold}UPDATE {table} SET {q('lease_owner')} = %s, {q('lease_expires_at')} = %s, "
             f"{q('delivery_count')} = {q('delivery_count')} + 1 "
-            f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {visible} {order} "
-            f"LIMIT %s{lock}) "
+            f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {visible}{not_acked} "
+            f"{order} LIMIT %s{lock}) "
             f"RETURNING {q('id')}, {q('payload')}, {q('delivery_count')}, {q('priority')}"
         )
-        return sql, [*lease, queue, now_db, now_db, limit]
+        return sql, [*fold_params, *lease, queue, now_db, now_db, *skip_params, limit]
 
     def _claim_in_transaction(
         self,
@@ -273,6 +312,7 @@ class Channel(LeasedChannel):
         params: list[Any],
         lease: list[Any],
         limit: int,
+        acked: list[Any],
     ) -> list[tuple[Any, ...]]:
         q = self._quote
         lock = (
@@ -284,6 +324,12 @@ class Channel(LeasedChannel):
             with db.cursor() as cursor:
                 cursor.execute("BEGIN")
                 try:
+                    if acked:  # the queued acks commit with the claim
+                        cursor.execute(
+                            f"DELETE FROM {table} WHERE {q('id')} IN ({self._in(acked)}) "
+                            f"AND {q('lease_owner')} = %s",
+                            [*acked, self.owner],
+                        )
                     cursor.execute(
                         f"SELECT {q('id')}, {q('payload')}, {q('delivery_count')}, {q('priority')} "
                         f"FROM {table} WHERE {visible} {order} LIMIT %s{lock}",
@@ -400,6 +446,7 @@ class Channel(LeasedChannel):
 
     # -- waiting -----------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:
+        self.flush_acks()  # idle: no claim to carry them soon
         db = self.consumer_db
         if db.vendor != "postgresql" or self.is_pooled:
             super().wait(timeout)

@@ -114,12 +114,18 @@ class LeasedChannel(virtual.Channel):
     #: its own round trip, sent before ``ack()`` returns); a store that folds queued acks into
     #: its claims (:meth:`take_acks`) sets a default
     ack_batch_seconds: float = 0.0
+    #: a claim may take up to ``claim_batch`` messages, more than the free prefetch window, while
+    #: the queue's previous claim came back full and its messages lasted less than this many
+    #: seconds (a deep backlog of short tasks: fewer, bigger claims; the extra messages wait
+    #: leased in the buffer, about this long's worth of work). 0: never more than the window
+    deep_claim_seconds: float = 0.0
     from_transport_options = (
         *virtual.Channel.from_transport_options,
         "lease_seconds",
         "claim_batch",
         "polling_interval",
         "ack_batch_seconds",
+        "deep_claim_seconds",
     )
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -127,6 +133,8 @@ class LeasedChannel(virtual.Channel):
         self.owner = new_owner_id()
         self._buffers: dict[str, deque[dict[str, Any]]] = {}
         self._lock = threading.RLock()
+        #: per queue, the last claim: when (monotonic), how many it asked for, how many came
+        self._last_claims: dict[str, tuple[float, int, int]] = {}
         delay = float(self.ack_batch_seconds or 0)
         self._acks = AckBatch(self._send_acks, delay) if delay > 0 else None
 
@@ -201,15 +209,33 @@ class LeasedChannel(virtual.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         buffer = self._buffers.get(queue)
         if not buffer:
-            window = self.qos.can_consume_max_estimate()
-            limit = self.claim_batch if window is None else max(1, min(window, self.claim_batch))
+            limit = self._claim_size(queue)
             with self._lock:
                 claimed = self._claim(queue, limit)
+            if self.deep_claim_seconds:
+                self._last_claims[queue] = (monotonic(), limit, len(claimed))
             if not claimed:
                 raise Empty()
             buffer = self._buffers.setdefault(queue, deque())
             buffer.extend(claimed)
         return buffer.popleft()
+
+    def _claim_size(self, queue: str) -> int:
+        """Return how many messages the next claim of ``queue`` asks for.
+
+        The free prefetch window (at most ``claim_batch``); with ``deep_claim_seconds``, twice
+        the last claim's size (up to ``claim_batch``) when that claim came back full and its
+        messages were used up within ``deep_claim_seconds``.
+        """
+        batch = int(self.claim_batch)
+        window = self.qos.can_consume_max_estimate()
+        limit = batch if window is None else max(1, min(window, batch))
+        last = self._last_claims.get(queue) if self.deep_claim_seconds else None
+        if last is not None:
+            at, asked, got = last
+            if got >= asked and monotonic() - at < float(self.deep_claim_seconds):
+                limit = max(limit, min(batch, 2 * asked))
+        return limit
 
     def _restore(self, message: Any) -> None:
         self.release_leases([message.delivery_tag])

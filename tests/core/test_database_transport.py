@@ -19,9 +19,10 @@ from django_tq.transport import pooling
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db]
 
 
-def _broker(lease_seconds: float = 30) -> Broker:
+def _broker(lease_seconds: float = 30, **options: float) -> Broker:
     return Broker(
-        "django://", transport_options={"lease_seconds": lease_seconds, "polling_interval": 0.01}
+        "django://",
+        transport_options={"lease_seconds": lease_seconds, "polling_interval": 0.01, **options},
     )
 
 
@@ -50,6 +51,7 @@ def test_claim_leases_and_ack_deletes(queue_name):
     assert QueueMessage.objects.filter(lease_owner__isnull=False).count() == 3
     for delivery in received:
         delivery.ack()
+    subscription.channel.flush_acks()  # acks are batched (see the tests of batched acks below)
     assert QueueMessage.objects.count() == 0
     subscription.close()
 
@@ -86,8 +88,10 @@ def test_a_late_ack_from_a_holder_whose_lease_was_taken_over_is_fenced(queue_nam
     time.sleep(1.7)  # the first holder is cut off: no renewal, no ack
     second, (current,) = _collect(broker, queue_name)
     stale.ack()  # it comes back and acks late: the message is the second holder's now
+    first.channel.flush_acks()
     assert QueueMessage.objects.filter(lease_owner=second.channel.owner).count() == 1
     current.ack()
+    second.channel.flush_acks()
     assert QueueMessage.objects.count() == 0
     second.close()
     first.close()
@@ -266,6 +270,7 @@ def test_a_pooled_consumer_claims_with_per_statement_settings_on_postgresql(queu
         assert cursor.fetchone() == ("on", "on")
     for delivery in received:
         delivery.ack()
+    subscription.drain(0.05)  # the queued acks travel with the next (empty) claim, pooled too
     assert not QueueMessage.objects.filter(queue=queue_name).exists()
     subscription.close()
 
@@ -277,4 +282,129 @@ def test_a_direct_postgresql_connection_is_found_unpooled(queue_name):
         subscription.close()
         pytest.skip("a PostgreSQL setting")
     assert subscription.channel.is_pooled is False  # the probe heard its NOTIFY: LISTEN works
+    subscription.close()
+
+
+# -- batched acks (ack_batch_seconds) and claims beyond the window (deep_claim_seconds) ------------
+# A delay of 30 s keeps the flusher thread out of the way: what sends the acks is the round trip
+# under test.
+def test_queued_acks_travel_with_the_next_claim(queue_name):
+    broker = _broker(ack_batch_seconds=30)
+    _send(broker, queue_name, "first")
+    _send(broker, queue_name, "second")
+    subscription, received = _collect(broker, queue_name, prefetch=1, rounds=1)
+    [first] = received
+    first.ack()
+    assert QueueMessage.objects.count() == 2  # queued here, not sent yet
+    subscription.drain(0.05)  # the claim of "second" carries the ack of "first"
+    assert [d.headers["id"] for d in received] == ["first", "second"]
+    assert list(QueueMessage.objects.values_list("lease_owner", flat=True)) == [
+        subscription.channel.owner
+    ]
+    received[1].ack()
+    subscription.drain(0.05)  # the empty claim (or the idle wait) carries the last one
+    assert QueueMessage.objects.count() == 0
+    subscription.close()
+
+
+def test_queued_acks_are_sent_within_the_delay_when_no_round_trip_comes(queue_name):
+    broker = _broker(ack_batch_seconds=0.05)
+    _send(broker, queue_name, "then-a-long-task")
+    subscription, (delivery,) = _collect(broker, queue_name, rounds=1)
+    delivery.ack()  # and the consumer never comes back to the channel (a long task)
+    deadline = time.monotonic() + 5
+    while QueueMessage.objects.exists():
+        assert time.monotonic() < deadline, "the flusher did not send the ack"
+        time.sleep(0.02)
+    subscription.close()
+
+
+def test_renewing_leases_or_closing_sends_queued_acks(queue_name):
+    broker = _broker(ack_batch_seconds=30)
+    _send(broker, queue_name, "renewed")
+    renewing, (delivery,) = _collect(broker, queue_name, prefetch=1, rounds=1)
+    delivery.ack()
+    assert renewing.renew_leases() == 0  # not held any more: sent, not renewed
+    assert QueueMessage.objects.count() == 0
+    renewing.close()
+    _send(broker, queue_name, "closed")
+    closing, (delivery,) = _collect(broker, queue_name, prefetch=1, rounds=1)
+    delivery.ack()
+    closing.close()
+    assert QueueMessage.objects.count() == 0
+
+
+def test_an_acked_message_whose_lease_ran_out_is_deleted_not_claimed_again(queue_name):
+    broker = _broker(lease_seconds=0.3, ack_batch_seconds=30)
+    _send(broker, queue_name, "slow")
+    subscription, received = _collect(broker, queue_name, rounds=1)
+    time.sleep(0.4)  # the task outlived its lease (no renewal) and nobody took it over
+    received[0].ack()  # queued; the next claim carries it and could see the row visible again
+    subscription.drain(0.05)
+    assert len(received) == 1
+    assert QueueMessage.objects.count() == 0
+    subscription.close()
+
+
+def test_without_batching_an_ack_is_sent_before_it_returns(queue_name):
+    broker = _broker(ack_batch_seconds=0)
+    _send(broker, queue_name, "at-once")
+    subscription, (delivery,) = _collect(broker, queue_name, rounds=1)
+    delivery.ack()
+    assert QueueMessage.objects.count() == 0
+    subscription.close()
+
+
+def _leased() -> int:
+    return QueueMessage.objects.filter(lease_owner__isnull=False).count()
+
+
+def _run_one(subscription, received) -> None:
+    before = len(received)
+    subscription.drain(0.05)
+    assert len(received) == before + 1
+    received[-1].ack()
+
+
+def test_a_deep_backlog_of_short_tasks_is_claimed_beyond_the_window(queue_name):
+    broker = _broker(ack_batch_seconds=30, deep_claim_seconds=5, claim_batch=4)
+    for i in range(12):
+        _send(broker, queue_name, f"d{i}")
+    subscription, received = _collect(broker, queue_name, prefetch=1, rounds=1)
+    assert _leased() == 1  # the first claim: the window
+    received[0].ack()
+    _run_one(subscription, received)  # the first came back full and quickly: twice as many
+    assert len(subscription.buffered()) == 1
+    _run_one(subscription, received)
+    _run_one(subscription, received)  # the buffer was empty: a claim of 4 (claim_batch)
+    assert len(subscription.buffered()) == 3
+    subscription.close()  # gives the buffered ones back, uncounted
+    assert _leased() == 0
+    assert sorted(QueueMessage.objects.values_list("delivery_count", flat=True)) == [0] * 8
+
+
+def test_claims_stay_within_the_window_when_tasks_take_longer(queue_name):
+    broker = _broker(ack_batch_seconds=30, deep_claim_seconds=0.05, claim_batch=4)
+    for i in range(4):
+        _send(broker, queue_name, f"s{i}")
+    subscription, received = _collect(broker, queue_name, prefetch=1, rounds=1)
+    for _ in range(3):
+        time.sleep(0.1)  # each task lasts longer than deep_claim_seconds
+        received[-1].ack()
+        before = len(received)
+        subscription.drain(0.05)
+        assert len(received) == before + 1
+        assert subscription.buffered() == []
+    subscription.close()
+
+
+def test_without_deep_claims_a_claim_never_exceeds_the_window(queue_name):
+    broker = _broker(ack_batch_seconds=30, deep_claim_seconds=0)
+    for i in range(4):
+        _send(broker, queue_name, f"w{i}")
+    subscription, received = _collect(broker, queue_name, prefetch=1, rounds=1)
+    received[0].ack()
+    for _ in range(3):
+        _run_one(subscription, received)
+        assert subscription.buffered() == []
     subscription.close()

@@ -151,6 +151,7 @@ def test_a_folded_ack_waits_for_a_row_to_write(queue_name):
         assert not delivery.acked and QueueMessage.objects.count() == 1
         assert TaskResult.objects.get(task_id="fenced-5").state == states.SUCCESS
         delivery.ack()
+        subscriptions[0].channel.flush_acks()  # acks are batched
         assert not QueueMessage.objects.exists()
     finally:
         for subscription in subscriptions:
