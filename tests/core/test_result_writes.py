@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -32,15 +32,17 @@ def _writes(queries: list[dict[str, Any]]) -> list[str]:
 
 @pytest.fixture
 def transport_acks(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
-    """Record the acks django:// sends on its own connection (tags of each)."""
+    """Record the acks django:// makes apart from a final state (tags of each), sent at once or
+    queued for its next claim."""
     sent: list[list[Any]] = []
-    real = Channel._ack
+    real = Channel.ack_leases
 
-    def spy(channel: Channel, tags: list[Any], owner_prefix: str) -> None:
-        sent.append(list(tags))
+    def spy(channel: Channel, tags: Iterable[Any], owner_prefix: str | None = None) -> None:
+        tags = list(tags)
+        sent.append(tags)
         real(channel, tags, owner_prefix)
 
-    monkeypatch.setattr(Channel, "_ack", spy)
+    monkeypatch.setattr(Channel, "ack_leases", spy)
     return sent
 
 
