@@ -25,6 +25,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from django_tq.transport.ack_batch import DelayedFlush
+
 logger = logging.getLogger("django_tq.broker")
 
 
@@ -46,9 +48,7 @@ class AckWindow:
         self._contiguous = True
         self._waiting = 0  #: how many of them are finished
         self._lock = threading.Lock()
-        self._due = threading.Event()
-        self._closed = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = DelayedFlush(self.flush, delay, name="django_tq-amqp-acks", log=logger)
 
     @property
     def waiting(self) -> int:
@@ -79,12 +79,7 @@ class AckWindow:
             if now or self._waiting >= self.batch:
                 self._send()
                 return
-            if self._flusher is None and not self._closed.is_set():
-                self._flusher = threading.Thread(
-                    target=self._flush_when_due, name="django_tq-amqp-acks", daemon=True
-                )
-                self._flusher.start()
-        self._due.set()
+        self._flusher.poke()
 
     def settled(self, tag: int) -> None:
         """Forget ``tag``, settled otherwise (``basic.reject`` sent already)."""
@@ -100,8 +95,7 @@ class AckWindow:
 
     def close(self) -> None:
         """Stop the flusher thread (call :meth:`flush` first to send what waits)."""
-        self._closed.set()
-        self._due.set()
+        self._flusher.close()
 
     def _send(self) -> None:
         """Send the waiting acks (the lock held): one multiple ack for the finished prefix,
@@ -127,14 +121,3 @@ class AckWindow:
             self._channel.basic_ack(last, multiple=True)
         for tag in alone:
             self._channel.basic_ack(tag)
-
-    def _flush_when_due(self) -> None:
-        while True:
-            self._due.wait()
-            if self._closed.wait(self.delay):
-                return
-            self._due.clear()
-            try:
-                self.flush()
-            except Exception:  # the consumer's own next read meets the broken connection
-                logger.debug("Sending batched acks failed", exc_info=True)

@@ -1,6 +1,6 @@
 """Acks held back for a moment and sent together: one round trip for several finished tasks.
 
-A leased channel (``redis://``) that batches its acks queues each acked delivery tag here instead
+A leased channel (``redis://``, ``django://``) that batches its acks queues each acked delivery tag here instead
 of sending it at once. The tags travel with the channel's next round trip anyway — its next claim,
 the idle wait, a lease renewal — or, when none comes within ``delay`` seconds (a long task follows
 a short one), a flusher thread of the batch sends them on its own. On a backlog that turns an ack
@@ -22,6 +22,50 @@ from typing import Any
 logger = logging.getLogger("django_tq.transport")
 
 
+class DelayedFlush:
+    """A daemon thread that calls ``flush`` ``delay`` seconds after it is poked, until closed.
+
+    The batches of acks use it for acks that no round trip of the consumer carried in time.
+    """
+
+    def __init__(
+        self, flush: Callable[[], None], delay: float, *, name: str, log: logging.Logger
+    ) -> None:
+        self._flush = flush
+        self.delay = delay
+        self._name = name
+        self._log = log
+        self._lock = threading.Lock()
+        self._due = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poke(self) -> None:
+        """Have ``flush`` called within ``delay`` seconds (the thread starts at the first poke)."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closed.is_set():
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+        self._due.set()
+
+    def close(self) -> None:
+        """Stop the thread (flush first what must go out)."""
+        self._closed.set()
+        self._due.set()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            if self._closed.wait(self.delay):
+                return
+            self._due.clear()
+            try:
+                self._flush()
+            except Exception:  # the consumer's own next round trip meets the outage
+                self._log.debug("Sending batched acks failed", exc_info=True)
+
+
 class AckBatch:
     """Delivery tags acked by the consumer and not sent to the store yet."""
 
@@ -32,9 +76,7 @@ class AckBatch:
         self.delay = delay
         self._tags: list[Any] = []
         self._lock = threading.Lock()
-        self._due = threading.Event()
-        self._closed = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = DelayedFlush(self.flush, delay, name="django_tq-ack-flusher", log=logger)
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -43,12 +85,7 @@ class AckBatch:
         """Queue acked ``tags``; they are sent within ``delay`` seconds."""
         with self._lock:
             self._tags.extend(tags)
-            if self._flusher is None and not self._closed.is_set():
-                self._flusher = threading.Thread(
-                    target=self._flush_when_due, name="django_tq-ack-flusher", daemon=True
-                )
-                self._flusher.start()
-        self._due.set()
+        self._flusher.poke()
 
     def take(self) -> list[Any]:
         """Remove and return every queued tag (the caller sends them, or :meth:`give_back`)."""
@@ -75,16 +112,4 @@ class AckBatch:
 
     def close(self) -> None:
         """Stop the flusher thread (call :meth:`flush` first to send what is queued)."""
-        self._closed.set()
-        self._due.set()
-
-    def _flush_when_due(self) -> None:
-        while True:
-            self._due.wait()
-            if self._closed.wait(self.delay):
-                return
-            self._due.clear()
-            try:
-                self.flush()
-            except Exception:  # the consumer's own round trips meet the outage and reconnect
-                logger.debug("Sending batched acks failed; they stay queued", exc_info=True)
+        self._flusher.close()
