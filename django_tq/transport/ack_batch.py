@@ -1,10 +1,11 @@
 """Acks held back for a moment and sent together: one round trip for several finished tasks.
 
-A leased channel (``redis://``, ``django://``) that batches its acks queues each acked delivery tag here instead
-of sending it at once. The tags travel with the channel's next round trip anyway — its next claim,
-the idle wait, a lease renewal — or, when none comes within ``delay`` seconds (a long task follows
-a short one), a flusher thread of the batch sends them on its own. On a backlog that turns an ack
-round trip per task into none: a claim of ``k`` messages carries the ``k`` acks of the last ones.
+A leased channel (``redis://``, ``django://``) that batches its acks queues each acked delivery tag
+here instead of sending it at once. The tags travel with the channel's next round trip anyway — its
+next claim, the idle wait, a lease renewal — or, when none comes within ``delay`` seconds (a long
+task follows a short one), a flusher thread of the batch sends them on its own. On a backlog that
+turns an ack round trip per task into none: a claim of ``k`` messages carries the ``k`` acks of the
+last ones.
 
 An ack queued here is not in the store yet: a process killed before the flush leaves those
 messages leased, and they come back like any message of a dead worker (at-least-once; see
