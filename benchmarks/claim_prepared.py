@@ -3,7 +3,7 @@ Django's cursor, as before 2026-12-07), in one process, in alternating blocks.
 
     .venv/bin/python -m benchmarks.claim_prepared [--blocks 10] [--size 200]
 
-Needs the benchmark database (``BENCH_PG_NAME``, default ``tq_pgl_micro``; created and migrated
+Needs the benchmark database (``BENCH_PG_NAME``, default ``tq_bench_claim_prepared``; created and migrated
 here). Each iteration publishes one message, then times the claim that takes it (carrying the
 last iteration's queued ack) and the empty claim after it, as an idle worker's latency path runs
 them. Prints one JSON line per side: p50/p99 of both claims (ms) and the client's CPU per claim
@@ -25,7 +25,7 @@ QUEUE = "claim_prepared"
 
 def setup() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
-    os.environ.setdefault("BENCH_PG_NAME", "tq_pgl_micro")
+    os.environ.setdefault("BENCH_PG_NAME", "tq_bench_claim_prepared")
     import psycopg
 
     name = os.environ["BENCH_PG_NAME"]
