@@ -285,6 +285,56 @@ def test_a_direct_postgresql_connection_is_found_unpooled(queue_name):
     subscription.close()
 
 
+def _prepared_claims(channel) -> list[str]:
+    """Return the claim statements prepared on the channel's own session."""
+    return [
+        text
+        for (text,) in channel._execute("SELECT statement FROM pg_prepared_statements")
+        if "SKIP LOCKED" in text
+    ]
+
+
+def test_a_direct_postgresql_consumer_claims_with_prepared_statements(queue_name):
+    broker = _broker(ack_batch_seconds=30)
+    for i in range(3):
+        _send(broker, queue_name, f"s{i}")
+    subscription, received = _collect(broker, queue_name, prefetch=1, rounds=1)
+    channel = subscription.channel
+    if channel.consumer_db.vendor != "postgresql":
+        subscription.close()
+        pytest.skip("a PostgreSQL setting")
+    for _ in range(4):  # each claim carries the last one's ack (the other statement text)
+        for delivery in received:
+            delivery.ack()
+        received.clear()
+        subscription.drain(0.05)
+    prepared = _prepared_claims(channel)
+    assert len(prepared) == 2, prepared  # with and without folded acks, whatever the values
+    assert any("WITH a AS (DELETE" in text for text in prepared), prepared
+    assert not QueueMessage.objects.filter(queue=queue_name).exists()
+    channel._drop_consumer_db()  # a new connection prepares again
+    _send(broker, queue_name, "again")
+    subscription.drain(0.05)
+    assert [d.headers["id"] for d in received] == ["again"]
+    assert len(_prepared_claims(channel)) == 1
+    received[0].ack()
+    subscription.close()
+
+
+def test_a_pooled_consumer_prepares_nothing(queue_name):
+    broker = Broker("django://", transport_options={"transaction_pooling": True})
+    _send(broker, queue_name, "p")
+    subscription, received = _collect(broker, queue_name, rounds=2)
+    channel = subscription.channel
+    if channel.consumer_db.vendor != "postgresql":
+        subscription.close()
+        pytest.skip("a PostgreSQL setting")
+    assert [d.headers["id"] for d in received] == ["p"]
+    assert _prepared_claims(channel) == []  # PgBouncer's next transaction may be another session
+    received[0].ack()
+    subscription.close()
+
+
 # -- batched acks (ack_batch_seconds) and claims beyond the window (deep_claim_seconds) ------------
 # A delay of 30 s keeps the flusher thread out of the way: what sends the acks is the round trip
 # under test.
