@@ -13,7 +13,6 @@ import random
 import signal as signal_module
 import time
 import traceback as tb
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -153,7 +152,9 @@ def execute(
         outcome = _run(task, message)
     finally:
         current_request.reset(token)
-    outcome = replace(outcome, runtime=time.perf_counter() - started)
+    # ``_run`` made this outcome for this call alone: set its runtime in place rather than copy
+    # it (``dataclasses.replace`` was ~5 µs a task)
+    object.__setattr__(outcome, "runtime", time.perf_counter() - started)
     _after(task, message, outcome)
     return outcome
 

@@ -226,9 +226,19 @@ def read_unique_key(headers: Any) -> str | None:
 
 
 def decode(
-    headers: Any, body: str | bytes, content_type: str, *, queue: str, accept: list[str]
+    headers: Any,
+    body: str | bytes,
+    content_type: str,
+    *,
+    queue: str,
+    accept: list[str],
+    priority: int | None = None,
 ) -> TaskMessage:
-    """Rebuild a :class:`TaskMessage` from the wire; raise ``DecodeError`` with the reason."""
+    """Rebuild a :class:`TaskMessage` from the wire; raise ``DecodeError`` with the reason.
+
+    ``priority``: the message's priority when its headers carry none (a foreign producer's,
+    from the broker's property), set here rather than by a copy of the message afterwards.
+    """
     if not isinstance(headers, dict) or headers.get("tq") != PROTOCOL:
         raise DecodeError("not a django_tq message (missing or unknown 'tq' protocol header)")
     task_id, name = headers.get("id"), headers.get("task")
@@ -255,7 +265,7 @@ def decode(
         queue=queue,
         exchange=exchange if isinstance(exchange, str) else None,
         routing_key=routing_key if isinstance(routing_key, str) else None,
-        priority=_priority(headers.get("priority")),
+        priority=_priority(headers.get("priority"), priority),
         shadow=headers["shadow"] if isinstance(headers.get("shadow"), str) else None,
         eta=_datetime(headers.get("eta"), "eta"),
         expires=_datetime(headers.get("expires"), "expires"),
@@ -278,10 +288,10 @@ def decode(
     )
 
 
-def _priority(value: Any) -> int | None:
-    """Read the ``priority`` header (absent: the default priority)."""
+def _priority(value: Any, default: int | None = None) -> int | None:
+    """Read the ``priority`` header (absent: ``default``, None for the default priority)."""
     if value is None:
-        return None
+        return default
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
         raise DecodeError("header 'priority' must be an integer 0-9")
     return value

@@ -58,6 +58,9 @@ logger = logging.getLogger("django_tq.worker")
 #: connection health check on it (see ``Consumer._close_old_connections``)
 TRUSTED_FOR = 1.0
 
+#: argument shapes a consumer remembers as accepted by their task (``Consumer._check_arguments``)
+FITTING_SHAPES = 1024
+
 
 class TaskObserver(Protocol):
     """What a consumer tells of each task it ran (``django_tq.metrics.tasks.TaskTally``)."""
@@ -132,9 +135,14 @@ class Consumer:
         ) and get_backend().is_durable_with(broker.database_alias)
         #: when a task last finished using the queue's database alias (``django://``)
         self._queue_db_used_at = -TRUSTED_FOR
+        #: when the last task's ``close_old_connections()`` (after its outcome) checked every
+        #: alias without a failure since (``_close_old_connections`` skips the walk just after)
+        self._connections_checked_at = -TRUSTED_FOR
         self.revocations = Revocations()
         self.overrides = Overrides()
         self._warned: set[str] = set()  #: tasks whose time limits this pool cannot enforce
+        #: (task, positional count, keyword names) that bound (``_check_arguments``)
+        self._fitting: set[tuple[Task[Any, Any], int, frozenset[str]]] = set()
         #: what means "busy or unreachable, retry" rather than a bug
         self.transient = (*TRANSIENT, *broker.connection_errors)
         self._broker_outage = Outage(
@@ -255,6 +263,7 @@ class Consumer:
         spinning through its queue: one error line per distinct failure, while it lasts.
         """
         started = delivery.tag is not None and self.slot.running() == delivery.tag
+        self._connections_checked_at = -TRUSTED_FOR  # the next task checks every alias again
         self.slot.started(None)  # not running any more (and no task finished: none counted)
         delay = self._handling_outage.failed(exc, time.monotonic())
         what = f"message {wire_format.read_id(delivery.headers) or '(no id)'}"
@@ -460,11 +469,11 @@ class Consumer:
                     delivery.content_type,
                     queue=delivery.queue,
                     accept=self.accept,
+                    # A foreign producer's priority (not Celery's: on Redis its order is the
+                    # reverse), when the headers carry none
+                    priority=delivery.priority,
                 )
-            registry.get(message.task).check_arguments(message.args, message.kwargs)
-            # A foreign producer's priority (not Celery's: on Redis its order is the reverse)
-            if message.priority is None and delivery.priority is not None and not celery:
-                message = message.with_changes(priority=delivery.priority)
+            self._check_arguments(message)
         except BadSignature as exc:
             self._dead(delivery, f"bad signature: {exc}")
             return None
@@ -478,6 +487,22 @@ class Consumer:
             self._dead(delivery, f"arguments do not match the task's signature: {exc}")
             return None
         return message
+
+    def _check_arguments(self, message: TaskMessage) -> None:
+        """Raise ``TypeError`` if ``message``'s task cannot take its arguments.
+
+        Whether ``Signature.bind`` accepts a call depends only on how many positional
+        arguments it has and which keyword names: the shapes a task accepted are remembered
+        (:data:`FITTING_SHAPES` at most), so a run of like messages binds once.
+        """
+        task = registry.get(message.task)
+        shape = (task, len(message.args), frozenset(message.kwargs))
+        if shape in self._fitting:
+            return
+        task.check_arguments(message.args, message.kwargs)
+        if len(self._fitting) >= FITTING_SHAPES:
+            self._fitting.clear()
+        self._fitting.add(shape)
 
     def _dead(self, delivery: Delivery, reason: str) -> None:
         """Dead-letter ``delivery``, then ack it; a dead letter that cannot be written raises
@@ -541,6 +566,7 @@ class Consumer:
         if self.config.observer is not None:
             self._observe(message, outcome, started_at)
         close_old_connections()
+        self._connections_checked_at = time.monotonic()
         if acks_late and not delivery.acked:
             if outcome.state == REJECTED and outcome.requeue:
                 delivery.requeue()
@@ -573,10 +599,18 @@ class Consumer:
         connection errors: :meth:`tick` reconnects (this connection closed for its error) and
         the message, never acked, comes back. Other aliases are checked as before: an error
         there is not the broker's, and must not reach the consumer's loop.
+
+        The walk over every alias is skipped when the previous task's, after its outcome, ran
+        less than :data:`TRUSTED_FOR` seconds ago and nothing failed since (a failure resets
+        it in :meth:`_give_back`): it armed every health check then, closed what was broken or
+        past its age, and the next statement on an alias checks it. An alias used between
+        the two tasks (a claim, the revocations) is then used without another ``SELECT 1``.
         """
-        close_old_connections()
+        now = time.monotonic()
+        if now - self._connections_checked_at > TRUSTED_FOR:
+            close_old_connections()
         alias = self.broker.database_alias
-        if alias is None or time.monotonic() - self._queue_db_used_at > TRUSTED_FOR:
+        if alias is None or now - self._queue_db_used_at > TRUSTED_FOR:
             return
         db = connections[alias]
         if db.connection is not None and not db.errors_occurred and not db.in_atomic_block:
