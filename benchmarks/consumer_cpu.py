@@ -20,7 +20,7 @@ import os
 import pstats
 import time
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+from benchmarks.in_process import setup_django
 
 
 def main() -> None:
@@ -33,11 +33,8 @@ def main() -> None:
     parser.add_argument("--migrate", action="store_true")
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
+    setup_django(migrate=args.migrate)
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection
 
     import django_tq
@@ -47,10 +44,6 @@ def main() -> None:
     from django_tq.worker.embedded import _UntilEmpty
     from tests.testapp.tasks import add
 
-    if args.migrate:
-        call_command("migrate", verbosity=0)
-    connection.close()  # as a worker keeps its connections (WORKER_DB_CONN_MAX_AGE)
-    connection.settings_dict.update(CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True)
     settings.TQ = {**settings.TQ, "RESULT_BACKEND": None if args.results == "none" else "django-db"}
     tq_settings.reload()
     broker = get_broker()

@@ -19,7 +19,7 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+from benchmarks.in_process import setup_django
 
 
 def main() -> None:
@@ -29,11 +29,8 @@ def main() -> None:
     parser.add_argument("--migrate", action="store_true")
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
+    setup_django(migrate=args.migrate)
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection
 
     import django_tq
@@ -42,11 +39,6 @@ def main() -> None:
     from django_tq.testing import run_worker_until_empty
     from tests.testapp.tasks import add
 
-    if args.migrate:
-        call_command("migrate", verbosity=0)
-    # as a worker keeps its connections (WORKER_DB_CONN_MAX_AGE)
-    connection.close()
-    connection.settings_dict.update(CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True)
     statements = [0]
 
     def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
