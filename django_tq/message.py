@@ -75,6 +75,11 @@ class TaskMessage:
         return self.shadow or self.task
 
     @property
+    def in_workflow(self) -> bool:
+        """Return whether any workflow field is set (the message has a ``canvas`` header)."""
+        return bool(self.chain or self.chord or self.link or self.link_error)
+
+    @property
     def canvas(self) -> dict[str, Any]:
         """Return the workflow fields that are set, as the ``canvas`` header carries them."""
         values = {
@@ -197,7 +202,7 @@ def encode(message: TaskMessage) -> WireMessage:
         headers["custom"] = message.headers
     if message.unique_key is not None:
         headers["unique"] = [message.unique_key, message.unique_ttl]
-    if message.chain or message.chord or message.link or message.link_error:
+    if message.in_workflow:  # (building ``canvas`` only then: most messages have none)
         headers["canvas"] = serialization.to_jsonable(message.canvas)
     return WireMessage(headers=headers, body=body, content_type=content_type)
 

@@ -208,7 +208,8 @@ class Confirms:
 
         ``basic.publish`` sent as py-amqp's ``basic_publish`` sends it, minus its non-blocking
         read before every message (for ``connection.blocked``): :meth:`wait` reads once per
-        burst. The method's arguments are encoded once per exchange and key. The caller holds :attr:`lock` and bounds the writes (``transport.having_timeout``).
+        burst. The method's arguments are encoded once per exchange and key. The caller holds
+        :attr:`lock` and bounds the writes (``transport.having_timeout``).
         ``late``: nobody will :meth:`wait` for this one (see the module docstring).
         ``mandatory``: RabbitMQ sends a message no queue takes back (``basic.return``, before
         its ack: an unroutable message is acked too) to the channel's ``basic_return`` handlers.
